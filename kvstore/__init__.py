@@ -1,0 +1,58 @@
+"""kvstore: one interface to keep application state in memory, Redis, SQLite, PostgreSQL or files.
+
+>>> from kvstore import MemoryStore
+>>> with MemoryStore() as store:
+...     store.save("session:1", {"user": "ann"}, ttl="15m")
+...     store.load("session:1")
+True
+{'user': 'ann'}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (ConfigError, CorruptDataError, InvalidKeyError, InvalidTTLError, KVStoreError,
+                     NotAnIntegerError, SerializationError, StoreUnavailableError,
+                     TransactionError)
+from .serializers import Serializer
+from .store import PersistenceStore, parse_ttl
+from .stores.memory import MemoryStore
+
+if TYPE_CHECKING:  # the lazily loaded names below, for type checkers and IDEs
+    from .manager import PersistenceManager
+    from .stores.file import FileStore
+    from .stores.postgres import PostgresStore
+    from .stores.redis import RedisStore
+    from .stores.sqlite import SQLiteStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PersistenceManager", "PersistenceStore",
+    "MemoryStore", "SQLiteStore", "FileStore", "RedisStore", "PostgresStore",
+    "Serializer", "parse_ttl",
+    "KVStoreError", "ConfigError", "SerializationError", "StoreUnavailableError",
+    "TransactionError", "CorruptDataError", "InvalidKeyError", "InvalidTTLError",
+    "NotAnIntegerError",
+]
+
+# Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast.
+_LAZY = {
+    "SQLiteStore": ".stores.sqlite",
+    "FileStore": ".stores.file",
+    "RedisStore": ".stores.redis",
+    "PostgresStore": ".stores.postgres",
+    "PersistenceManager": ".manager",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kvstore' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value

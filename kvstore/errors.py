@@ -1,0 +1,57 @@
+"""kvstore's exception types. Everything raised to users subclasses :class:`KVStoreError`."""
+
+from __future__ import annotations
+
+__all__ = [
+    "KVStoreError",
+    "ConfigError",
+    "SerializationError",
+    "CorruptDataError",
+    "StoreUnavailableError",
+    "TransactionError",
+    "InvalidKeyError",
+    "InvalidTTLError",
+    "NotAnIntegerError",
+]
+
+
+class KVStoreError(Exception):
+    """Base class of every error kvstore raises."""
+
+
+class ConfigError(KVStoreError, ValueError):
+    """A setting is wrong: unknown, of the wrong type, or a driver/extra is missing.
+
+    The message names the setting, e.g. ``persistence.categories.session.ttl: '5x' is not a duration``.
+    """
+
+
+class SerializationError(KVStoreError):
+    """A value cannot be encoded, or a blob cannot be decoded (bad header, bad signature)."""
+
+
+class CorruptDataError(SerializationError):
+    """Stored data for a key could not be read back: truncated, garbled or tampered with.
+
+    Subclasses :class:`SerializationError` so that ``except SerializationError`` catches it too.
+    """
+
+
+class StoreUnavailableError(KVStoreError):
+    """The backing server (Redis, PostgreSQL) or file cannot be reached within the timeout."""
+
+
+class TransactionError(KVStoreError):
+    """A transaction could not be committed; the message says which store failed and what was rolled back."""
+
+
+class InvalidKeyError(KVStoreError, ValueError):
+    """A key the store cannot hold safely (empty, not a ``str``, a path escape, too long)."""
+
+
+class InvalidTTLError(KVStoreError, ValueError):
+    """A TTL that is zero, negative, or not a number or duration string."""
+
+
+class NotAnIntegerError(KVStoreError, TypeError):
+    """``incr`` on a key whose stored value is not an integer."""

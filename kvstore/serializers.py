@@ -1,0 +1,401 @@
+"""Serializers: JSON, MessagePack and signed pickle, with optional gzip compression.
+
+Every blob starts with an explicit 3-byte header, so a blob says what it is and any
+:class:`Serializer` can read blobs written by another format::
+
+    b"\\xc1" + format + compression      format: j (json), m (msgpack), p (pickle)
+                                         compression: - (none), z (gzip)
+
+``0xC1`` is never used by MessagePack, is not valid UTF-8 and is not a pickle opcode that can
+start a stream, so a header can never be mistaken for data. Nothing is guessed from content
+(MessagePack of ``48`` is ``b"0"``, which is also valid JSON).
+
+JSON and MessagePack both round-trip ``datetime`` (time zone kept), ``date``, ``time``,
+``timedelta``, ``bytes``, ``UUID``, ``Decimal``, ``set``, ``frozenset``, ``tuple``, dicts with
+non-string keys, and non-finite floats; dataclasses are stored as dicts.
+
+Pickle is off unless a secret is given; pickled payloads are signed with HMAC-SHA256 and the
+signature is checked with :func:`hmac.compare_digest` before anything is unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import gzip
+import hashlib
+import hmac
+import json
+import pickle
+import uuid
+from decimal import Decimal
+from typing import Any, Callable, Union
+
+import msgpack
+
+from .errors import ConfigError, CorruptDataError, SerializationError
+
+__all__ = ["Serializer", "SerializerSpec", "HEADER_BYTE", "encode_json_text", "decode_json_text"]
+
+HEADER_BYTE = b"\xc1"
+_FORMAT_CODES = {"json": b"j", "msgpack": b"m", "pickle": b"p"}
+_CODE_FORMATS = {v[0]: k for k, v in _FORMAT_CODES.items()}
+_COMPRESSION_CODES = {None: b"-", "gzip": b"z"}
+_CODE_COMPRESSIONS = {v[0]: k for k, v in _COMPRESSION_CODES.items()}
+_HMAC_SIZE = 32
+
+# Tag used by the JSON encoding of types JSON has no syntax for: {"__kv__": "<type>", "v": ...}.
+_TAG = "__kv__"
+_INF = float("inf")
+
+
+# --------------------------------------------------------------------------------------- JSON
+
+
+def _to_json(obj: Any) -> Any:
+    """Turn ``obj`` into something :func:`json.dumps` writes without loss (tagging what JSON lacks)."""
+    t = type(obj)
+    if t is str or t is int or t is bool or obj is None:
+        return obj
+    if t is float:
+        if obj != obj or obj == _INF or obj == -_INF:
+            return {_TAG: "float", "v": repr(obj)}
+        return obj
+    if t is dict:
+        if all(type(k) is str for k in obj) and _TAG not in obj:
+            return {k: _to_json(v) for k, v in obj.items()}
+        return {_TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
+    if t is list:
+        return [_to_json(v) for v in obj]
+    if t is tuple:
+        return {_TAG: "tuple", "v": [_to_json(v) for v in obj]}
+    if t is dt.datetime:
+        return {_TAG: "datetime", "v": obj.isoformat()}
+    if t is dt.date:
+        return {_TAG: "date", "v": obj.isoformat()}
+    if t is dt.time:
+        return {_TAG: "time", "v": obj.isoformat()}
+    if t is dt.timedelta:
+        return {_TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
+    if t is bytes or t is bytearray:
+        return {_TAG: "bytes", "v": base64.b64encode(obj).decode("ascii")}
+    if t is uuid.UUID:
+        return {_TAG: "uuid", "v": str(obj)}
+    if t is Decimal:
+        return {_TAG: "decimal", "v": str(obj)}
+    if t is set:
+        return {_TAG: "set", "v": [_to_json(v) for v in obj]}
+    if t is frozenset:
+        return {_TAG: "frozenset", "v": [_to_json(v) for v in obj]}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _to_json({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    # Subclasses of the basic types (IntEnum, OrderedDict, named tuples...) lose their class.
+    for base, conv in _SUBCLASS_FALLBACKS:
+        if isinstance(obj, base):
+            return _to_json(conv(obj))
+    raise TypeError(f"{t.__module__}.{t.__qualname__}")
+
+
+_SUBCLASS_FALLBACKS: tuple[tuple[type, Callable[[Any], Any]], ...] = (
+    (bool, bool),
+    (int, int),
+    (float, float),
+    (str, str),
+    (dict, dict),
+    (list, list),
+    (tuple, tuple),
+)
+
+
+_JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
+    "float": float,
+    "dict": lambda v: {k: val for k, val in v},
+    "tuple": tuple,
+    "datetime": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "timedelta": lambda v: dt.timedelta(days=v[0], seconds=v[1], microseconds=v[2]),
+    "bytes": lambda v: base64.b64decode(v.encode("ascii"), validate=True),
+    "uuid": uuid.UUID,
+    "decimal": Decimal,
+    "set": set,
+    "frozenset": frozenset,
+}
+
+
+def _json_hook(d: dict[str, Any]) -> Any:
+    tag = d.get(_TAG)
+    if tag is None or len(d) != 2 or "v" not in d:
+        return d
+    decoder = _JSON_DECODERS.get(tag)
+    if decoder is None:
+        return d
+    return decoder(d["v"])
+
+
+def encode_json_text(data: Any, *, indent: int | None = None) -> str:
+    """Encode ``data`` as strict JSON text (no NaN), tagging the extended types. Raises TypeError."""
+    return json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
+                      separators=None if indent else (",", ":"))
+
+
+def decode_json_text(text: str | bytes) -> Any:
+    """Inverse of :func:`encode_json_text`; plain JSON written by a person reads as itself."""
+    return json.loads(text, object_hook=_json_hook)
+
+
+# ----------------------------------------------------------------------------------- msgpack
+
+_EXT_DATETIME, _EXT_DATE, _EXT_TIME, _EXT_TIMEDELTA = 1, 2, 3, 4
+_EXT_UUID, _EXT_DECIMAL, _EXT_SET, _EXT_FROZENSET, _EXT_TUPLE = 5, 6, 7, 8, 9
+_EXT_BIGINT = 10
+_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
+
+
+class _BigInt:
+    """An int outside MessagePack's 64-bit range, packed as its decimal text."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+def _wrap_bigints(obj: Any) -> Any:
+    """A copy of ``obj`` with out-of-range ints wrapped (only used after msgpack overflowed)."""
+    t = type(obj)
+    if t is int:
+        return _BigInt(obj) if not _INT64_MIN <= obj <= _UINT64_MAX else obj
+    if t is dict:
+        return {_wrap_bigints(k): _wrap_bigints(v) for k, v in obj.items()}
+    if t is list:
+        return [_wrap_bigints(v) for v in obj]
+    if t in (tuple, set, frozenset):
+        return t(_wrap_bigints(v) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _wrap_bigints({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    return obj
+
+
+def _msgpack_default(obj: Any) -> Any:
+    t = type(obj)
+    if t is tuple:
+        return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
+    if t is dt.datetime:
+        return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
+    if t is dt.date:
+        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
+    if t is dt.time:
+        return msgpack.ExtType(_EXT_TIME, obj.isoformat().encode())
+    if t is dt.timedelta:
+        return msgpack.ExtType(_EXT_TIMEDELTA, _packb([obj.days, obj.seconds, obj.microseconds]))
+    if t is uuid.UUID:
+        return msgpack.ExtType(_EXT_UUID, obj.bytes)
+    if t is Decimal:
+        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
+    if t is set:
+        return msgpack.ExtType(_EXT_SET, _packb(list(obj)))
+    if t is frozenset:
+        return msgpack.ExtType(_EXT_FROZENSET, _packb(list(obj)))
+    if t is bytearray:
+        return bytes(obj)
+    if t is _BigInt:
+        return msgpack.ExtType(_EXT_BIGINT, str(obj.value).encode())
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    for base, conv in _SUBCLASS_FALLBACKS:
+        if isinstance(obj, base):
+            return conv(obj)
+    raise TypeError(f"{t.__module__}.{t.__qualname__}")
+
+
+def _packb(obj: Any) -> bytes:
+    # strict_types: a tuple (or a subclass of a basic type) goes through `default`, so it is
+    # tagged instead of silently becoming a list.
+    try:
+        return msgpack.packb(obj, default=_msgpack_default, strict_types=True, use_bin_type=True)
+    except OverflowError:
+        return msgpack.packb(_wrap_bigints(obj), default=_msgpack_default, strict_types=True,
+                             use_bin_type=True)
+
+
+def _msgpack_ext_hook(code: int, data: bytes) -> Any:
+    if code == _EXT_TUPLE:
+        return tuple(_unpackb(data))
+    if code == _EXT_DATETIME:
+        return dt.datetime.fromisoformat(data.decode())
+    if code == _EXT_DATE:
+        return dt.date.fromisoformat(data.decode())
+    if code == _EXT_TIME:
+        return dt.time.fromisoformat(data.decode())
+    if code == _EXT_TIMEDELTA:
+        d, s, us = _unpackb(data)
+        return dt.timedelta(days=d, seconds=s, microseconds=us)
+    if code == _EXT_UUID:
+        return uuid.UUID(bytes=data)
+    if code == _EXT_DECIMAL:
+        return Decimal(data.decode())
+    if code == _EXT_BIGINT:
+        return int(data.decode())
+    if code == _EXT_SET:
+        return set(_unpackb(data))
+    if code == _EXT_FROZENSET:
+        return frozenset(_unpackb(data))
+    return msgpack.ExtType(code, data)
+
+
+def _unpackb(blob: bytes) -> Any:
+    return msgpack.unpackb(blob, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=False,
+                           use_list=True)
+
+
+# -------------------------------------------------------------------------------- Serializer
+
+
+class Serializer:
+    """Encode values to self-describing bytes and back.
+
+    >>> s = Serializer("msgpack")
+    >>> s.deserialize(s.serialize({"when": (1, 2)}))
+    {'when': (1, 2)}
+
+    Args:
+        format: ``"json"``, ``"msgpack"`` or ``"pickle"``.
+        compression: ``None`` or ``"gzip"``.
+        secret: required for ``"pickle"`` (bytes or str); pickled payloads are HMAC-SHA256 signed
+            with it. A serializer with a secret also verifies pickled blobs it reads.
+
+    Raises:
+        ConfigError: unknown format or compression, or pickle without a secret.
+    """
+
+    __slots__ = ("format", "compression", "_secret", "_header", "_encode", "_decode_body")
+
+    def __init__(self, format: str = "json", compression: str | None = None,
+                 secret: bytes | str | None = None) -> None:
+        if format not in _FORMAT_CODES:
+            raise ConfigError(f"serializer: unknown format {format!r} "
+                              f"(choose one of {', '.join(_FORMAT_CODES)})")
+        if compression not in _COMPRESSION_CODES:
+            raise ConfigError(f"serializer.compression: unknown compression {compression!r} "
+                              "(choose None or 'gzip')")
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if secret is not None and not isinstance(secret, bytes):
+            raise ConfigError("serializer.secret: must be bytes or str")
+        if format == "pickle" and not secret:
+            raise ConfigError("serializer: pickle needs a secret (Serializer('pickle', secret=...)); "
+                              "unsigned pickle would let stored data run code")
+        self.format = format
+        self.compression = compression
+        self._secret: bytes | None = secret or None
+        self._header = HEADER_BYTE + _FORMAT_CODES[format] + _COMPRESSION_CODES[compression]
+
+    def __repr__(self) -> str:
+        extra = f", compression={self.compression!r}" if self.compression else ""
+        secret = ", secret=***" if self._secret else ""
+        return f"Serializer({self.format!r}{extra}{secret})"
+
+    @property
+    def name(self) -> str:
+        """``"json"``, ``"msgpack+gzip"``... the same string :meth:`detect` gives for its blobs."""
+        return self.format + ("+" + self.compression if self.compression else "")
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def serialize(self, data: Any) -> bytes:
+        """Encode ``data``; raises :class:`SerializationError` naming the unsupported type."""
+        try:
+            if self.format == "json":
+                body = encode_json_text(data).encode("utf-8")
+            elif self.format == "msgpack":
+                body = _packb(data)
+            else:
+                body = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        except (TypeError, ValueError, OverflowError, RecursionError, pickle.PicklingError,
+                AttributeError) as exc:
+            raise SerializationError(
+                f"cannot serialize {type(data).__name__} with {self.format}: {exc}") from exc
+        if self.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        if self.format == "pickle":
+            assert self._secret is not None
+            sig = hmac.new(self._secret, self._header + body, hashlib.sha256).digest()
+            return self._header + sig + body
+        return self._header + body
+
+    # -- decoding ------------------------------------------------------------------------------
+
+    def deserialize(self, blob: bytes) -> Any:
+        """Decode a blob written by any :class:`Serializer` (the header says its format).
+
+        Raises:
+            CorruptDataError: no header, truncated or garbled content.
+            SerializationError: a pickled blob without a secret here, or with a bad signature
+                (it is never unpickled).
+        """
+        if type(blob) is not bytes:
+            if isinstance(blob, (bytearray, memoryview)):
+                blob = bytes(blob)
+            else:
+                raise SerializationError(f"expected bytes, got {type(blob).__name__}")
+        if len(blob) < 3 or blob[0] != 0xC1:
+            raise CorruptDataError("blob has no kvstore header")
+        fmt = _CODE_FORMATS.get(blob[1])
+        if fmt is None or blob[2] not in _CODE_COMPRESSIONS:
+            raise CorruptDataError(f"blob has an unknown kvstore header {blob[:3]!r}")
+        compression = _CODE_COMPRESSIONS[blob[2]]
+        body = blob[3:]
+        if fmt == "pickle":
+            if self._secret is None:
+                raise SerializationError("blob is a signed pickle but this serializer has no secret; "
+                                         "it was not unpickled")
+            if len(body) < _HMAC_SIZE:
+                raise CorruptDataError("pickle blob is truncated (no signature)")
+            sig, body = body[:_HMAC_SIZE], body[_HMAC_SIZE:]
+            expected = hmac.new(self._secret, blob[:3] + body, hashlib.sha256).digest()
+            if not hmac.compare_digest(sig, expected):
+                raise CorruptDataError("pickle signature does not verify; the blob was not unpickled")
+        try:
+            if compression == "gzip":
+                body = gzip.decompress(body)
+            if fmt == "json":
+                return decode_json_text(body)
+            if fmt == "msgpack":
+                return _unpackb(body)
+            return pickle.loads(body)
+        except Exception as exc:  # any decoding failure means the bytes are not what we wrote
+            raise CorruptDataError(f"cannot decode {fmt} blob: {exc}") from exc
+
+    @staticmethod
+    def detect(blob: bytes) -> str:
+        """The format of a blob: ``"json"``, ``"msgpack"``, ``"pickle"``, ``"json+gzip"``...
+
+        Raises:
+            CorruptDataError: the blob has no kvstore header.
+        """
+        if len(blob) < 3 or blob[0] != 0xC1 or blob[1] not in _CODE_FORMATS \
+                or blob[2] not in _CODE_COMPRESSIONS:
+            raise CorruptDataError("blob has no kvstore header")
+        fmt = _CODE_FORMATS[blob[1]]
+        comp = _CODE_COMPRESSIONS[blob[2]]
+        return fmt + ("+" + comp if comp else "")
+
+    @classmethod
+    def resolve(cls, spec: "SerializerSpec", secret: bytes | str | None = None,
+                setting: str = "serializer") -> "Serializer":
+        """A :class:`Serializer` from a name (``"json"``, ``"msgpack+gzip"``) or an instance."""
+        if isinstance(spec, Serializer):
+            return spec
+        if not isinstance(spec, str):
+            raise ConfigError(f"{setting}: expected a format name or a Serializer, "
+                              f"got {type(spec).__name__}")
+        fmt, _, comp = spec.partition("+")
+        try:
+            return cls(fmt, compression=comp or None, secret=secret)
+        except ConfigError as exc:
+            raise ConfigError(f"{setting}: {exc}") from None
+
+
+SerializerSpec = Union[str, Serializer]

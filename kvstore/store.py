@@ -1,0 +1,331 @@
+"""The store interface: :class:`PersistenceStore`, and the TTL and key rules every store shares.
+
+Stores move bytes; this base does the rest. The public methods validate keys, resolve TTLs,
+serialize, and call a few small byte-level methods that each store implements
+(``_get``, ``_set``, ``_delete``, ``_keys``, ``_ttl``, ``_incr``, ``_clear``, and optionally the
+batch versions ``_get_many``, ``_set_many``, ``_delete_many``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from abc import ABC, abstractmethod
+from typing import Any, Iterable, Iterator, Mapping, Union
+
+from .errors import (CorruptDataError, InvalidKeyError, InvalidTTLError, NotAnIntegerError,
+                     SerializationError)
+from .serializers import HEADER_BYTE, Serializer, SerializerSpec
+
+__all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "prefix_upper_bound"]
+
+TTL = Union[int, float, str, None]
+
+
+class _Missing:
+    """The typed "no value" marker byte-level methods return (a stored ``None`` is a value)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_DURATION_FULL = re.compile(r"\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+", re.IGNORECASE)
+
+
+def parse_ttl(ttl: int | float | str, setting: str = "ttl") -> float:
+    """Seconds from a number or a duration string (``"90s"``, ``"15m"``, ``"1h30m"``, ``"7d"``).
+
+    A bare number string (``"90"``) is seconds. Raises :class:`InvalidTTLError` (a ``ValueError``)
+    for zero, negative, non-finite or unparsable values, naming ``setting``.
+    """
+    if isinstance(ttl, bool):
+        raise InvalidTTLError(f"{setting}: {ttl!r} is not a duration")
+    if isinstance(ttl, (int, float)):
+        seconds = float(ttl)
+    elif isinstance(ttl, str):
+        text = ttl.strip()
+        try:
+            seconds = float(text) if text and text.replace(".", "", 1).isdigit() else math.nan
+        except ValueError:  # pragma: no cover - isdigit() guards it
+            seconds = math.nan
+        if math.isnan(seconds):
+            if not _DURATION_FULL.fullmatch(ttl):
+                raise InvalidTTLError(f"{setting}: {ttl!r} is not a duration "
+                                      "(use seconds or e.g. '90s', '15m', '1h', '7d')")
+            seconds = sum(float(n) * _UNITS[u.lower()] for n, u in _DURATION_PART.findall(ttl))
+    else:
+        raise InvalidTTLError(f"{setting}: {type(ttl).__name__} is not a duration")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise InvalidTTLError(f"{setting}: {ttl!r} must be a positive, finite duration")
+    return seconds
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest string greater than every string starting with ``prefix`` (None: no bound).
+
+    Lets a literal prefix match use a primary-key range (``key >= p AND key < bound``) instead of
+    ``LIKE``, where ``%`` and ``_`` would be wildcards.
+    """
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            nxt = last + 1
+            if 0xD800 <= nxt <= 0xDFFF:  # skip surrogates: they cannot be stored as UTF-8
+                nxt = 0xE000
+            return prefix[:-1] + chr(nxt)
+        prefix = prefix[:-1]
+    return None
+
+
+class PersistenceStore(ABC):
+    """A key-value store with TTLs. Every store has the same methods and semantics.
+
+    Keys are non-empty ``str``; values are anything the store's serializer encodes. ``ttl`` is
+    seconds or a duration string; ``None`` means the store's ``ttl_default`` (itself ``None`` =
+    permanent). Use as a context manager to close it::
+
+        with SQLiteStore(path="app.db") as store:
+            store.save("session:1", {"user": "ann"}, ttl="15m")
+    """
+
+    #: Whether data survives a restart of the process (backups, snapshots use it).
+    durable: bool = True
+
+    def __init__(self, *, ttl_default: TTL = None, serializer: SerializerSpec | None = "json",
+                 secret: bytes | str | None = None) -> None:
+        self.ttl_default: float | None = (
+            None if ttl_default is None else parse_ttl(ttl_default, "ttl_default"))
+        self.serializer: Serializer | None = (
+            None if serializer is None else Serializer.resolve(serializer, secret))
+
+    # -- helpers shared by every store ---------------------------------------------------------
+
+    def _check_key(self, key: Any) -> None:
+        if type(key) is not str and not isinstance(key, str) or not key:
+            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}")
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                raise InvalidKeyError(f"key {key!r} is not valid unicode (lone surrogate)") from None
+
+    def _resolve_ttl(self, ttl: TTL) -> float | None:
+        if ttl is None:
+            return self.ttl_default
+        return parse_ttl(ttl)
+
+    def _encode(self, key: str, value: Any) -> Any:
+        """The bytes stored for ``value``. Integers are stored as ASCII digits, so that ``incr``
+        is one native operation everywhere (``INCRBY``, one SQL statement)."""
+        serializer = self.serializer
+        if serializer is None:
+            return value
+        if type(value) is int:
+            return b"%d" % value
+        try:
+            return serializer.serialize(value)
+        except SerializationError as exc:
+            raise SerializationError(f"key {key!r}: {exc}; nothing was written") from exc.__cause__
+
+    def _decode(self, key: str, blob: Any) -> Any:
+        serializer = self.serializer
+        if serializer is None:
+            return blob
+        if blob[:1] == HEADER_BYTE:
+            try:
+                return serializer.deserialize(blob)
+            except CorruptDataError as exc:
+                raise CorruptDataError(f"key {key!r}: {exc}") from exc
+            except SerializationError as exc:
+                raise SerializationError(f"key {key!r}: {exc}") from exc
+        return self._decode_int(key, blob)
+
+    @staticmethod
+    def _decode_int(key: str, blob: Any) -> int:
+        try:
+            text = blob.decode("ascii") if isinstance(blob, (bytes, bytearray)) else str(blob)
+            if text.lstrip("-").isdigit():
+                return int(text)
+        except (UnicodeDecodeError, ValueError):
+            pass
+        raise CorruptDataError(f"key {key!r}: stored data has no kvstore header and is not an "
+                               "integer counter")
+
+    def _check_amount(self, key: str, amount: Any) -> None:
+        if type(amount) is not int:
+            raise NotAnIntegerError(f"incr {key!r}: amount must be an int, got {amount!r}")
+
+    def _check_prefix(self, prefix: Any) -> None:
+        if not isinstance(prefix, str):
+            raise InvalidKeyError(f"prefix must be a str, got {prefix!r}")
+
+    # -- the public interface ------------------------------------------------------------------
+
+    def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        """Store ``value`` under ``key`` (replacing any value) for ``ttl``. Returns True.
+
+        Raises:
+            InvalidKeyError / InvalidTTLError (both ``ValueError``), SerializationError (nothing
+            is written), StoreUnavailableError.
+        """
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        self._set(key, self._encode(key, value), seconds)
+        return True
+
+    def load(self, key: str, default: Any = None) -> Any:
+        """The value stored under ``key``, or ``default`` when it is missing or expired."""
+        self._check_key(key)
+        blob = self._get(key)
+        if blob is MISSING:
+            return default
+        return self._decode(key, blob)
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; True when a live key existed."""
+        self._check_key(key)
+        return self._delete(key)
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` holds a live (unexpired) value."""
+        self._check_key(key)
+        return self._exists(key)
+
+    def keys(self, prefix: str = "") -> Iterator[str]:
+        """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain)."""
+        self._check_prefix(prefix)
+        return self._keys(prefix)
+
+    def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
+        """Store every item in one round trip / one transaction, all with the same ``ttl``.
+
+        Every key is checked and every value encoded before anything is written.
+        """
+        seconds = self._resolve_ttl(ttl)
+        encoded = []
+        for key, value in items.items():
+            self._check_key(key)
+            encoded.append((key, self._encode(key, value)))
+        if encoded:
+            self._set_many(encoded, seconds)
+
+    def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """``{key: value}`` for the keys found (missing and expired keys are left out)."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            self._check_key(key)
+        if not wanted:
+            return {}
+        found = self._get_many(wanted)
+        return {key: self._decode(key, blob) for key, blob in found.items()}
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Delete the keys; returns how many live keys existed."""
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            self._check_key(key)
+        return self._delete_many(wanted) if wanted else 0
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds left before ``key`` expires; None when it has no expiry or does not exist."""
+        self._check_key(key)
+        return self._ttl(key)
+
+    def incr(self, key: str, amount: int = 1) -> int:
+        """Add ``amount`` to the integer at ``key`` atomically (also across processes).
+
+        A missing key starts at 0 and gets the store's ``ttl_default``; an existing key keeps its
+        TTL. Raises :class:`NotAnIntegerError` when the stored value is not an integer.
+        """
+        self._check_key(key)
+        self._check_amount(key, amount)
+        return self._incr(key, amount)
+
+    def clear(self, prefix: str = "") -> int:
+        """Remove every key starting with ``prefix``; returns how many live keys were removed."""
+        self._check_prefix(prefix)
+        return self._clear(prefix)
+
+    def close(self) -> None:
+        """Release connections and files. Safe to call twice."""
+
+    def __enter__(self) -> "PersistenceStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- what each store implements --------------------------------------------------------------
+
+    @abstractmethod
+    def _get(self, key: str) -> Any:
+        """The stored blob, or MISSING when absent or expired."""
+
+    @abstractmethod
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        """Store the blob, expiring ``ttl`` seconds from now (None: never)."""
+
+    @abstractmethod
+    def _delete(self, key: str) -> bool:
+        """Remove the key; True when a live key existed."""
+
+    @abstractmethod
+    def _keys(self, prefix: str) -> Iterator[str]:
+        """Live keys starting with ``prefix``."""
+
+    @abstractmethod
+    def _ttl(self, key: str) -> float | None:
+        """Seconds left, None for no expiry or missing."""
+
+    @abstractmethod
+    def _incr(self, key: str, amount: int) -> int:
+        """Atomic add; a missing key starts at 0 with ``ttl_default``."""
+
+    @abstractmethod
+    def _clear(self, prefix: str) -> int:
+        """Remove keys with ``prefix``; how many live keys were removed."""
+
+    @abstractmethod
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        """Apply a transaction's writes to this store atomically: all of them or none.
+
+        Each op is ``(key, blob, ttl)``; ``blob is MISSING`` means delete the key. Used by the
+        manager's transactions (and their rollback, which re-applies the previous blobs).
+        """
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        """The current state of ``keys`` as ops that :meth:`_apply` can restore later."""
+        return [(key, self._get(key), self._ttl(key)) for key in keys]
+
+    def _exists(self, key: str) -> bool:
+        return self._get(key) is not MISSING
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        found = {}
+        for key in keys:
+            blob = self._get(key)
+            if blob is not MISSING:
+                found[key] = blob
+        return found
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        for key, blob in items:
+            self._set(key, blob, ttl)
+
+    def _delete_many(self, keys: list[str]) -> int:
+        return sum(1 for key in keys if self._delete(key))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
+
+    def _describe(self) -> str:
+        return ""

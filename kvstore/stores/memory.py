@@ -1,0 +1,197 @@
+"""MemoryStore: a thread-safe dict with TTLs and optional least-recently-used eviction."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Callable, Iterator
+
+from ..errors import ConfigError, NotAnIntegerError
+from ..serializers import SerializerSpec
+from ..store import MISSING, TTL, PersistenceStore
+
+__all__ = ["MemoryStore"]
+
+
+class MemoryStore(PersistenceStore):
+    """Keys in this process's memory, lost when it exits (see the manager's ``snapshot``).
+
+    Args:
+        max_entries: evict the least recently used key past this many (None: no limit). The only
+            store that ever drops data it was not told to drop.
+        ttl_default: TTL for ``save`` without one (None: permanent).
+        serializer: None (default) keeps the objects themselves, like a dict: fastest, and a
+            stored object mutated by the caller changes what is stored. A format name or
+            :class:`~kvstore.Serializer` stores encoded copies instead, exactly like the durable
+            stores.
+        clock: the time source for expiry (seconds, monotonic); inject one in tests.
+
+    >>> store = MemoryStore(max_entries=2)
+    >>> store.save("a", 1); store.save("b", 2); store.save("c", 3)
+    True
+    True
+    True
+    >>> sorted(store.keys())
+    ['b', 'c']
+    """
+
+    durable = False
+
+    def __init__(self, max_entries: int | None = None, ttl_default: TTL = None,
+                 serializer: SerializerSpec | None = None, *, secret: bytes | str | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        if max_entries is not None and (type(max_entries) is not int or max_entries < 1):
+            raise ConfigError(f"max_entries: must be a positive int or None, got {max_entries!r}")
+        self.max_entries = max_entries
+        self._clock = clock
+        # key -> (value, expires_at or None). OrderedDict keeps recency for LRU eviction.
+        self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def _describe(self) -> str:
+        return f"max_entries={self.max_entries!r}, entries={len(self._data)}"
+
+    # Fast path: the memory store is the hot tier, so `load` avoids the generic indirections.
+    def load(self, key: str, default: Any = None) -> Any:
+        if type(key) is not str or not key:
+            self._check_key(key)
+        with self._lock:
+            entry = self._data.get(key)
+            if entry is None:
+                return default
+            value, expires = entry
+            if expires is not None and expires <= self._clock():
+                del self._data[key]
+                return default
+            if self.max_entries is not None:
+                self._data.move_to_end(key)
+        if self.serializer is None:
+            return value
+        return self._decode(key, value)
+
+    def _live(self, key: str, now: float) -> tuple[Any, float | None] | None:
+        """The entry for key if live; drops it when expired. Caller holds the lock."""
+        entry = self._data.get(key)
+        if entry is not None and entry[1] is not None and entry[1] <= now:
+            del self._data[key]
+            return None
+        return entry
+
+    def _get(self, key: str) -> Any:
+        with self._lock:
+            entry = self._live(key, self._clock())
+            if entry is None:
+                return MISSING
+            if self.max_entries is not None:
+                self._data.move_to_end(key)
+            return entry[0]
+
+    def _put(self, key: str, blob: Any, expires: float | None) -> None:
+        # Caller holds the lock.
+        data = self._data
+        data[key] = (blob, expires)
+        if self.max_entries is not None:
+            data.move_to_end(key)
+            while len(data) > self.max_entries:
+                data.popitem(last=False)
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        with self._lock:
+            self._put(key, blob, None if ttl is None else self._clock() + ttl)
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        with self._lock:
+            expires = None if ttl is None else self._clock() + ttl
+            for key, blob in items:
+                self._put(key, blob, expires)
+
+    def _delete(self, key: str) -> bool:
+        with self._lock:
+            entry = self._live(key, self._clock())
+            if entry is None:
+                return False
+            del self._data[key]
+            return True
+
+    def _delete_many(self, keys: list[str]) -> int:
+        with self._lock:
+            return sum(1 for key in keys if self._delete(key))
+
+    def _exists(self, key: str) -> bool:
+        with self._lock:
+            return self._live(key, self._clock()) is not None
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        # A snapshot, so callers may modify the store while iterating.
+        with self._lock:
+            now = self._clock()
+            found = [k for k, (_, exp) in self._data.items()
+                     if k.startswith(prefix) and (exp is None or exp > now)]
+        return iter(found)
+
+    def _ttl(self, key: str) -> float | None:
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None or entry[1] is None:
+                return None
+            return max(entry[1] - now, 0.0)
+
+    def _incr(self, key: str, amount: int) -> int:
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                current, expires = 0, (None if self.ttl_default is None else now + self.ttl_default)
+            else:
+                blob, expires = entry
+                current = blob if self.serializer is None else self._decode(key, blob)
+                if type(current) is not int:
+                    raise NotAnIntegerError(f"incr {key!r}: stored value is a "
+                                            f"{type(current).__name__}, not an int")
+            new = current + amount
+            self._put(key, new if self.serializer is None else self._encode(key, new), expires)
+            return new
+
+    def _clear(self, prefix: str) -> int:
+        with self._lock:
+            now = self._clock()
+            doomed = [k for k in self._data if k.startswith(prefix)]
+            removed = 0
+            for k in doomed:
+                exp = self._data.pop(k)[1]
+                removed += exp is None or exp > now
+            return removed
+
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        with self._lock:
+            now = self._clock()
+            for key, blob, ttl in ops:
+                if blob is MISSING:
+                    self._data.pop(key, None)
+                else:
+                    self._put(key, blob, None if ttl is None else now + ttl)
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        with self._lock:
+            now = self._clock()
+            out: list[tuple[str, Any, float | None]] = []
+            for key in keys:
+                entry = self._live(key, now)
+                if entry is None:
+                    out.append((key, MISSING, None))
+                else:
+                    out.append((key, entry[0], None if entry[1] is None else entry[1] - now))
+            return out
+
+    def items_with_ttl(self) -> list[tuple[str, Any, float | None]]:
+        """Every live ``(key, stored value, seconds left)``; used by the manager's snapshots."""
+        with self._lock:
+            now = self._clock()
+            return [(k, v, None if e is None else e - now)
+                    for k, (v, e) in self._data.items() if e is None or e > now]
+
+    def close(self) -> None:
+        """Nothing to release; the data stays usable (a memory store has no connection)."""

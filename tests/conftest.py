@@ -1,0 +1,195 @@
+"""Fixtures shared by the test suite: one factory per store kind, and the server settings.
+
+Server-backed stores follow one rule: without ``KVSTORE_TEST_REDIS_URL`` the Redis store runs on
+fakeredis; with it, the tests talk to that server and fail (never skip) when it is unreachable.
+PostgreSQL runs only with ``KVSTORE_TEST_POSTGRES_DSN`` and is skipped, with that reason,
+otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
+POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")
+HAVE_REDIS_SERVER = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+
+
+class FakeClock:
+    """A clock tests move by hand, so TTL tests never sleep."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class StoreCase:
+    """How to build one kind of store, and how to make time pass for it."""
+
+    kind: str
+    build: Callable[..., Any]
+    advance: Callable[[float], None]
+    durable: bool
+    #: False for a MemoryStore without serializer: it keeps any object, so nothing is unencodable.
+    serializes: bool = True
+    opened: list[Any] = field(default_factory=list)
+
+    def make(self, **kwargs: Any) -> Any:
+        store = self.build(**kwargs)
+        self.opened.append(store)
+        return store
+
+    def close_all(self) -> None:
+        for store in self.opened:
+            try:
+                store.close()
+            except Exception:
+                pass
+
+
+def _memory_case(tmp_path: Path, serializer: str | None) -> StoreCase:
+    from kvstore import MemoryStore
+
+    clock = FakeClock()
+    return StoreCase(
+        kind="memory" if serializer is None else f"memory-{serializer}",
+        build=lambda **kw: MemoryStore(serializer=serializer, clock=clock, **kw),
+        advance=clock.advance, durable=False, serializes=serializer is not None)
+
+
+def _sqlite_case(tmp_path: Path, serializer: str) -> StoreCase:
+    from kvstore import SQLiteStore
+
+    clock = FakeClock(time.time())
+    path = tmp_path / "store.db"
+    return StoreCase(
+        kind=f"sqlite-{serializer}",
+        build=lambda **kw: SQLiteStore(path=path, serializer=serializer, clock=clock, **kw),
+        advance=clock.advance, durable=True)
+
+
+def _file_case(tmp_path: Path, fmt: str) -> StoreCase:
+    from kvstore import FileStore
+
+    clock = FakeClock(time.time())
+    base = tmp_path / "files"
+    return StoreCase(
+        kind=f"file-{fmt}",
+        build=lambda **kw: FileStore(base_path=base, format=fmt, clock=clock, **kw),
+        advance=clock.advance, durable=True)
+
+
+def _redis_build(url: str | None, prefix: str, cluster: bool = False) -> Callable[..., Any]:
+    from kvstore import RedisStore
+
+    fake_server = None
+    if url is None:
+        import fakeredis
+
+        fake_server = fakeredis.FakeServer()
+
+    def build(**kw: Any) -> Any:
+        kw.setdefault("ttl_default", None)
+        if fake_server is not None:
+            import fakeredis
+
+            return RedisStore(client=fakeredis.FakeRedis(server=fake_server), key_prefix=prefix, **kw)
+        return RedisStore(url=url, key_prefix=prefix, cluster=cluster or None, **kw)
+
+    return build
+
+
+def _redis_case(tmp_path: Path) -> StoreCase:
+    prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
+    return StoreCase(kind="redis", build=_redis_build(REDIS_URL, prefix),
+                     advance=time.sleep, durable=True)
+
+
+def _postgres_case(tmp_path: Path) -> StoreCase:
+    from kvstore import PostgresStore
+
+    clock = FakeClock(time.time())
+    table = f"kvtest_{uuid.uuid4().hex[:8]}"
+
+    def build(**kw: Any) -> Any:
+        return PostgresStore(dsn=POSTGRES_DSN, table=table, clock=clock, **kw)
+
+    case = StoreCase(kind="postgres", build=build, advance=clock.advance, durable=True)
+    return case
+
+
+STORE_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
+               "file-msgpack", "redis", "redis-cluster", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    if not HAVE_REDIS_SERVER:
+        pytest.skip("redis-server / redis-cli not on PATH: the Redis Cluster tests need them")
+    from redis_servers import start_cluster
+
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"))
+    yield cluster.url
+    cluster.stop()
+
+
+@pytest.fixture(params=STORE_KINDS)
+def case(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    kind = request.param
+    if kind == "memory":
+        c = _memory_case(tmp_path, None)
+    elif kind == "memory-msgpack":
+        c = _memory_case(tmp_path, "msgpack")
+    elif kind.startswith("sqlite-"):
+        c = _sqlite_case(tmp_path, kind.split("-", 1)[1])
+    elif kind.startswith("file-"):
+        c = _file_case(tmp_path, kind.split("-", 1)[1])
+    elif kind == "redis":
+        c = _redis_case(tmp_path)
+    elif kind == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
+        c = StoreCase(kind=kind, build=_redis_build(url, prefix, cluster=True),
+                      advance=time.sleep, durable=True)
+    elif kind == "postgres":
+        if not POSTGRES_DSN:
+            pytest.skip("KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL to test against")
+        c = _postgres_case(tmp_path)
+    else:  # pragma: no cover
+        raise AssertionError(kind)
+    yield c
+    if kind.startswith("redis") or kind == "postgres":
+        try:
+            c.make().clear()
+        except Exception:
+            pass
+        if kind == "postgres":
+            _drop_table(c)
+    c.close_all()
+
+
+def _drop_table(c: StoreCase) -> None:
+    try:
+        store = c.opened[0]
+        store.drop_table()
+    except Exception:
+        pass
+
+
+@pytest.fixture
+def store(case: StoreCase) -> Any:
+    return case.make()

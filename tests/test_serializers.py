@@ -1,0 +1,201 @@
+"""Serializer behaviour users rely on: round trips, explicit headers, signed pickle."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import pickle
+import uuid
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kvstore import ConfigError, CorruptDataError, SerializationError, Serializer
+
+SECRET = b"test-secret"
+ALL = [("json", None), ("json", "gzip"), ("msgpack", None), ("msgpack", "gzip"),
+       ("pickle", None), ("pickle", "gzip")]
+
+SAMPLE = {
+    "when": dt.datetime(2026, 11, 22, 9, 0, tzinfo=dt.timezone(dt.timedelta(hours=-8))),
+    "day": dt.date(2026, 1, 1),
+    "at": dt.time(12, 30, 15),
+    "span": dt.timedelta(days=2, seconds=5, microseconds=7),
+    "raw": b"\x00\x01\xfe",
+    "id": uuid.UUID(int=42),
+    "amount": Decimal("0.10"),
+    "set": {1, 2, 3},
+    "frozen": frozenset({"x"}),
+    "tuple": (1, "two", (3.0,)),
+    1: "int key",
+    (1, 2): "tuple key",
+    "__kv__": "a user key that looks like our tag",
+    "nan_free": [1.5, -0.0],
+    "big": 2**80,
+}
+
+
+def make(fmt: str, comp: str | None) -> Serializer:
+    return Serializer(fmt, compression=comp, secret=SECRET if fmt == "pickle" else None)
+
+
+@pytest.mark.parametrize("fmt,comp", ALL)
+def test_round_trip_extended_types(fmt, comp):
+    s = make(fmt, comp)
+    out = s.deserialize(s.serialize(SAMPLE))
+    assert out == SAMPLE
+    assert out["when"].utcoffset() == dt.timedelta(hours=-8)
+    assert type(out["tuple"]) is tuple and type(out["tuple"][2]) is tuple
+
+
+@pytest.mark.parametrize("fmt,comp", ALL)
+def test_non_finite_floats_round_trip(fmt, comp):
+    s = make(fmt, comp)
+    out = s.deserialize(s.serialize([float("inf"), float("-inf"), float("nan")]))
+    assert out[0] == math.inf and out[1] == -math.inf and math.isnan(out[2])
+
+
+def test_json_output_is_strict_json():
+    import json
+
+    body = Serializer("json").serialize({"x": float("nan"), "t": (1,)})[3:]
+    json.loads(body, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+@pytest.mark.parametrize("fmt,comp", ALL)
+def test_detect_names_the_format(fmt, comp):
+    blob = make(fmt, comp).serialize({"a": 1})
+    assert Serializer.detect(blob) == (fmt if comp is None else f"{fmt}+{comp}")
+
+
+def test_header_is_explicit_not_guessed():
+    blob = Serializer("msgpack").serialize(48)
+    assert Serializer.detect(blob) == "msgpack"
+    assert Serializer("json").deserialize(blob) == 48
+    assert Serializer.detect(Serializer("json").serialize(48)) == "json"
+    with pytest.raises(CorruptDataError):
+        Serializer.detect(b"0")
+    with pytest.raises(CorruptDataError):
+        Serializer("json").deserialize(b'{"plain": "json without header"}')
+
+
+@pytest.mark.parametrize("writer", ["json", "msgpack", "json+gzip", "msgpack+gzip"])
+@pytest.mark.parametrize("reader", ["json", "msgpack"])
+def test_reads_blobs_written_by_another_format(writer, reader):
+    blob = Serializer.resolve(writer).serialize(SAMPLE)
+    assert Serializer.resolve(reader).deserialize(blob) == SAMPLE
+
+
+def test_pickle_needs_a_secret():
+    with pytest.raises(ConfigError):
+        Serializer("pickle")
+    with pytest.raises(ConfigError):
+        Serializer("pickle", secret="")
+    s = Serializer("pickle", secret="a str secret works")
+    assert s.deserialize(s.serialize([1, 2])) == [1, 2]
+
+
+class _Marker:
+    """Unpickling this creates a file: proof that a payload ran code."""
+
+    path = ""
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _evil_blob(tmp_path: Path, secret: bytes) -> tuple[bytes, Path]:
+    marker = tmp_path / "pwned"
+    _Marker.path = str(marker)
+    return Serializer("pickle", secret=secret).serialize(_Marker()), marker
+
+
+def test_tampered_pickle_is_never_unpickled(tmp_path):
+    blob, marker = _evil_blob(tmp_path, SECRET)
+    tampered = blob[:-1] + bytes([blob[-1] ^ 1])
+    with pytest.raises(SerializationError):
+        Serializer("pickle", secret=SECRET).deserialize(tampered)
+    assert not marker.exists()
+
+
+def test_pickle_signed_with_another_secret_is_refused(tmp_path):
+    blob, marker = _evil_blob(tmp_path, b"attacker")
+    with pytest.raises(SerializationError):
+        Serializer("pickle", secret=SECRET).deserialize(blob)
+    assert not marker.exists()
+
+
+def test_unsigned_pickle_with_forged_header_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    _Marker.path = str(marker)
+    forged = b"\xc1p-" + b"\x00" * 32 + pickle.dumps(_Marker())
+    for reader in (Serializer("json"), Serializer("msgpack"), Serializer("pickle", secret=SECRET)):
+        with pytest.raises(SerializationError):
+            reader.deserialize(forged)
+    assert not marker.exists()
+
+
+def test_pickle_blob_is_not_unpickled_by_a_serializer_without_secret(tmp_path):
+    blob, marker = _evil_blob(tmp_path, SECRET)
+    with pytest.raises(SerializationError):
+        Serializer("json").deserialize(blob)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_unsupported_type_names_the_type(fmt):
+    with pytest.raises(SerializationError) as err:
+        Serializer(fmt).serialize({"x": object()})
+    assert "object" in str(err.value)
+
+
+@pytest.mark.parametrize("fmt,comp", ALL)
+def test_truncated_blob_is_corrupt(fmt, comp):
+    s = make(fmt, comp)
+    blob = s.serialize({"a": "b" * 100})
+    with pytest.raises(CorruptDataError):
+        s.deserialize(blob[: len(blob) // 2])
+
+
+def test_unknown_format_and_compression_are_config_errors():
+    with pytest.raises(ConfigError):
+        Serializer("yaml")
+    with pytest.raises(ConfigError):
+        Serializer("json", compression="zstd")
+    with pytest.raises(ConfigError):
+        Serializer.resolve(42)  # type: ignore[arg-type]
+
+
+def test_repr_hides_the_secret():
+    assert "test-secret" not in repr(Serializer("pickle", secret=SECRET))
+
+
+def test_gzip_shrinks_repetitive_data():
+    data = {"text": "abc" * 10000}
+    assert len(Serializer("json", compression="gzip").serialize(data)) < \
+        len(Serializer("json").serialize(data)) / 10
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    | st.binary() | st.datetimes(),
+    lambda children: st.lists(children, max_size=5) | st.tuples(children, children)
+    | st.dictionaries(st.text() | st.integers(), children, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(json_like)
+def test_property_round_trip(value):
+    for fmt in ("json", "msgpack"):
+        s = Serializer(fmt)
+        assert s.deserialize(s.serialize(value)) == value
+
+
+def test_no_marker_left_in_cwd():
+    assert not os.path.exists("pwned")
