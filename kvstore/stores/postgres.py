@@ -1,0 +1,287 @@
+"""PostgresStore: the database tier shared by several application servers (psycopg 3).
+
+One table::
+
+    key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, expires_at timestamptz
+
+``COLLATE "C"`` makes the primary key's order bytewise, so a literal prefix is an index range
+(``key >= p AND key < bound``), never ``LIKE``. An index on ``expires_at`` serves the purge of
+expired rows, which runs in small batches at most once a second. Connections come from a
+``psycopg_pool.ConnectionPool``, safe across threads.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
+from ..serializers import SerializerSpec
+from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
+
+__all__ = ["PostgresStore"]
+
+_PURGE_EVERY = 1.0
+_PURGE_BATCH = 256
+_PAGE = 1000
+
+
+def _mask(dsn: str) -> str:
+    from ..config import mask_secrets
+
+    return mask_secrets(dsn)
+
+
+class PostgresStore(PersistenceStore):
+    """Keys in a PostgreSQL table.
+
+    Args:
+        dsn: libpq connection string or URL (``postgresql://user@host:5432/db``).
+        table: table name (a plain identifier); created with its indexes if missing.
+        ttl_default: TTL for ``save`` without one (None: permanent).
+        serializer: format name or :class:`~kvstore.Serializer` (default json).
+        connect_timeout: seconds to wait for a connection before :class:`StoreUnavailableError`.
+        pool_size: most connections kept open.
+        clock: time source for expiry (seconds since the epoch); inject one in tests.
+
+    Raises:
+        ConfigError: psycopg is not installed (``pip install 'kvstore[postgres]'``) or a bad table.
+        StoreUnavailableError: the server cannot be reached (on any call; the store recovers by
+            itself when the server is back).
+    """
+
+    durable = True
+
+    def __init__(self, dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres",
+                 table: str = "kvstore", ttl_default: TTL = None,
+                 serializer: SerializerSpec = "json", *, secret: bytes | str | None = None,
+                 connect_timeout: float = 5.0, pool_size: int = 10,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        try:
+            import psycopg
+            from psycopg import sql
+            from psycopg_pool import ConnectionPool
+        except ImportError as exc:
+            raise ConfigError("PostgresStore needs psycopg 3 and psycopg_pool: "
+                              "pip install 'kvstore[postgres]'") from exc
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
+            raise ConfigError(f"table: {table!r} is not a plain table name")
+        self._psycopg = psycopg
+        self.dsn = dsn
+        self.table = table
+        self._clock = clock
+        self._connect_timeout = connect_timeout
+        self._ready = False
+        self._ready_lock = threading.Lock()
+        self._last_purge = 0.0
+        t = sql.Identifier(table)
+        q = lambda text: sql.SQL(text).format(t=t, idx=sql.Identifier(f"{table}_expires_idx"))  # noqa: E731
+        live = "(expires_at IS NULL OR expires_at > to_timestamp(%(now)s))"
+        self._sql = {
+            "create": q('CREATE TABLE IF NOT EXISTS {t} (key text COLLATE "C" PRIMARY KEY, '
+                        "value bytea NOT NULL, expires_at timestamptz)"),
+            "index": q("CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) "
+                       "WHERE expires_at IS NOT NULL"),
+            "get": q(f"SELECT value FROM {{t}} WHERE key = %(key)s AND {live}"),
+            "get_many": q(f"SELECT key, value FROM {{t}} WHERE key = ANY(%(keys)s) AND {live}"),
+            "set": q("INSERT INTO {t} (key, value, expires_at) VALUES "
+                     "(%(key)s, %(value)s, to_timestamp(%(exp)s)) ON CONFLICT (key) DO UPDATE "
+                     "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"),
+            "set_many": q("INSERT INTO {t} (key, value, expires_at) SELECT k, v, to_timestamp(e) "
+                          "FROM unnest(%(keys)s::text[], %(values)s::bytea[], %(exps)s::float8[]) "
+                          "AS u(k, v, e) ON CONFLICT (key) DO UPDATE "
+                          "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"),
+            "delete": q(f"DELETE FROM {{t}} WHERE key = ANY(%(keys)s) RETURNING {live}"),
+            "exists": q(f"SELECT 1 FROM {{t}} WHERE key = %(key)s AND {live}"),
+            "ttl": q(f"SELECT EXTRACT(EPOCH FROM expires_at)::float8 FROM {{t}} "
+                     f"WHERE key = %(key)s AND {live}"),
+            "snapshot": q(f"SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 FROM {{t}} "
+                          f"WHERE key = ANY(%(keys)s) AND {live}"),
+            # One statement: the row lock of the upsert makes concurrent increments exact.
+            "incr": q("INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
+                      "(%(key)s, convert_to(%(amount)s::text, 'UTF8'), to_timestamp(%(exp)s)) "
+                      "ON CONFLICT (key) DO UPDATE SET "
+                      "value = CASE WHEN cur.expires_at IS NOT NULL "
+                      "AND cur.expires_at <= to_timestamp(%(now)s) THEN EXCLUDED.value "
+                      "ELSE convert_to((convert_from(cur.value, 'UTF8')::numeric "
+                      "+ %(amount)s)::text, 'UTF8') END, "
+                      "expires_at = CASE WHEN cur.expires_at IS NOT NULL "
+                      "AND cur.expires_at <= to_timestamp(%(now)s) THEN EXCLUDED.expires_at "
+                      "ELSE cur.expires_at END "
+                      "RETURNING convert_from(value, 'UTF8')"),
+            "keys": q(f"SELECT key FROM {{t}} WHERE key > %(after)s AND key >= %(lo)s "
+                      f"AND (%(hi)s::text IS NULL OR key < %(hi)s) AND {live} "
+                      f"ORDER BY key LIMIT {_PAGE}"),
+            "clear": q(f"WITH gone AS (DELETE FROM {{t}} WHERE key >= %(lo)s "
+                       f"AND (%(hi)s::text IS NULL OR key < %(hi)s) RETURNING expires_at) "
+                       f"SELECT count(*) FILTER (WHERE expires_at IS NULL "
+                       f"OR expires_at > to_timestamp(%(now)s)) FROM gone"),
+            "purge": q("DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at "
+                       f"<= to_timestamp(%(now)s) LIMIT {_PURGE_BATCH})"),
+            "drop": q("DROP TABLE IF EXISTS {t}"),
+        }
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)),
+                    "application_name": f"kvstore:{table}"},
+            name=f"kvstore-{table}")
+        self._pool.open(wait=False)
+
+    def _describe(self) -> str:
+        return f"dsn={_mask(self.dsn)!r}, table={self.table!r}"
+
+    # -- connections and errors ----------------------------------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[Any]:
+        """A pooled connection; connection failures become StoreUnavailableError."""
+        from psycopg_pool import PoolTimeout
+
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn:
+                if not self._ready:
+                    self._create_table(conn)
+                yield conn
+        except PoolTimeout as exc:
+            raise StoreUnavailableError(
+                f"PostgreSQL at {_mask(self.dsn)} is unavailable: no connection within "
+                f"{self._connect_timeout:g}s") from exc
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            # Drop the pool's dead connections now, so recovery needs no restart.
+            try:
+                self._pool.check()
+            except Exception:
+                pass
+            raise StoreUnavailableError(
+                f"PostgreSQL at {_mask(self.dsn)} is unavailable: {exc}".strip()) from exc
+
+    def _create_table(self, conn: Any) -> None:
+        with self._ready_lock:
+            if self._ready:
+                return
+            with conn.transaction():
+                conn.execute(self._sql["create"])
+                conn.execute(self._sql["index"])
+            self._ready = True
+
+    def _maybe_purge(self, conn: Any, now: float) -> None:
+        if now - self._last_purge >= _PURGE_EVERY:
+            self._last_purge = now
+            conn.execute(self._sql["purge"], {"now": now})
+
+    def _exp(self, ttl: float | None) -> float | None:
+        return None if ttl is None else self._clock() + ttl
+
+    # -- byte-level operations ------------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        with self._conn() as conn:
+            row = conn.execute(self._sql["get"], {"key": key, "now": self._clock()}).fetchone()
+        return MISSING if row is None else bytes(row[0])
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        with self._conn() as conn:
+            rows = conn.execute(self._sql["get_many"], {"keys": keys, "now": self._clock()}).fetchall()
+        return {k: bytes(v) for k, v in rows}
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        now = self._clock()
+        with self._conn() as conn:
+            conn.execute(self._sql["set"], {"key": key, "value": blob,
+                                            "exp": None if ttl is None else now + ttl})
+            self._maybe_purge(conn, now)
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        exp = self._exp(ttl)
+        with self._conn() as conn:
+            conn.execute(self._sql["set_many"], {"keys": [k for k, _ in items],
+                                                 "values": [b for _, b in items],
+                                                 "exps": [exp] * len(items)})
+
+    def _delete_many(self, keys: list[str]) -> int:
+        with self._conn() as conn:
+            rows = conn.execute(self._sql["delete"], {"keys": keys, "now": self._clock()}).fetchall()
+        return sum(1 for (live,) in rows if live)
+
+    def _delete(self, key: str) -> bool:
+        return self._delete_many([key]) == 1
+
+    def _exists(self, key: str) -> bool:
+        with self._conn() as conn:
+            return conn.execute(self._sql["exists"],
+                                {"key": key, "now": self._clock()}).fetchone() is not None
+
+    def _ttl(self, key: str) -> float | None:
+        now = self._clock()
+        with self._conn() as conn:
+            row = conn.execute(self._sql["ttl"], {"key": key, "now": now}).fetchone()
+        if row is None or row[0] is None:
+            return None
+        # timestamptz keeps microseconds: round so float noise never reports more than was set.
+        return max(round(float(row[0]) - now, 6), 0.0)
+
+    def _incr(self, key: str, amount: int) -> int:
+        now = self._clock()
+        params = {"key": key, "amount": amount, "now": now,
+                  "exp": None if self.ttl_default is None else now + self.ttl_default}
+        psycopg = self._psycopg
+        with self._conn() as conn:
+            try:
+                row = conn.execute(self._sql["incr"], params).fetchone()
+            except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.InvalidTextRepresentation,
+                    psycopg.errors.UntranslatableCharacter, psycopg.DataError) as exc:
+                raise NotAnIntegerError(f"incr {key!r}: stored value is not an integer") from exc
+        return int(row[0])
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        hi = prefix_upper_bound(prefix)
+        after = ""
+        while True:
+            with self._conn() as conn:
+                rows = conn.execute(self._sql["keys"], {"after": after, "lo": prefix, "hi": hi,
+                                                        "now": self._clock()}).fetchall()
+            for (key,) in rows:
+                yield key
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    def _clear(self, prefix: str) -> int:
+        with self._conn() as conn:
+            row = conn.execute(self._sql["clear"], {"lo": prefix, "hi": prefix_upper_bound(prefix),
+                                                    "now": self._clock()}).fetchone()
+        return int(row[0])
+
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        now = self._clock()
+        with self._conn() as conn:
+            with conn.transaction():
+                deletes = [key for key, blob, _ in ops if blob is MISSING]
+                if deletes:
+                    conn.execute(self._sql["delete"], {"keys": deletes, "now": now})
+                writes = [(key, blob, ttl) for key, blob, ttl in ops if blob is not MISSING]
+                if writes:
+                    conn.execute(self._sql["set_many"], {
+                        "keys": [k for k, _, _ in writes], "values": [b for _, b, _ in writes],
+                        "exps": [None if t is None else now + t for _, _, t in writes]})
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        now = self._clock()
+        with self._conn() as conn:
+            rows = conn.execute(self._sql["snapshot"], {"keys": keys, "now": now}).fetchall()
+        found = {k: (bytes(v), None if e is None else max(float(e) - now, 0.001)) for k, v, e in rows}
+        return [(key, *found.get(key, (MISSING, None))) for key in keys]
+
+    def drop_table(self) -> None:
+        """Drop the table and everything in it (tests, migrations)."""
+        with self._conn() as conn:
+            conn.execute(self._sql["drop"])
+        self._ready = False
+
+    def close(self) -> None:
+        self._pool.close()

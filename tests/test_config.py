@@ -1,0 +1,131 @@
+"""The YAML configuration: every class of mistake is a ConfigError naming the setting."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+
+from kvstore import ConfigError
+from kvstore.config import Config, load_config, mask_secrets, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_loads(monkeypatch):
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    config = load_config(ROOT / "config.example.yaml")
+    assert config.default_store == "database"
+    assert config.categories["query_history"].store == "cache"
+    assert config.categories["query_history"].ttl == 86400
+    assert config.categories["access_patterns"].ttl == 30 * 86400
+    assert config.redis is not None and config.redis.url == "redis://localhost:6379/0"
+    assert config.redis.fallback == "database"
+    assert config.memory.autosave == 300
+    assert config.backup.interval == 86400 and config.backup.retention == 7
+    assert config.pickle_secret is None
+    assert str(config.file.base_path).startswith(str(Path.home()))
+
+
+def test_empty_config_is_the_embedded_default():
+    assert parse_config({}) == Config()
+    assert parse_config({"persistence": None}) == Config()
+
+
+def test_env_expansion_and_home(monkeypatch):
+    monkeypatch.setenv("KV_TEST_URL", "redis://example:6380/2")
+    config = parse_config({"persistence": {
+        "redis": {"url": "${KV_TEST_URL}", "key_prefix": "${KV_UNSET_PREFIX:-app:}"},
+        "sqlite": {"path": "~/x/kv.db"}}})
+    assert config.redis.url == "redis://example:6380/2"
+    assert config.redis.key_prefix == "app:"
+    assert config.sqlite.path == Path.home() / "x" / "kv.db"
+
+
+def test_input_mapping_is_not_mutated():
+    data = {"persistence": {"categories": {"session": {"store": "memory", "ttl": "15m"}},
+                            "memory": {"max_entries": 5}}}
+    before = copy.deepcopy(data)
+    parse_config(data)
+    assert data == before
+
+
+def test_duration_message_names_the_setting():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"persistence": {"categories": {"session": {"store": "memory", "ttl": "5x"}}}})
+    assert str(err.value).startswith("persistence.categories.session.ttl: '5x' is not a duration")
+
+
+@pytest.mark.parametrize("body,setting", [
+    ({"defualt_store": "memory"}, "persistence.defualt_store"),
+    ({"default_store": "disk"}, "persistence.default_store"),
+    ({"memory": {"max_entries": "lots"}}, "persistence.memory.max_entries"),
+    ({"memory": {"max_entries": 0}}, "persistence.memory.max_entries"),
+    ({"memory": {"max_entry": 10}}, "persistence.memory.max_entry"),
+    ({"memory": ["not", "a", "mapping"]}, "persistence.memory"),
+    ({"memory": {"autosave": "5m"}}, "persistence.memory.autosave"),
+    ({"sqlite": {"synchronous": "SOMETIMES"}}, "persistence.sqlite.synchronous"),
+    ({"sqlite": {"serializer": "yaml"}}, "persistence.sqlite.serializer"),
+    ({"sqlite": {"serializer": "pickle"}}, "persistence.sqlite.serializer"),
+    ({"redis": {"url": 6379}}, "persistence.redis.url"),
+    ({"redis": {"ttl_default": -5}}, "persistence.redis.ttl_default"),
+    ({"redis": {"cluster": "maybe"}}, "persistence.redis.cluster"),
+    ({"redis": {"fallback": "cache"}}, "persistence.redis.fallback"),
+    ({"redis": {"fallback": "elsewhere"}}, "persistence.redis.fallback"),
+    ({"file": {"format": "xml"}}, "persistence.file.format"),
+    ({"postgres": {"table": "kv"}}, "persistence.postgres.dsn"),
+    ({"postgres": {"dsn": "postgresql://x", "table": "kv; drop"}}, "persistence.postgres.table"),
+    ({"postgres": {"dsn": "${KV_SURELY_UNSET_VAR}"}}, "persistence.postgres.dsn"),
+    ({"categories": {"session": {"store": "ram"}}}, "persistence.categories.session.store"),
+    ({"categories": {"session": {"ttl": "1h"}}}, "persistence.categories.session.store"),
+    ({"categories": {"session": {"store": "memory", "tll": "1h"}}}, "persistence.categories.session.tll"),
+    ({"categories": {"a:b": {"store": "memory"}}}, "persistence.categories.a:b"),
+    ({"categories": ["session"]}, "persistence.categories"),
+    ({"backup": {"interval": "fortnightly"}}, "persistence.backup.interval"),
+    ({"backup": {"retention": 0}}, "persistence.backup.retention"),
+    ({"backup": {"enabled": "sure"}}, "persistence.backup.enabled"),
+])
+def test_mistakes_name_the_setting(body, setting):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"persistence": body})
+    assert str(err.value).startswith(setting + ":"), str(err.value)
+
+
+def test_unknown_top_level_key():
+    with pytest.raises(ConfigError, match="persistance"):
+        parse_config({"persistance": {}, "persistence": {}})
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_malformed_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("persistence:\n  categories: {session: [unclosed\n")
+    with pytest.raises(ConfigError, match="malformed YAML"):
+        load_config(path)
+
+
+def test_wrong_type_in_yaml(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("persistence:\n  memory:\n    max_entries: [1, 2]\n")
+    with pytest.raises(ConfigError, match="persistence.memory.max_entries"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_pickle_with_secret_is_accepted():
+    config = parse_config({"persistence": {"pickle_secret": "s3cret", "sqlite": {"serializer": "pickle"}}})
+    assert config.sqlite.serializer == "pickle"
+    assert "s3cret" not in repr(config)
+
+
+def test_mask_secrets():
+    assert mask_secrets("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
+    assert "hunter2" not in mask_secrets("host=db password=hunter2 user=x")
