@@ -1,0 +1,351 @@
+"""SQLiteStore: one table in a WAL-mode SQLite file, safe across threads and processes.
+
+Schema::
+
+    kvstore(key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL) WITHOUT ROWID
+    index on expires_at WHERE expires_at IS NOT NULL
+
+``WITHOUT ROWID`` stores rows in the primary-key b-tree itself, which halves the work of a
+write. Each thread gets its own connection (reopened after ``fork``). Single statements run in
+autocommit; anything that reads then writes (``incr``, ``clear``, batches, transactions) runs
+under ``BEGIN IMMEDIATE``, which takes the write lock up front, so a reader never has to upgrade
+to a writer and ``busy_timeout`` can always wait instead of failing with "database is locked".
+
+Durability (``synchronous``): ``NORMAL`` (default) with WAL survives a crash of the process;
+``FULL`` also survives a power loss or OS crash, at the cost of an fsync per commit.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import ConfigError, CorruptDataError, NotAnIntegerError, StoreUnavailableError
+from ..serializers import SerializerSpec
+from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
+
+__all__ = ["SQLiteStore"]
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_PURGE_EVERY = 1.0      # seconds between purges of expired rows (per store object)
+_PURGE_BATCH = 256      # rows per purge: small, so no write waits long on it
+_PAGE = 1000            # keys() fetches this many keys per query
+_MAX_PARAMS = 500       # keys per `IN (...)` query
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS kvstore (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+    "expires_at REAL) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS kvstore_expires ON kvstore(expires_at) WHERE expires_at IS NOT NULL",
+)
+_GET = "SELECT value, expires_at FROM kvstore WHERE key = ?"
+_SET = "INSERT OR REPLACE INTO kvstore (key, value, expires_at) VALUES (?, ?, ?)"
+_DELETE = "DELETE FROM kvstore WHERE key = ? RETURNING expires_at"
+_PURGE = ("DELETE FROM kvstore WHERE key IN (SELECT key FROM kvstore "
+          f"WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {_PURGE_BATCH})")
+
+
+def _default_path() -> Path:
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("kvstore", appauthor=False)) / "kvstore.db"
+
+
+class SQLiteStore(PersistenceStore):
+    """Keys in a SQLite file.
+
+    Args:
+        path: the database file (default: ``kvstore.db`` in the platform's user data folder).
+            Created with mode 0600, its folder with 0700.
+        ttl_default: TTL for ``save`` without one (None: permanent).
+        serializer: format name or :class:`~kvstore.Serializer` (default json).
+        synchronous: ``"NORMAL"`` survives a process crash; ``"FULL"`` also a power loss.
+        busy_timeout: seconds a writer waits for another process's write lock before
+            :class:`StoreUnavailableError`.
+        clock: time source for expiry (seconds since the epoch); inject one in tests.
+
+    >>> with SQLiteStore(path="/tmp/kv-doc.db") as db:   # doctest: +SKIP
+    ...     db.save("user:1", {"name": "Ann"}, ttl="7d")
+    """
+
+    durable = True
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, ttl_default: TTL = None,
+                 serializer: SerializerSpec = "json", *, secret: bytes | str | None = None,
+                 synchronous: str = "NORMAL", busy_timeout: float = 30.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        if sync not in _SYNCHRONOUS:
+            raise ConfigError(f"synchronous: {synchronous!r} is not one of {', '.join(_SYNCHRONOUS)}")
+        self.path = Path(os.path.expanduser(os.fspath(path))) if path is not None else _default_path()
+        self.synchronous = sync
+        self.busy_timeout = float(busy_timeout)
+        self._clock = clock
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._last_purge = 0.0
+        self._closed = False
+        self._prepare_file()
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+
+    def _describe(self) -> str:
+        return f"path={str(self.path)!r}"
+
+    # -- connections -------------------------------------------------------------------------------
+
+    def _prepare_file(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if not self.path.exists():
+                # Created here, owner-only, before SQLite would create it with the umask's mode.
+                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            raise StoreUnavailableError(f"SQLite file {self.path}: {exc.strerror or exc}") from exc
+
+    def _conn(self) -> sqlite3.Connection:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        # First use in this thread, or in a child after fork: a connection of our own.
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        local.conn = conn
+        local.pid = os.getpid()
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Turn sqlite3 errors into kvstore's: locked -> unavailable, damaged -> corrupt."""
+        try:
+            yield
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if "locked" in text or "busy" in text:
+                raise StoreUnavailableError(
+                    f"SQLite file {self.path} stayed locked by another writer for "
+                    f"{self.busy_timeout:g}s: {text}") from exc
+            raise StoreUnavailableError(f"SQLite file {self.path}: {text}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise CorruptDataError(f"SQLite file {self.path} is damaged: {exc}") from exc
+
+    @contextmanager
+    def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """One write transaction, like diskcache's ``transact()``: all of it or none of it."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+        # Never a full scan on every call: a small batch through the index, at most once a second.
+        if now - self._last_purge >= _PURGE_EVERY:
+            self._last_purge = now
+            conn.execute(_PURGE, (now,))
+
+    # -- byte-level operations -----------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        with self._errors():
+            row = self._conn().execute(_GET, (key,)).fetchone()
+        if row is None or (row[1] is not None and row[1] <= self._clock()):
+            return MISSING
+        return row[0]
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        now = self._clock()
+        found: dict[str, Any] = {}
+        with self._errors():
+            conn = self._conn()
+            for i in range(0, len(keys), _MAX_PARAMS):
+                chunk = keys[i:i + _MAX_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                for key, value, exp in conn.execute(
+                        f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk):
+                    if exp is None or exp > now:
+                        found[key] = value
+        return found
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        now = self._clock()
+        with self._errors():
+            conn = self._conn()
+            conn.execute(_SET, (key, blob, None if ttl is None else now + ttl))
+            self._maybe_purge(conn, now)
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        exp = None if ttl is None else self._clock() + ttl
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                conn.executemany(_SET, [(key, blob, exp) for key, blob in items])
+
+    def _delete(self, key: str) -> bool:
+        with self._errors():
+            row = self._conn().execute(_DELETE, (key,)).fetchone()
+        return row is not None and (row[0] is None or row[0] > self._clock())
+
+    def _delete_many(self, keys: list[str]) -> int:
+        now = self._clock()
+        live = 0
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                for key in keys:
+                    row = conn.execute(_DELETE, (key,)).fetchone()
+                    live += row is not None and (row[0] is None or row[0] > now)
+        return live
+
+    def _exists(self, key: str) -> bool:
+        with self._errors():
+            row = self._conn().execute("SELECT expires_at FROM kvstore WHERE key = ?",
+                                       (key,)).fetchone()
+        return row is not None and (row[0] is None or row[0] > self._clock())
+
+    def _ttl(self, key: str) -> float | None:
+        with self._errors():
+            row = self._conn().execute("SELECT expires_at FROM kvstore WHERE key = ?",
+                                       (key,)).fetchone()
+        now = self._clock()
+        if row is None or row[0] is None or row[0] <= now:
+            return None
+        return float(row[0] - now)
+
+    def _incr(self, key: str, amount: int) -> int:
+        # Read, add, write under BEGIN IMMEDIATE: the write lock is held across the whole
+        # read-modify-write, so increments from other threads and processes are never lost.
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                now = self._clock()
+                row = conn.execute(_GET, (key,)).fetchone()
+                if row is None or (row[1] is not None and row[1] <= now):
+                    current = 0
+                    exp = None if self.ttl_default is None else now + self.ttl_default
+                else:
+                    current, exp = self._decode(key, row[0]), row[1]
+                    if type(current) is not int:
+                        raise NotAnIntegerError(f"incr {key!r}: stored value is a "
+                                                f"{type(current).__name__}, not an int")
+                new = current + amount
+                conn.execute(_SET, (key, self._encode(key, new), exp))
+        return new
+
+    def _range(self, prefix: str) -> tuple[str, list[Any]]:
+        hi = prefix_upper_bound(prefix)
+        if hi is None:
+            return "key >= ?", [prefix]
+        return "key >= ? AND key < ?", [prefix, hi]
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        # Paged by key, one short query per page: a million keys stream with flat memory and
+        # no read transaction held open while the caller works.
+        where, params = self._range(prefix)
+        after: str | None = None
+        while True:
+            now = self._clock()
+            page_where = where if after is None else f"{where} AND key > ?"
+            page_params = params if after is None else [*params, after]
+            with self._errors():
+                rows = self._conn().execute(
+                    f"SELECT key, expires_at FROM kvstore WHERE {page_where} ORDER BY key "
+                    f"LIMIT {_PAGE}", page_params).fetchall()
+            for key, exp in rows:
+                if (exp is None or exp > now) and key.startswith(prefix):
+                    yield key
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    def _clear(self, prefix: str) -> int:
+        where, params = self._range(prefix)
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                now = self._clock()
+                live = conn.execute(f"SELECT count(*) FROM kvstore WHERE {where} AND "
+                                    "(expires_at IS NULL OR expires_at > ?)",
+                                    [*params, now]).fetchone()[0]
+                conn.execute(f"DELETE FROM kvstore WHERE {where}", params)
+        return int(live)
+
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                now = self._clock()
+                for key, blob, ttl in ops:
+                    if blob is MISSING:
+                        conn.execute("DELETE FROM kvstore WHERE key = ?", (key,))
+                    else:
+                        conn.execute(_SET, (key, blob, None if ttl is None else now + ttl))
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        now = self._clock()
+        found: dict[str, tuple[Any, float | None]] = {}
+        with self._errors():
+            conn = self._conn()
+            for i in range(0, len(keys), _MAX_PARAMS):
+                chunk = keys[i:i + _MAX_PARAMS]
+                marks = ",".join("?" * len(chunk))
+                for key, value, exp in conn.execute(
+                        f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk):
+                    if exp is None or exp > now:
+                        found[key] = (value, None if exp is None else exp - now)
+        return [(key, *found.get(key, (MISSING, None))) for key in keys]
+
+    # -- backups ---------------------------------------------------------------------------------------
+
+    def backup_to(self, dest: str | os.PathLike[str]) -> Path:
+        """A consistent copy of the database at ``dest``, through SQLite's online backup API
+        (never a copy of a file being written)."""
+        target = Path(dest)
+        fd = os.open(target, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        with self._errors():
+            out = sqlite3.connect(target)
+            try:
+                self._conn().backup(out)
+                out.execute("PRAGMA journal_mode = DELETE")  # one self-contained file
+            finally:
+                out.close()
+        return target
+
+    def restore_from(self, src: str | os.PathLike[str]) -> None:
+        """Replace the whole database with the SQLite file ``src`` (online backup API, so other
+        connections see either the old or the new contents)."""
+        with self._errors():
+            source = sqlite3.connect(f"file:{os.fspath(src)}?mode=ro", uri=True)
+            try:
+                source.backup(self._conn())
+            finally:
+                source.close()
+
+    def close(self) -> None:
+        """Close every thread's connection. The store reopens connections if used again."""
+        with self._connections_lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
