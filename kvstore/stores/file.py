@@ -1,0 +1,505 @@
+"""FileStore: one file per key under ``base_path``, written atomically.
+
+Key -> path. A key is split on ``/``; each part becomes one path segment:
+
+- Letters, digits (any script) and ``-_.,:@+=~`` and space stay as they are; every other
+  character (``%``, ``\\``, NUL, control characters, other punctuation) becomes ``%XX`` of its
+  UTF-8 bytes. A leading ``.`` is written ``%2E``, so ``.`` and ``..`` can never step out of a
+  folder and the store's own dot-files (temp files, the lock) never collide with a key.
+- The last segment gets the format's extension: ``config/settings`` -> ``config/settings.json``.
+  A folder segment that would end in that extension has its last dot encoded, so a folder can
+  never collide with a key's file.
+- Empty segments (a leading ``/``, ``a//b``, a trailing ``/``) and names too long for the file
+  system (a segment over 200 bytes, a path over 3000) raise ``InvalidKeyError`` (a ValueError).
+
+The mapping is exactly reversible (``keys()`` decodes paths back to keys) and every resolved path
+is checked to lie inside ``base_path``. Case-insensitive file systems (macOS, Windows defaults)
+would merge keys differing only in case: not supported.
+
+File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
+types JSON lacks are tagged objects (``{"__kv__": "datetime", "v": "..."}``). A key with a TTL
+is wrapped: ``{"__kv__": "ttl", "expires_at": <unix time>, "value": ...}``. ``msgpack`` and
+``pickle``: the serializer's self-describing blob, prefixed by ``b"\\xc1t"`` and the expiry as
+a little-endian double when there is a TTL.
+
+Writes go to a temp file in the same folder, are fsynced (``fsync=True``), then ``os.replace``d
+over the key's file, and the folder is fsynced: a reader sees the old or the new file, never a
+half-written one. Writers (threads and processes) take an exclusive ``flock`` on
+``<base_path>/.kvstore.lock``, which makes ``incr`` atomic; readers take no lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import struct
+import threading
+import time
+import unicodedata
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, NotAnIntegerError,
+                      SerializationError, StoreUnavailableError)
+from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
+from ..store import MISSING, TTL, PersistenceStore, decode_stored
+
+__all__ = ["FileStore"]
+
+_EXTENSIONS = {"json": ".json", "msgpack": ".msgpack", "pickle": ".pickle"}
+_SAFE_PUNCT = set("-_.,:@+=~ ")
+_MAX_SEGMENT = 200
+_MAX_PATH = 3000
+_TTL_MAGIC = HEADER_BYTE + b"t"
+_TTL_HEAD = re.compile(rb'^\s*\{\s*"__kv__"\s*:\s*"ttl"\s*,\s*"expires_at"\s*:\s*(-?[0-9.eE+-]+)')
+_LOCK_NAME = ".kvstore.lock"
+_STALE_TEMP = 600.0
+
+
+class _Decoded:
+    """A value already decoded from a plain JSON file (so a stored ``bytes`` value is never
+    mistaken for a serializer blob)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+def _safe_char(ch: str) -> bool:
+    if ch in _SAFE_PUNCT:
+        return True
+    if ch.isascii():
+        return ch.isalnum()
+    # Letters and digits of any script; no format/control/combining-only oddities.
+    return unicodedata.category(ch)[0] in ("L", "N")
+
+
+def _quote(segment: str) -> str:
+    out = []
+    for ch in segment:
+        if _safe_char(ch):
+            out.append(ch)
+        else:
+            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
+    text = "".join(out)
+    if text.startswith("."):
+        text = "%2E" + text[1:]
+    return text
+
+
+_UNQUOTE = re.compile(r"(?:%[0-9A-F]{2})+")
+
+
+def _unquote(segment: str) -> str:
+    return _UNQUOTE.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8"), segment)
+
+
+class FileStore(PersistenceStore):
+    """Keys as files under ``base_path`` (see the module docstring for the layout).
+
+    Args:
+        base_path: the folder (default: ``files`` in the platform's user data folder); created
+            with mode 0700, files with 0600.
+        format: ``"json"`` (plain, editable files), ``"msgpack"`` or ``"pickle"`` (needs
+            ``secret`` or a ``serializer`` with one).
+        ttl_default: TTL for ``save`` without one (None: permanent).
+        serializer: a :class:`~kvstore.Serializer` or name; sets the format (and compression).
+        fsync: fsync each file and its folder (default True: a write survives a power loss).
+        clock: time source for expiry (seconds since the epoch); inject one in tests.
+    """
+
+    durable = True
+
+    def __init__(self, base_path: str | os.PathLike[str] | None = None, format: str = "json",
+                 ttl_default: TTL = None, *, serializer: SerializerSpec | None = None,
+                 secret: bytes | str | None = None, fsync: bool = True,
+                 clock: Callable[[], float] = time.time) -> None:
+        if serializer is not None:
+            resolved = Serializer.resolve(serializer, secret)
+            format = resolved.format
+        else:
+            if format not in _EXTENSIONS:
+                raise ConfigError(f"format: {format!r} is not one of json, msgpack, pickle")
+            resolved = Serializer.resolve(format, secret, setting="format")
+        super().__init__(ttl_default=ttl_default, serializer=resolved)
+        if base_path is None:
+            import platformdirs
+
+            base_path = Path(platformdirs.user_data_dir("kvstore", appauthor=False)) / "files"
+        self.base_path = Path(os.path.expanduser(os.fspath(base_path))).resolve()
+        self.format = format
+        self._ext = _EXTENSIONS[format]
+        # Plain JSON files unless compression makes them binary anyway.
+        self._plain_json = format == "json" and resolved.compression is None
+        self._fsync = fsync
+        self._clock = clock
+        self._thread_lock = threading.RLock()
+        self._lock_fd: int | None = None
+        self._lock_pid = 0
+        self._path_for = lru_cache(maxsize=8192)(self._compute_path)
+        try:
+            self.base_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            raise StoreUnavailableError(f"FileStore folder {self.base_path}: "
+                                        f"{exc.strerror or exc}") from exc
+        self._remove_stale_temp_files()
+
+    def _describe(self) -> str:
+        return f"base_path={str(self.base_path)!r}, format={self.format!r}"
+
+    # -- keys and paths ----------------------------------------------------------------------------
+
+    def _compute_path(self, key: str) -> Path:
+        segments = key.split("/")
+        if any(not s for s in segments):
+            raise InvalidKeyError(f"key {key!r}: empty path segment (leading, trailing or double "
+                                  "'/') cannot be stored as a file")
+        encoded = [_quote(s) for s in segments]
+        for i, seg in enumerate(encoded[:-1]):
+            if seg.endswith(self._ext):
+                cut = len(seg) - len(self._ext)
+                encoded[i] = seg[:cut] + "%2E" + seg[cut + 1:]
+        encoded[-1] += self._ext
+        if any(len(s.encode("utf-8")) > _MAX_SEGMENT for s in encoded) or \
+                sum(len(s.encode("utf-8")) + 1 for s in encoded) > _MAX_PATH:
+            raise InvalidKeyError(f"key {key[:60]!r}... is too long for a file name")
+        path = self.base_path.joinpath(*encoded)
+        # Defence in depth: the encoding already makes an escape impossible.
+        if os.path.commonpath([self.base_path, os.path.normpath(path)]) != str(self.base_path):
+            raise InvalidKeyError(f"key {key!r} would leave the store's folder")
+        return path
+
+    def _check_key(self, key: Any) -> None:
+        super()._check_key(key)
+        self._path_for(key)
+
+    def _key_for(self, path: Path) -> str | None:
+        rel = path.relative_to(self.base_path).parts
+        if not rel[-1].endswith(self._ext):
+            return None
+        parts = [*rel[:-1], rel[-1][: -len(self._ext)]]
+        try:
+            return "/".join(_unquote(p) for p in parts)
+        except (UnicodeDecodeError, ValueError):
+            return None
+
+    # -- encoding ------------------------------------------------------------------------------------
+
+    def _encode(self, key: str, value: Any) -> Any:
+        if not self._plain_json:
+            return super()._encode(key, value)
+        try:
+            return encode_json_text(value, indent=2)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"key {key!r}: cannot serialize {type(value).__name__} "
+                                     f"with json: {exc}; nothing was written") from exc
+
+    def _decode(self, key: str, blob: Any) -> Any:
+        if type(blob) is _Decoded:
+            return blob.value
+        return super()._decode(key, blob)
+
+    def _file_bytes(self, blob: Any, expires: float | None) -> bytes:
+        if self._plain_json:
+            if isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
+                assert self.serializer is not None
+                blob = encode_json_text(decode_stored("?", blob, self.serializer), indent=2)
+            if expires is None:
+                return (blob + "\n").encode("utf-8")
+            return ('{"__kv__": "ttl", "expires_at": ' + repr(expires) + ', "value": '
+                    + blob + "}\n").encode("utf-8")
+        if expires is None:
+            return bytes(blob)
+        return _TTL_MAGIC + struct.pack("<d", expires) + bytes(blob)
+
+    def _parse(self, key: str, data: bytes) -> tuple[Any, float | None]:
+        """``(stored blob or decoded JSON value, expires_at)`` from a file's bytes."""
+        if self._plain_json:
+            if data[:1] == HEADER_BYTE:  # a binary blob placed here by a migration
+                return data, None
+            try:
+                value = decode_json_text(data.decode("utf-8"))
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+                raise CorruptDataError(f"key {key!r}: file {self._path_for(key)} is not valid "
+                                       f"JSON ({exc})") from exc
+            if type(value) is dict and value.get("__kv__") == "ttl" and "value" in value:
+                expires = value.get("expires_at")
+                if not isinstance(expires, (int, float)):
+                    raise CorruptDataError(f"key {key!r}: TTL wrapper has no valid expires_at")
+                return _Decoded(value["value"]), float(expires)
+            return _Decoded(value), None
+        if data[:2] == _TTL_MAGIC:
+            if len(data) < 10:
+                raise CorruptDataError(f"key {key!r}: file is truncated")
+            return data[10:], struct.unpack("<d", data[2:10])[0]
+        return data, None
+
+    # -- file primitives ------------------------------------------------------------------------------
+
+    def _read(self, key: str) -> tuple[Any, float | None] | None:
+        try:
+            with open(self._path_for(key), "rb") as fh:
+                data = fh.read()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+        except OSError as exc:
+            raise StoreUnavailableError(f"key {key!r}: cannot read {self._path_for(key)}: "
+                                        f"{exc.strerror or exc}") from exc
+        return self._parse(key, data)
+
+    def _live(self, key: str) -> tuple[Any, float | None] | None:
+        entry = self._read(key)
+        if entry is None or (entry[1] is not None and entry[1] <= self._clock()):
+            return None
+        return entry
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Exclusive across threads (RLock) and processes (flock on the lock file)."""
+        with self._thread_lock:
+            if self._lock_fd is None or self._lock_pid != os.getpid():
+                self._lock_fd = os.open(self.base_path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+                self._lock_pid = os.getpid()
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _write_temp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if self._fsync:
+                os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            _unlink(tmp)
+            raise
+        os.close(fd)
+        return tmp
+
+    def _sync_dirs(self, dirs: set[Path]) -> None:
+        if not self._fsync:
+            return
+        for d in dirs:
+            try:
+                fd = os.open(d, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _remove(self, path: Path) -> bool:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        parent = path.parent
+        while parent != self.base_path:  # drop folders the delete left empty
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+            parent = parent.parent
+        return True
+
+    def _write_files(self, writes: list[tuple[Path, bytes]], deletes: list[Path]) -> None:
+        """Write every temp file (fsynced) before the first rename; then renames, then deletes."""
+        temps: list[tuple[Path, Path]] = []
+        try:
+            for path, data in writes:
+                temps.append((self._write_temp(path, data), path))
+        except BaseException:
+            for tmp, _ in temps:
+                _unlink(tmp)
+            raise
+        for tmp, path in temps:
+            os.replace(tmp, path)
+        for path in deletes:
+            self._remove(path)
+        self._sync_dirs({p.parent for _, p in temps} | {p.parent for p in deletes})
+
+    @contextmanager
+    def _io(self, key: str = "") -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            where = f"key {key!r}: " if key else ""
+            raise StoreUnavailableError(f"{where}FileStore {self.base_path}: "
+                                        f"{exc.strerror or exc}") from exc
+
+    # -- byte-level operations -------------------------------------------------------------------------
+
+    def _get(self, key: str) -> Any:
+        entry = self._live(key)
+        if entry is None:
+            return MISSING
+        return entry[0]
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        data = self._file_bytes(blob, None if ttl is None else self._clock() + ttl)
+        with self._io(key), self._locked():
+            self._write_files([(self._path_for(key), data)], [])
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        expires = None if ttl is None else self._clock() + ttl
+        writes = [(self._path_for(k), self._file_bytes(b, expires)) for k, b in items]
+        with self._io(), self._locked():
+            self._write_files(writes, [])
+
+    def _delete(self, key: str) -> bool:
+        with self._io(key), self._locked():
+            live = self._live(key) is not None
+            removed = self._remove(self._path_for(key))
+        return live and removed
+
+    def _exists(self, key: str) -> bool:
+        return self._live(key) is not None
+
+    def _ttl(self, key: str) -> float | None:
+        entry = self._live(key)
+        if entry is None or entry[1] is None:
+            return None
+        return max(entry[1] - self._clock(), 0.0)
+
+    def _incr(self, key: str, amount: int) -> int:
+        with self._io(key), self._locked():
+            entry = self._live(key)
+            if entry is None:
+                current = 0
+                expires = None if self.ttl_default is None else self._clock() + self.ttl_default
+            else:
+                current, expires = self._decode(key, entry[0]), entry[1]
+                if type(current) is not int:
+                    raise NotAnIntegerError(f"incr {key!r}: stored value is a "
+                                            f"{type(current).__name__}, not an int")
+            new = current + amount
+            data = self._file_bytes(self._encode(key, new), expires)
+            self._write_files([(self._path_for(key), data)], [])
+        return new
+
+    def _walk(self) -> Iterator[Path]:
+        stack = [self.base_path]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False) and entry.name.endswith(self._ext):
+                    yield Path(entry.path)
+
+    def _expiry_of(self, path: Path) -> float | None | bool:
+        """Expiry read from the file's first bytes (False: file gone or unreadable)."""
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(128)
+        except OSError:
+            return False
+        if self._plain_json:
+            m = _TTL_HEAD.match(head)
+            if m:
+                try:
+                    return float(m.group(1))
+                except ValueError:
+                    pass
+            if b'"__kv__"' in head and b'"ttl"' in head:  # reformatted by hand: parse it all
+                try:
+                    return self._parse("?", path.read_bytes())[1]
+                except (CorruptDataError, OSError):
+                    return None
+            return None
+        if head[:2] == _TTL_MAGIC and len(head) >= 10:
+            return float(struct.unpack("<d", head[2:10])[0])
+        return None
+
+    def _matching(self, prefix: str) -> Iterator[tuple[str, Path, float | None]]:
+        for path in self._walk():
+            key = self._key_for(path)
+            if key is None or not key.startswith(prefix):
+                continue
+            expires = self._expiry_of(path)
+            if expires is False:
+                continue
+            yield key, path, expires
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        now = self._clock()
+        for key, _, expires in sorted(self._matching(prefix)):
+            if expires is None or expires > now:
+                yield key
+
+    def _clear(self, prefix: str) -> int:
+        live = 0
+        with self._io(), self._locked():
+            now = self._clock()
+            for _, path, expires in list(self._matching(prefix)):
+                if self._remove(path) and (expires is None or expires > now):
+                    live += 1
+        return live
+
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        now = self._clock()
+        writes = [(self._path_for(k), self._file_bytes(b, None if t is None else now + t))
+                  for k, b, t in ops if b is not MISSING]
+        deletes = [self._path_for(k) for k, b, _ in ops if b is MISSING]
+        with self._io(), self._locked():
+            self._write_files(writes, deletes)
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        now = self._clock()
+        out: list[tuple[str, Any, float | None]] = []
+        for key in keys:
+            entry = self._live(key)
+            if entry is None:
+                out.append((key, MISSING, None))
+            else:
+                value = entry[0]
+                if type(value) is _Decoded:  # back to the JSON text _file_bytes takes
+                    value = encode_json_text(value.value, indent=2)
+                out.append((key, value, None if entry[1] is None else entry[1] - now))
+        return out
+
+    def _remove_stale_temp_files(self) -> None:
+        """Temp files left by a crashed writer (older than 10 minutes) are removed."""
+        cutoff = time.time() - _STALE_TEMP
+        for folder, _, files in os.walk(self.base_path):
+            for name in files:
+                if name.startswith(".tmp-"):
+                    path = os.path.join(folder, name)
+                    try:
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                    except OSError:
+                        pass
+
+    def close(self) -> None:
+        with self._thread_lock:
+            if self._lock_fd is not None and self._lock_pid == os.getpid():
+                os.close(self._lock_fd)
+            self._lock_fd = None
+
+
+def _unlink(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
