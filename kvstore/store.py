@@ -17,7 +17,7 @@ from .errors import (CorruptDataError, InvalidKeyError, InvalidTTLError, NotAnIn
                      SerializationError)
 from .serializers import HEADER_BYTE, Serializer, SerializerSpec
 
-__all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "prefix_upper_bound"]
+__all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "prefix_upper_bound", "decode_stored"]
 
 TTL = Union[int, float, str, None]
 
@@ -86,6 +86,25 @@ def prefix_upper_bound(prefix: str) -> str | None:
     return None
 
 
+def decode_stored(key: str, blob: Any, serializer: Serializer) -> Any:
+    """The value of a stored blob: a headered serializer blob, or an integer counter's digits."""
+    if blob[:1] == HEADER_BYTE:
+        try:
+            return serializer.deserialize(blob)
+        except CorruptDataError as exc:
+            raise CorruptDataError(f"key {key!r}: {exc}") from exc
+        except SerializationError as exc:
+            raise SerializationError(f"key {key!r}: {exc}") from exc
+    try:
+        text = blob.decode("ascii") if isinstance(blob, (bytes, bytearray)) else str(blob)
+        if text.lstrip("-").isdigit():
+            return int(text)
+    except (UnicodeDecodeError, ValueError):
+        pass
+    raise CorruptDataError(f"key {key!r}: stored data has no kvstore header and is not an "
+                           "integer counter")
+
+
 class PersistenceStore(ABC):
     """A key-value store with TTLs. Every store has the same methods and semantics.
 
@@ -140,25 +159,7 @@ class PersistenceStore(ABC):
         serializer = self.serializer
         if serializer is None:
             return blob
-        if blob[:1] == HEADER_BYTE:
-            try:
-                return serializer.deserialize(blob)
-            except CorruptDataError as exc:
-                raise CorruptDataError(f"key {key!r}: {exc}") from exc
-            except SerializationError as exc:
-                raise SerializationError(f"key {key!r}: {exc}") from exc
-        return self._decode_int(key, blob)
-
-    @staticmethod
-    def _decode_int(key: str, blob: Any) -> int:
-        try:
-            text = blob.decode("ascii") if isinstance(blob, (bytes, bytearray)) else str(blob)
-            if text.lstrip("-").isdigit():
-                return int(text)
-        except (UnicodeDecodeError, ValueError):
-            pass
-        raise CorruptDataError(f"key {key!r}: stored data has no kvstore header and is not an "
-                               "integer counter")
+        return decode_stored(key, blob, serializer)
 
     def _check_amount(self, key: str, amount: Any) -> None:
         if type(amount) is not int:

@@ -1,0 +1,261 @@
+"""Backups: a consistent snapshot of every durable store, with a manifest and checksums.
+
+A backup is a folder ``kvstore-backup-<UTC time>-<id>`` holding one part per store and
+``manifest.json``::
+
+    database.sqlite3   SQLite stores: the online backup API (never a copy of a file being written)
+    cache.jsonl        other stores (files, Redis, PostgreSQL): JSON Lines of the exact stored bytes
+    manifest.json      store, kind, key count, bytes and sha256 of each part; kvstore version; time
+
+It is written under a temporary name and renamed when complete, so a half-written backup never
+looks like a backup. :func:`restore_backup` checks every checksum (and SQLite's integrity check)
+before it changes anything, and refuses a damaged or partial backup with a clear error.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from .errors import CorruptDataError, KVStoreError
+from .store import PersistenceStore
+from .transfer import BATCH, export_jsonl, import_jsonl
+
+if TYPE_CHECKING:
+    from .manager import PersistenceManager
+
+__all__ = ["create_backup", "restore_backup", "prune_backups", "list_backups", "BackupError"]
+
+MANIFEST = "manifest.json"
+PREFIX = "kvstore-backup-"
+
+
+class BackupError(CorruptDataError):
+    """A backup is damaged, partial or does not fit this manager; nothing was changed."""
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _is_sqlite(store: PersistenceStore) -> bool:
+    from .stores.sqlite import SQLiteStore
+
+    return isinstance(store, SQLiteStore)
+
+
+def _backup_stores(pm: "PersistenceManager") -> Iterator[tuple[str, PersistenceStore]]:
+    from .stores.memory import MemoryStore
+
+    for name, store in pm.stores.items():
+        if not isinstance(store, MemoryStore):  # memory has its own snapshot file
+            yield name, store
+
+
+def _sqlite_live_count(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        import time
+
+        row = con.execute("SELECT count(*) FROM kvstore WHERE expires_at IS NULL OR expires_at > ?",
+                          (time.time(),)).fetchone()
+        return int(row[0])
+    finally:
+        con.close()
+
+
+def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None = None,
+                  progress: Callable[[int], None] | None = None) -> Path:
+    """Write a new backup inside folder ``dest`` (default: the configured backup folder)."""
+    from . import __version__
+    from .manager import default_data_dir
+
+    folder = Path(dest) if dest is not None else (pm.config.backup.path or default_data_dir() / "backups")
+    folder = folder.expanduser()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = dt.datetime.now(dt.timezone.utc)
+    name = f"{PREFIX}{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{secrets.token_hex(3)}"
+    tmp = folder / f".tmp-{name}"
+    tmp.mkdir(mode=0o700)
+    parts: dict[str, Any] = {}
+    try:
+        total = 0
+        for store_name, store in _backup_stores(pm):
+            if _is_sqlite(store):
+                part = tmp / f"{store_name}.sqlite3"
+                store.backup_to(part)  # type: ignore[attr-defined]
+                keys = _sqlite_live_count(part)
+            else:
+                part = tmp / f"{store_name}.jsonl"
+                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                    keys = export_jsonl(store, fh, raw=store.serializer is not None)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            total += keys
+            if progress is not None:
+                progress(total)
+            parts[store_name] = {"kind": type(store).__name__, "file": part.name, "keys": keys,
+                                 "bytes": part.stat().st_size, "sha256": _sha256(part)}
+        manifest = {"format": "kvstore-backup", "version": 1, "kvstore_version": __version__,
+                    "created_at": now.isoformat(), "stores": parts}
+        fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(manifest, fh, indent=2)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        final = folder / name
+        os.replace(tmp, final)
+        _fsync_dir(folder)
+        return final
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise BackupError(f"{path}: not a backup folder")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BackupError(f"{path}: no {MANIFEST}; the backup is partial or not a backup") from None
+    except ValueError as exc:
+        raise BackupError(f"{path}/{MANIFEST}: damaged ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != "kvstore-backup" \
+            or not isinstance(manifest.get("stores"), dict):
+        raise BackupError(f"{path}/{MANIFEST}: not a kvstore backup manifest")
+    return manifest
+
+
+def verify_backup(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Check the manifest, every part's size and sha256, and SQLite parts' integrity."""
+    folder = Path(path).expanduser()
+    manifest = _read_manifest(folder)
+    for store_name, info in manifest["stores"].items():
+        try:
+            part = folder / info["file"]
+            if Path(info["file"]).name != info["file"]:
+                raise BackupError(f"{folder}: part name {info['file']!r} is not a plain file name")
+            if not part.is_file():
+                raise BackupError(f"{folder}: part {info['file']} of store {store_name!r} is missing")
+            if part.stat().st_size != info["bytes"]:
+                raise BackupError(f"{folder}: part {info['file']} has {part.stat().st_size} bytes, "
+                                  f"the manifest says {info['bytes']}; the backup is damaged")
+            if _sha256(part) != info["sha256"]:
+                raise BackupError(f"{folder}: part {info['file']} does not match its sha256; "
+                                  "the backup is damaged or was changed")
+        except (KeyError, TypeError) as exc:
+            raise BackupError(f"{folder}/{MANIFEST}: entry for {store_name!r} is incomplete "
+                              f"({exc})") from None
+        if part.suffix == ".sqlite3":
+            con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+            try:
+                ok = con.execute("PRAGMA integrity_check").fetchone()[0]
+            except sqlite3.DatabaseError as exc:
+                raise BackupError(f"{folder}: {part.name} is not a valid SQLite file ({exc})") from None
+            finally:
+                con.close()
+            if ok != "ok":
+                raise BackupError(f"{folder}: {part.name} fails SQLite's integrity check: {ok}")
+    return manifest
+
+
+def _sqlite_rows(part: Path) -> Iterator[str]:
+    """A SQLite part as JSON Lines records (to restore it into a store of another kind)."""
+    import base64
+    import time
+
+    con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+    try:
+        now = time.time()
+        for key, value, exp in con.execute("SELECT key, value, expires_at FROM kvstore"):
+            if exp is not None and exp <= now:
+                continue
+            yield json.dumps({"key": key, "blob": base64.b64encode(bytes(value)).decode(),
+                              "ttl": None if exp is None else exp - now})
+    finally:
+        con.close()
+
+
+def restore_backup(pm: "PersistenceManager", path: str | os.PathLike[str],
+                   progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    """Replace the stores' contents with a backup's. Verifies everything first.
+
+    Returns ``{store: keys restored}``. Raises :class:`BackupError` (nothing changed) when the
+    backup is damaged, partial, or names a store this manager does not have.
+    """
+    folder = Path(path).expanduser()
+    manifest = verify_backup(folder)
+    for store_name in manifest["stores"]:
+        if store_name not in pm.stores:
+            raise BackupError(f"{folder}: the backup has store {store_name!r}, which this "
+                              f"manager does not have ({', '.join(pm.stores)})")
+    restored: dict[str, int] = {}
+    total = 0
+    for store_name, info in manifest["stores"].items():
+        store = pm.stores[store_name]
+        part = folder / info["file"]
+        if part.suffix == ".sqlite3" and _is_sqlite(store):
+            store.restore_from(part)  # type: ignore[attr-defined]
+            count = int(info["keys"])
+        else:
+            store.clear()
+            if part.suffix == ".sqlite3":
+                lines: Any = _sqlite_rows(part)
+            else:
+                lines = open(part, encoding="utf-8")
+            try:
+                count = import_jsonl(store, lines, source=str(part), batch=BATCH)
+            finally:
+                if hasattr(lines, "close"):
+                    lines.close()
+        restored[store_name] = count
+        total += count
+        if progress is not None:
+            progress(total)
+    pm._route_cache.clear()
+    return restored
+
+
+def list_backups(folder: str | os.PathLike[str]) -> list[Path]:
+    """Complete backups in ``folder``, oldest first."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir()
+                  if p.is_dir() and p.name.startswith(PREFIX) and (p / MANIFEST).exists())
+
+
+def prune_backups(folder: str | os.PathLike[str], retention: int) -> list[Path]:
+    """Keep the newest ``retention`` backups in ``folder``; returns the ones deleted."""
+    if retention < 1:
+        raise KVStoreError(f"backup.retention: must be at least 1, got {retention}")
+    backups = list_backups(folder)
+    doomed = backups[:-retention] if len(backups) > retention else []
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed

@@ -1,0 +1,298 @@
+"""The ``kvstore`` command: look inside and operate the stores without writing Python.
+
+Exit codes: 0 ok, 1 not found, 2 usage or configuration error, 3 a store failed (unavailable,
+damaged data or backup). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from typing import IO, Any, Callable, Iterator, Sequence
+
+from .errors import ConfigError, KVStoreError
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_STORE = 0, 1, 2, 3
+
+
+class _Usage(Exception):
+    """A usage mistake found after parsing (exit 2)."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kvstore", description="Look inside and operate kvstore's stores.",
+        epilog="Exit codes: 0 ok, 1 not found, 2 usage or config error, 3 store error.")
+    parser.add_argument("--config", metavar="PATH", default=os.environ.get("KVSTORE_CONFIG"),
+                        help="YAML configuration (default: $KVSTORE_CONFIG, else the embedded "
+                             "default with no server)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("get", help="print a key's value as JSON")
+    p.add_argument("key")
+    p.add_argument("--store", help="read this store instead of the routed one")
+
+    p = sub.add_parser("set", help="store a value given as JSON")
+    p.add_argument("key")
+    p.add_argument("value", help='JSON: 42, "text", {"a": 1}')
+    p.add_argument("--ttl", help="seconds or a duration such as 90s, 15m, 1h, 7d")
+    p.add_argument("--store")
+
+    p = sub.add_parser("delete", help="delete a key")
+    p.add_argument("key")
+    p.add_argument("--store")
+
+    p = sub.add_parser("keys", help="list live keys")
+    p.add_argument("prefix", nargs="?", default="")
+    p.add_argument("--store")
+
+    p = sub.add_parser("route", help="which store and TTL a key goes to, and why")
+    p.add_argument("key")
+
+    sub.add_parser("stats", help="keys per store, and where each store keeps them")
+
+    p = sub.add_parser("config", help="configuration commands")
+    csub = p.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    csub.add_parser("check", help="validate and print the resolved configuration (secrets masked)")
+
+    p = sub.add_parser("backup", help="write a backup of every durable store")
+    p.add_argument("--dest", help="folder to create the backup in (default: the configured one)")
+
+    p = sub.add_parser("restore", help="replace the stores' contents with a backup")
+    p.add_argument("path")
+
+    p = sub.add_parser("export", help="write keys as JSON Lines (key, value, remaining ttl)")
+    p.add_argument("--store", help="only this store (default: every store)")
+    p.add_argument("--category", help="only this category's keys (from its routed store)")
+    p.add_argument("--prefix", default="")
+    p.add_argument("-o", "--output", help="file to write (default: stdout)")
+
+    p = sub.add_parser("import", help="read JSON Lines written by export")
+    p.add_argument("path", help="file to read, or - for stdin")
+    p.add_argument("--store", help="write every key to this store (default: route each key)")
+
+    p = sub.add_parser("migrate", help="copy keys from one store to another with their TTLs")
+    p.add_argument("--from", dest="source", required=True)
+    p.add_argument("--to", dest="target", required=True)
+    p.add_argument("--prefix", default="")
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--checkpoint", help="file that records progress, so a rerun resumes")
+
+    sub.add_parser("demo", help="a short tour on the embedded default")
+    return parser
+
+
+# -- progress ------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _progress(label: str, stream: IO[str] | None = None) -> Iterator[Callable[[int], None]]:
+    """A one-line progress counter with a rate on a terminal; silent when not a terminal."""
+    out = stream or sys.stderr
+    tty = out.isatty()
+    start = time.monotonic()
+    last = [0.0, 0]
+
+    def update(count: int) -> None:
+        last[1] = count
+        now = time.monotonic()
+        if tty and now - last[0] >= 0.1:
+            last[0] = now
+            rate = count / max(now - start, 1e-9)
+            out.write(f"\r{label}: {count:,} keys ({rate:,.0f}/s)")
+            out.flush()
+
+    yield update
+    if tty:
+        elapsed = time.monotonic() - start
+        out.write(f"\r{label}: {last[1]:,} keys in {elapsed:.1f}s\n")
+        out.flush()
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from .manager import PersistenceManager
+
+    return PersistenceManager.from_yaml(args.config) if args.config else PersistenceManager()
+
+
+def _check_store(pm: Any, name: str | None, option: str = "--store") -> str | None:
+    if name is not None and name not in pm.stores:
+        raise _Usage(f"{option} {name}: unknown store (known: {', '.join(pm.stores)})")
+    return name
+
+
+def _json_out(value: Any) -> str:
+    from .serializers import encode_json_text
+
+    return encode_json_text(value, indent=2)
+
+
+def _cmd_config_check(args: argparse.Namespace, out: IO[str]) -> int:
+    import dataclasses
+
+    from .config import Config, load_config, mask_secrets
+
+    config = load_config(args.config) if args.config else Config()
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, os.PathLike):
+            return os.fspath(value)
+        return value
+
+    data = plain(config)
+    if data.get("pickle_secret"):
+        data["pickle_secret"] = "***"
+    source = args.config or "the embedded default"
+    out.write(f"# {source}: OK\n")
+    out.write(mask_secrets(json.dumps({"persistence": data}, indent=2)) + "\n")
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(lambda line: out.write(line + "\n"))
+    if args.command == "config":
+        return _cmd_config_check(args, out)
+
+    with _open(args) as pm:
+        cmd = args.command
+        if cmd == "get":
+            from .store import MISSING
+
+            value = pm.load(args.key, MISSING, store=_check_store(pm, args.store))
+            if value is MISSING:
+                err.write(f"kvstore: key {args.key!r} not found\n")
+                return EXIT_NOT_FOUND
+            out.write(_json_out(value) + "\n")
+        elif cmd == "set":
+            from .serializers import decode_json_text
+
+            try:
+                value = decode_json_text(args.value)
+            except ValueError:
+                raise _Usage(f"VALUE for {args.key!r} is not JSON (quote text: '\"hello\"')") from None
+            pm.save(args.key, value, ttl=args.ttl, store=_check_store(pm, args.store))
+        elif cmd == "delete":
+            if not pm.delete(args.key, store=_check_store(pm, args.store)):
+                err.write(f"kvstore: key {args.key!r} not found\n")
+                return EXIT_NOT_FOUND
+        elif cmd == "keys":
+            for key in sorted(pm.keys(args.prefix, store=_check_store(pm, args.store))):
+                out.write(key + "\n")
+        elif cmd == "route":
+            out.write(str(pm.route(args.key)) + "\n")
+        elif cmd == "stats":
+            for name, store in pm.stores.items():
+                count = sum(1 for _ in store.keys())
+                out.write(f"{name:9} {count:>9,} keys  {store!r}\n")
+        elif cmd == "backup":
+            with _progress("backup", err) as progress:
+                from .backup import create_backup, prune_backups
+
+                path = create_backup(pm, args.dest, progress=progress)
+                if args.dest is None:
+                    prune_backups(path.parent, pm.config.backup.retention)
+            out.write(f"{path}\n")
+        elif cmd == "restore":
+            from .backup import restore_backup
+
+            with _progress("restore", err) as progress:
+                counts = restore_backup(pm, args.path, progress=progress)
+            for name, count in counts.items():
+                out.write(f"{name:9} {count:>9,} keys restored\n")
+        elif cmd == "export":
+            return _cmd_export(pm, args, out, err)
+        elif cmd == "import":
+            return _cmd_import(pm, args, out, err)
+        elif cmd == "migrate":
+            from .transfer import migrate
+
+            source = _check_store(pm, args.source, "--from")
+            target = _check_store(pm, args.target, "--to")
+            if source == target:
+                raise _Usage("--from and --to name the same store")
+            if args.batch < 1:
+                raise _Usage("--batch must be at least 1")
+            with _progress(f"migrate {source} -> {target}", err) as progress:
+                count = migrate(pm.stores[source], pm.stores[target], args.prefix,
+                                batch=args.batch, checkpoint=args.checkpoint, progress=progress)
+            out.write(f"{count:,} keys copied from {source} to {target}\n")
+    return EXIT_OK
+
+
+def _cmd_export(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from .transfer import export_jsonl
+
+    prefix = args.prefix
+    names = [_check_store(pm, args.store)] if args.store else list(pm.stores)
+    if args.category:
+        prefix = f"{args.category}:{prefix}"
+        if not args.store:
+            names = [pm.route(prefix + "x").store]
+    target = open(args.output, "w", encoding="utf-8") if args.output else out
+    total = 0
+    try:
+        with _progress("export", err) as progress:
+            for name in names:
+                base = total
+                total += export_jsonl(pm.stores[name], target, prefix,
+                                      progress=lambda n: progress(base + n))
+    finally:
+        if args.output:
+            target.close()
+    if args.output:
+        out.write(f"{total:,} keys exported to {args.output}\n")
+    return EXIT_OK
+
+
+def _cmd_import(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    from .transfer import import_jsonl
+
+    store = _check_store(pm, args.store)
+    router = pm.stores[store] if store else (lambda key: pm.stores[pm.route(key).store])
+    source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
+    try:
+        with _progress("import", err) as progress:
+            count = import_jsonl(router, source, source=args.path, progress=progress)
+    finally:
+        if source is not sys.stdin:
+            source.close()
+    out.write(f"{count:,} keys imported\n")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, out: IO[str] | None = None,
+         err: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+    err = err or sys.stderr
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args, out, err)
+    except (_Usage, ConfigError) as exc:
+        err.write(f"kvstore: {exc}\n")
+        return EXIT_USAGE
+    except ValueError as exc:  # InvalidKeyError / InvalidTTLError are ValueErrors too
+        err.write(f"kvstore: {exc}\n")
+        return EXIT_USAGE
+    except KVStoreError as exc:
+        err.write(f"kvstore: {exc}\n")
+        return EXIT_STORE
+    except OSError as exc:
+        err.write(f"kvstore: {exc}\n")
+        return EXIT_STORE
+    except KeyboardInterrupt:
+        err.write("kvstore: interrupted\n")
+        return 130
