@@ -93,14 +93,22 @@ def _file_case(tmp_path: Path, fmt: str) -> StoreCase:
         advance=clock.advance, durable=True)
 
 
+_FAKE_SERVER: Any = None
+
+
 def _redis_build(url: str | None, prefix: str, cluster: bool = False) -> Callable[..., Any]:
+    """A factory of RedisStores on ``url``, or on one shared fakeredis server when url is None
+    (shared like a real server: tests keep apart by their unique key prefixes)."""
     from kvstore import RedisStore
 
+    global _FAKE_SERVER
     fake_server = None
     if url is None:
         import fakeredis
 
-        fake_server = fakeredis.FakeServer()
+        if _FAKE_SERVER is None:
+            _FAKE_SERVER = fakeredis.FakeServer()
+        fake_server = _FAKE_SERVER
 
     def build(**kw: Any) -> Any:
         kw.setdefault("ttl_default", None)

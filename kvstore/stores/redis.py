@@ -1,0 +1,321 @@
+"""RedisStore: the cache tier on redis-py — a single Redis, a Redis Cluster or a Sentinel primary.
+
+URLs:
+
+- ``redis://[user:password@]host:6379/0``, ``rediss://...`` (TLS), ``unix:///path/redis.sock``
+- ``redis+cluster://host:7000`` (or ``rediss+cluster://``; or ``cluster=True`` with a plain URL):
+  redis-py's ``RedisCluster``, which discovers the other nodes.
+- ``redis+sentinel://host1:26379,host2:26379/<service>/<db>``: the primary that the Sentinels
+  name for ``<service>`` (redis-py's ``Sentinel.master_for``), followed across fail-overs.
+
+A URL without a password takes ``REDIS_PASSWORD`` (and ``REDIS_USERNAME``) from the environment,
+so secrets need not be written in config files. Passwords never appear in ``repr`` or errors.
+
+Every redis-py connection or timeout error becomes :class:`StoreUnavailableError` within the
+socket timeouts; redis-py's pool drops broken connections, so the store works again as soon as
+Redis is back, without a restart.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from contextlib import contextmanager
+from typing import Any, Iterator
+from urllib.parse import unquote, urlsplit
+
+from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
+from ..serializers import SerializerSpec
+from ..store import MISSING, TTL, PersistenceStore
+
+__all__ = ["RedisStore"]
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+_SCAN_COUNT = 1000
+
+
+def _glob_escape(text: str) -> str:
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def _mask_url(url: str) -> str:
+    from ..config import mask_secrets
+
+    return mask_secrets(url)
+
+
+def _ms(ttl: float) -> int:
+    return max(1, int(round(ttl * 1000)))
+
+
+class RedisStore(PersistenceStore):
+    """Keys in Redis, with native TTLs.
+
+    Args:
+        url: where Redis is (see the module docstring for cluster and Sentinel URLs).
+        ttl_default: TTL for ``save`` without one (default 3600 s; None: permanent).
+        serializer: format name or :class:`~kvstore.Serializer` (default msgpack).
+        key_prefix: a namespace: every key is stored as ``key_prefix + key``; ``keys()`` and
+            ``clear()`` never see or touch keys outside it, so applications can share a Redis.
+        cluster: True for a Redis Cluster (also implied by a ``redis+cluster://`` URL).
+        client: an existing redis-py client to use instead of ``url`` (e.g. ``fakeredis``).
+        socket_timeout / connect_timeout: seconds before a call or a connection attempt gives
+            :class:`StoreUnavailableError` (nothing hangs).
+        **client_options: passed to redis-py (``ssl_ca_certs``, ``max_connections``...).
+    """
+
+    durable = True  # data outlives this object and this process (on the server)
+
+    def __init__(self, url: str = "redis://localhost:6379/0", ttl_default: TTL = 3600,
+                 serializer: SerializerSpec = "msgpack", key_prefix: str = "", *,
+                 secret: bytes | str | None = None, cluster: bool | None = None,
+                 client: Any = None, socket_timeout: float = 5.0, connect_timeout: float = 2.0,
+                 **client_options: Any) -> None:
+        super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        try:
+            import redis
+        except ImportError as exc:  # pragma: no cover - redis is a core dependency
+            raise ConfigError("RedisStore needs redis-py: pip install redis") from exc
+        if not isinstance(key_prefix, str):
+            raise ConfigError(f"key_prefix: expected a string, got {key_prefix!r}")
+        self._redis = redis
+        self.key_prefix = key_prefix
+        self._prefix_len = len(key_prefix)
+        self.url = url if client is None else f"<client {type(client).__name__}>"
+        self._errors_to_catch: tuple[type[BaseException], ...] = (
+            redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+            redis.exceptions.BusyLoadingError, redis.exceptions.ClusterDownError,
+            redis.exceptions.TryAgainError, redis.exceptions.MasterDownError,
+            redis.exceptions.ReadOnlyError, ConnectionError, TimeoutError, OSError)
+        try:
+            from redis.exceptions import MaxConnectionsError  # redis-py >= 5.1
+
+            self._errors_to_catch += (MaxConnectionsError,)
+        except ImportError:  # pragma: no cover
+            pass
+        if client is not None:
+            self._client = client
+            self.cluster = bool(cluster) or client.__class__.__name__ == "RedisCluster"
+        else:
+            self._client, self.cluster = self._connect(url, cluster, socket_timeout,
+                                                       connect_timeout, client_options)
+
+    # -- connecting ----------------------------------------------------------------------------------
+
+    def _connect(self, url: str, cluster: bool | None, socket_timeout: float,
+                 connect_timeout: float, options: dict[str, Any]) -> tuple[Any, bool]:
+        redis = self._redis
+        if not isinstance(url, str) or "://" not in url:
+            raise ConfigError(f"url: {_mask_url(str(url))!r} is not a redis:// URL")
+        scheme = url.split("://", 1)[0].lower()
+        base = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
+                "retry_on_timeout": False, **options}
+        parts = urlsplit(url)
+        username = unquote(parts.username) if parts.username else os.environ.get("REDIS_USERNAME")
+        password = unquote(parts.password) if parts.password else os.environ.get("REDIS_PASSWORD")
+        if scheme in ("redis+sentinel", "rediss+sentinel"):
+            return self._connect_sentinel(parts, scheme, username, password, base), False
+        is_cluster = bool(cluster) or scheme.endswith("+cluster")
+        if scheme.endswith("+cluster"):
+            url = scheme.split("+", 1)[0] + "://" + url.split("://", 1)[1]
+        if scheme.split("+", 1)[0] not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"url: unknown scheme {scheme!r} (redis, rediss, unix, "
+                              "redis+cluster, redis+sentinel)")
+        if not parts.password and password:
+            base["password"] = password
+            if username and not parts.username:
+                base["username"] = username
+        try:
+            if is_cluster:
+                from redis.cluster import RedisCluster
+
+                base.setdefault("health_check_interval", 0)
+                return RedisCluster.from_url(url, **base), True
+            base.setdefault("health_check_interval", 30)
+            return redis.Redis.from_url(url, **base), False
+        except ValueError as exc:
+            raise ConfigError(f"url: {_mask_url(url)!r}: {exc}") from exc
+        except self._errors_to_catch + (redis.exceptions.RedisClusterException,) as exc:
+            raise StoreUnavailableError(f"Redis at {_mask_url(url)} is unavailable: {exc}") from exc
+
+    def _connect_sentinel(self, parts: Any, scheme: str, username: str | None,
+                          password: str | None, base: dict[str, Any]) -> Any:
+        from redis.sentinel import Sentinel
+
+        hosts = []
+        for item in parts.netloc.rsplit("@", 1)[-1].split(","):
+            host, _, port = item.rpartition(":")
+            hosts.append((host or item, int(port or 26379) if host else 26379))
+        path = [p for p in parts.path.split("/") if p]
+        if not path:
+            raise ConfigError("url: a Sentinel URL names the service: "
+                              "redis+sentinel://host:26379/<service>/<db>")
+        service, db = path[0], int(path[1]) if len(path) > 1 else 0
+        conn_kwargs = dict(base, db=db, password=password, username=username,
+                           ssl=scheme.startswith("rediss"))
+        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": base["socket_timeout"],
+                                                    "socket_connect_timeout":
+                                                        base["socket_connect_timeout"]},
+                            **conn_kwargs)
+        return sentinel.master_for(service)
+
+    def _describe(self) -> str:
+        extra = ", cluster=True" if self.cluster else ""
+        return f"url={_mask_url(self.url)!r}, key_prefix={self.key_prefix!r}{extra}"
+
+    @contextmanager
+    def _call(self) -> Iterator[Any]:
+        """The client; redis-py connection failures become StoreUnavailableError."""
+        try:
+            yield self._client
+        except self._errors_to_catch as exc:
+            raise StoreUnavailableError(
+                f"Redis at {_mask_url(self.url)} is unavailable: {exc}") from exc
+        except self._redis.exceptions.RedisClusterException as exc:
+            raise StoreUnavailableError(
+                f"Redis Cluster at {_mask_url(self.url)} is unavailable: {exc}") from exc
+
+    # -- byte-level operations -----------------------------------------------------------------------
+
+    def _k(self, key: str) -> str:
+        return self.key_prefix + key if self._prefix_len else key
+
+    def _get(self, key: str) -> Any:
+        with self._call() as r:
+            blob = r.get(self._k(key))
+        return MISSING if blob is None else blob
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        with self._call() as r:
+            names = [self._k(k) for k in keys]
+            blobs = r.mget_nonatomic(names) if self.cluster else r.mget(names)
+        return {k: b for k, b in zip(keys, blobs) if b is not None}
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        with self._call() as r:
+            if ttl is None:
+                r.set(self._k(key), blob)
+            else:
+                r.set(self._k(key), blob, px=_ms(ttl))
+
+    def _pipeline(self, r: Any) -> Any:
+        # Single node: MULTI/EXEC, so the batch is atomic. Cluster: a pipeline per slot (redis-py
+        # groups by node); atomic per slot only.
+        return r.pipeline(transaction=not self.cluster)
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        with self._call() as r:
+            pipe = self._pipeline(r)
+            px = None if ttl is None else _ms(ttl)
+            for key, blob in items:
+                pipe.set(self._k(key), blob, px=px)
+            pipe.execute()
+
+    def _delete(self, key: str) -> bool:
+        with self._call() as r:
+            return bool(r.delete(self._k(key)))
+
+    def _delete_many(self, keys: list[str]) -> int:
+        with self._call() as r:
+            names = [self._k(k) for k in keys]
+            if not self.cluster:
+                return int(r.delete(*names))
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.delete(name)
+            return sum(int(n) for n in pipe.execute())
+
+    def _exists(self, key: str) -> bool:
+        with self._call() as r:
+            return bool(r.exists(self._k(key)))
+
+    def _ttl(self, key: str) -> float | None:
+        with self._call() as r:
+            ms = r.pttl(self._k(key))
+        return None if ms is None or ms < 0 else ms / 1000.0
+
+    def _incr(self, key: str, amount: int) -> int:
+        name = self._k(key)
+        try:
+            with self._call() as r:
+                if self.ttl_default is None:
+                    return int(r.incrby(name, amount))
+                # A new counter gets ttl_default (SET NX does nothing when the key exists, so an
+                # existing key keeps its TTL); MULTI makes both steps one atomic unit.
+                pipe = r.pipeline(transaction=True)
+                pipe.set(name, 0, nx=True, px=_ms(self.ttl_default))
+                pipe.incrby(name, amount)
+                return int(pipe.execute()[1])
+        except self._redis.exceptions.ResponseError as exc:
+            if "not an integer" in str(exc) or "out of range" in str(exc):
+                raise NotAnIntegerError(f"incr {key!r}: stored value is not an integer") from exc
+            raise
+
+    def _scan(self, r: Any, prefix: str) -> Iterator[str]:
+        pattern = _glob_escape(self.key_prefix + prefix) + "*"
+        for name in r.scan_iter(match=pattern, count=_SCAN_COUNT):
+            if isinstance(name, bytes):
+                name = name.decode("utf-8", "surrogateescape")
+            yield name
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        with self._call() as r:
+            names = list(self._scan(r, prefix))
+        n = self._prefix_len
+        return iter(sorted(name[n:] for name in names))
+
+    def _clear(self, prefix: str) -> int:
+        removed = 0
+        with self._call() as r:
+            batch: list[str] = []
+            for name in self._scan(r, prefix):
+                batch.append(name)
+                if len(batch) >= 500:
+                    removed += self._unlink(r, batch)
+                    batch = []
+            if batch:
+                removed += self._unlink(r, batch)
+        return removed
+
+    def _unlink(self, r: Any, names: list[str]) -> int:
+        if not self.cluster:
+            return int(r.unlink(*names))
+        pipe = r.pipeline(transaction=False)
+        for name in names:
+            pipe.unlink(name)
+        return sum(int(n) for n in pipe.execute())
+
+    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+        with self._call() as r:
+            pipe = self._pipeline(r)
+            for key, blob, ttl in ops:
+                if blob is MISSING:
+                    pipe.delete(self._k(key))
+                elif ttl is None:
+                    pipe.set(self._k(key), blob)
+                else:
+                    pipe.set(self._k(key), blob, px=_ms(ttl))
+            pipe.execute()
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        with self._call() as r:
+            pipe = r.pipeline(transaction=False)
+            for key in keys:
+                pipe.get(self._k(key))
+                pipe.pttl(self._k(key))
+            results = pipe.execute()
+        out: list[tuple[str, Any, float | None]] = []
+        for i, key in enumerate(keys):
+            blob, ms = results[2 * i], results[2 * i + 1]
+            if blob is None or ms == -2:  # missing, or expired between GET and PTTL
+                out.append((key, MISSING, None))
+            else:
+                out.append((key, blob, None if ms is None or ms < 0 else ms / 1000.0))
+        return out
+
+    def close(self) -> None:
+        try:
+            self._client.close()
+        except Exception:  # closing a dead connection must not raise
+            pass
+
