@@ -24,6 +24,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from ._fs import fsync_dir, make_private_dirs
 from .errors import CorruptDataError, KVStoreError
 from .store import PersistenceStore
 from .transfer import BATCH, export_jsonl, import_jsonl
@@ -47,17 +48,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_sqlite(store: PersistenceStore) -> bool:
@@ -94,7 +84,7 @@ def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None 
 
     folder = Path(dest) if dest is not None else (pm.config.backup.path or default_data_dir() / "backups")
     folder = folder.expanduser()
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(folder)
     now = dt.datetime.now(dt.timezone.utc)
     name = f"{PREFIX}{now.strftime('%Y%m%dT%H%M%S.%fZ')}-{secrets.token_hex(3)}"
     tmp = folder / f".tmp-{name}"
@@ -126,10 +116,10 @@ def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None 
             json.dump(manifest, fh, indent=2)
             fh.flush()
             os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         final = folder / name
         os.replace(tmp, final)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return final
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from .config import Config, load_config, mask_secrets, parse_config
+from ._fs import make_private_dirs
 from .errors import ConfigError, InvalidKeyError, KVStoreError
 from .serializers import Serializer
 from .store import MISSING, TTL, PersistenceStore
@@ -483,7 +484,7 @@ def _size(store: PersistenceStore, value: Any) -> int | None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dirs(path.parent)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

@@ -43,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .._fs import fsync_dir, make_private_dirs
 from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, NotAnIntegerError,
                       SerializationError, StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
@@ -143,7 +144,7 @@ class FileStore(PersistenceStore):
         self._lock_pid = 0
         self._path_for = lru_cache(maxsize=8192)(self._compute_path)
         try:
-            self.base_path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.base_path)
         except OSError as exc:
             raise StoreUnavailableError(f"FileStore folder {self.base_path}: "
                                         f"{exc.strerror or exc}") from exc
@@ -272,7 +273,7 @@ class FileStore(PersistenceStore):
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
     def _write_temp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        make_private_dirs(path.parent)
         tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
@@ -292,14 +293,7 @@ class FileStore(PersistenceStore):
         if not self._fsync:
             return
         for d in dirs:
-            try:
-                fd = os.open(d, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(d)
 
     def _remove(self, path: Path) -> bool:
         try:

@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from .._fs import make_private_dirs
 from ..errors import ConfigError, CorruptDataError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
@@ -105,7 +106,7 @@ class SQLiteStore(PersistenceStore):
 
     def _prepare_file(self) -> None:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dirs(self.path.parent)
             if not self.path.exists():
                 # Created here, owner-only, before SQLite would create it with the umask's mode.
                 os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
