@@ -46,8 +46,17 @@ class SQLiteConfig:
     synchronous: str = "NORMAL"
 
 
-@dataclass(frozen=True)
-class RedisConfig:
+class _MaskedRepr:
+    """repr() with passwords in URLs and DSNs replaced by ***, so configs are safe to log."""
+
+    def __repr__(self) -> str:
+        body = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)  # type: ignore[arg-type]
+                         if f.repr)
+        return mask_secrets(f"{type(self).__name__}({body})")
+
+
+@dataclass(frozen=True, repr=False)
+class RedisConfig(_MaskedRepr):
     url: str = "redis://localhost:6379/0"
     ttl_default: float | None = 3600.0
     serializer: str = "msgpack"
@@ -66,8 +75,8 @@ class FileConfig:
     ttl_default: float | None = None
 
 
-@dataclass(frozen=True)
-class PostgresConfig:
+@dataclass(frozen=True, repr=False)
+class PostgresConfig(_MaskedRepr):
     dsn: str = ""
     table: str = "kvstore"
     ttl_default: float | None = None
@@ -88,8 +97,8 @@ class BackupConfig:
     path: Path | None = None
 
 
-@dataclass(frozen=True)
-class Config:
+@dataclass(frozen=True, repr=False)
+class Config(_MaskedRepr):
     """The whole ``persistence:`` section. ``Config()`` is the embedded default (no server)."""
 
     default_store: str = "database"
