@@ -227,7 +227,7 @@ def restore_backup(pm: "PersistenceManager", path: str | os.PathLike[str],
         total += count
         if progress is not None:
             progress(total)
-    pm._route_cache.clear()
+    pm._forget_routes()
     return restored
 
 

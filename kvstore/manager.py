@@ -30,7 +30,8 @@ from .transaction import Transaction
 __all__ = ["PersistenceManager", "Route", "Event", "StoreStats", "default_data_dir"]
 
 EVENTS = ("save", "load", "delete", "error")
-_ROUTE_CACHE_SIZE = 4096
+_ROUTE_CACHE_SIZE = 4096   # categories
+_KEY_CACHE_SIZE = 65536    # recently used keys (a few MB at most)
 
 
 def default_data_dir() -> Path:
@@ -91,8 +92,12 @@ class PersistenceManager:
                  stores: Mapping[str, PersistenceStore] | None = None) -> None:
         self.config = config if config is not None else Config()
         self._listeners: dict[str, list[Callable[[Event], Any]]] = {e: [] for e in EVENTS}
+        self._on_save = self._listeners["save"]  # the same lists, without a dict lookup per call
+        self._on_load = self._listeners["load"]
         self._stats: dict[str, StoreStats] = {}
+        # category -> (store, category TTL, stats, store name): routing costs one dict lookup.
         self._route_cache: dict[str, tuple[PersistenceStore, float | None, StoreStats, str]] = {}
+        self._key_routes: dict[str, tuple[PersistenceStore, float | None, StoreStats, str]] = {}
         self._closed = False
         self.stores: dict[str, PersistenceStore] = dict(stores) if stores else self._open_stores()
         self._stats = {name: StoreStats() for name in self.stores}
@@ -189,16 +194,19 @@ class PersistenceManager:
                   else "no category (no ':' in the key): default_store")
         return Route(key, category if sep else None, name, self.stores[name].ttl_default, reason)
 
-    def _resolve(self, key: str) -> tuple[PersistenceStore, float | None, StoreStats, str]:
-        route = self.route(key)
-        category_ttl = None
-        if route.category is not None and route.category in self.config.categories:
-            category_ttl = self.config.categories[route.category].ttl
-        entry = (self.stores[route.store], category_ttl, self._stats[route.store], route.store)
-        if len(self._route_cache) >= _ROUTE_CACHE_SIZE:
+    def _resolve(self, category: str) -> tuple[PersistenceStore, float | None, StoreStats, str]:
+        spec = self.config.categories.get(category)
+        name = spec.store if spec is not None else self.config.default_store
+        entry = (self.stores[name], spec.ttl if spec is not None else None, self._stats[name], name)
+        if len(self._route_cache) >= _ROUTE_CACHE_SIZE:  # unconfigured categories are unbounded
             self._route_cache.clear()
-        self._route_cache[key] = entry
+        self._route_cache[category] = entry
         return entry
+
+    def _forget_routes(self) -> None:
+        """Drop cached routes (after ``stores`` changed)."""
+        self._route_cache.clear()
+        self._key_routes.clear()
 
     def _override(self, store: str) -> tuple[PersistenceStore, float | None, StoreStats, str]:
         st = self.stores.get(store)
@@ -207,9 +215,20 @@ class PersistenceManager:
         return st, None, self._stats[store], store
 
     def _entry(self, key: str, store: str | None) -> tuple[PersistenceStore, float | None, StoreStats, str]:
+        """(store, category TTL, stats, store name) for a call; cached per category."""
         if store is not None:
             return self._override(store)
-        return self._route_cache.get(key) or self._resolve(key)
+        try:
+            i = key.find(":")
+        except AttributeError:
+            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}") from None
+        category = key[:i] if i > 0 else ""  # "" never names a category: default_store
+        entry = self._route_cache.get(category) or self._resolve(category)
+        # Remember the key itself too: a hit then costs one lookup of an already-hashed str.
+        if len(self._key_routes) >= _KEY_CACHE_SIZE:
+            self._key_routes.clear()
+        self._key_routes[key] = entry
+        return entry
 
     def _store_name_for(self, key: str, store: str | None) -> str:
         return self._entry(key, store)[3]
@@ -222,8 +241,13 @@ class PersistenceManager:
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         """Store ``value`` where ``key`` routes (or in ``store``), with ``ttl`` or the category's."""
-        st, category_ttl, stats, name = self._entry(key, store)
-        listeners = self._listeners["save"]
+        # _entry() inlined: this and load() are the hot paths of every application.
+        if store is None and type(key) is str:
+            entry = self._key_routes.get(key) or self._entry(key, None)
+        else:
+            entry = self._entry(key, store)
+        st, category_ttl, stats, name = entry
+        listeners = self._on_save
         start = time.perf_counter() if listeners else 0.0
         try:
             st.save(key, value, ttl if ttl is not None else category_ttl)
@@ -240,8 +264,12 @@ class PersistenceManager:
     def load(self, key: str, default: Any = None, store: str | None = None,
              as_type: type | None = None) -> Any:
         """The value of ``key`` or ``default``; ``as_type=SomeDataclass`` rebuilds the object."""
-        st, _, stats, name = self._entry(key, store)
-        listeners = self._listeners["load"]
+        if store is None and type(key) is str:
+            entry = self._key_routes.get(key) or self._entry(key, None)
+        else:
+            entry = self._entry(key, store)
+        st, _, stats, name = entry
+        listeners = self._on_load
         start = time.perf_counter() if listeners else 0.0
         try:
             value = st.load(key, MISSING)

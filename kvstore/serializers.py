@@ -47,16 +47,22 @@ _HMAC_SIZE = 32
 
 # Tag used by the JSON encoding of types JSON has no syntax for: {"__kv__": "<type>", "v": ...}.
 _TAG = "__kv__"
+_TAG_BYTES = b'"__kv__"'
+_PLAIN_JSON = HEADER_BYTE + b"j-"
+_PLAIN_MSGPACK = HEADER_BYTE + b"m-"
 _INF = float("inf")
 
 
 # --------------------------------------------------------------------------------------- JSON
 
 
+_LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
+
+
 def _to_json(obj: Any) -> Any:
     """Turn ``obj`` into something :func:`json.dumps` writes without loss (tagging what JSON lacks)."""
     t = type(obj)
-    if t is str or t is int or t is bool or obj is None:
+    if t in _LEAVES:
         return obj
     if t is float:
         if obj != obj or obj == _INF or obj == -_INF:
@@ -64,10 +70,10 @@ def _to_json(obj: Any) -> Any:
         return obj
     if t is dict:
         if all(type(k) is str for k in obj) and _TAG not in obj:
-            return {k: _to_json(v) for k, v in obj.items()}
+            return {k: v if type(v) in _LEAVES else _to_json(v) for k, v in obj.items()}
         return {_TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
     if t is list:
-        return [_to_json(v) for v in obj]
+        return [v if type(v) in _LEAVES else _to_json(v) for v in obj]
     if t is tuple:
         return {_TAG: "tuple", "v": [_to_json(v) for v in obj]}
     if t is dt.datetime:
@@ -335,6 +341,20 @@ class Serializer:
             SerializationError: a pickled blob without a secret here, or with a bad signature
                 (it is never unpickled).
         """
+        head = blob[:3]
+        if head == _PLAIN_JSON:  # the common case, kept short
+            body = blob[3:]
+            try:
+                if _TAG_BYTES in body:
+                    return json.loads(body, object_hook=_json_hook)
+                return json.loads(body)
+            except Exception as exc:
+                raise CorruptDataError(f"cannot decode json blob: {exc}") from exc
+        if head == _PLAIN_MSGPACK:
+            try:
+                return _unpackb(blob[3:])
+            except Exception as exc:
+                raise CorruptDataError(f"cannot decode msgpack blob: {exc}") from exc
         if type(blob) is not bytes:
             if isinstance(blob, (bytearray, memoryview)):
                 blob = bytes(blob)

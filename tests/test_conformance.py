@@ -222,7 +222,7 @@ def test_unicode_keys(store, key):
     assert store.delete(key)
 
 
-@pytest.mark.parametrize("bad", ["", None, 123, b"bytes"])
+@pytest.mark.parametrize("bad", ["", None, 123, b"bytes", "lone-\ud800-surrogate"])
 def test_invalid_keys_raise_value_error(store, bad):
     with pytest.raises(ValueError):
         store.save(bad, 1)

@@ -48,7 +48,7 @@ def fake_redis_pm(data_dir):
     manager.stores["cache"].close()
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=3600)
     manager.stores["cache"] = redis
-    manager._route_cache.clear()
+    manager._forget_routes()
     yield manager
     redis.clear()
     manager.close()

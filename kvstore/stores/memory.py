@@ -55,7 +55,7 @@ class MemoryStore(PersistenceStore):
 
     # Fast path: the memory store is the hot tier, so `load` avoids the generic indirections.
     def load(self, key: str, default: Any = None) -> Any:
-        if type(key) is not str or not key:
+        if type(key) is not str or not key or not key.isascii():
             self._check_key(key)
         with self._lock:
             entry = self._data.get(key)

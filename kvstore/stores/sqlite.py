@@ -21,6 +21,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -46,8 +47,24 @@ _SCHEMA = (
 _GET = "SELECT value, expires_at FROM kvstore WHERE key = ?"
 _SET = "INSERT OR REPLACE INTO kvstore (key, value, expires_at) VALUES (?, ?, ?)"
 _DELETE = "DELETE FROM kvstore WHERE key = ? RETURNING expires_at"
+_EXPIRY = "SELECT expires_at FROM kvstore WHERE key = ?"
 _PURGE = ("DELETE FROM kvstore WHERE key IN (SELECT key FROM kvstore "
           f"WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {_PURGE_BATCH})")
+
+
+_OPEN_STORES: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    # A SQLite connection must never be used across fork: the child starts with no connections
+    # (the parent's stay open in the parent; the child just forgets them).
+    for store in list(_OPEN_STORES):
+        store._local = threading.local()
+        store._connections = []
+        store._connections_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _default_path() -> Path:
@@ -92,6 +109,7 @@ class SQLiteStore(PersistenceStore):
         self._connections_lock = threading.Lock()
         self._last_purge = 0.0
         self._closed = False
+        _OPEN_STORES.add(self)
         self._prepare_file()
         with self._errors():
             conn = self._conn()
@@ -114,36 +132,40 @@ class SQLiteStore(PersistenceStore):
             raise StoreUnavailableError(f"SQLite file {self.path}: {exc.strerror or exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
-        local = self._local
-        conn = getattr(local, "conn", None)
-        if conn is not None and local.pid == os.getpid():
-            return conn
-        # First use in this thread, or in a child after fork: a connection of our own.
+        try:
+            return self._local.conn
+        except AttributeError:
+            pass
+        # First use in this thread (or in a child after fork, which gets a fresh `_local`).
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        local.conn = conn
-        local.pid = os.getpid()
+        self._local.conn = conn
         with self._connections_lock:
             self._connections.append(conn)
         return conn
 
+    def _translate(self, exc: sqlite3.Error) -> Exception:
+        """kvstore's error for a sqlite3 one: locked -> unavailable, damaged -> corrupt."""
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError):
+            if "locked" in text or "busy" in text:
+                return StoreUnavailableError(
+                    f"SQLite file {self.path} stayed locked by another writer for "
+                    f"{self.busy_timeout:g}s: {text}")
+            return StoreUnavailableError(f"SQLite file {self.path}: {text}")
+        if isinstance(exc, sqlite3.DatabaseError):
+            return CorruptDataError(f"SQLite file {self.path} is damaged: {exc}")
+        return StoreUnavailableError(f"SQLite file {self.path}: {text}")
+
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Turn sqlite3 errors into kvstore's: locked -> unavailable, damaged -> corrupt."""
         try:
             yield
-        except sqlite3.OperationalError as exc:
-            text = str(exc)
-            if "locked" in text or "busy" in text:
-                raise StoreUnavailableError(
-                    f"SQLite file {self.path} stayed locked by another writer for "
-                    f"{self.busy_timeout:g}s: {text}") from exc
-            raise StoreUnavailableError(f"SQLite file {self.path}: {text}") from exc
-        except sqlite3.DatabaseError as exc:
-            raise CorruptDataError(f"SQLite file {self.path} is damaged: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
 
     @contextmanager
     def _write(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
@@ -156,17 +178,20 @@ class SQLiteStore(PersistenceStore):
             raise
         conn.execute("COMMIT")
 
-    def _maybe_purge(self, conn: sqlite3.Connection, now: float) -> None:
+    def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         # Never a full scan on every call: a small batch through the index, at most once a second.
-        if now - self._last_purge >= _PURGE_EVERY:
-            self._last_purge = now
-            conn.execute(_PURGE, (now,))
+        self._last_purge = now
+        conn.execute(_PURGE, (now,))
 
     # -- byte-level operations -----------------------------------------------------------------------
 
+    # The hot paths catch errors inline: a generator-based context manager costs about as much
+    # as the primary-key lookup itself.
     def _get(self, key: str) -> Any:
-        with self._errors():
+        try:
             row = self._conn().execute(_GET, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         if row is None or (row[1] is not None and row[1] <= self._clock()):
             return MISSING
         return row[0]
@@ -187,10 +212,13 @@ class SQLiteStore(PersistenceStore):
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
         now = self._clock()
-        with self._errors():
+        try:
             conn = self._conn()
             conn.execute(_SET, (key, blob, None if ttl is None else now + ttl))
-            self._maybe_purge(conn, now)
+            if now - self._last_purge >= _PURGE_EVERY:
+                self._purge(conn, now)
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
 
     def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         exp = None if ttl is None else self._clock() + ttl
@@ -216,15 +244,17 @@ class SQLiteStore(PersistenceStore):
         return live
 
     def _exists(self, key: str) -> bool:
-        with self._errors():
-            row = self._conn().execute("SELECT expires_at FROM kvstore WHERE key = ?",
-                                       (key,)).fetchone()
+        try:
+            row = self._conn().execute(_EXPIRY, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         return row is not None and (row[0] is None or row[0] > self._clock())
 
     def _ttl(self, key: str) -> float | None:
-        with self._errors():
-            row = self._conn().execute("SELECT expires_at FROM kvstore WHERE key = ?",
-                                       (key,)).fetchone()
+        try:
+            row = self._conn().execute(_EXPIRY, (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._translate(exc) from exc
         now = self._clock()
         if row is None or row[0] is None or row[0] <= now:
             return None
