@@ -63,14 +63,15 @@ class PostgresStore(PersistenceStore):
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
         try:
             import psycopg
-            from psycopg import sql
-            from psycopg_pool import ConnectionPool
+            from psycopg_pool import ConnectionPool, PoolTimeout
         except ImportError as exc:
             raise ConfigError("PostgresStore needs psycopg 3 and psycopg_pool: "
                               "pip install 'kvstore[postgres]'") from exc
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
             raise ConfigError(f"table: {table!r} is not a plain table name")
         self._psycopg = psycopg
+        self._pool_timeout = PoolTimeout
+        self._connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
         self.dsn = dsn
         self.table = table
         self._clock = clock
@@ -78,8 +79,11 @@ class PostgresStore(PersistenceStore):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._last_purge = 0.0
-        t = sql.Identifier(table)
-        q = lambda text: sql.SQL(text).format(t=t, idx=sql.Identifier(f"{table}_expires_idx"))  # noqa: E731
+        # Plain strings, rendered once: psycopg caches the conversion of a str query, while a
+        # sql.Composed would be rendered again on every call. The table name is a checked
+        # identifier, so quoting it is enough.
+        t, idx = f'"{table}"', f'"{table}_expires_idx"'
+        q = lambda text: text.replace("{t}", t).replace("{idx}", idx)  # noqa: E731
         live = "(expires_at IS NULL OR expires_at > to_timestamp(%(now)s))"
         self._sql = {
             "create": q('CREATE TABLE IF NOT EXISTS {t} (key text COLLATE "C" PRIMARY KEY, '
@@ -139,26 +143,29 @@ class PostgresStore(PersistenceStore):
     @contextmanager
     def _conn(self) -> Iterator[Any]:
         """A pooled connection; connection failures become StoreUnavailableError."""
-        from psycopg_pool import PoolTimeout
-
-        psycopg = self._psycopg
+        pool = self._pool
         try:
-            with self._pool.connection() as conn:
-                if not self._ready:
-                    self._create_table(conn)
-                yield conn
-        except PoolTimeout as exc:
+            conn: Any = pool.getconn()
+        except self._pool_timeout as exc:
             raise StoreUnavailableError(
                 f"PostgreSQL at {_mask(self.dsn)} is unavailable: no connection within "
                 f"{self._connect_timeout:g}s") from exc
-        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
-            # Drop the pool's dead connections now, so recovery needs no restart.
-            try:
-                self._pool.check()
+        try:
+            if not self._ready:
+                self._create_table(conn)
+            yield conn
+        except self._connection_errors as exc:
+            pool.putconn(conn)  # the pool discards a broken connection
+            conn = None
+            try:  # and drop the other dead ones now, so recovery needs no restart
+                pool.check()
             except Exception:
                 pass
             raise StoreUnavailableError(
                 f"PostgreSQL at {_mask(self.dsn)} is unavailable: {exc}".strip()) from exc
+        finally:
+            if conn is not None:
+                pool.putconn(conn)
 
     def _create_table(self, conn: Any) -> None:
         with self._ready_lock:

@@ -163,26 +163,34 @@ class RedisStore(PersistenceStore):
         extra = ", cluster=True" if self.cluster else ""
         return f"url={_mask_url(self.url)!r}, key_prefix={self.key_prefix!r}{extra}"
 
+    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        where = "Redis Cluster" if self.cluster else "Redis"
+        return StoreUnavailableError(f"{where} at {_mask_url(self.url)} is unavailable: {exc}")
+
     @contextmanager
     def _call(self) -> Iterator[Any]:
         """The client; redis-py connection failures become StoreUnavailableError."""
         try:
             yield self._client
         except self._errors_to_catch as exc:
-            raise StoreUnavailableError(
-                f"Redis at {_mask_url(self.url)} is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
         except self._redis.exceptions.RedisClusterException as exc:
-            raise StoreUnavailableError(
-                f"Redis Cluster at {_mask_url(self.url)} is unavailable: {exc}") from exc
+            raise self._unavailable(exc) from exc
 
     # -- byte-level operations -----------------------------------------------------------------------
 
     def _k(self, key: str) -> str:
-        return self.key_prefix + key if self._prefix_len else key
+        return self.key_prefix + key
 
+    # get and set catch errors inline: a generator-based context manager costs more than
+    # everything else kvstore adds to a round trip.
     def _get(self, key: str) -> Any:
-        with self._call() as r:
-            blob = r.get(self._k(key))
+        try:
+            blob = self._client.get(self.key_prefix + key)
+        except self._errors_to_catch as exc:
+            raise self._unavailable(exc) from exc
+        except self._redis.exceptions.RedisClusterException as exc:
+            raise self._unavailable(exc) from exc
         return MISSING if blob is None else blob
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -192,11 +200,15 @@ class RedisStore(PersistenceStore):
         return {k: b for k, b in zip(keys, blobs) if b is not None}
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        with self._call() as r:
+        try:
             if ttl is None:
-                r.set(self._k(key), blob)
+                self._client.set(self.key_prefix + key, blob)
             else:
-                r.set(self._k(key), blob, px=_ms(ttl))
+                self._client.set(self.key_prefix + key, blob, px=_ms(ttl))
+        except self._errors_to_catch as exc:
+            raise self._unavailable(exc) from exc
+        except self._redis.exceptions.RedisClusterException as exc:
+            raise self._unavailable(exc) from exc
 
     def _pipeline(self, r: Any) -> Any:
         # Single node: MULTI/EXEC, so the batch is atomic. Cluster: a pipeline per slot (redis-py
