@@ -128,6 +128,10 @@ def _check_store(pm: Any, name: str | None, option: str = "--store") -> str | No
     return name
 
 
+def _keys(n: int) -> str:
+    return f"{n:,} key" + ("" if n == 1 else "s")
+
+
 def _json_out(value: Any) -> str:
     from .serializers import encode_json_text
 
@@ -197,7 +201,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         elif cmd == "stats":
             for name, store in pm.stores.items():
                 count = sum(1 for _ in store.keys())
-                out.write(f"{name:9} {count:>9,} keys  {store!r}\n")
+                out.write(f"{name:9} {_keys(count):>12}  {store!r}\n")
         elif cmd == "backup":
             with _progress("backup", err) as progress:
                 from .backup import create_backup, prune_backups
@@ -212,7 +216,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             with _progress("restore", err) as progress:
                 counts = restore_backup(pm, args.path, progress=progress)
             for name, count in counts.items():
-                out.write(f"{name:9} {count:>9,} keys restored\n")
+                out.write(f"{name:9} {_keys(count):>12} restored\n")
         elif cmd == "export":
             return _cmd_export(pm, args, out, err)
         elif cmd == "import":
@@ -229,7 +233,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             with _progress(f"migrate {source} -> {target}", err) as progress:
                 count = migrate(pm.stores[source], pm.stores[target], args.prefix,
                                 batch=args.batch, checkpoint=args.checkpoint, progress=progress)
-            out.write(f"{count:,} keys copied from {source} to {target}\n")
+            out.write(f"{_keys(count)} copied from {source} to {target}\n")
     return EXIT_OK
 
 
@@ -254,7 +258,7 @@ def _cmd_export(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -
         if args.output:
             target.close()
     if args.output:
-        out.write(f"{total:,} keys exported to {args.output}\n")
+        out.write(f"{_keys(total)} exported to {args.output}\n")
     return EXIT_OK
 
 
@@ -270,7 +274,7 @@ def _cmd_import(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -
     finally:
         if source is not sys.stdin:
             source.close()
-    out.write(f"{count:,} keys imported\n")
+    out.write(f"{_keys(count)} imported\n")
     return EXIT_OK
 
 

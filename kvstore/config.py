@@ -347,7 +347,21 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{source}: malformed YAML: {exc}") from None
     if data is None:
         data = {}
-    return parse_config(data, source)
+    return _anchor_paths(parse_config(data, source), Path(os.path.expanduser(source)).parent)
+
+
+def _anchor_paths(config: Config, base: Path) -> Config:
+    """Relative paths in a YAML file are relative to that file's folder, not to the cwd."""
+    from dataclasses import replace
+
+    def fix(section: Any, name: str) -> Any:
+        value = getattr(section, name)
+        if value is None or value.is_absolute():
+            return section
+        return replace(section, **{name: (base / value).resolve()})
+
+    return replace(config, memory=fix(config.memory, "snapshot"), sqlite=fix(config.sqlite, "path"),
+                   file=fix(config.file, "base_path"), backup=fix(config.backup, "path"))
 
 
 _SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]+)@",

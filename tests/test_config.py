@@ -129,3 +129,14 @@ def test_pickle_with_secret_is_accepted():
 def test_mask_secrets():
     assert mask_secrets("redis://user:hunter2@host:6379/0") == "redis://user:***@host:6379/0"
     assert "hunter2" not in mask_secrets("host=db password=hunter2 user=x")
+
+
+def test_relative_paths_are_relative_to_the_yaml_file(tmp_path, monkeypatch):
+    folder = tmp_path / "conf"
+    folder.mkdir()
+    (folder / "kv.yaml").write_text("persistence:\n  sqlite: {path: data/kv.db}\n"
+                                    "  file: {base_path: /abs/files}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(folder / "kv.yaml")
+    assert config.sqlite.path == (folder / "data" / "kv.db").resolve()
+    assert config.file.base_path == Path("/abs/files")

@@ -88,6 +88,18 @@ class MemoryStore(PersistenceStore):
                 self._data.move_to_end(key)
             return entry[0]
 
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        with self._lock:  # one lock for the batch, not one per key
+            now = self._clock()
+            found = {}
+            for key in keys:
+                entry = self._live(key, now)
+                if entry is not None:
+                    found[key] = entry[0]
+                    if self.max_entries is not None:
+                        self._data.move_to_end(key)
+            return found
+
     def _put(self, key: str, blob: Any, expires: float | None) -> None:
         # Caller holds the lock.
         data = self._data
