@@ -241,7 +241,8 @@ class PersistenceManager:
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         """Store ``value`` where ``key`` routes (or in ``store``), with ``ttl`` or the category's."""
-        # _entry() inlined: this and load() are the hot paths of every application.
+        # The per-key route cache is looked up inline here and in load(), the hot paths of every
+        # application; _entry() fills it on a miss.
         if store is None and type(key) is str:
             entry = self._key_routes.get(key) or self._entry(key, None)
         else:

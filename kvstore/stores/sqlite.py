@@ -196,19 +196,21 @@ class SQLiteStore(PersistenceStore):
             return MISSING
         return row[0]
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        now = self._clock()
-        found: dict[str, Any] = {}
+    def _live_rows(self, keys: list[str], now: float) -> list[tuple[str, Any, float | None]]:
+        """``(key, value, expires_at)`` of the live keys among ``keys``, 500 per query."""
+        rows: list[tuple[str, Any, float | None]] = []
         with self._errors():
             conn = self._conn()
             for i in range(0, len(keys), _MAX_PARAMS):
                 chunk = keys[i:i + _MAX_PARAMS]
                 marks = ",".join("?" * len(chunk))
-                for key, value, exp in conn.execute(
-                        f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk):
-                    if exp is None or exp > now:
-                        found[key] = value
-        return found
+                rows.extend(row for row in conn.execute(
+                    f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk)
+                    if row[2] is None or row[2] > now)
+        return rows
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        return {key: value for key, value, _ in self._live_rows(keys, self._clock())}
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
         now = self._clock()
@@ -331,16 +333,8 @@ class SQLiteStore(PersistenceStore):
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
-        found: dict[str, tuple[Any, float | None]] = {}
-        with self._errors():
-            conn = self._conn()
-            for i in range(0, len(keys), _MAX_PARAMS):
-                chunk = keys[i:i + _MAX_PARAMS]
-                marks = ",".join("?" * len(chunk))
-                for key, value, exp in conn.execute(
-                        f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk):
-                    if exp is None or exp > now:
-                        found[key] = (value, None if exp is None else exp - now)
+        found = {key: (value, None if exp is None else exp - now)
+                 for key, value, exp in self._live_rows(keys, now)}
         return [(key, *found.get(key, (MISSING, None))) for key in keys]
 
     # -- backups ---------------------------------------------------------------------------------------
