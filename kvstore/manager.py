@@ -71,6 +71,12 @@ class Event:
     duration: float = 0.0
     error: BaseException | None = None
 
+    def __getitem__(self, field: str) -> Any:
+        """``event["key"]`` works as well as ``event.key``."""
+        if field not in self.__dataclass_fields__:
+            raise KeyError(field)
+        return getattr(self, field)
+
 
 @dataclasses.dataclass
 class StoreStats:

@@ -337,10 +337,23 @@ class FileStore(PersistenceStore):
     # -- byte-level operations -------------------------------------------------------------------------
 
     def _get(self, key: str) -> Any:
-        entry = self._live(key)
+        entry = self._read(key)
         if entry is None:
             return MISSING
+        if entry[1] is not None and entry[1] <= self._clock():
+            self._drop_expired(key)
+            return MISSING
         return entry[0]
+
+    def _drop_expired(self, key: str) -> None:
+        """Remove an expired file found by a read, so TTL'd keys do not pile up on disk."""
+        try:
+            with self._locked():
+                entry = self._read(key)  # again under the lock: a writer may have renewed it
+                if entry is not None and entry[1] is not None and entry[1] <= self._clock():
+                    self._remove(self._path_for(key))
+        except (OSError, CorruptDataError):
+            pass  # best effort: the key is invisible either way
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
         data = self._file_bytes(blob, None if ttl is None else self._clock() + ttl)
