@@ -165,6 +165,22 @@ class PersistenceStore(ABC):
         if type(amount) is not int:
             raise NotAnIntegerError(f"incr {key!r}: amount must be an int, got {amount!r}")
 
+    def _next_count(self, key: str, blob: Any, expires: float | None, now: float,
+                    amount: int) -> tuple[int, Any, float | None]:
+        """The read-modify-write step of ``incr`` for stores that hold a lock around it:
+        ``(new value, its blob, expiry)`` from the current blob (MISSING: start at 0 with
+        ``ttl_default``; an existing key keeps its expiry)."""
+        if blob is MISSING:
+            current = 0
+            expires = None if self.ttl_default is None else now + self.ttl_default
+        else:
+            current = self._decode(key, blob)
+            if type(current) is not int:
+                raise NotAnIntegerError(f"incr {key!r}: stored value is a "
+                                        f"{type(current).__name__}, not an int")
+        new = current + amount
+        return new, self._encode(key, new), expires
+
     def _check_prefix(self, prefix: Any) -> None:
         if not isinstance(prefix, str):
             raise InvalidKeyError(f"prefix must be a str, got {prefix!r}")

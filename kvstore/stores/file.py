@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._fs import fsync_dir, make_private_dirs
-from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, NotAnIntegerError,
-                      SerializationError, StoreUnavailableError)
+from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
+                      StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
 from ..store import MISSING, TTL, PersistenceStore, decode_stored
 
@@ -384,17 +384,9 @@ class FileStore(PersistenceStore):
     def _incr(self, key: str, amount: int) -> int:
         with self._io(key), self._locked():
             entry = self._live(key)
-            if entry is None:
-                current = 0
-                expires = None if self.ttl_default is None else self._clock() + self.ttl_default
-            else:
-                current, expires = self._decode(key, entry[0]), entry[1]
-                if type(current) is not int:
-                    raise NotAnIntegerError(f"incr {key!r}: stored value is a "
-                                            f"{type(current).__name__}, not an int")
-            new = current + amount
-            data = self._file_bytes(self._encode(key, new), expires)
-            self._write_files([(self._path_for(key), data)], [])
+            blob, expires = (MISSING, None) if entry is None else entry
+            new, blob, expires = self._next_count(key, blob, expires, self._clock(), amount)
+            self._write_files([(self._path_for(key), self._file_bytes(blob, expires))], [])
         return new
 
     def _walk(self) -> Iterator[Path]:

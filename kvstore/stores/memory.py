@@ -7,7 +7,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigError, NotAnIntegerError
+from ..errors import ConfigError
 from ..serializers import SerializerSpec
 from ..store import MISSING, TTL, PersistenceStore
 
@@ -155,16 +155,9 @@ class MemoryStore(PersistenceStore):
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
-            if entry is None:
-                current, expires = 0, (None if self.ttl_default is None else now + self.ttl_default)
-            else:
-                blob, expires = entry
-                current = blob if self.serializer is None else self._decode(key, blob)
-                if type(current) is not int:
-                    raise NotAnIntegerError(f"incr {key!r}: stored value is a "
-                                            f"{type(current).__name__}, not an int")
-            new = current + amount
-            self._put(key, new if self.serializer is None else self._encode(key, new), expires)
+            blob, expires = (MISSING, None) if entry is None else entry
+            new, blob, expires = self._next_count(key, blob, expires, now, amount)
+            self._put(key, blob, expires)
             return new
 
     def _clear(self, prefix: str) -> int:

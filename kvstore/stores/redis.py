@@ -229,13 +229,7 @@ class RedisStore(PersistenceStore):
 
     def _delete_many(self, keys: list[str]) -> int:
         with self._call() as r:
-            names = [self._k(k) for k in keys]
-            if not self.cluster:
-                return int(r.delete(*names))
-            pipe = r.pipeline(transaction=False)
-            for name in names:
-                pipe.delete(name)
-            return sum(int(n) for n in pipe.execute())
+            return self._remove(r, [self._k(k) for k in keys], "delete")
 
     def _exists(self, key: str) -> bool:
         with self._call() as r:
@@ -283,18 +277,20 @@ class RedisStore(PersistenceStore):
             for name in self._scan(r, prefix):
                 batch.append(name)
                 if len(batch) >= 500:
-                    removed += self._unlink(r, batch)
+                    removed += self._remove(r, batch, "unlink")
                     batch = []
             if batch:
-                removed += self._unlink(r, batch)
+                removed += self._remove(r, batch, "unlink")
         return removed
 
-    def _unlink(self, r: Any, names: list[str]) -> int:
+    def _remove(self, r: Any, names: list[str], command: str) -> int:
+        """DEL/UNLINK ``names``: one command on a single node; per key in a cluster pipeline
+        (keys of different slots cannot share one command)."""
         if not self.cluster:
-            return int(r.unlink(*names))
+            return int(getattr(r, command)(*names))
         pipe = r.pipeline(transaction=False)
         for name in names:
-            pipe.unlink(name)
+            getattr(pipe, command)(name)
         return sum(int(n) for n in pipe.execute())
 
     def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._fs import make_private_dirs
-from ..errors import ConfigError, CorruptDataError, NotAnIntegerError, StoreUnavailableError
+from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
 
@@ -270,16 +270,10 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 now = self._clock()
                 row = conn.execute(_GET, (key,)).fetchone()
-                if row is None or (row[1] is not None and row[1] <= now):
-                    current = 0
-                    exp = None if self.ttl_default is None else now + self.ttl_default
-                else:
-                    current, exp = self._decode(key, row[0]), row[1]
-                    if type(current) is not int:
-                        raise NotAnIntegerError(f"incr {key!r}: stored value is a "
-                                                f"{type(current).__name__}, not an int")
-                new = current + amount
-                conn.execute(_SET, (key, self._encode(key, new), exp))
+                live = row is not None and (row[1] is None or row[1] > now)
+                new, blob, exp = self._next_count(key, row[0] if live else MISSING,
+                                                  row[1] if live else None, now, amount)
+                conn.execute(_SET, (key, blob, exp))
         return new
 
     def _range(self, prefix: str) -> tuple[str, list[Any]]:
