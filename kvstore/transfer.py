@@ -52,9 +52,7 @@ def iter_records(store: PersistenceStore, prefix: str = "", *, raw: bool = False
 
 
 def record_line(key: str, value: Any, ttl: float | None, *, raw: bool = False) -> str:
-    if raw and isinstance(value, str):  # a plain JSON file's text: already exact as JSON
-        body = '"value":' + encode_json_text(decode_json_text(value))
-    elif raw:
+    if raw:
         if not isinstance(value, (bytes, bytearray)):
             raise KVStoreError(f"key {key!r}: a raw export needs a store that holds bytes")
         body = '"blob":' + json.dumps(base64.b64encode(value).decode("ascii"))

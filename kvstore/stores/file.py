@@ -12,8 +12,9 @@ Key -> path. A key is split on ``/``; each part becomes one path segment:
 - Empty segments (a leading ``/``, ``a//b``, a trailing ``/``) and names too long for the file
   system (a segment over 200 bytes, a path over 3000) raise ``InvalidKeyError`` (a ValueError).
 
-The mapping is exactly reversible (``keys()`` decodes paths back to keys) and every resolved path
-is checked to lie inside ``base_path``. Case-insensitive file systems (macOS, Windows defaults)
+The mapping is exactly reversible (``keys()`` decodes paths back to keys; a hand-made file whose
+name is not the canonical encoding of its decoded key, e.g. ``a%2Fb.json``, is not listed) and
+every resolved path is checked to lie inside ``base_path``. Case-insensitive file systems (macOS, Windows defaults)
 would merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
@@ -31,6 +32,7 @@ half-written one. Writers (threads and processes) take an exclusive ``flock`` on
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import secrets
@@ -185,7 +187,10 @@ class FileStore(PersistenceStore):
             return None
         parts = [*rel[:-1], rel[-1][: -len(self._ext)]]
         try:
-            return "/".join(_unquote(p) for p in parts)
+            key = "/".join(_unquote(p) for p in parts)
+            # Only a canonical name is a key: a hand-made `a%2Fb.json` or `x!.json` decodes to a
+            # key whose own file is elsewhere, so listing it would name a key load() cannot read.
+            return key if self._path_for(key) == path else None
         except (UnicodeDecodeError, ValueError):
             return None
 
@@ -205,15 +210,18 @@ class FileStore(PersistenceStore):
             return blob.value
         return super()._decode(key, blob)
 
-    def _file_bytes(self, blob: Any, expires: float | None) -> bytes:
+    def _file_bytes(self, key: str, blob: Any, expires: float | None) -> bytes:
         if self._plain_json:
             if isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
                 assert self.serializer is not None
-                blob = encode_json_text(decode_stored("?", blob, self.serializer), indent=2)
+                blob = encode_json_text(decode_stored(key, blob, self.serializer), indent=2)
             if expires is None:
                 return (blob + "\n").encode("utf-8")
             return ('{"__kv__": "ttl", "expires_at": ' + repr(expires) + ', "value": '
                     + blob + "}\n").encode("utf-8")
+        if isinstance(blob, str):  # JSON text from a plain-JSON FileStore (same-store transfer)
+            assert self.serializer is not None
+            blob = PersistenceStore._encode(self, key, decode_json_text(blob))
         if expires is None:
             return bytes(blob)
         return _TTL_MAGIC + struct.pack("<d", expires) + bytes(blob)
@@ -224,16 +232,27 @@ class FileStore(PersistenceStore):
             if data[:1] == HEADER_BYTE:  # a binary blob placed here by a migration
                 return data, None
             try:
-                value = decode_json_text(data.decode("utf-8"))
+                text = data.decode("utf-8")
+                if b'"ttl"' in data and b'"__kv__"' in data:
+                    # Look for the wrapper *before* tags are decoded: a user dict shaped like the
+                    # wrapper was escaped by the encoder, and only decodes to that shape later.
+                    raw = json.loads(text)
+                    if type(raw) is dict and raw.get("__kv__") == "ttl" and "value" in raw:
+                        expires = raw.get("expires_at")
+                        if not isinstance(expires, (int, float)) or isinstance(expires, bool) \
+                                or len(raw) != 3:
+                            raise CorruptDataError(f"key {key!r}: file {self._path_for(key)} has "
+                                                   "a malformed TTL wrapper")
+                        inner = raw["value"]
+                        if isinstance(inner, (dict, list)):
+                            inner = decode_json_text(json.dumps(inner))
+                        return _Decoded(inner), float(expires)
+                return _Decoded(decode_json_text(text)), None
+            except CorruptDataError:
+                raise
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 raise CorruptDataError(f"key {key!r}: file {self._path_for(key)} is not valid "
                                        f"JSON ({exc})") from exc
-            if type(value) is dict and value.get("__kv__") == "ttl" and "value" in value:
-                expires = value.get("expires_at")
-                if not isinstance(expires, (int, float)):
-                    raise CorruptDataError(f"key {key!r}: TTL wrapper has no valid expires_at")
-                return _Decoded(value["value"]), float(expires)
-            return _Decoded(value), None
         if data[:2] == _TTL_MAGIC:
             if len(data) < 10:
                 raise CorruptDataError(f"key {key!r}: file is truncated")
@@ -356,19 +375,22 @@ class FileStore(PersistenceStore):
             pass  # best effort: the key is invisible either way
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        data = self._file_bytes(blob, None if ttl is None else self._clock() + ttl)
+        data = self._file_bytes(key, blob, None if ttl is None else self._clock() + ttl)
         with self._io(key), self._locked():
             self._write_files([(self._path_for(key), data)], [])
 
     def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         expires = None if ttl is None else self._clock() + ttl
-        writes = [(self._path_for(k), self._file_bytes(b, expires)) for k, b in items]
+        writes = [(self._path_for(k), self._file_bytes(k, b, expires)) for k, b in items]
         with self._io(), self._locked():
             self._write_files(writes, [])
 
     def _delete(self, key: str) -> bool:
         with self._io(key), self._locked():
-            live = self._live(key) is not None
+            try:
+                live = self._live(key) is not None
+            except CorruptDataError:  # unreadable, but it is there: deleting it is the fix
+                live = True
             removed = self._remove(self._path_for(key))
         return live and removed
 
@@ -386,7 +408,7 @@ class FileStore(PersistenceStore):
             entry = self._live(key)
             blob, expires = (MISSING, None) if entry is None else entry
             new, blob, expires = self._next_count(key, blob, expires, self._clock(), amount)
-            self._write_files([(self._path_for(key), self._file_bytes(blob, expires))], [])
+            self._write_files([(self._path_for(key), self._file_bytes(key, blob, expires))], [])
         return new
 
     def _walk(self) -> Iterator[Path]:
@@ -456,13 +478,16 @@ class FileStore(PersistenceStore):
 
     def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
         now = self._clock()
-        writes = [(self._path_for(k), self._file_bytes(b, None if t is None else now + t))
-                  for k, b, t in ops if b is not MISSING]
-        deletes = [self._path_for(k) for k, b, _ in ops if b is MISSING]
+        final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+        writes = [(self._path_for(k), self._file_bytes(k, b, None if t is None else now + t))
+                  for k, (b, t) in final.items() if b is not MISSING]
+        deletes = [self._path_for(k) for k, (b, _) in final.items() if b is MISSING]
         with self._io(), self._locked():
             self._write_files(writes, deletes)
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        """Headered serializer blobs (bytes, like every other store), so a snapshot can be
+        applied to any store: a migration, a transaction's rollback, a raw export."""
         now = self._clock()
         out: list[tuple[str, Any, float | None]] = []
         for key in keys:
@@ -471,9 +496,9 @@ class FileStore(PersistenceStore):
                 out.append((key, MISSING, None))
             else:
                 value = entry[0]
-                if type(value) is _Decoded:  # back to the JSON text _file_bytes takes
-                    value = encode_json_text(value.value, indent=2)
-                out.append((key, value, None if entry[1] is None else entry[1] - now))
+                if type(value) is _Decoded:
+                    value = PersistenceStore._encode(self, key, value.value)
+                out.append((key, value, None if entry[1] is None else max(entry[1] - now, 0.0)))
         return out
 
     def _remove_stale_temp_files(self) -> None:
