@@ -12,9 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (ConfigError, CorruptDataError, InvalidKeyError, InvalidTTLError, KVStoreError,
-                     NotAnIntegerError, SerializationError, StoreUnavailableError,
+from .errors import (ConfigError, ConflictError, CorruptDataError, InvalidArgumentError,
+                     InvalidKeyError, InvalidTTLError, KVStoreError, LockNotOwnedError, LockTimeout,
+                     NotAListError, NotAnIntegerError, SerializationError, StoreUnavailableError,
                      TransactionError)
+from .locking import Lock
 from .serializers import Serializer
 from .store import PersistenceStore, parse_ttl
 from .stores.memory import MemoryStore
@@ -34,7 +36,8 @@ __all__ = [
     "Serializer", "parse_ttl",
     "KVStoreError", "ConfigError", "SerializationError", "StoreUnavailableError",
     "TransactionError", "CorruptDataError", "InvalidKeyError", "InvalidTTLError",
-    "NotAnIntegerError",
+    "NotAnIntegerError", "ConflictError", "LockTimeout", "LockNotOwnedError", "NotAListError",
+    "InvalidArgumentError", "Lock",
 ]
 
 # Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast.

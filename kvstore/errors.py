@@ -12,6 +12,11 @@ __all__ = [
     "InvalidKeyError",
     "InvalidTTLError",
     "NotAnIntegerError",
+    "NotAListError",
+    "ConflictError",
+    "LockTimeout",
+    "LockNotOwnedError",
+    "InvalidArgumentError",
 ]
 
 
@@ -45,6 +50,24 @@ class TransactionError(KVStoreError):
     """A transaction could not be committed; the message says which store failed and what was rolled back."""
 
 
+class ConflictError(TransactionError):
+    """A key a transaction read was changed (or created, or deleted) by another writer before the
+    transaction committed. Nothing was written; run the transaction again (``pm.atomic`` does)."""
+
+
+class LockTimeout(KVStoreError, TimeoutError):
+    """A lock (or ``get_or_set``'s wait for another caller's value) was not obtained in time."""
+
+
+class LockNotOwnedError(KVStoreError):
+    """Releasing or extending a lock this holder no longer owns: it expired (its ttl passed) and
+    another holder may have taken it, so the critical section was not exclusive to the end."""
+
+
+class InvalidArgumentError(KVStoreError, ValueError, TypeError):
+    """An argument other than a key or a TTL is unusable (a negative timeout, ``fn`` not callable)."""
+
+
 class InvalidKeyError(KVStoreError, ValueError):
     """A key the store cannot hold safely (empty, not a ``str``, a path escape, too long)."""
 
@@ -55,3 +78,7 @@ class InvalidTTLError(KVStoreError, ValueError):
 
 class NotAnIntegerError(KVStoreError, TypeError):
     """``incr`` on a key whose stored value is not an integer."""
+
+
+class NotAListError(KVStoreError, TypeError):
+    """``append`` on a key whose stored value is not a list; the value is left unchanged."""

@@ -1,40 +1,41 @@
 """The store interface: :class:`PersistenceStore`, and the TTL and key rules every store shares.
 
 Stores move bytes; this base does the rest. The public methods validate keys, resolve TTLs,
-serialize, and call a few small byte-level methods that each store implements
-(``_get``, ``_set``, ``_delete``, ``_keys``, ``_ttl``, ``_incr``, ``_clear``, and optionally the
-batch versions ``_get_many``, ``_set_many``, ``_delete_many``).
+serialize, and call a few small byte-level methods that each store implements:
+
+- ``_get``, ``_set``, ``_delete``, ``_keys``, ``_ttl``, ``_incr``, ``_clear``;
+- ``_committing(ops, checks)``: apply writes atomically if the checked keys still hold the
+  expected blobs (transactions, and the default ``_add`` / ``_cas``);
+- ``_open_meta()``: the store's lock namespace, a sibling store invisible to ``keys()``.
+
+and may replace defaults with native versions: ``_add`` (set-if-absent), ``_cas``
+(compare-and-swap, also delete-if-equal), ``_touch``, ``_exists``, and the batch methods
+``_get_many``, ``_set_many``, ``_delete_many``. ``update``, ``append``, ``get_or_set`` and locks
+are written once, in :mod:`kvstore.flows`, on top of ``_get``, ``_add`` and ``_cas``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
 from abc import ABC, abstractmethod
-from typing import Any, Iterable, Iterator, Mapping, Union
+from contextlib import AbstractContextManager
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
-from .errors import (CorruptDataError, InvalidKeyError, InvalidTTLError, NotAnIntegerError,
-                     SerializationError)
+from . import flows
+from ._marks import KEEP, MISSING, Check, Op
+from .errors import (ConflictError, CorruptDataError, InvalidArgumentError, InvalidKeyError,
+                     InvalidTTLError, NotAnIntegerError, SerializationError)
+from .locking import Lock, check_timeout
 from .serializers import HEADER_BYTE, Serializer, SerializerSpec
 
-__all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "prefix_upper_bound", "decode_stored"]
+__all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "KEEP", "Op", "Check",
+           "prefix_upper_bound", "decode_stored", "conflict", "same_blob"]
 
 TTL = Union[int, float, str, None]
 
-
-class _Missing:
-    """The typed "no value" marker byte-level methods return (a stored ``None`` is a value)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-MISSING: Any = _Missing()
+_META_LOCK = threading.Lock()
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
@@ -105,6 +106,27 @@ def decode_stored(key: str, blob: Any, serializer: Serializer) -> Any:
                            "integer counter")
 
 
+def conflict(key: str) -> ConflictError:
+    """The error a commit raises when a checked key no longer holds what was read."""
+    return ConflictError(f"key {key!r} was changed by another writer since it was read; "
+                         "nothing was written")
+
+
+def same_blob(current: Any, expected: Any) -> bool:
+    """Whether ``current`` (what a key holds now) is still the blob ``expected`` that was read.
+
+    Bytes are compared by value; anything else (a MemoryStore without serializer stores the
+    objects themselves) by identity, since the store only ever replaces an object, never
+    changes it.
+    """
+    if current is expected:
+        return True
+    return isinstance(expected, _BYTES) and isinstance(current, _BYTES) and current == expected
+
+
+_BYTES = (bytes, bytearray, memoryview, str)
+
+
 class PersistenceStore(ABC):
     """A key-value store with TTLs. Every store has the same methods and semantics.
 
@@ -166,13 +188,13 @@ class PersistenceStore(ABC):
             raise NotAnIntegerError(f"incr {key!r}: amount must be an int, got {amount!r}")
 
     def _next_count(self, key: str, blob: Any, expires: float | None, now: float,
-                    amount: int) -> tuple[int, Any, float | None]:
+                    amount: int, ttl: float | None) -> tuple[int, Any, float | None]:
         """The read-modify-write step of ``incr`` for stores that hold a lock around it:
-        ``(new value, its blob, expiry)`` from the current blob (MISSING: start at 0 with
-        ``ttl_default``; an existing key keeps its expiry)."""
+        ``(new value, its blob, expiry)`` from the current blob (MISSING: start at 0, expiring
+        ``ttl`` seconds from now; an existing key keeps its expiry)."""
         if blob is MISSING:
             current = 0
-            expires = None if self.ttl_default is None else now + self.ttl_default
+            expires = None if ttl is None else now + ttl
         else:
             current = self._decode(key, blob)
             if type(current) is not int:
@@ -265,12 +287,101 @@ class PersistenceStore(ABC):
         """
         self._check_key(key)
         self._check_amount(key, amount)
-        return self._incr(key, amount)
+        return self._incr(key, amount, self.ttl_default)
 
     def clear(self, prefix: str = "") -> int:
         """Remove every key starting with ``prefix``; returns how many live keys were removed."""
         self._check_prefix(prefix)
         return self._clear(prefix)
+
+    # -- atomic operations (safe across threads, processes and, on servers, machines) -----------
+
+    def add(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        """Store ``value`` only if ``key`` is missing (an expired key is missing).
+
+        Returns True when it was written, False when the key already held a value.
+        """
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        return bool(self._add(key, self._encode(key, value), seconds))
+
+    def update(self, key: str, fn: Callable[[Any], Any], default: Any = None,
+               ttl: TTL = None) -> Any:
+        """Atomically replace the value with ``fn(current)`` (``fn(default)`` when missing) and
+        return the new value. No concurrent write is ever lost.
+
+        ``fn`` may run more than once (another writer got there first: it is called again with
+        the newer value), so keep it pure and do not modify its argument in place. ``fn``
+        raising writes nothing and propagates. ``ttl=None`` keeps the key's remaining TTL (a new
+        key gets ``ttl_default``).
+
+        >>> store.update("visits:ann", lambda v: v + 1, default=0)     # doctest: +SKIP
+        """
+        return self._update(key, fn, default, ttl, self.ttl_default)
+
+    def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
+                new_ttl: float | None) -> Any:
+        self._check_key(key)
+        if not callable(fn):
+            raise InvalidArgumentError(f"update {key!r}: fn must be callable, got {fn!r}")
+        seconds = KEEP if ttl is None else parse_ttl(ttl)
+        return flows.run(self, flows.update(self, key, fn, default, seconds, new_ttl))
+
+    def append(self, key: str, item: Any, ttl: TTL = None) -> int:
+        """Atomically append ``item`` to the list at ``key`` (missing: ``[]``); returns the new
+        length. A value that is not a list raises :class:`NotAListError` and is left unchanged.
+        ``ttl=None`` keeps the key's remaining TTL (a new key gets ``ttl_default``).
+
+        The whole list is rewritten each time; for long append-only records use a log.
+        """
+        return self._append(key, item, ttl, self.ttl_default)
+
+    def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+        self._check_key(key)
+        seconds = KEEP if ttl is None else parse_ttl(ttl)
+        return int(flows.run(self, flows.append(self, key, item, seconds, new_ttl)))
+
+    def touch(self, key: str, ttl: TTL = None) -> bool:
+        """Give an existing key a new TTL (``None``: the store's ``ttl_default``, which may be
+        "no expiry"); False when the key is missing."""
+        self._check_key(key)
+        return bool(self._touch(key, self._resolve_ttl(ttl)))
+
+    def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None, *,
+                   lock_ttl: float | str = 30.0, timeout: float | None = None) -> Any:
+        """The value at ``key``; when missing, ``factory()`` computes it, it is saved with
+        ``ttl``, and returned. Among concurrent callers of one key (threads, processes,
+        machines) the factory runs once: the others wait and read its result (no stampede).
+
+        Args:
+            lock_ttl: the computing caller holds a lock this long at most; if it dies, a waiter
+                computes instead once it expires.
+            timeout: how long a waiter waits for the value (default: ``lock_ttl``), then
+                :class:`LockTimeout`.
+
+        A factory that raises saves nothing and propagates; a waiter then computes in turn.
+        """
+        self._check_key(key)
+        if not callable(factory):
+            raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
+        hold = parse_ttl(lock_ttl, "lock_ttl")
+        wait = check_timeout(timeout)
+        return flows.run(self, flows.get_or_set(self, key, factory, self._resolve_ttl(ttl), hold,
+                                                hold if wait is None else wait))
+
+    def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None) -> Lock:
+        """A lock named ``name``, shared by everyone using this store::
+
+            with store.lock("nightly-report", ttl=60, timeout=5):
+                ...
+
+        ``ttl``: it expires by itself after this long (a crashed holder blocks no one for
+        longer). ``timeout``: ``with`` waits this long, then raises :class:`LockTimeout`
+        (None: as long as it takes). Locks live apart from the keys: ``keys()`` and ``clear()``
+        never see them, and a lock may share its name with a key.
+        """
+        self._check_key(name)
+        return Lock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
 
     def close(self) -> None:
         """Release connections and files. Safe to call twice."""
@@ -304,20 +415,102 @@ class PersistenceStore(ABC):
         """Seconds left, None for no expiry or missing."""
 
     @abstractmethod
-    def _incr(self, key: str, amount: int) -> int:
-        """Atomic add; a missing key starts at 0 with ``ttl_default``."""
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+        """Atomic add; a missing key starts at 0, expiring ``ttl`` seconds from now (None: never);
+        an existing key keeps its expiry."""
 
     @abstractmethod
     def _clear(self, prefix: str) -> int:
         """Remove keys with ``prefix``; how many live keys were removed."""
 
     @abstractmethod
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
-        """Apply a transaction's writes to this store atomically: all of them or none.
+    def _committing(self, ops: list[Op], checks: list[Check]) -> AbstractContextManager[None]:
+        """A context manager that applies ``ops`` atomically, provided every check holds.
 
-        Each op is ``(key, blob, ttl)``; ``blob is MISSING`` means delete the key. Used by the
-        manager's transactions (and their rollback, which re-applies the previous blobs).
+        Each op is ``(key, blob, ttl)``: ``blob is MISSING`` deletes the key; ``ttl`` is
+        seconds from now, None (no expiry) or KEEP (the key's current expiry; only for a key
+        that one of the checks proves live). Each check is ``(key, expected)``: the key must
+        still hold exactly the blob ``expected`` (as returned by ``_get``), or be absent when
+        ``expected is MISSING``; otherwise :class:`ConflictError` is raised and nothing is
+        written. The checks and the writes are one atomic step: no other writer in any thread
+        or process can come between them.
+
+        Entering takes the store's write lock (where it has one) and verifies the checks; the
+        ``with`` block runs while it is held (a transaction nests the other stores' parts
+        there); a normal exit commits, an exception undoes everything, including a partial
+        apply. Stores without a lock to hold (Redis) check and write in one step at exit and
+        set ``optimistic = True``.
         """
+
+    @abstractmethod
+    def _open_meta(self) -> "PersistenceStore":
+        """A sibling store for lock records (``lock:<name>``, ``fill:<key>``), sharing this
+        store's connections, that this store's ``keys()``, ``clear()`` and backups never see."""
+
+    #: True for a store whose ``_committing`` checks and writes at exit, without a held lock.
+    optimistic: bool = False
+
+    @property
+    def _meta(self) -> "PersistenceStore":
+        """The lock namespace (opened on first use)."""
+        meta = self.__dict__.get("_meta_store")
+        if meta is None:
+            with _META_LOCK:
+                meta = self.__dict__.get("_meta_store")
+                if meta is None:
+                    meta = self._open_meta()
+                    self.__dict__["_meta_store"] = meta
+        return meta
+
+    def _lock_id(self) -> str:
+        """Names this store's write lock; transactions take several stores' locks in the order
+        of these names, so two transactions never wait for each other in a circle."""
+        return f"{type(self).__name__}:{id(self)}"
+
+    def _apply(self, ops: list[Op]) -> None:
+        """Apply writes atomically, unconditionally (imports, migrations, snapshots)."""
+        with self._committing(ops, []):
+            pass
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        """Set-if-absent: store ``blob`` unless the key holds a live value."""
+        try:
+            with self._committing([(key, blob, ttl)], [(key, MISSING)]):
+                pass
+        except ConflictError:
+            return False
+        return True
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        """Compare-and-swap: replace the live blob ``expected`` by ``new`` (MISSING: delete it)
+        with ``ttl`` (seconds, None, or KEEP). False when the key holds anything else."""
+        try:
+            with self._committing([(key, new, ttl)], [(key, expected)]):
+                pass
+        except ConflictError:
+            return False
+        return True
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        """New expiry for a live key; False when missing."""
+        return bool(flows.run(self, flows.touch(key, ttl)))
+
+    def _undo(self, applied: list[Op], before: list[tuple[str, Any, float | None]]) -> list[str]:
+        """Put back what ``before`` (a :meth:`_snapshot`) held for the keys that ``applied``
+        wrote, key by key, where a key still holds what was written: a newer write by someone
+        else is left alone. Returns the keys left as they are."""
+        old = {key: (blob, ttl) for key, blob, ttl in before}
+        written = {key: blob for key, blob, _ in applied}
+        kept = []
+        for key, blob in written.items():
+            old_blob, old_ttl = old.get(key, (MISSING, None))
+            if blob is MISSING:
+                done = old_blob is MISSING or self._add(key, old_blob, old_ttl)
+            else:
+                done = self._cas(key, blob, old_blob, old_ttl)
+            if not done:
+                kept.append(key)
+        return kept
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         """The current state of ``keys`` as ops that :meth:`_apply` can restore later."""

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ..errors import StoreUnavailableError
-from ..store import PersistenceStore
+from ..store import Check, Op, PersistenceStore
 
 __all__ = ["FallbackStore"]
 
@@ -31,6 +32,7 @@ class FallbackStore(PersistenceStore):
         self.retry_after = retry_after
         self.on_error = on_error
         self.durable = primary.durable
+        self.optimistic = primary.optimistic
         self._down_until = 0.0
         self._lock = threading.Lock()
 
@@ -78,8 +80,17 @@ class FallbackStore(PersistenceStore):
     def _ttl(self, key: str) -> float | None:
         return self._call("_ttl", key)
 
-    def _incr(self, key: str, amount: int) -> int:
-        return int(self._call("_incr", key, amount))
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+        return int(self._call("_incr", key, amount, ttl))
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        return bool(self._call("_add", key, blob, ttl))
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        return bool(self._call("_cas", key, expected, new, ttl))
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        return bool(self._call("_touch", key, ttl))
 
     def _clear(self, prefix: str) -> int:
         return int(self._call("_clear", prefix))
@@ -93,8 +104,25 @@ class FallbackStore(PersistenceStore):
     def _delete_many(self, keys: list[str]) -> int:
         return int(self._call("_delete_many", keys))
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
-        self._call("_apply", ops)
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        # The store is chosen once, at the start; an outage during the commit fails it (and
+        # sends the next one to the fallback).
+        target = self.fallback if self.using_fallback else self.primary
+        try:
+            with target._committing(ops, checks):
+                yield
+        except StoreUnavailableError:
+            if target is self.primary:
+                with self._lock:
+                    self._down_until = time.monotonic() + self.retry_after
+            raise
+
+    def _open_meta(self) -> "FallbackStore":
+        return FallbackStore(self.primary._meta, self.fallback._meta, retry_after=self.retry_after)
+
+    def _lock_id(self) -> str:
+        return self.primary._lock_id()
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         return self._call("_snapshot", keys)

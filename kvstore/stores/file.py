@@ -26,11 +26,17 @@ a little-endian double when there is a TTL.
 Writes go to a temp file in the same folder, are fsynced (``fsync=True``), then ``os.replace``d
 over the key's file, and the folder is fsynced: a reader sees the old or the new file, never a
 half-written one. Writers (threads and processes) take an exclusive ``flock`` on
-``<base_path>/.kvstore.lock``, which makes ``incr`` atomic; readers take no lock.
+``<base_path>/.kvstore.lock``, which makes ``incr``, set-if-absent, compare-and-swap (on the
+file's exact bytes) and transactions atomic; readers take no lock. A write of several files
+keeps a hard link to each file it replaces until every rename is done, so a failure partway
+(a folder where a file must go, a full disk) puts the earlier files back.
+
+Locks live in ``<base_path>/.kvstore-meta/`` (dot-folders are never keys).
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -49,7 +55,8 @@ from .._fs import fsync_dir, make_private_dirs
 from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
                       StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
-from ..store import MISSING, TTL, PersistenceStore, decode_stored
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
+                     same_blob)
 
 __all__ = ["FileStore"]
 
@@ -60,17 +67,31 @@ _MAX_PATH = 3000
 _TTL_MAGIC = HEADER_BYTE + b"t"
 _TTL_HEAD = re.compile(rb'^\s*\{\s*"__kv__"\s*:\s*"ttl"\s*,\s*"expires_at"\s*:\s*(-?[0-9.eE+-]+)')
 _LOCK_NAME = ".kvstore.lock"
+_META_DIR = ".kvstore-meta"
 _STALE_TEMP = 600.0
 
 
 class _Decoded:
     """A value already decoded from a plain JSON file (so a stored ``bytes`` value is never
-    mistaken for a serializer blob)."""
+    mistaken for a serializer blob), with the file's bytes, which compare-and-swap compares."""
 
-    __slots__ = ("value",)
+    __slots__ = ("value", "raw")
 
-    def __init__(self, value: Any) -> None:
+    def __init__(self, value: Any, raw: bytes) -> None:
         self.value = value
+        self.raw = raw
+
+
+def _same(current: Any, expected: Any) -> bool:
+    """Whether a key's current blob is still the one read (plain JSON: the same file bytes) or
+    written (plain JSON: the same value as the JSON text that was written)."""
+    if type(current) is _Decoded:
+        if isinstance(expected, str):
+            return encode_json_text(current.value, indent=2) == expected
+        current = current.raw
+    if type(expected) is _Decoded:
+        expected = expected.raw
+    return same_blob(current, expected)
 
 
 def _safe_char(ch: str) -> bool:
@@ -212,7 +233,9 @@ class FileStore(PersistenceStore):
 
     def _file_bytes(self, key: str, blob: Any, expires: float | None) -> bytes:
         if self._plain_json:
-            if isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
+            if type(blob) is _Decoded:  # rewritten as it is (a new expiry)
+                blob = encode_json_text(blob.value, indent=2)
+            elif isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
                 assert self.serializer is not None
                 blob = encode_json_text(decode_stored(key, blob, self.serializer), indent=2)
             if expires is None:
@@ -246,8 +269,8 @@ class FileStore(PersistenceStore):
                         inner = raw["value"]
                         if isinstance(inner, (dict, list)):
                             inner = decode_json_text(json.dumps(inner))
-                        return _Decoded(inner), float(expires)
-                return _Decoded(decode_json_text(text)), None
+                        return _Decoded(inner, data), float(expires)
+                return _Decoded(decode_json_text(text), data), None
             except CorruptDataError:
                 raise
             except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -328,8 +351,8 @@ class FileStore(PersistenceStore):
             parent = parent.parent
         return True
 
-    def _write_files(self, writes: list[tuple[Path, bytes]], deletes: list[Path]) -> None:
-        """Write every temp file (fsynced) before the first rename; then renames, then deletes."""
+    def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
+        """Every temp file written (and fsynced) before the first rename: ``(temp, path)``."""
         temps: list[tuple[Path, Path]] = []
         try:
             for path, data in writes:
@@ -338,11 +361,59 @@ class FileStore(PersistenceStore):
             for tmp, _ in temps:
                 _unlink(tmp)
             raise
-        for tmp, path in temps:
-            os.replace(tmp, path)
+        return temps
+
+    def _publish(self, temps: list[tuple[Path, Path]], deletes: list[Path]) -> None:
+        """Rename the temp files over their paths and remove ``deletes``: all of it, or, when a
+        step fails, none of it (the replaced files are kept as hard links until the end)."""
+        if len(temps) + len(deletes) == 1:  # one rename or unlink is atomic by itself
+            for tmp, path in temps:
+                os.replace(tmp, path)
+        else:
+            done: list[tuple[Path, Path | None]] = []
+            try:
+                for tmp, path in temps:
+                    old = self._keep_old(path)
+                    os.replace(tmp, path)
+                    done.append((path, old))
+                for path in deletes:
+                    old = self._keep_old(path)
+                    if old is not None:
+                        os.unlink(path)
+                    done.append((path, old))
+            except BaseException:
+                for path, old in reversed(done):
+                    if old is None:
+                        _unlink(path)
+                    else:
+                        os.replace(old, path)
+                for tmp, _ in temps[len(done):]:
+                    _unlink(tmp)
+                raise
+            for _, old in done:
+                if old is not None:
+                    _unlink(old)
         for path in deletes:
             self._remove(path)
         self._sync_dirs({p.parent for _, p in temps} | {p.parent for p in deletes})
+
+    def _keep_old(self, path: Path) -> Path | None:
+        """A hard link to the file at ``path`` (None when there is none), to undo a rename."""
+        old = path.parent / f".tmp-{secrets.token_hex(8)}"
+        try:
+            os.link(path, old, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if path.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "a folder is in the way of a key's file",
+                                        str(path)) from exc
+            raise
+        return old
+
+    def _write_files(self, writes: list[tuple[Path, bytes]], deletes: list[Path]) -> None:
+        """Write every temp file (fsynced) before the first rename; then renames, then deletes."""
+        self._publish(self._stage(writes), deletes)
 
     @contextmanager
     def _io(self, key: str = "") -> Iterator[None]:
@@ -350,8 +421,8 @@ class FileStore(PersistenceStore):
             yield
         except OSError as exc:
             where = f"key {key!r}: " if key else ""
-            raise StoreUnavailableError(f"{where}FileStore {self.base_path}: "
-                                        f"{exc.strerror or exc}") from exc
+            what = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+            raise StoreUnavailableError(f"{where}FileStore {self.base_path}: {what}") from exc
 
     # -- byte-level operations -------------------------------------------------------------------------
 
@@ -403,13 +474,47 @@ class FileStore(PersistenceStore):
             return None
         return max(entry[1] - self._clock(), 0.0)
 
-    def _incr(self, key: str, amount: int) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         with self._io(key), self._locked():
             entry = self._live(key)
             blob, expires = (MISSING, None) if entry is None else entry
-            new, blob, expires = self._next_count(key, blob, expires, self._clock(), amount)
+            new, blob, expires = self._next_count(key, blob, expires, self._clock(), amount, ttl)
             self._write_files([(self._path_for(key), self._file_bytes(key, blob, expires))], [])
         return new
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        with self._io(key), self._locked():
+            if self._live(key) is not None:
+                return False
+            expires = None if ttl is None else self._clock() + ttl
+            self._write_files([(self._path_for(key), self._file_bytes(key, blob, expires))], [])
+        return True
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        with self._io(key), self._locked():
+            entry = self._live(key)
+            if entry is None or not _same(entry[0], expected):
+                return False
+            path = self._path_for(key)
+            if new is MISSING:
+                self._write_files([], [path])
+            else:
+                self._write_files([(path, self._file_bytes(key, new, self._expiry(ttl, entry)))], [])
+        return True
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        with self._io(key), self._locked():
+            entry = self._live(key)
+            if entry is None:
+                return False
+            expires = None if ttl is None else self._clock() + ttl
+            self._write_files([(self._path_for(key), self._file_bytes(key, entry[0], expires))], [])
+        return True
+
+    def _expiry(self, ttl: Any, entry: tuple[Any, float | None] | None) -> float | None:
+        if ttl is KEEP:
+            return None if entry is None else entry[1]
+        return None if ttl is None else self._clock() + ttl
 
     def _walk(self) -> Iterator[Path]:
         stack = [self.base_path]
@@ -476,14 +581,37 @@ class FileStore(PersistenceStore):
                     live += 1
         return live
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
-        now = self._clock()
-        final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
-        writes = [(self._path_for(k), self._file_bytes(k, b, None if t is None else now + t))
-                  for k, (b, t) in final.items() if b is not MISSING]
-        deletes = [self._path_for(k) for k, (b, _) in final.items() if b is MISSING]
-        with self._io(), self._locked():
-            self._write_files(writes, deletes)
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        # Under the store's flock: check, write every temp file, run the caller's block, then
+        # publish (all renames, or none). The block runs outside _io(): its errors are its own.
+        with self._locked():
+            with self._io():
+                for key, expected in checks:
+                    entry = self._live(key)
+                    if not _same(MISSING if entry is None else entry[0], expected):
+                        raise conflict(key)
+                final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+                writes = [(self._path_for(k), self._file_bytes(
+                              k, b, self._expiry(t, self._live(k) if t is KEEP else None)))
+                          for k, (b, t) in final.items() if b is not MISSING]
+                deletes = [self._path_for(k) for k, (b, _) in final.items() if b is MISSING]
+                temps = self._stage(writes)
+            try:
+                yield
+            except BaseException:
+                for tmp, _ in temps:
+                    _unlink(tmp)
+                raise
+            with self._io():
+                self._publish(temps, deletes)
+
+    def _open_meta(self) -> "FileStore":
+        return FileStore(base_path=self.base_path / _META_DIR, format="msgpack",
+                         fsync=self._fsync, clock=self._clock)
+
+    def _lock_id(self) -> str:
+        return f"file:{self.base_path}"
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         """Headered serializer blobs (bytes, like every other store), so a snapshot can be
@@ -515,6 +643,9 @@ class FileStore(PersistenceStore):
                         pass
 
     def close(self) -> None:
+        meta = self.__dict__.get("_meta_store")
+        if meta is not None:
+            meta.close()
         with self._thread_lock:
             if self._lock_fd is not None and self._lock_pid == os.getpid():
                 os.close(self._lock_fd)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError
 from ..serializers import SerializerSpec
-from ..store import MISSING, TTL, PersistenceStore
+from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
 
 __all__ = ["MemoryStore"]
 
@@ -151,14 +152,50 @@ class MemoryStore(PersistenceStore):
                 return None
             return max(entry[1] - now, 0.0)
 
-    def _incr(self, key: str, amount: int) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
             blob, expires = (MISSING, None) if entry is None else entry
-            new, blob, expires = self._next_count(key, blob, expires, now, amount)
+            new, blob, expires = self._next_count(key, blob, expires, now, amount, ttl)
             self._put(key, blob, expires)
             return new
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        with self._lock:
+            now = self._clock()
+            if self._live(key, now) is not None:
+                return False
+            self._put(key, blob, None if ttl is None else now + ttl)
+            return True
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None or not same_blob(entry[0], expected):
+                return False
+            self._write(key, new, ttl, entry, now)
+            return True
+
+    def _write(self, key: str, blob: Any, ttl: Any, entry: tuple[Any, float | None] | None,
+               now: float) -> None:
+        # Caller holds the lock; ``entry`` is the key's live entry (for KEEP).
+        if blob is MISSING:
+            self._data.pop(key, None)
+        elif ttl is KEEP:
+            self._put(key, blob, None if entry is None else entry[1])
+        else:
+            self._put(key, blob, None if ttl is None else now + ttl)
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        with self._lock:
+            now = self._clock()
+            entry = self._live(key, now)
+            if entry is None:
+                return False
+            self._data[key] = (entry[0], None if ttl is None else now + ttl)
+            return True
 
     def _clear(self, prefix: str) -> int:
         with self._lock:
@@ -170,14 +207,23 @@ class MemoryStore(PersistenceStore):
                 removed += exp is None or exp > now
             return removed
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        # Everything under the store's lock; nothing can fail once the checks pass, so the
+        # writes are made after the block (the other stores of a transaction) succeeded.
         with self._lock:
             now = self._clock()
+            for key, expected in checks:
+                entry = self._live(key, now)
+                if not same_blob(MISSING if entry is None else entry[0], expected):
+                    raise conflict(key)
+            yield
+            now = self._clock()
             for key, blob, ttl in ops:
-                if blob is MISSING:
-                    self._data.pop(key, None)
-                else:
-                    self._put(key, blob, None if ttl is None else now + ttl)
+                self._write(key, blob, ttl, self._live(key, now), now)
+
+    def _open_meta(self) -> "MemoryStore":
+        return MemoryStore(clock=self._clock)
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         with self._lock:

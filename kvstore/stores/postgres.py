@@ -8,10 +8,18 @@ One table::
 (``key >= p AND key < bound``), never ``LIKE``. An index on ``expires_at`` serves the purge of
 expired rows, which runs in small batches at most once a second. Connections come from a
 ``psycopg_pool.ConnectionPool``, safe across threads.
+
+Atomic operations are single statements (row locks make them exact with any number of
+writers): set-if-absent is an upsert that replaces only an expired row, compare-and-swap an
+``UPDATE ... WHERE value = %s``. A transaction's part runs in one database transaction that
+first takes ``pg_advisory_xact_lock`` on each key it reads or writes (in one fixed order, so
+two commits never deadlock; transaction-scoped, so a pooled connection never keeps one), then
+locks the rows it read with ``FOR UPDATE`` and checks them. Locks live in ``<table>_meta``.
 """
 
 from __future__ import annotations
 
+import copy
 import re
 import threading
 import time
@@ -20,7 +28,8 @@ from typing import Any, Callable, Iterator
 
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
-from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, prefix_upper_bound,
+                     same_blob)
 
 __all__ = ["PostgresStore"]
 
@@ -67,8 +76,10 @@ class PostgresStore(PersistenceStore):
         except ImportError as exc:
             raise ConfigError("PostgresStore needs psycopg 3 and psycopg_pool: "
                               "pip install 'kvstore[postgres]'") from exc
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", table):
-            raise ConfigError(f"table: {table!r} is not a plain table name")
+        # 58 characters at most: the lock table is <table>_meta, within PostgreSQL's 63.
+        if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,57}", table):
+            raise ConfigError(f"table: {table!r} is not a plain table name (letters, digits, _; "
+                              "at most 58 characters)")
         self._psycopg = psycopg
         self._pool_timeout = PoolTimeout
         self._connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -79,13 +90,23 @@ class PostgresStore(PersistenceStore):
         self._ready = False
         self._ready_lock = threading.Lock()
         self._last_purge = 0.0
+        self._sql = self._statements(table)
+        self._pool = ConnectionPool(
+            dsn, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)),
+                    "application_name": f"kvstore:{table}"},
+            name=f"kvstore-{table}")
+        self._pool.open(wait=False)
+
+    @staticmethod
+    def _statements(table: str) -> dict[str, str]:
         # Plain strings, rendered once: psycopg caches the conversion of a str query, while a
         # sql.Composed would be rendered again on every call. The table name is a checked
         # identifier, so quoting it is enough.
         t, idx = f'"{table}"', f'"{table}_expires_idx"'
         q = lambda text: text.replace("{t}", t).replace("{idx}", idx)  # noqa: E731
         live = "(expires_at IS NULL OR expires_at > to_timestamp(%(now)s))"
-        self._sql = {
+        return {
             "create": q('CREATE TABLE IF NOT EXISTS {t} (key text COLLATE "C" PRIMARY KEY, '
                         "value bytea NOT NULL, expires_at timestamptz)"),
             "index": q("CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) "
@@ -127,16 +148,33 @@ class PostgresStore(PersistenceStore):
             "purge": q("DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at "
                        f"<= to_timestamp(%(now)s) LIMIT {_PURGE_BATCH})"),
             "drop": q("DROP TABLE IF EXISTS {t}"),
+            # Insert, or replace only an expired row; a row comes back when it was written.
+            "add": q("INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
+                     "(%(key)s, %(value)s, to_timestamp(%(exp)s)) ON CONFLICT (key) DO UPDATE "
+                     "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at "
+                     "WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= to_timestamp(%(now)s) "
+                     "RETURNING 1"),
+            "cas": q("UPDATE {t} SET value = %(value)s, expires_at = CASE WHEN %(keep)s "
+                     "THEN expires_at ELSE to_timestamp(%(exp)s) END "
+                     f"WHERE key = %(key)s AND value = %(old)s AND {live} RETURNING 1"),
+            "cas_delete": q(f"DELETE FROM {{t}} WHERE key = %(key)s AND value = %(old)s AND {live} "
+                            "RETURNING 1"),
+            "touch": q(f"UPDATE {{t}} SET expires_at = to_timestamp(%(exp)s) "
+                       f"WHERE key = %(key)s AND {live} RETURNING 1"),
+            "set_keep": q("UPDATE {t} SET value = %(value)s WHERE key = %(key)s"),
+            # One advisory lock per key, taken in hash order (the same order in every commit).
+            "lock_keys": ("SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
+                          "hashtextextended(%(ns)s || k, 0) AS h "
+                          "FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS s"),
+            "check": q(f"SELECT key, value FROM {{t}} WHERE key = ANY(%(keys)s) AND {live} "
+                       "FOR UPDATE"),
         }
-        self._pool = ConnectionPool(
-            dsn, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
-            kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)),
-                    "application_name": f"kvstore:{table}"},
-            name=f"kvstore-{table}")
-        self._pool.open(wait=False)
 
     def _describe(self) -> str:
         return f"dsn={_mask(self.dsn)!r}, table={self.table!r}"
+
+    def _lock_id(self) -> str:
+        return f"postgres:{_mask(self.dsn)}:{self.table}"
 
     # -- connections and errors ----------------------------------------------------------------------
 
@@ -232,10 +270,10 @@ class PostgresStore(PersistenceStore):
         # timestamptz keeps microseconds: round so float noise never reports more than was set.
         return max(round(float(row[0]) - now, 6), 0.0)
 
-    def _incr(self, key: str, amount: int) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         now = self._clock()
         params = {"key": key, "amount": amount, "now": now,
-                  "exp": None if self.ttl_default is None else now + self.ttl_default}
+                  "exp": None if ttl is None else now + ttl}
         psycopg = self._psycopg
         with self._conn() as conn:
             try:
@@ -264,18 +302,83 @@ class PostgresStore(PersistenceStore):
                                                     "now": self._clock()}).fetchone()
         return int(row[0])
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+    def _returns_row(self, name: str, params: dict[str, Any]) -> bool:
+        with self._conn() as conn:
+            return conn.execute(self._sql[name], params).fetchone() is not None
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        now = self._clock()
+        return self._returns_row("add", {"key": key, "value": blob, "now": now,
+                                         "exp": None if ttl is None else now + ttl})
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        now = self._clock()
+        if new is MISSING:
+            return self._returns_row("cas_delete", {"key": key, "old": expected, "now": now})
+        return self._returns_row("cas", {
+            "key": key, "old": expected, "value": new, "now": now, "keep": ttl is KEEP,
+            "exp": None if ttl is None or ttl is KEEP else now + ttl})
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        now = self._clock()
+        return self._returns_row("touch", {"key": key, "now": now,
+                                           "exp": None if ttl is None else now + ttl})
+
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        sql = self._sql
         now = self._clock()
         with self._conn() as conn:
             with conn.transaction():
-                deletes = [key for key, blob, _ in ops if blob is MISSING]
+                keys = sorted({k for k, _ in checks} | {k for k, _, _ in ops})
+                if len(keys) > 1 or checks:
+                    conn.execute(sql["lock_keys"], {"ns": self.table + ":", "keys": keys})
+                absent: set[str] = set()
+                if checks:
+                    found = {k: bytes(v) for k, v in conn.execute(
+                        sql["check"], {"keys": [k for k, _ in checks], "now": now}).fetchall()}
+                    for key, expected in checks:
+                        if not same_blob(found.get(key, MISSING), expected):
+                            raise conflict(key)
+                        if expected is MISSING:
+                            absent.add(key)
+                final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+                deletes = [k for k, (b, _) in final.items() if b is MISSING]
                 if deletes:
-                    conn.execute(self._sql["delete"], {"keys": deletes, "now": now})
-                writes = [(key, blob, ttl) for key, blob, ttl in ops if blob is not MISSING]
-                if writes:
-                    conn.execute(self._sql["set_many"], {
-                        "keys": [k for k, _, _ in writes], "values": [b for _, b, _ in writes],
-                        "exps": [None if t is None else now + t for _, _, t in writes]})
+                    conn.execute(sql["delete"], {"keys": deletes, "now": now})
+                upserts: list[tuple[str, Any, float | None]] = []
+                for key, (blob, ttl) in final.items():
+                    if blob is MISSING:
+                        continue
+                    exp = None if ttl is None or ttl is KEEP else now + ttl
+                    if ttl is KEEP:
+                        conn.execute(sql["set_keep"], {"key": key, "value": blob})
+                    elif key in absent:
+                        # Checked absent: no row to lock, so insert only if still absent (a
+                        # plain save may have created it since the check).
+                        row = conn.execute(sql["add"], {"key": key, "value": blob, "exp": exp,
+                                                        "now": now}).fetchone()
+                        if row is None:
+                            raise conflict(key)
+                    else:
+                        upserts.append((key, blob, exp))
+                if upserts:
+                    conn.execute(sql["set_many"], {"keys": [k for k, _, _ in upserts],
+                                                   "values": [b for _, b, _ in upserts],
+                                                   "exps": [e for _, _, e in upserts]})
+                yield
+
+    def _open_meta(self) -> "PostgresStore":
+        # Same pool, its own table.
+        meta = copy.copy(self)
+        meta.__dict__.pop("_meta_store", None)
+        meta.table = f"{self.table}_meta"
+        meta._sql = self._statements(meta.table)
+        meta._ready = False
+        meta._ready_lock = threading.Lock()
+        meta.serializer = None
+        meta.close = lambda: None  # type: ignore[method-assign]  # the pool is this store's
+        return meta
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()

@@ -11,6 +11,15 @@ URLs:
 A URL without a password takes ``REDIS_PASSWORD`` (and ``REDIS_USERNAME``) from the environment,
 so secrets need not be written in config files. Passwords never appear in ``repr`` or errors.
 
+Atomic operations: set-if-absent is ``SET NX PX``; compare-and-swap, delete-if-equal and a
+transaction's checked commit are one Lua script (:data:`_COMMIT`), which Redis runs without
+interleaving any other command. Needs Redis 6.0 or newer (``SET ... KEEPTTL``). On a Cluster a
+script can only touch one hash slot: a transaction over keys of several slots is checked and
+applied slot by slot, and a conflict in a later slot puts the earlier slots back; keep keys
+that must change together in one slot with a hash tag (``conv:{42}:messages``).
+Locks are keys under the reserved prefix ``"\x00kvstore-meta\x00" + key_prefix``, which
+``keys()`` and ``clear()`` skip.
+
 Every redis-py connection or timeout error becomes :class:`StoreUnavailableError` within the
 socket timeouts; redis-py's pool drops broken connections, so the store works again as soon as
 Redis is back, without a restart.
@@ -18,20 +27,55 @@ Redis is back, without a restart.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 from urllib.parse import unquote, urlsplit
 
-from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
+from ..errors import ConfigError, InvalidKeyError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
-from ..store import MISSING, TTL, PersistenceStore
+from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
 
 __all__ = ["RedisStore"]
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _SCAN_COUNT = 1000
+_META = "\x00kvstore-meta\x00"
+
+# KEYS: the checked keys, then the written keys. ARGV[1]: how many checks; then per check a flag
+# ("m": must be absent, "v": must hold the next argument) and a blob; then per write a mode
+# ("d" delete, "k" keep the TTL, "p" expire in ARGV ms, "n" no expiry), a blob and a TTL in ms.
+# Returns 0 when written, else the number of the first check that failed (nothing written).
+_COMMIT = """
+local n = tonumber(ARGV[1])
+local a = 2
+for i = 1, n do
+  local cur = redis.call('GET', KEYS[i])
+  if ARGV[a] == 'm' then
+    if cur then return i end
+  elseif cur ~= ARGV[a + 1] then
+    return i
+  end
+  a = a + 2
+end
+for i = n + 1, #KEYS do
+  local mode = ARGV[a]
+  if mode == 'd' then redis.call('DEL', KEYS[i])
+  elseif mode == 'k' then redis.call('SET', KEYS[i], ARGV[a + 1], 'KEEPTTL')
+  elseif mode == 'p' then redis.call('SET', KEYS[i], ARGV[a + 1], 'PX', ARGV[a + 2])
+  else redis.call('SET', KEYS[i], ARGV[a + 1]) end
+  a = a + 3
+end
+return 0
+"""
+# A new expiry for a live key, or none ("" in ARGV[1]); 0 when the key is missing.
+_TOUCH = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+"""
 
 
 def _glob_escape(text: str) -> str:
@@ -99,6 +143,11 @@ class RedisStore(PersistenceStore):
         else:
             self._client, self.cluster = self._connect(url, cluster, socket_timeout,
                                                        connect_timeout, client_options)
+        # With a key_prefix that the lock namespace starts with (e.g. ""), a key could name a
+        # lock record: such keys are refused, and keys()/clear() skip the namespace.
+        self._guard = _META.startswith(key_prefix)
+        self._commit_script = self._client.register_script(_COMMIT)
+        self._touch_script = self._client.register_script(_TOUCH)
 
     # -- connecting ----------------------------------------------------------------------------------
 
@@ -182,6 +231,11 @@ class RedisStore(PersistenceStore):
     def _k(self, key: str) -> str:
         return self.key_prefix + key
 
+    def _check_key(self, key: Any) -> None:
+        super()._check_key(key)
+        if self._guard and (self.key_prefix + key).startswith(_META):
+            raise InvalidKeyError(f"key {key!r} is in kvstore's reserved lock namespace")
+
     # get and set catch errors inline: a generator-based context manager costs more than
     # everything else kvstore adds to a round trip.
     def _get(self, key: str) -> Any:
@@ -240,16 +294,16 @@ class RedisStore(PersistenceStore):
             ms = r.pttl(self._k(key))
         return None if ms is None or ms < 0 else ms / 1000.0
 
-    def _incr(self, key: str, amount: int) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         name = self._k(key)
         try:
             with self._call() as r:
-                if self.ttl_default is None:
+                if ttl is None:
                     return int(r.incrby(name, amount))
-                # A new counter gets ttl_default (SET NX does nothing when the key exists, so an
+                # A new counter gets the ttl (SET NX does nothing when the key exists, so an
                 # existing key keeps its TTL); MULTI makes both steps one atomic unit.
                 pipe = r.pipeline(transaction=True)
-                pipe.set(name, 0, nx=True, px=_ms(self.ttl_default))
+                pipe.set(name, 0, nx=True, px=_ms(ttl))
                 pipe.incrby(name, amount)
                 return int(pipe.execute()[1])
         except self._redis.exceptions.ResponseError as exc:
@@ -259,9 +313,12 @@ class RedisStore(PersistenceStore):
 
     def _scan(self, r: Any, prefix: str) -> Iterator[str]:
         pattern = _glob_escape(self.key_prefix + prefix) + "*"
+        guard = self._guard
         for name in r.scan_iter(match=pattern, count=_SCAN_COUNT):
             if isinstance(name, bytes):
                 name = name.decode("utf-8", "surrogateescape")
+            if guard and name.startswith(_META):
+                continue
             yield name
 
     def _keys(self, prefix: str) -> Iterator[str]:
@@ -293,17 +350,88 @@ class RedisStore(PersistenceStore):
             getattr(pipe, command)(name)
         return sum(int(n) for n in pipe.execute())
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+    # -- atomic operations ---------------------------------------------------------------------------
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
         with self._call() as r:
-            pipe = self._pipeline(r)
-            for key, blob, ttl in ops:
-                if blob is MISSING:
-                    pipe.delete(self._k(key))
-                elif ttl is None:
-                    pipe.set(self._k(key), blob)
-                else:
-                    pipe.set(self._k(key), blob, px=_ms(ttl))
-            pipe.execute()
+            return bool(r.set(self._k(key), blob, nx=True, px=None if ttl is None else _ms(ttl)))
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        with self._call():
+            return self._run_commit([(key, expected)], [(key, new, ttl)]) is None
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        with self._call() as r:
+            if ttl is not None:
+                return bool(r.pexpire(self._k(key), _ms(ttl)))
+            return bool(self._touch_script(keys=[self._k(key)], args=[""]))
+
+    def _run_commit(self, checks: list[Check], ops: list[Op]) -> str | None:
+        """One run of the commit script; the key of the first failed check, or None."""
+        args: list[Any] = [len(checks)]
+        for _, expected in checks:
+            args += ("m", "") if expected is MISSING else ("v", expected)
+        for _, blob, ttl in ops:
+            if blob is MISSING:
+                args += ("d", "", "")
+            elif ttl is KEEP:
+                args += ("k", blob, "")
+            elif ttl is None:
+                args += ("n", blob, "")
+            else:
+                args += ("p", blob, _ms(ttl))
+        names = [self._k(k) for k, _ in checks] + [self._k(k) for k, _, _ in ops]
+        failed = int(self._commit_script(keys=names, args=args))
+        return None if failed == 0 else checks[failed - 1][0]
+
+    optimistic = True
+
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        # Nothing to lock: the caller's block runs first, then one script checks and writes.
+        yield
+        with self._call() as r:
+            if not self.cluster:
+                failed = self._run_commit(checks, ops)
+                if failed is not None:
+                    raise conflict(failed)
+                return
+            self._commit_by_slot(r, ops, checks)
+
+    def _commit_by_slot(self, r: Any, ops: list[Op], checks: list[Check]) -> None:
+        slots: dict[int, tuple[list[Check], list[Op]]] = {}
+        for check in checks:
+            slots.setdefault(r.keyslot(self._k(check[0])), ([], []))[0].append(check)
+        for op in ops:
+            slots.setdefault(r.keyslot(self._k(op[0])), ([], []))[1].append(op)
+        if len(slots) == 1:
+            failed = self._run_commit(checks, ops)
+            if failed is not None:
+                raise conflict(failed)
+            return
+        before = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+        for key, expected in checks:  # fail early, before any slot is written
+            if not same_blob(self._get(key), expected):
+                raise conflict(key)
+        applied: list[Op] = []
+        for slot_checks, slot_ops in slots.values():
+            failed = self._run_commit(slot_checks, slot_ops)
+            if failed is not None:
+                self._undo(applied, before)
+                raise conflict(failed)
+            applied.extend(slot_ops)
+
+    def _open_meta(self) -> "RedisStore":
+        meta = copy.copy(self)
+        meta.__dict__.pop("_meta_store", None)
+        meta.key_prefix = _META + self.key_prefix
+        meta._prefix_len = len(meta.key_prefix)
+        meta._guard = False
+        meta.serializer = None
+        return meta
+
+    def _lock_id(self) -> str:
+        return f"redis:{_mask_url(self.url)}:{self.key_prefix}"
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         with self._call() as r:

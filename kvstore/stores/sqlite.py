@@ -1,15 +1,18 @@
 """SQLiteStore: one table in a WAL-mode SQLite file, safe across threads and processes.
 
-Schema::
+Schema (``table`` defaults to ``kvstore``)::
 
     kvstore(key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL) WITHOUT ROWID
     index on expires_at WHERE expires_at IS NOT NULL
+    kvstore_meta: the same shape, for locks (see ``PersistenceStore.lock``)
 
 ``WITHOUT ROWID`` stores rows in the primary-key b-tree itself, which halves the work of a
 write. Each thread gets its own connection (reopened after ``fork``). Single statements run in
 autocommit; anything that reads then writes (``incr``, ``clear``, batches, transactions) runs
 under ``BEGIN IMMEDIATE``, which takes the write lock up front, so a reader never has to upgrade
 to a writer and ``busy_timeout`` can always wait instead of failing with "database is locked".
+Set-if-absent and compare-and-swap are one statement each (an upsert whose update applies only
+to an expired row; an ``UPDATE ... WHERE value = ?``), atomic under SQLite's write lock.
 
 Durability (``synchronous``): ``NORMAL`` (default) with WAL survives a crash of the process;
 ``FULL`` also survives a power loss or OS crash, at the cost of an fsync per commit.
@@ -17,7 +20,9 @@ Durability (``synchronous``): ``NORMAL`` (default) with WAL survives a crash of 
 
 from __future__ import annotations
 
+import copy
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -29,7 +34,8 @@ from typing import Any, Callable, Iterator
 from .._fs import make_private_dirs
 from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
 from ..serializers import SerializerSpec
-from ..store import MISSING, TTL, PersistenceStore, prefix_upper_bound
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, prefix_upper_bound,
+                     same_blob)
 
 __all__ = ["SQLiteStore"]
 
@@ -39,17 +45,39 @@ _PURGE_BATCH = 256      # rows per purge: small, so no write waits long on it
 _PAGE = 1000            # keys() fetches this many keys per query
 _MAX_PARAMS = 500       # keys per `IN (...)` query
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS kvstore (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
-    "expires_at REAL) WITHOUT ROWID",
-    "CREATE INDEX IF NOT EXISTS kvstore_expires ON kvstore(expires_at) WHERE expires_at IS NOT NULL",
-)
-_GET = "SELECT value, expires_at FROM kvstore WHERE key = ?"
-_SET = "INSERT OR REPLACE INTO kvstore (key, value, expires_at) VALUES (?, ?, ?)"
-_DELETE = "DELETE FROM kvstore WHERE key = ? RETURNING expires_at"
-_EXPIRY = "SELECT expires_at FROM kvstore WHERE key = ?"
-_PURGE = ("DELETE FROM kvstore WHERE key IN (SELECT key FROM kvstore "
-          f"WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {_PURGE_BATCH})")
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+class _Queries:
+    """The statements for one table (a checked identifier), built once per store."""
+
+    def __init__(self, table: str) -> None:
+        t = f'"{table}"'
+        self.schema = (
+            f"CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
+            "expires_at REAL) WITHOUT ROWID",
+            f'CREATE INDEX IF NOT EXISTS "{table}_expires" ON {t}(expires_at) '
+            "WHERE expires_at IS NOT NULL",
+        )
+        self.get = f"SELECT value, expires_at FROM {t} WHERE key = ?"
+        self.set = f"INSERT OR REPLACE INTO {t} (key, value, expires_at) VALUES (?, ?, ?)"
+        self.delete = f"DELETE FROM {t} WHERE key = ? RETURNING expires_at"
+        self.delete_any = f"DELETE FROM {t} WHERE key = ?"
+        self.expiry = f"SELECT expires_at FROM {t} WHERE key = ?"
+        self.purge = (f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
+                      f"WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {_PURGE_BATCH})")
+        # Insert, or replace only a row that has expired: (key, value, expires_at, now).
+        self.add = (f"INSERT INTO {t} AS cur (key, value, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
+                    "expires_at = excluded.expires_at "
+                    "WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= ?")
+        # Compare-and-swap on a live row: (..., key, expected, now).
+        self.cas = f"UPDATE {t} SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND {_LIVE}"
+        self.cas_keep = f"UPDATE {t} SET value = ? WHERE key = ? AND value = ? AND {_LIVE}"
+        self.cas_delete = f"DELETE FROM {t} WHERE key = ? AND value = ? AND {_LIVE}"
+        self.touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND {_LIVE}"
+        self.set_keep = f"UPDATE {t} SET value = ? WHERE key = ?"  # the expiry stays
+        self.table = t
 
 
 _OPEN_STORES: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
@@ -94,12 +122,16 @@ class SQLiteStore(PersistenceStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, ttl_default: TTL = None,
                  serializer: SerializerSpec = "json", *, secret: bytes | str | None = None,
-                 synchronous: str = "NORMAL", busy_timeout: float = 30.0,
+                 table: str = "kvstore", synchronous: str = "NORMAL", busy_timeout: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
         sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
         if sync not in _SYNCHRONOUS:
             raise ConfigError(f"synchronous: {synchronous!r} is not one of {', '.join(_SYNCHRONOUS)}")
+        if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,57}", table):
+            raise ConfigError(f"table: {table!r} is not a plain table name")
+        self.table = table
+        self._q = _Queries(table)
         self.path = Path(os.path.expanduser(os.fspath(path))) if path is not None else _default_path()
         self.synchronous = sync
         self.busy_timeout = float(busy_timeout)
@@ -111,14 +143,21 @@ class SQLiteStore(PersistenceStore):
         self._closed = False
         _OPEN_STORES.add(self)
         self._prepare_file()
+        self._create_table()
+
+    def _create_table(self) -> None:
         with self._errors():
             conn = self._conn()
             with self._write(conn):
-                for statement in _SCHEMA:
+                for statement in self._q.schema:
                     conn.execute(statement)
 
     def _describe(self) -> str:
-        return f"path={str(self.path)!r}"
+        table = "" if self.table == "kvstore" else f", table={self.table!r}"
+        return f"path={str(self.path)!r}{table}"
+
+    def _lock_id(self) -> str:
+        return f"sqlite:{self.path}"
 
     # -- connections -------------------------------------------------------------------------------
 
@@ -181,7 +220,7 @@ class SQLiteStore(PersistenceStore):
     def _purge(self, conn: sqlite3.Connection, now: float) -> None:
         # Never a full scan on every call: a small batch through the index, at most once a second.
         self._last_purge = now
-        conn.execute(_PURGE, (now,))
+        conn.execute(self._q.purge, (now,))
 
     # -- byte-level operations -----------------------------------------------------------------------
 
@@ -189,7 +228,7 @@ class SQLiteStore(PersistenceStore):
     # as the primary-key lookup itself.
     def _get(self, key: str) -> Any:
         try:
-            row = self._conn().execute(_GET, (key,)).fetchone()
+            row = self._conn().execute(self._q.get, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         if row is None or (row[1] is not None and row[1] <= self._clock()):
@@ -205,8 +244,8 @@ class SQLiteStore(PersistenceStore):
                 chunk = keys[i:i + _MAX_PARAMS]
                 marks = ",".join("?" * len(chunk))
                 rows.extend(row for row in conn.execute(
-                    f"SELECT key, value, expires_at FROM kvstore WHERE key IN ({marks})", chunk)
-                    if row[2] is None or row[2] > now)
+                    f"SELECT key, value, expires_at FROM {self._q.table} WHERE key IN ({marks})",
+                    chunk) if row[2] is None or row[2] > now)
         return rows
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -216,7 +255,7 @@ class SQLiteStore(PersistenceStore):
         now = self._clock()
         try:
             conn = self._conn()
-            conn.execute(_SET, (key, blob, None if ttl is None else now + ttl))
+            conn.execute(self._q.set, (key, blob, None if ttl is None else now + ttl))
             if now - self._last_purge >= _PURGE_EVERY:
                 self._purge(conn, now)
         except sqlite3.Error as exc:
@@ -227,11 +266,11 @@ class SQLiteStore(PersistenceStore):
         with self._errors():
             conn = self._conn()
             with self._write(conn):
-                conn.executemany(_SET, [(key, blob, exp) for key, blob in items])
+                conn.executemany(self._q.set, [(key, blob, exp) for key, blob in items])
 
     def _delete(self, key: str) -> bool:
         with self._errors():
-            row = self._conn().execute(_DELETE, (key,)).fetchone()
+            row = self._conn().execute(self._q.delete, (key,)).fetchone()
         return row is not None and (row[0] is None or row[0] > self._clock())
 
     def _delete_many(self, keys: list[str]) -> int:
@@ -241,20 +280,20 @@ class SQLiteStore(PersistenceStore):
             conn = self._conn()
             with self._write(conn):
                 for key in keys:
-                    row = conn.execute(_DELETE, (key,)).fetchone()
+                    row = conn.execute(self._q.delete, (key,)).fetchone()
                     live += row is not None and (row[0] is None or row[0] > now)
         return live
 
     def _exists(self, key: str) -> bool:
         try:
-            row = self._conn().execute(_EXPIRY, (key,)).fetchone()
+            row = self._conn().execute(self._q.expiry, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         return row is not None and (row[0] is None or row[0] > self._clock())
 
     def _ttl(self, key: str) -> float | None:
         try:
-            row = self._conn().execute(_EXPIRY, (key,)).fetchone()
+            row = self._conn().execute(self._q.expiry, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         now = self._clock()
@@ -262,19 +301,47 @@ class SQLiteStore(PersistenceStore):
             return None
         return float(row[0] - now)
 
-    def _incr(self, key: str, amount: int) -> int:
+    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         # Read, add, write under BEGIN IMMEDIATE: the write lock is held across the whole
         # read-modify-write, so increments from other threads and processes are never lost.
+        q = self._q
         with self._errors():
             conn = self._conn()
             with self._write(conn):
                 now = self._clock()
-                row = conn.execute(_GET, (key,)).fetchone()
+                row = conn.execute(q.get, (key,)).fetchone()
                 live = row is not None and (row[1] is None or row[1] > now)
                 new, blob, exp = self._next_count(key, row[0] if live else MISSING,
-                                                  row[1] if live else None, now, amount)
-                conn.execute(_SET, (key, blob, exp))
+                                                  row[1] if live else None, now, amount, ttl)
+                conn.execute(q.set, (key, blob, exp))
         return new
+
+    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        now = self._clock()
+        with self._errors():
+            cur = self._conn().execute(self._q.add, (key, blob, None if ttl is None else now + ttl,
+                                                     now))
+        return cur.rowcount == 1
+
+    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        now = self._clock()
+        q = self._q
+        with self._errors():
+            conn = self._conn()
+            if new is MISSING:
+                cur = conn.execute(q.cas_delete, (key, expected, now))
+            elif ttl is KEEP:
+                cur = conn.execute(q.cas_keep, (new, key, expected, now))
+            else:
+                cur = conn.execute(q.cas, (new, None if ttl is None else now + ttl, key,
+                                           expected, now))
+        return cur.rowcount == 1
+
+    def _touch(self, key: str, ttl: float | None) -> bool:
+        now = self._clock()
+        with self._errors():
+            cur = self._conn().execute(self._q.touch, (None if ttl is None else now + ttl, key, now))
+        return cur.rowcount == 1
 
     def _range(self, prefix: str) -> tuple[str, list[Any]]:
         hi = prefix_upper_bound(prefix)
@@ -293,8 +360,8 @@ class SQLiteStore(PersistenceStore):
             page_params = params if after is None else [*params, after]
             with self._errors():
                 rows = self._conn().execute(
-                    f"SELECT key, expires_at FROM kvstore WHERE {page_where} ORDER BY key "
-                    f"LIMIT {_PAGE}", page_params).fetchall()
+                    f"SELECT key, expires_at FROM {self._q.table} WHERE {page_where} "
+                    f"ORDER BY key LIMIT {_PAGE}", page_params).fetchall()
             for key, exp in rows:
                 if (exp is None or exp > now) and key.startswith(prefix):
                     yield key
@@ -308,22 +375,46 @@ class SQLiteStore(PersistenceStore):
             conn = self._conn()
             with self._write(conn):
                 now = self._clock()
-                live = conn.execute(f"SELECT count(*) FROM kvstore WHERE {where} AND "
-                                    "(expires_at IS NULL OR expires_at > ?)",
-                                    [*params, now]).fetchone()[0]
-                conn.execute(f"DELETE FROM kvstore WHERE {where}", params)
+                live = conn.execute(f"SELECT count(*) FROM {self._q.table} WHERE {where} AND "
+                                    f"{_LIVE}", [*params, now]).fetchone()[0]
+                conn.execute(f"DELETE FROM {self._q.table} WHERE {where}", params)
         return int(live)
 
-    def _apply(self, ops: list[tuple[str, Any, float | None]]) -> None:
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+        # One BEGIN IMMEDIATE transaction: the checks, the writes, and the caller's block run
+        # under SQLite's write lock; COMMIT at the end, ROLLBACK on any exception.
+        q = self._q
         with self._errors():
             conn = self._conn()
             with self._write(conn):
                 now = self._clock()
+                if checks:
+                    found = {key: value for key, value, _ in
+                             self._live_rows(list(dict.fromkeys(k for k, _ in checks)), now)}
+                    for key, expected in checks:
+                        if not same_blob(found.get(key, MISSING), expected):
+                            raise conflict(key)
                 for key, blob, ttl in ops:
                     if blob is MISSING:
-                        conn.execute("DELETE FROM kvstore WHERE key = ?", (key,))
+                        conn.execute(q.delete_any, (key,))
+                    elif ttl is KEEP:
+                        conn.execute(q.set_keep, (blob, key))
                     else:
-                        conn.execute(_SET, (key, blob, None if ttl is None else now + ttl))
+                        conn.execute(q.set, (key, blob, None if ttl is None else now + ttl))
+                yield
+
+    def _open_meta(self) -> "SQLiteStore":
+        # Same file and connections (the sibling calls this store's _conn), its own table.
+        meta = copy.copy(self)
+        meta.__dict__.pop("_meta_store", None)
+        meta.table = f"{self.table}_meta"
+        meta._q = _Queries(meta.table)
+        meta.serializer = None
+        meta._conn = self._conn  # type: ignore[method-assign]
+        meta._connections = []
+        meta._create_table()
+        return meta
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
