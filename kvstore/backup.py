@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._fs import fsync_dir, make_private_dirs
+from .config import default_data_dir
 from .errors import CorruptDataError, KVStoreError
 from .store import PersistenceStore
 from .transfer import BATCH, export_jsonl, import_jsonl
@@ -80,7 +81,6 @@ def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None 
                   progress: Callable[[int], None] | None = None) -> Path:
     """Write a new backup inside folder ``dest`` (default: the configured backup folder)."""
     from . import __version__
-    from .manager import default_data_dir
 
     folder = Path(dest) if dest is not None else (pm.config.backup.path or default_data_dir() / "backups")
     folder = folder.expanduser()

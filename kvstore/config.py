@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .errors import ConfigError, InvalidTTLError
 from .store import parse_ttl
 
-__all__ = ["Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
+__all__ = ["default_data_dir", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets"]
 
@@ -26,6 +26,17 @@ STORE_NAMES = ("memory", "cache", "database", "file")
 SERIALIZERS = ("json", "msgpack", "pickle", "json+gzip", "msgpack+gzip", "pickle+gzip")
 BACKUP_INTERVALS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 604800.0}
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def default_data_dir() -> Path:
+    """Where the embedded default keeps its files: ``$KVSTORE_DATA_DIR`` or the platform's user
+    data folder (platformdirs)."""
+    env = os.environ.get("KVSTORE_DATA_DIR")
+    if env:
+        return Path(os.path.expanduser(env))
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("kvstore", appauthor=False))
 
 
 @dataclass(frozen=True)

@@ -9,82 +9,38 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime as dt
+import functools
+import hashlib
+import inspect
+import json
 import os
 import threading
 import time
-import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
-from .config import Config, load_config, mask_secrets, parse_config
+from . import flows
 from ._fs import make_private_dirs
-from .errors import ConfigError, InvalidKeyError, KVStoreError
+from .astype import from_dict
+from .config import Config, default_data_dir, load_config, mask_secrets, parse_config
+from .core import EVENTS, Core, Entry, Event, Route, StoreStats
+from .errors import ConflictError, InvalidArgumentError, KVStoreError, LockTimeout
+from .locking import Lock
 from .serializers import Serializer
 from .store import MISSING, TTL, PersistenceStore
 from .stores.memory import MemoryStore
 from .transaction import Transaction
 
-__all__ = ["PersistenceManager", "Route", "Event", "StoreStats", "default_data_dir"]
+__all__ = ["PersistenceManager", "Route", "Event", "StoreStats", "default_data_dir", "from_dict",
+           "EVENTS"]
 
-EVENTS = ("save", "load", "delete", "error")
-_ROUTE_CACHE_SIZE = 4096   # categories
-_KEY_CACHE_SIZE = 65536    # recently used keys (a few MB at most)
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 
-
-def default_data_dir() -> Path:
-    """Where the embedded default keeps its files: ``$KVSTORE_DATA_DIR`` or the platform's user
-    data folder (platformdirs)."""
-    env = os.environ.get("KVSTORE_DATA_DIR")
-    if env:
-        return Path(os.path.expanduser(env))
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("kvstore", appauthor=False))
-
-
-@dataclasses.dataclass(frozen=True)
-class Route:
-    """Where a key goes: ``store`` name, effective ``ttl`` (seconds, None = permanent) and why."""
-
-    key: str
-    category: str | None
-    store: str
-    ttl: float | None
-    reason: str
-
-    def __str__(self) -> str:
-        ttl = "permanent" if self.ttl is None else f"ttl {self.ttl:g}s"
-        return f"{self.key} -> {self.store} ({ttl}; {self.reason})"
-
-
-@dataclasses.dataclass(frozen=True)
-class Event:
-    """What a listener registered with :meth:`PersistenceManager.on` receives."""
-
-    name: str
-    key: str | None
-    store: str
-    size: int | None = None
-    duration: float = 0.0
-    error: BaseException | None = None
-
-    def __getitem__(self, field: str) -> Any:
-        """``event["key"]`` works as well as ``event.key``."""
-        if field not in self.__dataclass_fields__:
-            raise KeyError(field)
-        return getattr(self, field)
-
-
-@dataclasses.dataclass
-class StoreStats:
-    hits: int = 0
-    misses: int = 0
-    saves: int = 0
-    deletes: int = 0
-    errors: int = 0
+#: Errors that say something about the caller's situation, not about a store's health: not
+#: counted in ``stats()["errors"]`` nor sent to ``error`` listeners.
+_NOT_STORE_ERRORS = (ConflictError, LockTimeout)
 
 
 class PersistenceManager:
@@ -92,21 +48,19 @@ class PersistenceManager:
 
     ``PersistenceManager()`` is the embedded default: no server, files under
     :func:`default_data_dir`. Use :meth:`from_yaml` / :meth:`from_config` for the rest.
+
+    Routing, TTL rules, statistics and events live in :class:`~kvstore.core.Core`, shared with
+    transactions and the asyncio front; this class adds the synchronous calls.
     """
 
     def __init__(self, config: Config | None = None, *,
                  stores: Mapping[str, PersistenceStore] | None = None) -> None:
         self.config = config if config is not None else Config()
-        self._listeners: dict[str, list[Callable[[Event], Any]]] = {e: [] for e in EVENTS}
-        self._on_save = self._listeners["save"]  # the same lists, without a dict lookup per call
-        self._on_load = self._listeners["load"]
-        self._stats: dict[str, StoreStats] = {}
-        # category -> (store, category TTL, stats, store name): routing costs one dict lookup.
-        self._route_cache: dict[str, tuple[PersistenceStore, float | None, StoreStats, str]] = {}
-        self._key_routes: dict[str, tuple[PersistenceStore, float | None, StoreStats, str]] = {}
         self._closed = False
-        self.stores: dict[str, PersistenceStore] = dict(stores) if stores else self._open_stores()
-        self._stats = {name: StoreStats() for name in self.stores}
+        self._core = core = Core(self.config, stores if stores else self._open_stores())
+        self._key_routes = core.key_routes
+        self._on_save = core.listeners["save"]  # the same lists, without a dict lookup per call
+        self._on_load = core.listeners["load"]
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._load_memory_snapshot()
@@ -182,165 +136,332 @@ class PersistenceManager:
             raise
         return {name: opened[name] for name in ("memory", "cache", "database", "file")}
 
+    @property
+    def stores(self) -> dict[str, PersistenceStore]:
+        """The stores by name: ``memory``, ``cache``, ``database``, ``file``."""
+        return self._core.stores
+
+    @stores.setter
+    def stores(self, stores: Mapping[str, PersistenceStore]) -> None:
+        self._core.stores = dict(stores)
+        self._core.forget_routes()
+
     # -- routing -------------------------------------------------------------------------------------
 
     def route(self, key: str) -> Route:
         """Which store and TTL ``key`` goes to, and why."""
-        if not isinstance(key, str) or not key:
-            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}")
-        category, sep, _ = key.partition(":")
-        spec = self.config.categories.get(category) if sep else None
-        if spec is not None:
-            store = self.stores[spec.store]
-            ttl = spec.ttl if spec.ttl is not None else store.ttl_default
-            why = f"category {category!r}" + (f" sets ttl {spec.ttl:g}s" if spec.ttl else "")
-            return Route(key, category, spec.store, ttl, why)
-        name = self.config.default_store
-        reason = (f"category {category!r} is not configured: default_store" if sep
-                  else "no category (no ':' in the key): default_store")
-        return Route(key, category if sep else None, name, self.stores[name].ttl_default, reason)
-
-    def _resolve(self, category: str) -> tuple[PersistenceStore, float | None, StoreStats, str]:
-        spec = self.config.categories.get(category)
-        name = spec.store if spec is not None else self.config.default_store
-        entry = (self.stores[name], spec.ttl if spec is not None else None, self._stats[name], name)
-        if len(self._route_cache) >= _ROUTE_CACHE_SIZE:  # unconfigured categories are unbounded
-            self._route_cache.clear()
-        self._route_cache[category] = entry
-        return entry
+        return self._core.route(key)
 
     def _forget_routes(self) -> None:
         """Drop cached routes (after ``stores`` changed)."""
-        self._route_cache.clear()
-        self._key_routes.clear()
+        self._core.forget_routes()
 
-    def _override(self, store: str) -> tuple[PersistenceStore, float | None, StoreStats, str]:
-        st = self.stores.get(store)
-        if st is None:
-            raise ConfigError(f"store={store!r}: unknown store (known: {', '.join(self.stores)})")
-        return st, None, self._stats[store], store
-
-    def _entry(self, key: str, store: str | None) -> tuple[PersistenceStore, float | None, StoreStats, str]:
-        """(store, category TTL, stats, store name) for a call; cached per category."""
-        if store is not None:
-            return self._override(store)
-        try:
-            i = key.find(":")
-        except AttributeError:
-            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}") from None
-        category = key[:i] if i > 0 else ""  # "" never names a category: default_store
-        entry = self._route_cache.get(category) or self._resolve(category)
-        # Remember the key itself too: a hit then costs one lookup of an already-hashed str.
-        if len(self._key_routes) >= _KEY_CACHE_SIZE:
-            self._key_routes.clear()
-        self._key_routes[key] = entry
-        return entry
-
-    def _store_name_for(self, key: str, store: str | None) -> str:
-        return self._entry(key, store)[3]
-
-    def _route_ttl(self, key: str, store_name: str) -> float | None:
-        entry = self._entry(key, None)
-        return entry[1] if entry[3] == store_name else None
+    def _fail(self, op: str, entry: Entry, exc: KVStoreError, key: str | None = None) -> None:
+        if not isinstance(exc, _NOT_STORE_ERRORS):
+            self._core.failed(op, entry, exc, key)
 
     # -- the key-value interface --------------------------------------------------------------------
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         """Store ``value`` where ``key`` routes (or in ``store``), with ``ttl`` or the category's."""
         # The per-key route cache is looked up inline here and in load(), the hot paths of every
-        # application; _entry() fills it on a miss.
+        # application; Core.entry() fills it on a miss.
         if store is None and type(key) is str:
-            entry = self._key_routes.get(key) or self._entry(key, None)
+            entry = self._key_routes.get(key) or self._core.entry(key)
         else:
-            entry = self._entry(key, store)
-        st, category_ttl, stats, name = entry
+            entry = self._core.entry(key, store)
+        st = entry.store
         listeners = self._on_save
         start = time.perf_counter() if listeners else 0.0
         try:
-            st.save(key, value, ttl if ttl is not None else category_ttl)
+            st.save(key, value, ttl if ttl is not None else entry.ttl)
         except KVStoreError as exc:
-            stats.errors += 1
-            self._emit_error("save", name, exc, key)
+            self._fail("save", entry, exc, key)
             raise
-        stats.saves += 1
+        entry.stats.saves += 1
         if listeners:
-            self._emit(listeners, Event("save", key, name, _size(st, value),
-                                        time.perf_counter() - start))
+            self._core.emit(listeners, Event("save", key, entry.name, _size(st, value),
+                                             time.perf_counter() - start))
         return True
 
     def load(self, key: str, default: Any = None, store: str | None = None,
-             as_type: type | None = None) -> Any:
+             as_type: Any = None) -> Any:
         """The value of ``key`` or ``default``; ``as_type=SomeDataclass`` rebuilds the object."""
         if store is None and type(key) is str:
-            entry = self._key_routes.get(key) or self._entry(key, None)
+            entry = self._key_routes.get(key) or self._core.entry(key)
         else:
-            entry = self._entry(key, store)
-        st, _, stats, name = entry
+            entry = self._core.entry(key, store)
         listeners = self._on_load
         start = time.perf_counter() if listeners else 0.0
         try:
-            value = st.load(key, MISSING)
+            value = entry.store.load(key, MISSING)
         except KVStoreError as exc:
-            stats.errors += 1
-            self._emit_error("load", name, exc, key)
+            self._fail("load", entry, exc, key)
             raise
         if value is MISSING:
-            stats.misses += 1
+            entry.stats.misses += 1
             value = default
         else:
-            stats.hits += 1
+            entry.stats.hits += 1
             if as_type is not None:
                 value = from_dict(as_type, value)
         if listeners:
-            self._emit(listeners, Event("load", key, name, None, time.perf_counter() - start))
+            self._core.emit(listeners, Event("load", key, entry.name, None,
+                                             time.perf_counter() - start))
         return value
 
     def delete(self, key: str, store: str | None = None) -> bool:
-        st, _, stats, name = self._entry(key, store)
-        listeners = self._listeners["delete"]
-        start = time.perf_counter() if listeners else 0.0
-        try:
-            existed = st.delete(key)
-        except KVStoreError as exc:
-            stats.errors += 1
-            self._emit_error("delete", name, exc, key)
-            raise
-        stats.deletes += 1
-        if listeners:
-            self._emit(listeners, Event("delete", key, name, None, time.perf_counter() - start))
-        return existed
+        """Remove ``key``; True when it existed."""
+        entry = self._core.entry(key, store)
+        existed = self._call("delete", entry, key, entry.store.delete, key)
+        self._core.deleted(entry, [key])
+        return bool(existed)
 
     def exists(self, key: str, store: str | None = None) -> bool:
-        st, _, stats, name = self._entry(key, store)
+        """True when ``key`` holds a live value."""
+        entry = self._core.entry(key, store)
+        return bool(self._call("exists", entry, key, entry.store.exists, key))
+
+    def _call(self, op: str, entry: Entry, key: str | None, fn: Callable[..., T],
+              *args: Any) -> T:
+        """``fn(*args)``, counting and reporting a store error."""
         try:
-            return st.exists(key)
+            return fn(*args)
         except KVStoreError as exc:
-            stats.errors += 1
-            self._emit_error("exists", name, exc, key)
+            self._fail(op, entry, exc, key)
             raise
 
     def keys(self, prefix: str = "", store: str | None = None) -> Iterator[str]:
-        """Live keys starting with ``prefix``: in ``store``, or in every store (each key once)."""
-        names = [store] if store is not None else list(self.stores)
-        if store is not None:
-            self._override(store)
+        """Live keys starting with ``prefix``, each once: in ``store``; in the category's store
+        when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``); else in every store."""
+        names = self._core.store_names_for_prefix(prefix, store)
+        return self._keys(prefix, names)
+
+    def _keys(self, prefix: str, names: list[str]) -> Iterator[str]:
         seen: set[str] = set()
         for name in names:
-            try:
-                found = list(self.stores[name].keys(prefix))
-            except KVStoreError as exc:
-                self._stats[name].errors += 1
-                self._emit_error("keys", name, exc)
-                raise
+            entry = self._core.named(name)
+            found = self._call("keys", entry, None, lambda: list(entry.store.keys(prefix)))
             for key in found:
                 if key not in seen:
                     seen.add(key)
                     yield key
 
+    def clear(self, prefix: str = "", store: str | None = None) -> int:
+        """Remove the keys starting with ``prefix`` from the stores that can hold them (see
+        :meth:`keys`; ``clear()`` with no prefix empties every store). Returns how many."""
+        removed = 0
+        for name in self._core.store_names_for_prefix(prefix, store):
+            entry = self._core.named(name)
+            count = self._call("clear", entry, None, entry.store.clear, prefix)
+            self._core.deleted(entry, [], count)
+            removed += count
+        return removed
+
+    # -- batches (grouped per store: one round trip / one transaction per store) ------------------
+
+    def _group(self, keys: Iterable[str], store: str | None) -> dict[str, tuple[Entry, list[str]]]:
+        groups: dict[str, tuple[Entry, list[str]]] = {}
+        for key in keys:
+            entry = self._core.entry(key, store)
+            entry.store._check_key(key)
+            groups.setdefault(entry.name, (entry, []))[1].append(key)
+        return groups
+
+    def save_many(self, items: Mapping[str, Any], ttl: TTL = None,
+                  store: str | None = None) -> None:
+        """Save every item where its key routes, with ``ttl`` or each key's category TTL.
+
+        Every key is checked and every value encoded before anything is written; each store's
+        share is written in one round trip / one transaction. Several stores are written one
+        after the other: for all-or-nothing across stores, use :meth:`transaction`.
+        """
+        if not isinstance(items, Mapping):
+            raise InvalidArgumentError(f"save_many: items must be a mapping, got {items!r}")
+        batches: list[tuple[Entry, float | None, list[tuple[str, Any]]]] = []
+        by_ttl: dict[tuple[str, Any], list[tuple[str, Any]]] = {}
+        entries: dict[str, Entry] = {}
+        for key, value in items.items():
+            entry = self._core.entry(key, store)
+            entry.store._check_key(key)
+            entries[entry.name] = entry
+            seconds = entry.store._resolve_ttl(self._core.ttl_arg(entry, ttl))
+            by_ttl.setdefault((entry.name, seconds), []).append(
+                (key, entry.store._encode(key, value)))
+        for (name, seconds), encoded in by_ttl.items():
+            batches.append((entries[name], seconds, encoded))
+        for entry, seconds, encoded in batches:
+            start = time.perf_counter()
+            self._call("save_many", entry, None, entry.store._set_many, encoded, seconds)
+            self._core.saved(entry, [k for k, _ in encoded], start)
+
+    def load_many(self, keys: Iterable[str], store: str | None = None) -> dict[str, Any]:
+        """``{key: value}`` for the keys found, each store asked once for its keys."""
+        found: dict[str, Any] = {}
+        wanted = list(dict.fromkeys(keys))
+        for entry, group in self._group(wanted, store).values():
+            start = time.perf_counter()
+            values = self._call("load_many", entry, None, entry.store.load_many, group)
+            self._core.loaded(entry, list(values), len(group) - len(values), start)
+            found.update(values)
+        return {key: found[key] for key in wanted if key in found}
+
+    def delete_many(self, keys: Iterable[str], store: str | None = None) -> int:
+        """Delete the keys, each store asked once; returns how many existed."""
+        removed = 0
+        for entry, group in self._group(list(dict.fromkeys(keys)), store).values():
+            count = self._call("delete_many", entry, None, entry.store.delete_many, group)
+            self._core.deleted(entry, group, count)
+            removed += count
+        return removed
+
+    # -- expiry ------------------------------------------------------------------------------------
+
+    def ttl(self, key: str, store: str | None = None) -> float | None:
+        """Seconds before ``key`` expires; None when it has no expiry or does not exist."""
+        entry = self._core.entry(key, store)
+        return self._call("ttl", entry, key, entry.store.ttl, key)
+
+    def touch(self, key: str, ttl: TTL = None, store: str | None = None) -> bool:
+        """Give an existing key a new TTL (None: its category's, else its store's default);
+        False when the key is missing."""
+        entry = self._core.entry(key, store)
+        return bool(self._call("touch", entry, key, entry.store.touch, key,
+                               self._core.ttl_arg(entry, ttl)))
+
+    # -- atomic operations (see the store methods of the same names) ------------------------------
+
+    def incr(self, key: str, amount: int = 1, store: str | None = None) -> int:
+        """Add ``amount`` to the integer at ``key`` atomically; a missing key starts at 0 and
+        gets its category's TTL (else the store's default)."""
+        entry = self._core.entry(key, store)
+        st = entry.store
+        st._check_key(key)
+        st._check_amount(key, amount)
+        value = self._call("incr", entry, key, st._incr, key, amount,
+                           self._core.new_key_ttl(entry))
+        self._core.saved(entry, [key])
+        return value
+
+    def add(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
+        """Save ``value`` only if ``key`` is missing; True when it was written."""
+        entry = self._core.entry(key, store)
+        added = self._call("add", entry, key, entry.store.add, key, value,
+                           self._core.ttl_arg(entry, ttl))
+        if added:
+            self._core.saved(entry, [key])
+        return bool(added)
+
+    def update(self, key: str, fn: Callable[[Any], Any], default: Any = None, ttl: TTL = None,
+               store: str | None = None) -> Any:
+        """Atomically ``new = fn(current or default)``, saved and returned (``fn`` may run more
+        than once: keep it pure). ``ttl=None`` keeps the key's TTL; a new key gets its
+        category's."""
+        entry = self._core.entry(key, store)
+        new = self._call("update", entry, key, entry.store._update, key, fn, default, ttl,
+                         self._core.new_key_ttl(entry))
+        self._core.saved(entry, [key])
+        return new
+
+    def append(self, key: str, item: Any, ttl: TTL = None, store: str | None = None) -> int:
+        """Atomically append ``item`` to the list at ``key``; returns the new length."""
+        entry = self._core.entry(key, store)
+        length = self._call("append", entry, key, entry.store._append, key, item, ttl,
+                            self._core.new_key_ttl(entry))
+        self._core.saved(entry, [key])
+        return int(length)
+
+    def get_or_set(self, key: str, factory: Callable[[], T], ttl: TTL = None,
+                   store: str | None = None, *, lock_ttl: float | str = 30.0,
+                   timeout: float | None = None) -> T:
+        """The value at ``key``; when missing, ``factory()`` runs once among concurrent callers
+        (threads, processes, machines), its result is saved with ``ttl`` (default: the
+        category's) and every caller gets it. See :meth:`PersistenceStore.get_or_set`."""
+        entry = self._core.entry(key, store)
+        computed = False
+
+        def fill() -> T:
+            nonlocal computed
+            computed = True
+            return factory()
+
+        if not callable(factory):
+            raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
+        value = self._call("get_or_set", entry, key, lambda: entry.store.get_or_set(
+            key, fill, self._core.ttl_arg(entry, ttl), lock_ttl=lock_ttl, timeout=timeout))
+        if computed:
+            entry.stats.misses += 1
+            self._core.saved(entry, [key])
+        else:
+            self._core.loaded(entry, [key])
+        return value
+
+    def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None,
+             store: str | None = None) -> Lock:
+        """A lock shared by every user of the store ``name`` routes to (by its category, like a
+        key): ``with pm.lock("jobs:nightly", ttl=60, timeout=5): ...``."""
+        return self._core.entry(name, store).store.lock(name, ttl, timeout)
+
+    def cached(self, category: str = "memo", ttl: TTL = None,
+               key: Callable[..., str] | None = None) -> Callable[[F], F]:
+        """Memoize a function by its arguments, through :meth:`get_or_set` (concurrent first
+        calls compute once)::
+
+            @pm.cached(category="memo", ttl="10m")
+            def report(day: str) -> dict: ...
+
+        The key is ``<category>:<module>.<function>:<hash of the arguments>`` (``self`` and
+        ``cls`` of methods left out), or ``<category>:<module>.<function>:<key(*args,
+        **kwargs)>``. Arguments are hashed by value: numbers, strings, lists, dicts, tuples,
+        sets, dates...; other objects by ``repr``. ``fn.invalidate(*args, **kwargs)`` forgets
+        one result; ``fn.cache_key(*args, **kwargs)`` tells its key.
+        """
+        if not isinstance(category, str) or not category or ":" in category:
+            raise InvalidArgumentError(f"cached: category must be a non-empty str without ':', "
+                                       f"got {category!r}")
+        if key is not None and not callable(key):
+            raise InvalidArgumentError(f"cached: key must be callable, got {key!r}")
+        if ttl is not None:
+            from .store import parse_ttl
+
+            parse_ttl(ttl)
+
+        def decorate(fn: F) -> F:
+            if not callable(fn):
+                raise InvalidArgumentError(f"cached: {fn!r} is not callable")
+            prefix = f"{category}:{fn.__module__}.{fn.__qualname__}:"
+            params = list(inspect.signature(fn).parameters)
+            skip = 1 if params and params[0] in ("self", "cls") else 0
+
+            def cache_key(*args: Any, **kwargs: Any) -> str:
+                if key is not None:
+                    return prefix + str(key(*args, **kwargs))
+                return prefix + _args_hash(args[skip:], kwargs)
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                return self.get_or_set(cache_key(*args, **kwargs), lambda: fn(*args, **kwargs),
+                                       ttl)
+
+            def invalidate(*args: Any, **kwargs: Any) -> bool:
+                return self.delete(cache_key(*args, **kwargs))
+
+            wrapper.cache_key = cache_key  # type: ignore[attr-defined]
+            wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+            return wrapper  # type: ignore[return-value]
+
+        return decorate
+
+    # -- transactions -------------------------------------------------------------------------------
+
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        """Stage writes; commit them all on normal exit, none on an exception (re-raised)."""
-        tx = Transaction(self)
+        """Stage writes; commit them all on normal exit, none on an exception (re-raised).
+
+        Keys read through ``tx.load``/``tx.exists`` are checked at commit: if another writer
+        changed one since, :class:`ConflictError` is raised and nothing is written.
+        """
+        tx = Transaction(self._core)
         try:
             yield tx
         except BaseException:
@@ -348,55 +469,45 @@ class PersistenceManager:
             raise
         tx.commit()
 
+    def atomic(self, fn: Callable[[Transaction], T], retries: int = 10) -> T:
+        """Run ``fn(tx)`` in a transaction and return what it returns; on
+        :class:`ConflictError` run it again (up to ``retries`` more times, after a short random
+        wait), so a read-modify-write across keys and stores never loses a concurrent write.
+        ``fn`` may run more than once: keep side effects out of it."""
+        if not callable(fn):
+            raise InvalidArgumentError(f"atomic: fn must be callable, got {fn!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidArgumentError(f"atomic: retries must be an int >= 0, got {retries!r}")
+        for attempt in range(retries + 1):
+            try:
+                with self.transaction() as tx:
+                    result = fn(tx)
+                return result
+            except ConflictError:
+                if attempt == retries:
+                    raise
+                time.sleep(flows.backoff(attempt))
+        raise AssertionError("unreachable")
+
     # -- events and stats ------------------------------------------------------------------------------
 
     def on(self, event: str, callback: Callable[[Event], Any]) -> Callable[[Event], Any]:
         """Call ``callback(Event)`` after each ``save``/``load``/``delete``, or on an ``error``.
 
-        A callback that raises does not break the operation. Returns ``callback`` (usable as a
-        decorator: ``@pm.on("error")`` is not supported; call ``pm.on("error", fn)``).
+        A callback that raises does not break the operation. Returns ``callback``.
         """
-        if event not in self._listeners:
-            raise ConfigError(f"on({event!r}): unknown event (known: {', '.join(EVENTS)})")
-        if not callable(callback):
-            raise ConfigError(f"on({event!r}): callback must be callable")
-        self._listeners[event].append(callback)
-        return callback
+        return self._core.on(event, callback)
 
     def off(self, event: str, callback: Callable[[Event], Any]) -> None:
         """Stop calling ``callback`` for ``event``."""
-        if callback in self._listeners.get(event, []):
-            self._listeners[event].remove(callback)
-
-    @staticmethod
-    def _emit(listeners: list[Callable[[Event], Any]], event: Event) -> None:
-        for callback in list(listeners):
-            try:
-                callback(event)
-            except Exception:  # a listener's bug must not break the application's write
-                pass
+        self._core.off(event, callback)
 
     def _emit_error(self, op: str, store: str, exc: BaseException, key: str | None = None) -> None:
-        listeners = self._listeners["error"]
-        if listeners:
-            self._emit(listeners, Event("error", key, store, None, 0.0, exc))
-
-    def _count_commit(self, name: str, ops: list[tuple[str, Any, float | None]]) -> None:
-        stats = self._stats[name]
-        for key, blob, _ in ops:
-            if blob is MISSING:
-                stats.deletes += 1
-            else:
-                stats.saves += 1
-            listeners = self._listeners["delete" if blob is MISSING else "save"]
-            if listeners:
-                size = len(blob) if isinstance(blob, (bytes, bytearray)) else None
-                self._emit(listeners, Event("delete" if blob is MISSING else "save", key, name,
-                                            size, 0.0))
+        self._core.emit_error(op, store, exc, key)
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Per store: hits, misses, saves, deletes, errors since the manager started."""
-        return {name: dataclasses.asdict(s) for name, s in self._stats.items()}
+        return self._core.stats_report()
 
     # -- backups ------------------------------------------------------------------------------------
 
@@ -508,6 +619,22 @@ class PersistenceManager:
         return mask_secrets(f"PersistenceManager({parts})")
 
 
+def _args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A stable digest of call arguments, by value (the same in every process)."""
+    text = json.dumps([args, kwargs], sort_keys=True, default=_canonical, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, bytes):
+        return {"bytes": obj.hex()}
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return f"{type(obj).__qualname__}:{obj!r}"
+
+
 def _size(store: PersistenceStore, value: Any) -> int | None:
     """Bytes the value takes once encoded (only computed when a listener wants it)."""
     if store.serializer is None:
@@ -534,48 +661,3 @@ def _atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-
-
-# ------------------------------------------------------------------------------------- as_type
-
-
-def from_dict(cls: Any, value: Any) -> Any:
-    """Turn loaded data back into ``cls``: dataclasses (nested), datetimes from ISO text,
-    ``list[X]``, ``dict[str, X]``, ``Optional[X]``. Other values are returned as they are."""
-    origin = typing.get_origin(cls)
-    args = typing.get_args(cls)
-    if cls is Any or cls is None:
-        return value
-    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
-        if value is None:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return from_dict(arg, value)
-            except (TypeError, ValueError):
-                continue
-        return value
-    if origin in (list, set, frozenset, tuple) and isinstance(value, (list, tuple, set, frozenset)):
-        if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
-            return tuple(from_dict(a, v) for a, v in zip(args, value))
-        item = args[0] if args else Any
-        return origin(from_dict(item, v) for v in value)
-    if origin is dict and isinstance(value, dict):
-        kt, vt = args if args else (Any, Any)
-        return {from_dict(kt, k): from_dict(vt, v) for k, v in value.items()}
-    if isinstance(cls, type) and dataclasses.is_dataclass(cls):
-        if isinstance(value, cls):
-            return value
-        if not isinstance(value, dict):
-            raise TypeError(f"cannot build {cls.__name__} from {type(value).__name__}")
-        hints = typing.get_type_hints(cls)
-        kwargs = {f.name: from_dict(hints.get(f.name, Any), value[f.name])
-                  for f in dataclasses.fields(cls) if f.name in value and f.init}
-        return cls(**kwargs)
-    if cls is dt.datetime and isinstance(value, str):
-        return dt.datetime.fromisoformat(value)
-    if cls is dt.date and isinstance(value, str):
-        return dt.date.fromisoformat(value)
-    return value

@@ -1,64 +1,124 @@
-"""Transactions across stores: stage writes, then apply each store's part atomically.
+"""Isolated transactions across stores: stage writes, record reads, commit all or nothing.
 
-If a later store fails, the stores already committed get their previous values back, so after
-the ``with`` block either every write is visible or none is.
+``tx.load`` / ``tx.exists`` remember the exact blob they read. At commit each store's part
+becomes one ``_committing(ops, checks)``: the writes, applied only if every key read from that
+store still holds what was read. The parts are nested, so every store's write lock is held at
+once (taken in the order of the stores' lock names, so two commits never wait for each other in
+a circle) while the checks run:
+
+- a check that fails anywhere raises :class:`ConflictError` before any store commits, and
+  every store rolls back its own part: nothing is written;
+- stores that write at exit without a held lock (Redis) are innermost, so they commit first
+  and their conflict also rolls back the others;
+- if a store fails to *commit* after an inner store already committed (an I/O error at
+  COMMIT), the committed stores are put back key by key, where a key still holds what this
+  transaction wrote.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import time
+from contextlib import ExitStack, contextmanager
+from typing import Any, Callable, Iterator
 
-from .errors import TransactionError
-from .store import MISSING, TTL
+from .core import Core, Entry
+from .errors import ConflictError, KVStoreError, TransactionError
+from .astype import from_dict
+from .store import MISSING, TTL, Check, Op, PersistenceStore
 
-if TYPE_CHECKING:
-    from .manager import PersistenceManager
+__all__ = ["Transaction", "commit_parts", "Part"]
 
-__all__ = ["Transaction"]
 
-_DELETED: Any = MISSING
+class Part:
+    """One store's share of a commit."""
+
+    __slots__ = ("name", "store", "ops", "checks")
+
+    def __init__(self, name: str, store: PersistenceStore) -> None:
+        self.name = name
+        self.store = store
+        self.ops: list[Op] = []
+        self.checks: list[Check] = []
 
 
 class Transaction:
-    """Staged writes of one ``with pm.transaction() as tx:`` block.
+    """Staged writes and recorded reads of one ``with pm.transaction() as tx:`` block.
 
-    ``tx.save``/``tx.delete`` stage; ``tx.load``/``tx.exists`` see the staged writes first.
-    Nothing reaches a store before the block ends without an exception.
+    ``tx.save``/``tx.delete`` stage; ``tx.load``/``tx.exists`` see the staged writes first,
+    then read the store once per key (a second read returns the same value). Nothing reaches a
+    store before the block ends without an exception.
     """
 
-    def __init__(self, manager: "PersistenceManager") -> None:
-        self._manager = manager
-        # key -> (store name, value or _DELETED, ttl argument)
-        self._staged: dict[str, tuple[str, Any, TTL]] = {}
+    def __init__(self, core: Core) -> None:
+        self._core = core
+        # (store name, key) -> (value or MISSING for a delete, ttl argument)
+        self._staged: dict[tuple[str, str], tuple[Any, TTL]] = {}
+        # (store name, key) -> the blob read (MISSING: absent)
+        self._reads: dict[tuple[str, str], Any] = {}
         self._done = False
 
-    def _target(self, key: str, store: str | None) -> str:
-        return self._manager._store_name_for(key, store)
+    def _entry(self, key: str, store: str | None) -> Entry:
+        if self._done:
+            raise TransactionError("transaction already finished")
+        return self._core.entry(key, store)
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
-        name = self._target(key, store)
-        st = self._manager.stores[name]
-        st._check_key(key)
-        st._resolve_ttl(ttl)  # a bad TTL fails now, inside the block, not at commit
-        self._staged[key] = (name, value, ttl)
+        entry = self._entry(key, store)
+        entry.store._check_key(key)
+        entry.store._resolve_ttl(ttl)  # a bad TTL fails now, inside the block, not at commit
+        self._staged[(entry.name, key)] = (value, ttl)
         return True
 
     def delete(self, key: str, store: str | None = None) -> bool:
-        existed = self.exists(key, store)
-        self._staged[key] = (self._target(key, store), _DELETED, None)
+        """Stage a delete; True when the key exists now (this is not a checked read)."""
+        entry = self._entry(key, store)
+        staged = self._staged.get((entry.name, key))
+        if staged is not None:
+            existed = staged[0] is not MISSING
+        elif (entry.name, key) in self._reads:
+            existed = self._reads[(entry.name, key)] is not MISSING
+        else:
+            existed = self._call(entry, key, lambda: entry.store.exists(key))
+        self._staged[(entry.name, key)] = (MISSING, None)
         return existed
 
-    def load(self, key: str, default: Any = None, store: str | None = None) -> Any:
-        staged = self._staged.get(key)
+    def load(self, key: str, default: Any = None, store: str | None = None,
+             as_type: Any = None) -> Any:
+        """The staged value, else the stored one (recorded: checked again at commit)."""
+        entry = self._entry(key, store)
+        staged = self._staged.get((entry.name, key))
         if staged is not None:
-            return default if staged[1] is _DELETED else staged[1]
-        return self._manager.load(key, default, store=store)
+            return default if staged[0] is MISSING else staged[0]
+        blob = self._read(entry, key)
+        if blob is MISSING:
+            return default
+        value = entry.store._decode(key, blob)
+        return value if as_type is None else from_dict(as_type, value)
 
     def exists(self, key: str, store: str | None = None) -> bool:
-        staged = self._staged.get(key)
+        entry = self._entry(key, store)
+        staged = self._staged.get((entry.name, key))
         if staged is not None:
-            return staged[1] is not _DELETED
-        return self._manager.exists(key, store=store)
+            return staged[0] is not MISSING
+        return self._read(entry, key) is not MISSING
+
+    def _read(self, entry: Entry, key: str) -> Any:
+        where = (entry.name, key)
+        if where in self._reads:
+            return self._reads[where]
+        entry.store._check_key(key)
+        start = time.perf_counter()
+        blob = self._call(entry, key, lambda: entry.store._get(key))
+        self._core.loaded(entry, [] if blob is MISSING else [key], blob is MISSING, start)
+        self._reads[where] = blob
+        return blob
+
+    def _call(self, entry: Entry, key: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except KVStoreError as exc:
+            self._core.failed("transaction", entry, exc, key)
+            raise
 
     def __len__(self) -> int:
         return len(self._staged)
@@ -66,49 +126,101 @@ class Transaction:
     # -- commit ---------------------------------------------------------------------------------
 
     def commit(self) -> None:
-        """Apply the staged writes: encode everything first, then store by store."""
+        """Encode every staged value, then apply each store's part, checked and all at once."""
         if self._done:
             raise TransactionError("transaction already finished")
         self._done = True
-        manager = self._manager
-        per_store: dict[str, list[tuple[str, Any, float | None]]] = {}
-        for key, (name, value, ttl) in self._staged.items():
-            st = manager.stores[name]
-            if value is _DELETED:
-                per_store.setdefault(name, []).append((key, MISSING, None))
+        core = self._core
+        parts: dict[str, Part] = {}
+
+        def part(name: str) -> Part:
+            if name not in parts:
+                parts[name] = Part(name, core.stores[name])
+            return parts[name]
+
+        for (name, key), (value, ttl) in self._staged.items():
+            p = part(name)
+            if value is MISSING:
+                p.ops.append((key, MISSING, None))
                 continue
-            seconds = st._resolve_ttl(ttl if ttl is not None else manager._route_ttl(key, name))
-            per_store.setdefault(name, []).append((key, st._encode(key, value), seconds))
-
-        committed: list[tuple[str, list[tuple[str, Any, float | None]]]] = []
-        for name, ops in per_store.items():
-            st = manager.stores[name]
-            try:
-                before = st._snapshot([key for key, _, _ in ops])
-                st._apply(ops)
-            except Exception as exc:
-                failures = self._roll_back(committed)
-                rolled = ", ".join(n for n, _ in committed) or "nothing else had been written"
-                msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
-                       f"rolled back: {rolled}")
-                if failures:
-                    msg += f"; rollback FAILED for {', '.join(failures)}"
-                manager._emit_error("commit", name, exc)
-                raise TransactionError(msg) from exc
-            committed.append((name, before))
-        for name, ops in per_store.items():
-            manager._count_commit(name, ops)
-
-    def _roll_back(self, committed: list[tuple[str, list[tuple[str, Any, float | None]]]]) -> list[str]:
-        failures = []
-        for name, before in reversed(committed):
-            try:
-                self._manager.stores[name]._apply(before)
-            except Exception as exc:  # keep going: restore as much as possible
-                self._manager._emit_error("rollback", name, exc)
-                failures.append(name)
-        return failures
+            seconds = p.store._resolve_ttl(ttl if ttl is not None else core.ttl_for(key, name))
+            p.ops.append((key, p.store._encode(key, value), seconds))
+        for (name, key), blob in self._reads.items():
+            part(name).checks.append((key, blob))
+        if not parts:
+            return
+        try:
+            commit_parts(list(parts.values()))
+        except KVStoreError as exc:
+            failed = getattr(exc, "store", None)
+            core.emit_error("commit", failed or "transaction", exc)
+            if failed is not None:
+                core.stats[failed].errors += 1
+            raise
+        for p in parts.values():
+            if p.ops:
+                core.committed(p.name, p.ops)
 
     def discard(self) -> None:
         self._staged.clear()
+        self._reads.clear()
         self._done = True
+
+
+def commit_parts(parts: list[Part]) -> None:
+    """Commit every store's part, all or nothing (see the module docstring).
+
+    Raises :class:`ConflictError` (nothing written) or :class:`TransactionError` naming the
+    store that failed and what was put back; either has a ``store`` attribute.
+    """
+    # Outermost first: stores holding locks, in lock-name order; optimistic stores innermost.
+    order = sorted(parts, key=lambda p: (p.store.optimistic, p.store._lock_id()))
+    # Undo information for every part that could commit before another one fails: all but the
+    # outermost, which commits last.
+    before = {p.name: p.store._snapshot(list(dict.fromkeys(k for k, _, _ in p.ops)))
+              for p in order[1:] if p.ops}
+    committed: list[Part] = []
+    failure: list[Part] = []
+    try:
+        with ExitStack() as stack:
+            for p in order:
+                stack.enter_context(_part(p, committed, failure))
+    except BaseException as exc:
+        name = failure[0].name if failure else order[0].name
+        kept: list[str] = []
+        for p in reversed(committed):
+            try:
+                kept += [f"{p.name}:{key}" for key in p.store._undo(p.ops, before[p.name])]
+            except Exception:  # keep going: restore as much as possible
+                kept.append(f"{p.name}:*")
+        if isinstance(exc, ConflictError) and not committed:
+            error: TransactionError = ConflictError(f"transaction conflict in store {name!r}: {exc}")
+        elif isinstance(exc, Exception):
+            undone = ", ".join(p.name for p in committed) or "nothing had been written"
+            msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
+                   f"rolled back: {undone}")
+            if kept:
+                msg += f"; left as they were written (changed since): {', '.join(kept)}"
+            error = TransactionError(msg)
+        else:
+            raise
+        error.store = name  # type: ignore[attr-defined]
+        raise error from exc
+
+
+@contextmanager
+def _part(p: Part, committed: list[Part], failure: list[Part]) -> Iterator[None]:
+    """One store's part, remembering whether it committed, or failed on its own."""
+    inner = False
+    try:
+        with p.store._committing(p.ops, p.checks):
+            try:
+                yield
+            except BaseException:
+                inner = True
+                raise
+    except BaseException:
+        if not inner:
+            failure.append(p)
+        raise
+    committed.append(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import pytest
@@ -246,35 +247,61 @@ def test_unencodable_value_fails_the_commit_before_any_write(pm):
     assert not pm.exists("preferences:ok")
 
 
-def _fail_apply(store):
-    def broken(ops):
-        raise StoreUnavailableError("simulated outage")
+def _fail_commit(store, at):
+    """Make ``store`` fail its part of a commit: on entering (before it writes anything) or at
+    COMMIT, after every store nested inside it has already committed."""
+    real = store._committing
 
-    store._apply = broken
+    @contextmanager
+    def broken(ops, checks):
+        if at == "enter":
+            raise StoreUnavailableError("simulated outage")
+        with real(ops, checks):
+            yield
+            raise StoreUnavailableError("simulated failure at commit")
+
+    store._committing = broken
 
 
+@pytest.mark.parametrize("at", ["enter", "exit"])
 @pytest.mark.parametrize("failing", ["file", "database", "memory"])
-def test_failure_of_a_later_store_restores_the_earlier_ones(pm, failing):
+def test_failure_of_a_store_restores_the_others(pm, failing, at):
     stores = ["memory", "database", "file"]
     keys = {"memory": "session:r", "database": "preferences:r", "file": "config:r"}
     for name in stores:
         pm.save(keys[name], f"before-{name}", ttl=1000)
     pm.save("preferences:new", "x")
     pm.delete("preferences:new")
-    # The failing store goes last, so every other store has already committed.
-    order = [s for s in stores if s != failing] + [failing]
-    pm.stores = {name: pm.stores[name] for name in order + ["cache"]}
-    _fail_apply(pm.stores[failing])
+    _fail_commit(pm.stores[failing], at)
     with pytest.raises(TransactionError) as err:
         with pm.transaction() as tx:
-            for name in order:
+            for name in stores:
                 tx.save(keys[name], f"after-{name}")
             tx.save("preferences:new", "created in tx")
     assert repr(failing) in str(err.value) and "rolled back" in str(err.value)
+    assert err.value.store == failing
     for name in stores:
         assert pm.load(keys[name]) == f"before-{name}", name
         assert pm.stores[name].ttl(keys[name]) is not None
     assert not pm.exists("preferences:new")
+
+
+def test_a_store_failing_partway_undoes_its_own_writes(pm, data_dir):
+    """A folder sits where the file store must write ``config:new``: ``config:c``, written by
+    the same store in the same commit, keeps its old value, as do the other stores."""
+    pm.save("config:c", "old")
+    pm.save("preferences:p", "old")
+    (pm.stores["file"].base_path / "config:new.json").mkdir(parents=True)
+    with pytest.raises(TransactionError) as err:
+        with pm.transaction() as tx:
+            tx.save("config:c", "new")
+            tx.save("config:new", "new")
+            tx.save("preferences:p", "new")
+            tx.save("session:s", "new")
+    assert "'file'" in str(err.value)
+    assert pm.load("config:c") == "old"
+    assert pm.load("preferences:p") == "old"
+    assert not pm.exists("session:s")
 
 
 def test_redis_transaction_and_rollback(fake_redis_pm):
@@ -284,9 +311,7 @@ def test_redis_transaction_and_rollback(fake_redis_pm):
         tx.save("query_history:a", "after")
         tx.save("preferences:a", "p")
     assert pm.load("query_history:a") == "after"
-    pm.stores = {"cache": pm.stores["cache"], "memory": pm.stores["memory"],
-                 "database": pm.stores["database"], "file": pm.stores["file"]}
-    _fail_apply(pm.stores["file"])
+    _fail_commit(pm.stores["file"], "exit")
     with pytest.raises(TransactionError):
         with pm.transaction() as tx:
             tx.save("query_history:a", "lost")

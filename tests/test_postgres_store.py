@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import socket
 import time
@@ -139,10 +140,15 @@ def test_manager_database_tier_uses_postgres(table, tmp_path, monkeypatch):
             tx.save("config:c", "file")
         assert pm.load("prefs:a") == "after" and pm.load("prefs:b") == "new"
 
-        def broken(ops):
-            raise OSError("disk full")
+        real = pm.stores["file"]._committing
 
-        pm.stores["file"]._apply = broken
+        @contextlib.contextmanager
+        def broken(ops, checks):
+            with real(ops, checks):
+                yield  # PostgreSQL, nested inside, has committed by now
+                raise OSError("disk full")
+
+        pm.stores["file"]._committing = broken
         with pytest.raises(TransactionError):
             with pm.transaction() as tx:
                 tx.save("prefs:a", "lost")

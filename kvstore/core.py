@@ -1,0 +1,251 @@
+"""The manager's core: routing, TTL rules, stats and events, in one place for every front.
+
+:class:`Core` knows the configured stores and which one a key goes to; it counts and reports
+what happens. It opens nothing and runs no I/O of its own, so the synchronous
+:class:`~kvstore.PersistenceManager`, its transactions, and the asyncio front all use the same
+rules through these named methods:
+
+- :meth:`Core.entry` / :meth:`Core.route`: the store, category TTL and stats of a key;
+- :meth:`Core.store_names_for_prefix`: which stores can hold keys with a prefix;
+- :meth:`Core.new_key_ttl` / :meth:`Core.ttl_for`: the TTL rules;
+- :meth:`Core.failed`, :meth:`Core.saved`, :meth:`Core.loaded`, :meth:`Core.deleted`,
+  :meth:`Core.committed`: statistics and events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Mapping, NamedTuple
+
+from .config import Config
+from .errors import ConfigError, InvalidKeyError
+from .store import MISSING, PersistenceStore
+
+__all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS"]
+
+EVENTS = ("save", "load", "delete", "error")
+_ROUTE_CACHE_SIZE = 4096   # categories
+_KEY_CACHE_SIZE = 65536    # recently used keys (a few MB at most)
+
+
+@dataclasses.dataclass(frozen=True)
+class Route:
+    """Where a key goes: ``store`` name, effective ``ttl`` (seconds, None = permanent) and why."""
+
+    key: str
+    category: str | None
+    store: str
+    ttl: float | None
+    reason: str
+
+    def __str__(self) -> str:
+        ttl = "permanent" if self.ttl is None else f"ttl {self.ttl:g}s"
+        return f"{self.key} -> {self.store} ({ttl}; {self.reason})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """What a listener registered with :meth:`PersistenceManager.on` receives."""
+
+    name: str
+    key: str | None
+    store: str
+    size: int | None = None
+    duration: float = 0.0
+    error: BaseException | None = None
+
+    def __getitem__(self, field: str) -> Any:
+        """``event["key"]`` works as well as ``event.key``."""
+        if field not in self.__dataclass_fields__:
+            raise KeyError(field)
+        return getattr(self, field)
+
+
+@dataclasses.dataclass
+class StoreStats:
+    hits: int = 0
+    misses: int = 0
+    saves: int = 0
+    deletes: int = 0
+    errors: int = 0
+
+
+class Entry(NamedTuple):
+    """Where a call goes: the store, the category's TTL (None: the store's default), the
+    store's stats, the store's name."""
+
+    store: PersistenceStore
+    ttl: float | None
+    stats: StoreStats
+    name: str
+
+
+class Core:
+    """Routing, TTL rules, stats and events over a set of named stores."""
+
+    def __init__(self, config: Config, stores: Mapping[str, PersistenceStore]) -> None:
+        self.config = config
+        self.stores: dict[str, PersistenceStore] = dict(stores)
+        self.stats: dict[str, StoreStats] = {name: StoreStats() for name in self.stores}
+        self.listeners: dict[str, list[Callable[[Event], Any]]] = {e: [] for e in EVENTS}
+        # category -> Entry: routing costs one dict lookup; recently used keys -> Entry too.
+        self._routes: dict[str, Entry] = {}
+        self.key_routes: dict[str, Entry] = {}
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def route(self, key: str) -> Route:
+        """Which store and TTL ``key`` goes to, and why."""
+        if not isinstance(key, str) or not key:
+            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}")
+        category, sep, _ = key.partition(":")
+        spec = self.config.categories.get(category) if sep else None
+        if spec is not None:
+            store = self.stores[spec.store]
+            ttl = spec.ttl if spec.ttl is not None else store.ttl_default
+            why = f"category {category!r}" + (f" sets ttl {spec.ttl:g}s" if spec.ttl else "")
+            return Route(key, category, spec.store, ttl, why)
+        name = self.config.default_store
+        reason = (f"category {category!r} is not configured: default_store" if sep
+                  else "no category (no ':' in the key): default_store")
+        return Route(key, category if sep else None, name, self.stores[name].ttl_default, reason)
+
+    def _resolve(self, category: str) -> Entry:
+        spec = self.config.categories.get(category)
+        name = spec.store if spec is not None else self.config.default_store
+        entry = Entry(self.stores[name], spec.ttl if spec is not None else None, self.stats[name],
+                      name)
+        if len(self._routes) >= _ROUTE_CACHE_SIZE:  # unconfigured categories are unbounded
+            self._routes.clear()
+        self._routes[category] = entry
+        return entry
+
+    def forget_routes(self) -> None:
+        """Drop cached routes (after ``stores`` changed)."""
+        self._routes.clear()
+        self.key_routes.clear()
+        for name in self.stores:
+            self.stats.setdefault(name, StoreStats())
+
+    def named(self, store: str) -> Entry:
+        """The entry of the store called ``store`` (a call's ``store=`` argument)."""
+        st = self.stores.get(store)
+        if st is None:
+            raise ConfigError(f"store={store!r}: unknown store (known: {', '.join(self.stores)})")
+        return Entry(st, None, self.stats[store], store)
+
+    def entry(self, key: str, store: str | None = None) -> Entry:
+        """Where a call for ``key`` goes (``store`` overrides routing); cached per category."""
+        if store is not None:
+            return self.named(store)
+        try:
+            i = key.find(":")
+        except AttributeError:
+            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}") from None
+        category = key[:i] if i > 0 else ""  # "" never names a category: default_store
+        entry = self._routes.get(category) or self._resolve(category)
+        # Remember the key itself too: a hit then costs one lookup of an already-hashed str.
+        if len(self.key_routes) >= _KEY_CACHE_SIZE:
+            self.key_routes.clear()
+        self.key_routes[key] = entry
+        return entry
+
+    def store_names_for_prefix(self, prefix: str, store: str | None = None) -> list[str]:
+        """The stores that can hold keys starting with ``prefix``: the named one, the one
+        category's store when the prefix contains ``:`` (every such key has that category),
+        else every store."""
+        if store is not None:
+            return [self.named(store).name]
+        if not isinstance(prefix, str):
+            raise InvalidKeyError(f"prefix must be a str, got {prefix!r}")
+        if ":" in prefix:
+            return [self.entry(prefix).name]
+        return list(self.stores)
+
+    # -- TTL rules ------------------------------------------------------------------------------
+
+    @staticmethod
+    def ttl_arg(entry: Entry, ttl: Any) -> Any:
+        """The TTL to pass to a store's ``save``-like call: the call's, else the category's
+        (None then means the store's own default)."""
+        return ttl if ttl is not None else entry.ttl
+
+    @staticmethod
+    def new_key_ttl(entry: Entry) -> float | None:
+        """Seconds a key created by ``incr``/``update``/``append`` lives: the category's TTL,
+        else the store's ``ttl_default``."""
+        return entry.ttl if entry.ttl is not None else entry.store.ttl_default
+
+    def ttl_for(self, key: str, store_name: str) -> float | None:
+        """The category TTL of ``key`` if it routes to ``store_name`` (else None: the store's
+        default), for writes staged with ``store=``."""
+        entry = self.entry(key)
+        return entry.ttl if entry.name == store_name else None
+
+    # -- stats and events --------------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[[Event], Any]) -> Callable[[Event], Any]:
+        if event not in self.listeners:
+            raise ConfigError(f"on({event!r}): unknown event (known: {', '.join(EVENTS)})")
+        if not callable(callback):
+            raise ConfigError(f"on({event!r}): callback must be callable")
+        self.listeners[event].append(callback)
+        return callback
+
+    def off(self, event: str, callback: Callable[[Event], Any]) -> None:
+        if callback in self.listeners.get(event, []):
+            self.listeners[event].remove(callback)
+
+    @staticmethod
+    def emit(listeners: list[Callable[[Event], Any]], event: Event) -> None:
+        for callback in list(listeners):
+            try:
+                callback(event)
+            except Exception:  # a listener's bug must not break the application's write
+                pass
+
+    def emit_error(self, op: str, store: str, exc: BaseException, key: str | None = None) -> None:
+        """Tell the ``error`` listeners (without counting: background jobs use this)."""
+        listeners = self.listeners["error"]
+        if listeners:
+            self.emit(listeners, Event("error", key, store, None, 0.0, exc))
+
+    def failed(self, op: str, entry: Entry, exc: BaseException, key: str | None = None) -> None:
+        """Count an error of a call on ``entry``'s store and tell the listeners."""
+        entry.stats.errors += 1
+        self.emit_error(op, entry.name, exc, key)
+
+    def saved(self, entry: Entry, keys: list[str], start: float = 0.0,
+              size: int | None = None) -> None:
+        entry.stats.saves += len(keys)
+        listeners = self.listeners["save"]
+        if listeners:
+            took = time.perf_counter() - start if start else 0.0
+            for key in keys:
+                self.emit(listeners, Event("save", key, entry.name, size, took))
+
+    def loaded(self, entry: Entry, hits: list[str], misses: int = 0, start: float = 0.0) -> None:
+        entry.stats.hits += len(hits)
+        entry.stats.misses += misses
+        listeners = self.listeners["load"]
+        if listeners:
+            took = time.perf_counter() - start if start else 0.0
+            for key in hits:
+                self.emit(listeners, Event("load", key, entry.name, None, took))
+
+    def deleted(self, entry: Entry, keys: list[str], count: int | None = None) -> None:
+        entry.stats.deletes += len(keys) if count is None else count
+        listeners = self.listeners["delete"]
+        if listeners:
+            for key in keys:
+                self.emit(listeners, Event("delete", key, entry.name))
+
+    def committed(self, name: str, ops: list[tuple[str, Any, Any]]) -> None:
+        """Count and report a transaction's writes to store ``name``."""
+        entry = self.named(name)
+        self.saved(entry, [k for k, b, _ in ops if b is not MISSING])
+        self.deleted(entry, [k for k, b, _ in ops if b is MISSING])
+
+    def stats_report(self) -> dict[str, dict[str, int]]:
+        return {name: dataclasses.asdict(s) for name, s in self.stats.items()}
