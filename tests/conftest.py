@@ -46,6 +46,8 @@ class StoreCase:
     durable: bool
     #: False for a MemoryStore without serializer: it keeps any object, so nothing is unencodable.
     serializes: bool = True
+    #: How another process opens the same store (see :func:`open_spec`); None: per process.
+    spec: dict[str, Any] | None = None
     opened: list[Any] = field(default_factory=list)
 
     def make(self, **kwargs: Any) -> Any:
@@ -79,7 +81,8 @@ def _sqlite_case(tmp_path: Path, serializer: str) -> StoreCase:
     return StoreCase(
         kind=f"sqlite-{serializer}",
         build=lambda **kw: SQLiteStore(path=path, serializer=serializer, clock=clock, **kw),
-        advance=clock.advance, durable=True)
+        advance=clock.advance, durable=True,
+        spec={"kind": "sqlite", "path": str(path), "serializer": serializer})
 
 
 def _file_case(tmp_path: Path, fmt: str) -> StoreCase:
@@ -90,7 +93,8 @@ def _file_case(tmp_path: Path, fmt: str) -> StoreCase:
     return StoreCase(
         kind=f"file-{fmt}",
         build=lambda **kw: FileStore(base_path=base, format=fmt, clock=clock, **kw),
-        advance=clock.advance, durable=True)
+        advance=clock.advance, durable=True,
+        spec={"kind": "file", "base_path": str(base), "format": fmt})
 
 
 _FAKE_SERVER: Any = None
@@ -124,7 +128,9 @@ def _redis_build(url: str | None, prefix: str, cluster: bool = False) -> Callabl
 def _redis_case(tmp_path: Path) -> StoreCase:
     prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
     return StoreCase(kind="redis", build=_redis_build(REDIS_URL, prefix),
-                     advance=time.sleep, durable=True)
+                     advance=time.sleep, durable=True,
+                     spec=None if REDIS_URL is None else  # fakeredis lives in this process
+                     {"kind": "redis", "url": REDIS_URL, "key_prefix": prefix})
 
 
 def _postgres_case(tmp_path: Path) -> StoreCase:
@@ -136,8 +142,8 @@ def _postgres_case(tmp_path: Path) -> StoreCase:
     def build(**kw: Any) -> Any:
         return PostgresStore(dsn=POSTGRES_DSN, table=table, clock=clock, **kw)
 
-    case = StoreCase(kind="postgres", build=build, advance=clock.advance, durable=True)
-    return case
+    return StoreCase(kind="postgres", build=build, advance=clock.advance, durable=True,
+                     spec={"kind": "postgres", "dsn": POSTGRES_DSN, "table": table})
 
 
 STORE_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
@@ -172,7 +178,8 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         url = request.getfixturevalue("redis_cluster_url")
         prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
         c = StoreCase(kind=kind, build=_redis_build(url, prefix, cluster=True),
-                      advance=time.sleep, durable=True)
+                      advance=time.sleep, durable=True,
+                      spec={"kind": "redis", "url": url, "key_prefix": prefix, "cluster": True})
     elif kind == "postgres":
         if not POSTGRES_DSN:
             pytest.skip("KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL to test against")
@@ -188,6 +195,18 @@ def case(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         if kind == "postgres":
             _drop_table(c)
     c.close_all()
+
+
+def open_spec(spec: dict[str, Any]) -> Any:
+    """Open, in another process, the store a :class:`StoreCase` describes by its ``spec``."""
+    import kvstore
+
+    options = {k: v for k, v in spec.items() if k != "kind"}
+    if spec["kind"] == "redis":
+        options.setdefault("ttl_default", None)
+    cls = {"sqlite": "SQLiteStore", "file": "FileStore", "redis": "RedisStore",
+           "postgres": "PostgresStore"}[spec["kind"]]
+    return getattr(kvstore, cls)(**options)
 
 
 def _drop_table(c: StoreCase) -> None:

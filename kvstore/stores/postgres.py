@@ -210,6 +210,11 @@ class PostgresStore(PersistenceStore):
             if self._ready:
                 return
             with conn.transaction():
+                # CREATE ... IF NOT EXISTS is not safe against a concurrent creator (both try
+                # to insert the type row: UniqueViolation): processes starting together take
+                # turns on a lock named after the table.
+                conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
+                             ("kvstore-create:" + self.table,))
                 conn.execute(self._sql["create"])
                 conn.execute(self._sql["index"])
             self._ready = True
