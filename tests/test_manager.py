@@ -25,12 +25,6 @@ CATEGORIES = {
 
 
 @pytest.fixture
-def data_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
-@pytest.fixture
 def pm(data_dir):
     manager = PersistenceManager.from_config({"persistence": {"categories": CATEGORIES}})
     yield manager
