@@ -31,7 +31,7 @@ from .store import PersistenceStore
 from .transfer import BATCH, export_jsonl, import_jsonl
 
 if TYPE_CHECKING:
-    from .manager import PersistenceManager
+    from .core import Core
 
 __all__ = ["create_backup", "restore_backup", "prune_backups", "list_backups", "BackupError"]
 
@@ -57,10 +57,10 @@ def _is_sqlite(store: PersistenceStore) -> bool:
     return isinstance(store, SQLiteStore)
 
 
-def _backup_stores(pm: "PersistenceManager") -> Iterator[tuple[str, PersistenceStore]]:
+def _backup_stores(core: "Core") -> Iterator[tuple[str, PersistenceStore]]:
     from .stores.memory import MemoryStore
 
-    for name, store in pm.stores.items():
+    for name, store in core.stores.items():
         if not isinstance(store, MemoryStore):  # memory has its own snapshot file
             yield name, store
 
@@ -77,12 +77,12 @@ def _sqlite_live_count(path: Path) -> int:
         con.close()
 
 
-def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None = None,
+def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
                   progress: Callable[[int], None] | None = None) -> Path:
     """Write a new backup inside folder ``dest`` (default: the configured backup folder)."""
     from . import __version__
 
-    folder = Path(dest) if dest is not None else (pm.config.backup.path or default_data_dir() / "backups")
+    folder = Path(dest) if dest is not None else (core.config.backup.path or default_data_dir() / "backups")
     folder = folder.expanduser()
     make_private_dirs(folder)
     now = dt.datetime.now(dt.timezone.utc)
@@ -92,7 +92,7 @@ def create_backup(pm: "PersistenceManager", dest: str | os.PathLike[str] | None 
     parts: dict[str, Any] = {}
     try:
         total = 0
-        for store_name, store in _backup_stores(pm):
+        for store_name, store in _backup_stores(core):
             if _is_sqlite(store):
                 part = tmp / f"{store_name}.sqlite3"
                 store.backup_to(part)  # type: ignore[attr-defined]
@@ -191,7 +191,7 @@ def _sqlite_rows(part: Path) -> Iterator[str]:
         con.close()
 
 
-def restore_backup(pm: "PersistenceManager", path: str | os.PathLike[str],
+def restore_backup(core: "Core", path: str | os.PathLike[str],
                    progress: Callable[[int], None] | None = None) -> dict[str, int]:
     """Replace the stores' contents with a backup's. Verifies everything first.
 
@@ -201,13 +201,13 @@ def restore_backup(pm: "PersistenceManager", path: str | os.PathLike[str],
     folder = Path(path).expanduser()
     manifest = verify_backup(folder)
     for store_name in manifest["stores"]:
-        if store_name not in pm.stores:
+        if store_name not in core.stores:
             raise BackupError(f"{folder}: the backup has store {store_name!r}, which this "
-                              f"manager does not have ({', '.join(pm.stores)})")
+                              f"manager does not have ({', '.join(core.stores)})")
     restored: dict[str, int] = {}
     total = 0
     for store_name, info in manifest["stores"].items():
-        store = pm.stores[store_name]
+        store = core.stores[store_name]
         part = folder / info["file"]
         if part.suffix == ".sqlite3" and _is_sqlite(store):
             store.restore_from(part)  # type: ignore[attr-defined]
@@ -227,7 +227,7 @@ def restore_backup(pm: "PersistenceManager", path: str | os.PathLike[str],
         total += count
         if progress is not None:
             progress(total)
-    pm._forget_routes()
+    core.forget_routes()
     return restored
 
 

@@ -204,17 +204,11 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 out.write(f"{name:9} {_keys(count):>12}  {store!r}\n")
         elif cmd == "backup":
             with _progress("backup", err) as progress:
-                from .backup import create_backup, prune_backups
-
-                path = create_backup(pm, args.dest, progress=progress)
-                if args.dest is None:
-                    prune_backups(path.parent, pm.config.backup.retention)
+                path = pm.backup(args.dest, progress=progress)
             out.write(f"{path}\n")
         elif cmd == "restore":
-            from .backup import restore_backup
-
             with _progress("restore", err) as progress:
-                counts = restore_backup(pm, args.path, progress=progress)
+                counts = pm.restore(args.path, progress=progress)
             for name, count in counts.items():
                 out.write(f"{name:9} {_keys(count):>12} restored\n")
         elif cmd == "export":

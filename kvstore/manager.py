@@ -511,25 +511,28 @@ class PersistenceManager:
 
     # -- backups ------------------------------------------------------------------------------------
 
-    def backup(self, dest: str | os.PathLike[str] | None = None) -> Path:
+    def backup(self, dest: str | os.PathLike[str] | None = None, *,
+               progress: Callable[[int], Any] | None = None) -> Path:
         """Write a new backup of every durable store inside folder ``dest`` and return its path.
 
         Without ``dest`` the configured ``backup.path`` (default: the user data folder's
         ``backups``) is used, and older backups there beyond ``backup.retention`` are deleted.
+        ``progress(keys so far)`` is called as it goes.
         """
         from .backup import create_backup, prune_backups
 
-        path = create_backup(self, dest)
+        path = create_backup(self._core, dest, progress=progress)
         if dest is None:
             prune_backups(path.parent, self.config.backup.retention)
         return path
 
-    def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
+    def restore(self, path: str | os.PathLike[str], *,
+                progress: Callable[[int], Any] | None = None) -> dict[str, int]:
         """Replace the durable stores' contents with backup ``path`` (verified first: a damaged
         or partial backup raises ``CorruptDataError`` and nothing changes). Returns keys per store."""
         from .backup import restore_backup
 
-        return restore_backup(self, path)
+        return restore_backup(self._core, path, progress=progress)
 
     # -- memory snapshots -----------------------------------------------------------------------------
 
