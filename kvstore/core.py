@@ -15,14 +15,17 @@ rules through these named methods:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import json
 import time
 from typing import Any, Callable, Mapping, NamedTuple
 
 from .config import Config
-from .errors import ConfigError, InvalidKeyError
-from .store import MISSING, PersistenceStore
+from .errors import ConfigError, InvalidArgumentError, InvalidKeyError
+from .store import MISSING, PersistenceStore, parse_ttl
 
-__all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS"]
+__all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS", "memo_keys"]
 
 EVENTS = ("save", "load", "delete", "error")
 _ROUTE_CACHE_SIZE = 4096   # categories
@@ -249,3 +252,50 @@ class Core:
 
     def stats_report(self) -> dict[str, dict[str, int]]:
         return {name: dataclasses.asdict(s) for name, s in self.stats.items()}
+
+
+# -- memoization keys (``cached``, on both fronts) ------------------------------------------------
+
+
+def memo_keys(category: str, ttl: Any, key: Callable[..., str] | None
+              ) -> Callable[[Callable[..., Any]], Callable[..., str]]:
+    """Check ``cached``'s settings; return ``for_function(fn) -> cache_key(*args, **kwargs)``.
+
+    The key is ``<category>:<module>.<qualname>:<sha256 of the arguments as canonical JSON>``
+    (``self``/``cls`` left out, so instances share results), or ``...:<key(*args, **kwargs)>``.
+    """
+    if not isinstance(category, str) or not category or ":" in category:
+        raise InvalidArgumentError(f"cached: category must be a non-empty str without ':', "
+                                   f"got {category!r}")
+    if key is not None and not callable(key):
+        raise InvalidArgumentError(f"cached: key must be callable, got {key!r}")
+    if ttl is not None:
+        parse_ttl(ttl)
+
+    def for_function(fn: Callable[..., Any]) -> Callable[..., str]:
+        if not callable(fn):
+            raise InvalidArgumentError(f"cached: {fn!r} is not callable")
+        prefix = f"{category}:{fn.__module__}.{fn.__qualname__}:"
+        params = list(inspect.signature(fn).parameters)
+        skip = 1 if params and params[0] in ("self", "cls") else 0
+
+        def cache_key(*args: Any, **kwargs: Any) -> str:
+            if key is not None:
+                return prefix + str(key(*args, **kwargs))
+            text = json.dumps([args[skip:], kwargs], sort_keys=True, default=_canonical,
+                              separators=(",", ":"))
+            return prefix + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+        return cache_key
+
+    return for_function
+
+
+def _canonical(obj: Any) -> Any:
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, bytes):
+        return {"bytes": obj.hex()}
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return f"{type(obj).__qualname__}:{obj!r}"

@@ -32,7 +32,7 @@ from ._marks import KEEP, MISSING
 from .errors import LockTimeout, NotAListError
 
 __all__ = ["DATA", "META", "Call", "Sleep", "Compute", "Flow", "run", "backoff", "new_token",
-           "update", "append", "touch", "get_or_set", "acquire", "release", "extend"]
+           "update", "append", "touch", "get_or_set", "acquire", "lookup", "release", "extend"]
 
 DATA, META = 0, 1
 
@@ -204,6 +204,11 @@ def acquire(name: str, token: bytes, ttl: float, timeout: float | None, blocking
                 return False
             wait = min(wait, left)
         yield Sleep(wait)
+
+
+def lookup(name: str) -> Flow:
+    """True when lock ``name`` is held by anyone."""
+    return (yield Call(META, "_get", (name,))) is not MISSING
 
 
 def release(name: str, token: bytes) -> Flow:

@@ -52,54 +52,79 @@ class Lock:
         store._meta._check_key(self._key)
         self._local = threading.local()
 
+    # Each step is a flow (see kvstore.flows), so AsyncLock runs the very same steps awaited.
+
+    def _acquiring(self, blocking: bool, timeout: Any) -> flows.Flow:
+        if self._token is not None:
+            raise InvalidArgumentError(f"lock {self.name!r} is already held by this "
+                                       f"{self._holder} (locks are not re-entrant)")
+        wait = self.timeout if timeout is _UNSET else check_timeout(timeout)
+        token = flows.new_token()
+        if (yield from flows.acquire(self._key, token, self.ttl, wait, blocking)):
+            self._token = token
+            return True
+        return False
+
+    def _releasing(self) -> flows.Flow:
+        token = self._token
+        if token is None:
+            raise LockNotOwnedError(f"lock {self.name!r} is not held by this {self._holder}")
+        self._token = None
+        if not (yield from flows.release(self._key, token)):
+            raise LockNotOwnedError(f"lock {self.name!r} expired (ttl {self.ttl:g}s) before it "
+                                    "was released; another holder may have had it")
+
+    def _extending(self, ttl: Any) -> flows.Flow:
+        token = self._token
+        seconds = self.ttl if ttl is None else self.store._resolve_ttl(ttl)
+        if token is None or not (yield from flows.extend(self._key, token, seconds)):
+            raise LockNotOwnedError(f"lock {self.name!r} is not held (or expired); cannot extend")
+
+    def _owned(self) -> flows.Flow:
+        token = self._token
+        return token is not None and (yield flows.Call(flows.META, "_get", (self._key,))) == token
+
+    def _timed_out(self) -> LockTimeout:
+        return LockTimeout(f"lock {self.name!r} not acquired within {self.timeout:g}s")
+
+    # -- the synchronous face --------------------------------------------------------------------
+
+    _holder = "thread"
+
     @property
     def _token(self) -> bytes | None:
         return getattr(self._local, "token", None)
 
+    @_token.setter
+    def _token(self, token: bytes | None) -> None:
+        self._local.token = token
+
     def acquire(self, blocking: bool = True, timeout: float | None = _UNSET) -> bool:
         """Take the lock; True when taken. ``blocking=False`` tries once; ``timeout`` overrides
         the lock's own."""
-        if self._token is not None:
-            raise InvalidArgumentError(f"lock {self.name!r} is already held by this thread "
-                                       "(locks are not re-entrant)")
-        wait = self.timeout if timeout is _UNSET else check_timeout(timeout)
-        token = flows.new_token()
-        if flows.run(self.store, flows.acquire(self._key, token, self.ttl, wait, blocking)):
-            self._local.token = token
-            return True
-        return False
+        return bool(flows.run(self.store, self._acquiring(blocking, timeout)))
 
     def release(self) -> None:
         """Release the lock. Raises :class:`LockNotOwnedError` when it had expired and may have
         been taken by someone else meanwhile (it is then left alone)."""
-        token = self._token
-        if token is None:
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this thread")
-        self._local.token = None
-        if not flows.run(self.store, flows.release(self._key, token)):
-            raise LockNotOwnedError(f"lock {self.name!r} expired (ttl {self.ttl:g}s) before it "
-                                    "was released; another holder may have had it")
+        flows.run(self.store, self._releasing())
 
     def extend(self, ttl: float | None = None) -> None:
         """Make the held lock expire ``ttl`` seconds from now (default: its own ttl)."""
-        token = self._token
-        seconds = self.ttl if ttl is None else self.store._resolve_ttl(ttl)
-        if token is None or not flows.run(self.store, flows.extend(self._key, token, seconds)):
-            raise LockNotOwnedError(f"lock {self.name!r} is not held (or expired); cannot extend")
+        flows.run(self.store, self._extending(ttl))
 
     def locked(self) -> bool:
         """True when anyone holds the lock now."""
-        return self.store._meta._exists(self._key)
+        return bool(flows.run(self.store, flows.lookup(self._key)))
 
     @property
     def owned(self) -> bool:
         """True when this thread holds the lock and it has not expired."""
-        token = self._token
-        return token is not None and self.store._meta._get(self._key) == token
+        return bool(flows.run(self.store, self._owned()))
 
     def __enter__(self) -> "Lock":
         if not self.acquire():
-            raise LockTimeout(f"lock {self.name!r} not acquired within {self.timeout:g}s")
+            raise self._timed_out()
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:

@@ -10,9 +10,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
-import inspect
-import json
 import os
 import threading
 import time
@@ -24,12 +21,13 @@ from . import flows
 from ._fs import make_private_dirs
 from .astype import from_dict
 from .config import Config, default_data_dir, load_config, mask_secrets, parse_config
-from .core import EVENTS, Core, Entry, Event, Route, StoreStats
+from .core import EVENTS, Core, Entry, Event, Route, StoreStats, memo_keys
 from .errors import ConflictError, InvalidArgumentError, KVStoreError, LockTimeout
 from .locking import Lock
 from .serializers import Serializer
 from .store import MISSING, TTL, PersistenceStore
 from .stores.memory import MemoryStore
+from .stores.opening import open_stores
 from .transaction import Transaction
 
 __all__ = ["PersistenceManager", "Route", "Event", "StoreStats", "default_data_dir", "from_dict",
@@ -57,7 +55,8 @@ class PersistenceManager:
                  stores: Mapping[str, PersistenceStore] | None = None) -> None:
         self.config = config if config is not None else Config()
         self._closed = False
-        self._core = core = Core(self.config, stores if stores else self._open_stores())
+        self._core = core = Core(self.config, stores if stores else open_stores(
+            self.config, lambda exc: self._emit_error("fallback", "cache", exc)))
         self._key_routes = core.key_routes
         self._on_save = core.listeners["save"]  # the same lists, without a dict lookup per call
         self._on_load = core.listeners["load"]
@@ -82,59 +81,6 @@ class PersistenceManager:
     def from_config(cls, data: Mapping[str, Any] | Config) -> "PersistenceManager":
         """The same structure as the YAML, as a dict (with or without ``persistence:``)."""
         return cls(data if isinstance(data, Config) else parse_config(data))
-
-    def _open_stores(self) -> dict[str, PersistenceStore]:
-        from .stores.file import FileStore
-        from .stores.sqlite import SQLiteStore
-
-        c = self.config
-        secret = c.pickle_secret
-        data_dir = default_data_dir()
-        opened: dict[str, PersistenceStore] = {}
-        try:
-            opened["memory"] = MemoryStore(max_entries=c.memory.max_entries,
-                                           ttl_default=c.memory.ttl_default,
-                                           serializer=c.memory.serializer, secret=secret)
-            if c.postgres is not None:
-                from .stores.postgres import PostgresStore
-
-                opened["database"] = PostgresStore(dsn=c.postgres.dsn, table=c.postgres.table,
-                                                   ttl_default=c.postgres.ttl_default,
-                                                   serializer=c.postgres.serializer, secret=secret)
-            else:
-                opened["database"] = SQLiteStore(path=c.sqlite.path or data_dir / "kvstore.db",
-                                                 ttl_default=c.sqlite.ttl_default,
-                                                 serializer=c.sqlite.serializer, secret=secret,
-                                                 synchronous=c.sqlite.synchronous)
-            opened["file"] = FileStore(base_path=c.file.base_path or data_dir / "files",
-                                       format=c.file.format, ttl_default=c.file.ttl_default,
-                                       secret=secret)
-            if c.redis is not None:
-                from .stores.redis import RedisStore
-
-                redis = RedisStore(url=c.redis.url, ttl_default=c.redis.ttl_default,
-                                   serializer=c.redis.serializer, key_prefix=c.redis.key_prefix,
-                                   cluster=c.redis.cluster or None, secret=secret,
-                                   socket_timeout=c.redis.socket_timeout,
-                                   connect_timeout=c.redis.connect_timeout)
-                if c.redis.fallback:
-                    from .stores.fallback import FallbackStore
-
-                    opened["cache"] = FallbackStore(
-                        redis, opened[c.redis.fallback],
-                        on_error=lambda exc: self._emit_error("fallback", "cache", exc))
-                else:
-                    opened["cache"] = redis
-            else:
-                # The embedded stand-in for Redis: a SQLite file with Redis's default TTL, shared
-                # by every process on the machine like a local Redis would be.
-                opened["cache"] = SQLiteStore(path=data_dir / "cache.db", ttl_default=3600,
-                                              serializer="msgpack", secret=secret)
-        except BaseException:
-            for store in opened.values():
-                store.close()
-            raise
-        return {name: opened[name] for name in ("memory", "cache", "database", "file")}
 
     @property
     def stores(self) -> dict[str, PersistenceStore]:
@@ -416,27 +362,10 @@ class PersistenceManager:
         sets, dates...; other objects by ``repr``. ``fn.invalidate(*args, **kwargs)`` forgets
         one result; ``fn.cache_key(*args, **kwargs)`` tells its key.
         """
-        if not isinstance(category, str) or not category or ":" in category:
-            raise InvalidArgumentError(f"cached: category must be a non-empty str without ':', "
-                                       f"got {category!r}")
-        if key is not None and not callable(key):
-            raise InvalidArgumentError(f"cached: key must be callable, got {key!r}")
-        if ttl is not None:
-            from .store import parse_ttl
-
-            parse_ttl(ttl)
+        key_maker = memo_keys(category, ttl, key)
 
         def decorate(fn: F) -> F:
-            if not callable(fn):
-                raise InvalidArgumentError(f"cached: {fn!r} is not callable")
-            prefix = f"{category}:{fn.__module__}.{fn.__qualname__}:"
-            params = list(inspect.signature(fn).parameters)
-            skip = 1 if params and params[0] in ("self", "cls") else 0
-
-            def cache_key(*args: Any, **kwargs: Any) -> str:
-                if key is not None:
-                    return prefix + str(key(*args, **kwargs))
-                return prefix + _args_hash(args[skip:], kwargs)
+            cache_key = key_maker(fn)
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -620,22 +549,6 @@ class PersistenceManager:
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={store!r}" for name, store in self.stores.items())
         return mask_secrets(f"PersistenceManager({parts})")
-
-
-def _args_hash(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-    """A stable digest of call arguments, by value (the same in every process)."""
-    text = json.dumps([args, kwargs], sort_keys=True, default=_canonical, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def _canonical(obj: Any) -> Any:
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj, key=repr)
-    if isinstance(obj, bytes):
-        return {"bytes": obj.hex()}
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return f"{type(obj).__qualname__}:{obj!r}"
 
 
 def _size(store: PersistenceStore, value: Any) -> int | None:

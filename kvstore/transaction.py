@@ -26,7 +26,9 @@ from .errors import ConflictError, KVStoreError, TransactionError
 from .astype import from_dict
 from .store import MISSING, TTL, Check, Op, PersistenceStore
 
-__all__ = ["Transaction", "commit_parts", "Part"]
+__all__ = ["Transaction", "commit_parts", "Part", "UNSTAGED"]
+
+UNSTAGED: Any = type("Unstaged", (), {"__repr__": lambda self: "UNSTAGED"})()
 
 
 class Part:
@@ -86,32 +88,52 @@ class Transaction:
              as_type: Any = None) -> Any:
         """The staged value, else the stored one (recorded: checked again at commit)."""
         entry = self._entry(key, store)
+        found = self._staged_value(entry, key, default)
+        if found is not UNSTAGED:
+            return found
+        return self._value(entry, key, self._read(entry, key), default, as_type)
+
+    def exists(self, key: str, store: str | None = None) -> bool:
+        entry = self._entry(key, store)
+        found = self._staged_value(entry, key, MISSING)
+        if found is not UNSTAGED:
+            return found is not MISSING
+        return self._read(entry, key) is not MISSING
+
+    # The steps of load/exists, shared with the asyncio transaction (which awaits the read).
+
+    def _staged_value(self, entry: Entry, key: str, default: Any) -> Any:
+        """The value this transaction staged for ``key`` (``default`` for a staged delete), or
+        UNSTAGED."""
         staged = self._staged.get((entry.name, key))
-        if staged is not None:
-            return default if staged[0] is MISSING else staged[0]
-        blob = self._read(entry, key)
+        if staged is None:
+            return UNSTAGED
+        return default if staged[0] is MISSING else staged[0]
+
+    def _recorded(self, entry: Entry, key: str) -> Any:
+        """The blob read earlier (repeatable reads), or UNSTAGED; checks the key first."""
+        entry.store._check_key(key)
+        return self._reads.get((entry.name, key), UNSTAGED)
+
+    def _remember(self, entry: Entry, key: str, blob: Any, start: float) -> Any:
+        self._core.loaded(entry, [] if blob is MISSING else [key], blob is MISSING, start)
+        self._reads[(entry.name, key)] = blob
+        return blob
+
+    @staticmethod
+    def _value(entry: Entry, key: str, blob: Any, default: Any, as_type: Any) -> Any:
         if blob is MISSING:
             return default
         value = entry.store._decode(key, blob)
         return value if as_type is None else from_dict(as_type, value)
 
-    def exists(self, key: str, store: str | None = None) -> bool:
-        entry = self._entry(key, store)
-        staged = self._staged.get((entry.name, key))
-        if staged is not None:
-            return staged[0] is not MISSING
-        return self._read(entry, key) is not MISSING
-
     def _read(self, entry: Entry, key: str) -> Any:
-        where = (entry.name, key)
-        if where in self._reads:
-            return self._reads[where]
-        entry.store._check_key(key)
+        blob = self._recorded(entry, key)
+        if blob is not UNSTAGED:
+            return blob
         start = time.perf_counter()
-        blob = self._call(entry, key, lambda: entry.store._get(key))
-        self._core.loaded(entry, [] if blob is MISSING else [key], blob is MISSING, start)
-        self._reads[where] = blob
-        return blob
+        return self._remember(entry, key, self._call(entry, key, lambda: entry.store._get(key)),
+                              start)
 
     def _call(self, entry: Entry, key: str, fn: Callable[[], Any]) -> Any:
         try:

@@ -1,0 +1,73 @@
+"""Open the four stores a configuration describes: ``memory``, ``cache``, ``database``, ``file``.
+
+Shared by the synchronous and the asyncio managers, so both open the same data.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from ..config import Config, default_data_dir
+from ..store import PersistenceStore
+from .memory import MemoryStore
+
+__all__ = ["open_stores", "STORE_NAMES"]
+
+STORE_NAMES = ("memory", "cache", "database", "file")
+
+
+def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | None = None
+                ) -> dict[str, PersistenceStore]:
+    """The configured stores by name (all closed again if one fails to open).
+
+    ``on_fallback_error(exc)`` is told when a ``redis.fallback`` store takes over the cache tier.
+    """
+    from .file import FileStore
+    from .sqlite import SQLiteStore
+
+    secret = c.pickle_secret
+    data_dir = default_data_dir()
+    opened: dict[str, PersistenceStore] = {}
+    try:
+        opened["memory"] = MemoryStore(max_entries=c.memory.max_entries,
+                                       ttl_default=c.memory.ttl_default,
+                                       serializer=c.memory.serializer, secret=secret)
+        if c.postgres is not None:
+            from .postgres import PostgresStore
+
+            opened["database"] = PostgresStore(dsn=c.postgres.dsn, table=c.postgres.table,
+                                               ttl_default=c.postgres.ttl_default,
+                                               serializer=c.postgres.serializer, secret=secret)
+        else:
+            opened["database"] = SQLiteStore(path=c.sqlite.path or data_dir / "kvstore.db",
+                                             ttl_default=c.sqlite.ttl_default,
+                                             serializer=c.sqlite.serializer, secret=secret,
+                                             synchronous=c.sqlite.synchronous)
+        opened["file"] = FileStore(base_path=c.file.base_path or data_dir / "files",
+                                   format=c.file.format, ttl_default=c.file.ttl_default,
+                                   secret=secret)
+        if c.redis is not None:
+            from .redis import RedisStore
+
+            redis = RedisStore(url=c.redis.url, ttl_default=c.redis.ttl_default,
+                               serializer=c.redis.serializer, key_prefix=c.redis.key_prefix,
+                               cluster=c.redis.cluster or None, secret=secret,
+                               socket_timeout=c.redis.socket_timeout,
+                               connect_timeout=c.redis.connect_timeout)
+            if c.redis.fallback:
+                from .fallback import FallbackStore
+
+                opened["cache"] = FallbackStore(redis, opened[c.redis.fallback],
+                                                on_error=on_fallback_error)
+            else:
+                opened["cache"] = redis
+        else:
+            # The embedded stand-in for Redis: a SQLite file with Redis's default TTL, shared
+            # by every process on the machine like a local Redis would be.
+            opened["cache"] = SQLiteStore(path=data_dir / "cache.db", ttl_default=3600,
+                                          serializer="msgpack", secret=secret)
+    except BaseException:
+        for store in opened.values():
+            store.close()
+        raise
+    return {name: opened[name] for name in STORE_NAMES}
