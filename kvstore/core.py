@@ -19,10 +19,10 @@ import hashlib
 import inspect
 import json
 import time
-from typing import Any, Callable, Mapping, NamedTuple
+from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
-from .errors import ConfigError, InvalidArgumentError, InvalidKeyError
+from .errors import ConfigError, InvalidArgumentError, InvalidKeyError, KVStoreError
 from .store import MISSING, PersistenceStore, parse_ttl
 
 __all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS", "memo_keys"]
@@ -166,6 +166,35 @@ class Core:
             return [self.entry(prefix).name]
         return list(self.stores)
 
+    # -- batches -------------------------------------------------------------------------------
+
+    def group_keys(self, keys: Iterable[str], store: str | None = None
+                   ) -> list[tuple[Entry, list[str]]]:
+        """The keys grouped by the store they route to (each key checked), in first-seen order."""
+        groups: dict[str, tuple[Entry, list[str]]] = {}
+        for key in keys:
+            entry = self.entry(key, store)
+            entry.store._check_key(key)
+            groups.setdefault(entry.name, (entry, []))[1].append(key)
+        return list(groups.values())
+
+    def plan_save_many(self, items: Mapping[str, Any], ttl: Any, store: str | None = None
+                       ) -> list[tuple[Entry, float | None, list[tuple[str, Any]]]]:
+        """``save_many`` as batches ``(entry, seconds, [(key, blob)])``: one per store and
+        TTL (each key's category TTL unless ``ttl`` is given). Every key is checked and every
+        value encoded here, before anything is written."""
+        if not isinstance(items, Mapping):
+            raise InvalidArgumentError(f"save_many: items must be a mapping, got {items!r}")
+        batches: dict[tuple[str, Any], tuple[Entry, float | None, list[tuple[str, Any]]]] = {}
+        for key, value in items.items():
+            entry = self.entry(key, store)
+            st = entry.store
+            st._check_key(key)
+            seconds = st._resolve_ttl(self.ttl_arg(entry, ttl))
+            batch = batches.setdefault((entry.name, seconds), (entry, seconds, []))
+            batch[2].append((key, st._encode(key, value)))
+        return list(batches.values())
+
     # -- TTL rules ------------------------------------------------------------------------------
 
     @staticmethod
@@ -219,6 +248,16 @@ class Core:
         entry.stats.errors += 1
         self.emit_error(op, entry.name, exc, key)
 
+    def size_of(self, entry: Entry, value: Any) -> int | None:
+        """Bytes ``value`` takes once encoded, for ``save`` events (only computed when a
+        listener wants it)."""
+        if not self.listeners["save"] or entry.store.serializer is None:
+            return None
+        try:
+            return len(entry.store._encode("size", value))
+        except KVStoreError:
+            return None
+
     def saved(self, entry: Entry, keys: list[str], start: float = 0.0,
               size: int | None = None) -> None:
         entry.stats.saves += len(keys)
@@ -250,8 +289,34 @@ class Core:
         self.saved(entry, [k for k, b, _ in ops if b is not MISSING])
         self.deleted(entry, [k for k, b, _ in ops if b is MISSING])
 
+    def filler(self, entry: Entry, key: str, factory: Callable[[], Any]) -> "Fill":
+        """``get_or_set``'s factory, wrapped to count a miss (it ran) or a hit afterwards."""
+        return Fill(self, entry, key, factory)
+
     def stats_report(self) -> dict[str, dict[str, int]]:
         return {name: dataclasses.asdict(s) for name, s in self.stats.items()}
+
+
+class Fill:
+    """A ``get_or_set`` factory that remembers whether it ran; :meth:`count` then records a
+    miss and a save, or a hit."""
+
+    def __init__(self, core: Core, entry: Entry, key: str, factory: Callable[[], Any]) -> None:
+        if not callable(factory):
+            raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
+        self.core, self.entry, self.key, self.factory = core, entry, key, factory
+        self.ran = False
+
+    def __call__(self) -> Any:
+        self.ran = True
+        return self.factory()
+
+    def count(self) -> None:
+        if self.ran:
+            self.entry.stats.misses += 1
+            self.core.saved(self.entry, [self.key])
+        else:
+            self.core.loaded(self.entry, [self.key])
 
 
 # -- memoization keys (``cached``, on both fronts) ------------------------------------------------

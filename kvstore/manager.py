@@ -11,24 +11,21 @@ from __future__ import annotations
 
 import functools
 import os
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from . import flows
-from ._fs import make_private_dirs
 from .astype import from_dict
 from .config import Config, default_data_dir, load_config, mask_secrets, parse_config
 from .core import EVENTS, Core, Entry, Event, Route, StoreStats, memo_keys
-from .errors import ConflictError, InvalidArgumentError, KVStoreError, LockTimeout
+from .errors import ConflictError, KVStoreError, LockTimeout
 from .locking import Lock
-from .serializers import Serializer
 from .store import MISSING, TTL, PersistenceStore
-from .stores.memory import MemoryStore
+from .lifecycle import Lifecycle
 from .stores.opening import open_stores
-from .transaction import Transaction
+from .transaction import Transaction, attempts
 
 __all__ = ["PersistenceManager", "Route", "Event", "StoreStats", "default_data_dir", "from_dict",
            "EVENTS"]
@@ -54,21 +51,13 @@ class PersistenceManager:
     def __init__(self, config: Config | None = None, *,
                  stores: Mapping[str, PersistenceStore] | None = None) -> None:
         self.config = config if config is not None else Config()
-        self._closed = False
         self._core = core = Core(self.config, stores if stores else open_stores(
             self.config, lambda exc: self._emit_error("fallback", "cache", exc)))
         self._key_routes = core.key_routes
         self._on_save = core.listeners["save"]  # the same lists, without a dict lookup per call
         self._on_load = core.listeners["load"]
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._load_memory_snapshot()
-        if self.config.memory.autosave and self.config.memory.snapshot:
-            self._start_thread("kvstore-autosave", "memory", self.config.memory.autosave,
-                               self.save_snapshot)
-        if self.config.backup.enabled:
-            self._start_thread("kvstore-backup", "backup", self.config.backup.interval,
-                               self.backup)
+        self._life = Lifecycle(core)
+        self._life.start()
 
     # -- construction ------------------------------------------------------------------------------
 
@@ -126,7 +115,8 @@ class PersistenceManager:
             raise
         entry.stats.saves += 1
         if listeners:
-            self._core.emit(listeners, Event("save", key, entry.name, _size(st, value),
+            self._core.emit(listeners, Event("save", key, entry.name,
+                                             self._core.size_of(entry, value),
                                              time.perf_counter() - start))
         return True
 
@@ -206,14 +196,6 @@ class PersistenceManager:
 
     # -- batches (grouped per store: one round trip / one transaction per store) ------------------
 
-    def _group(self, keys: Iterable[str], store: str | None) -> dict[str, tuple[Entry, list[str]]]:
-        groups: dict[str, tuple[Entry, list[str]]] = {}
-        for key in keys:
-            entry = self._core.entry(key, store)
-            entry.store._check_key(key)
-            groups.setdefault(entry.name, (entry, []))[1].append(key)
-        return groups
-
     def save_many(self, items: Mapping[str, Any], ttl: TTL = None,
                   store: str | None = None) -> None:
         """Save every item where its key routes, with ``ttl`` or each key's category TTL.
@@ -222,21 +204,7 @@ class PersistenceManager:
         share is written in one round trip / one transaction. Several stores are written one
         after the other: for all-or-nothing across stores, use :meth:`transaction`.
         """
-        if not isinstance(items, Mapping):
-            raise InvalidArgumentError(f"save_many: items must be a mapping, got {items!r}")
-        batches: list[tuple[Entry, float | None, list[tuple[str, Any]]]] = []
-        by_ttl: dict[tuple[str, Any], list[tuple[str, Any]]] = {}
-        entries: dict[str, Entry] = {}
-        for key, value in items.items():
-            entry = self._core.entry(key, store)
-            entry.store._check_key(key)
-            entries[entry.name] = entry
-            seconds = entry.store._resolve_ttl(self._core.ttl_arg(entry, ttl))
-            by_ttl.setdefault((entry.name, seconds), []).append(
-                (key, entry.store._encode(key, value)))
-        for (name, seconds), encoded in by_ttl.items():
-            batches.append((entries[name], seconds, encoded))
-        for entry, seconds, encoded in batches:
+        for entry, seconds, encoded in self._core.plan_save_many(items, ttl, store):
             start = time.perf_counter()
             self._call("save_many", entry, None, entry.store._set_many, encoded, seconds)
             self._core.saved(entry, [k for k, _ in encoded], start)
@@ -245,7 +213,7 @@ class PersistenceManager:
         """``{key: value}`` for the keys found, each store asked once for its keys."""
         found: dict[str, Any] = {}
         wanted = list(dict.fromkeys(keys))
-        for entry, group in self._group(wanted, store).values():
+        for entry, group in self._core.group_keys(wanted, store):
             start = time.perf_counter()
             values = self._call("load_many", entry, None, entry.store.load_many, group)
             self._core.loaded(entry, list(values), len(group) - len(values), start)
@@ -255,7 +223,7 @@ class PersistenceManager:
     def delete_many(self, keys: Iterable[str], store: str | None = None) -> int:
         """Delete the keys, each store asked once; returns how many existed."""
         removed = 0
-        for entry, group in self._group(list(dict.fromkeys(keys)), store).values():
+        for entry, group in self._core.group_keys(list(dict.fromkeys(keys)), store):
             count = self._call("delete_many", entry, None, entry.store.delete_many, group)
             self._core.deleted(entry, group, count)
             removed += count
@@ -324,22 +292,10 @@ class PersistenceManager:
         (threads, processes, machines), its result is saved with ``ttl`` (default: the
         category's) and every caller gets it. See :meth:`PersistenceStore.get_or_set`."""
         entry = self._core.entry(key, store)
-        computed = False
-
-        def fill() -> T:
-            nonlocal computed
-            computed = True
-            return factory()
-
-        if not callable(factory):
-            raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
+        fill = self._core.filler(entry, key, factory)
         value = self._call("get_or_set", entry, key, lambda: entry.store.get_or_set(
             key, fill, self._core.ttl_arg(entry, ttl), lock_ttl=lock_ttl, timeout=timeout))
-        if computed:
-            entry.stats.misses += 1
-            self._core.saved(entry, [key])
-        else:
-            self._core.loaded(entry, [key])
+        fill.count()
         return value
 
     def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None,
@@ -403,11 +359,7 @@ class PersistenceManager:
         :class:`ConflictError` run it again (up to ``retries`` more times, after a short random
         wait), so a read-modify-write across keys and stores never loses a concurrent write.
         ``fn`` may run more than once: keep side effects out of it."""
-        if not callable(fn):
-            raise InvalidArgumentError(f"atomic: fn must be callable, got {fn!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidArgumentError(f"atomic: retries must be an int >= 0, got {retries!r}")
-        for attempt in range(retries + 1):
+        for attempt in attempts(fn, retries):
             try:
                 with self.transaction() as tx:
                     result = fn(tx)
@@ -448,12 +400,7 @@ class PersistenceManager:
         ``backups``) is used, and older backups there beyond ``backup.retention`` are deleted.
         ``progress(keys so far)`` is called as it goes.
         """
-        from .backup import create_backup, prune_backups
-
-        path = create_backup(self._core, dest, progress=progress)
-        if dest is None:
-            prune_backups(path.parent, self.config.backup.retention)
-        return path
+        return self._life.backup(dest, progress)
 
     def restore(self, path: str | os.PathLike[str], *,
                 progress: Callable[[int], Any] | None = None) -> dict[str, int]:
@@ -463,82 +410,16 @@ class PersistenceManager:
 
         return restore_backup(self._core, path, progress=progress)
 
-    # -- memory snapshots -----------------------------------------------------------------------------
-
-    def _snapshot_serializer(self) -> Serializer:
-        secret = self.config.pickle_secret
-        return Serializer("pickle", secret=secret) if secret else Serializer("msgpack")
+    # -- memory snapshots and closing ---------------------------------------------------------------
 
     def save_snapshot(self) -> int:
         """Write the memory store's live keys (with remaining TTLs) to ``memory.snapshot``
         atomically. Returns how many keys were written. Done every ``autosave`` and on close."""
-        path = self.config.memory.snapshot
-        memory = self.stores.get("memory")
-        if path is None or not isinstance(memory, MemoryStore):
-            return 0
-        serializer = self._snapshot_serializer()
-        rows = []
-        for key, value, ttl in memory.items_with_ttl():
-            try:
-                serializer.serialize(value)
-            except KVStoreError as exc:
-                self._emit_error("snapshot", "memory", exc, key)
-                continue
-            rows.append((key, value, ttl))
-        blob = serializer.serialize({"version": 1, "saved_at": time.time(), "entries": rows})
-        _atomic_write(path, blob)
-        return len(rows)
-
-    def _load_memory_snapshot(self) -> None:
-        path = self.config.memory.snapshot
-        memory = self.stores.get("memory")
-        if path is None or not isinstance(memory, MemoryStore) or not path.exists():
-            return
-        try:
-            data = self._snapshot_serializer().deserialize(path.read_bytes())
-            elapsed = max(0.0, time.time() - float(data["saved_at"]))
-            ops: list[tuple[str, Any, float | None]] = []
-            for key, value, ttl in data["entries"]:
-                if ttl is None:
-                    ops.append((key, value, None))
-                elif ttl - elapsed > 0:
-                    ops.append((key, value, ttl - elapsed))
-            memory._apply(ops)
-        except (KVStoreError, KeyError, TypeError, ValueError) as exc:
-            # A damaged snapshot must not stop the application; the error event says why.
-            self._emit_error("snapshot", "memory", exc)
-
-    # -- background work -------------------------------------------------------------------------------
-
-    def _start_thread(self, name: str, store: str, interval: float, job: Callable[[], Any]) -> None:
-        def loop() -> None:
-            while not self._stop.wait(interval):
-                try:
-                    job()
-                except Exception as exc:  # keep the application running; tell the listeners
-                    self._emit_error(name, store, exc)
-
-        thread = threading.Thread(target=loop, name=name, daemon=True)
-        thread.start()
-        self._threads.append(thread)
+        return self._life.save_snapshot()
 
     def close(self) -> None:
         """Stop background work, save the memory snapshot, close every store. Safe twice."""
-        if self._closed:
-            return
-        self._closed = True
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-        try:
-            self.save_snapshot()
-        except Exception as exc:
-            self._emit_error("snapshot", "memory", exc)
-        for store in self.stores.values():
-            try:
-                store.close()
-            except Exception as exc:
-                self._emit_error("close", type(store).__name__, exc)
+        self._life.close()
 
     def __enter__(self) -> "PersistenceManager":
         return self
@@ -549,31 +430,3 @@ class PersistenceManager:
     def __repr__(self) -> str:
         parts = ", ".join(f"{name}={store!r}" for name, store in self.stores.items())
         return mask_secrets(f"PersistenceManager({parts})")
-
-
-def _size(store: PersistenceStore, value: Any) -> int | None:
-    """Bytes the value takes once encoded (only computed when a listener wants it)."""
-    if store.serializer is None:
-        return None
-    try:
-        return len(store._encode("size", value))
-    except KVStoreError:
-        return None
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    make_private_dirs(path.parent)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -249,30 +249,37 @@ class PersistenceStore(ABC):
 
         Every key is checked and every value encoded before anything is written.
         """
-        seconds = self._resolve_ttl(ttl)
-        encoded = []
-        for key, value in items.items():
-            self._check_key(key)
-            encoded.append((key, self._encode(key, value)))
+        encoded, seconds = self._encoded_items(items, ttl)
         if encoded:
             self._set_many(encoded, seconds)
 
     def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys found (missing and expired keys are left out)."""
-        wanted = list(dict.fromkeys(keys))
-        for key in wanted:
-            self._check_key(key)
-        if not wanted:
-            return {}
-        found = self._get_many(wanted)
+        wanted = self._checked_keys(keys)
+        found = self._get_many(wanted) if wanted else {}
         return {key: self._decode(key, blob) for key, blob in found.items()}
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the keys; returns how many live keys existed."""
+        wanted = self._checked_keys(keys)
+        return self._delete_many(wanted) if wanted else 0
+
+    def _encoded_items(self, items: Mapping[str, Any], ttl: TTL
+                       ) -> tuple[list[tuple[str, Any]], float | None]:
+        """``save_many``'s checks: every key checked and value encoded, and the TTL."""
+        seconds = self._resolve_ttl(ttl)
+        encoded = []
+        for key, value in items.items():
+            self._check_key(key)
+            encoded.append((key, self._encode(key, value)))
+        return encoded, seconds
+
+    def _checked_keys(self, keys: Iterable[str]) -> list[str]:
+        """The distinct keys, in order, each checked."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
             self._check_key(key)
-        return self._delete_many(wanted) if wanted else 0
+        return wanted
 
     def ttl(self, key: str) -> float | None:
         """Seconds left before ``key`` expires; None when it has no expiry or does not exist."""

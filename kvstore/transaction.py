@@ -22,11 +22,11 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
 from .core import Core, Entry
-from .errors import ConflictError, KVStoreError, TransactionError
+from .errors import ConflictError, InvalidArgumentError, KVStoreError, TransactionError
 from .astype import from_dict
 from .store import MISSING, TTL, Check, Op, PersistenceStore
 
-__all__ = ["Transaction", "commit_parts", "Part", "UNSTAGED"]
+__all__ = ["Transaction", "commit_parts", "Part", "UNSTAGED", "attempts"]
 
 UNSTAGED: Any = type("Unstaged", (), {"__repr__": lambda self: "UNSTAGED"})()
 
@@ -173,6 +173,8 @@ class Transaction:
             return
         try:
             commit_parts(list(parts.values()))
+        except ConflictError:
+            raise  # the caller's situation, not a store's failure: no error event
         except KVStoreError as exc:
             failed = getattr(exc, "store", None)
             core.emit_error("commit", failed or "transaction", exc)
@@ -187,6 +189,15 @@ class Transaction:
         self._staged.clear()
         self._reads.clear()
         self._done = True
+
+
+def attempts(fn: Any, retries: Any) -> range:
+    """The attempt numbers of ``atomic(fn, retries)``, after checking its arguments."""
+    if not callable(fn):
+        raise InvalidArgumentError(f"atomic: fn must be callable, got {fn!r}")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise InvalidArgumentError(f"atomic: retries must be an int >= 0, got {retries!r}")
+    return range(retries + 1)
 
 
 def commit_parts(parts: list[Part]) -> None:

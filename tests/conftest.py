@@ -146,8 +146,12 @@ def _postgres_case(tmp_path: Path) -> StoreCase:
                      spec={"kind": "postgres", "dsn": POSTGRES_DSN, "table": table})
 
 
-STORE_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
-               "file-msgpack", "redis", "redis-cluster", "postgres"]
+SYNC_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
+              "file-msgpack", "redis", "redis-cluster", "postgres"]
+#: The async stores (kvstore.aio) run the same test bodies through tests/aio_facade.py.
+AIO_KINDS = ["aio-memory", "aio-sqlite-json", "aio-file-msgpack", "aio-redis", "aio-redis-cluster",
+             "aio-postgres"]
+STORE_KINDS = SYNC_KINDS + AIO_KINDS
 
 
 @pytest.fixture(scope="session")
@@ -161,38 +165,67 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     cluster.stop()
 
 
+def _make_case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreCase:
+    if kind.startswith("aio-"):
+        return _aio_case(_make_case(kind[4:], request, tmp_path))
+    if kind == "memory":
+        return _memory_case(tmp_path, None)
+    if kind == "memory-msgpack":
+        return _memory_case(tmp_path, "msgpack")
+    if kind.startswith("sqlite-"):
+        return _sqlite_case(tmp_path, kind.split("-", 1)[1])
+    if kind.startswith("file-"):
+        return _file_case(tmp_path, kind.split("-", 1)[1])
+    if kind == "redis":
+        return _redis_case(tmp_path)
+    if kind == "redis-cluster":
+        url = request.getfixturevalue("redis_cluster_url")
+        prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
+        return StoreCase(kind=kind, build=_redis_build(url, prefix, cluster=True),
+                         advance=time.sleep, durable=True,
+                         spec={"kind": "redis", "url": url, "key_prefix": prefix, "cluster": True})
+    if kind == "postgres":
+        if not POSTGRES_DSN:
+            pytest.skip("KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL to test against")
+        return _postgres_case(tmp_path)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _aio_case(c: StoreCase) -> StoreCase:
+    """The same store behind its async face (kvstore.aio), driven through the facade."""
+    from aio_facade import Blocking
+
+    from kvstore.aio import async_store
+    from kvstore.aio.redis import AsyncRedisStore
+
+    sync_build, fake = c.build, c.kind == "redis" and REDIS_URL is None
+
+    def build(**kw: Any) -> Any:
+        store = sync_build(**kw)
+        if fake:
+            import fakeredis
+
+            return Blocking(AsyncRedisStore(store, client=fakeredis.FakeAsyncRedis(
+                server=_FAKE_SERVER)))
+        return Blocking(async_store(store))
+
+    c.kind, c.build = "aio-" + c.kind, build
+    if c.spec is not None:
+        c.spec = dict(c.spec, aio=True)
+    return c
+
+
 @pytest.fixture(params=STORE_KINDS)
 def case(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     kind = request.param
-    if kind == "memory":
-        c = _memory_case(tmp_path, None)
-    elif kind == "memory-msgpack":
-        c = _memory_case(tmp_path, "msgpack")
-    elif kind.startswith("sqlite-"):
-        c = _sqlite_case(tmp_path, kind.split("-", 1)[1])
-    elif kind.startswith("file-"):
-        c = _file_case(tmp_path, kind.split("-", 1)[1])
-    elif kind == "redis":
-        c = _redis_case(tmp_path)
-    elif kind == "redis-cluster":
-        url = request.getfixturevalue("redis_cluster_url")
-        prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"
-        c = StoreCase(kind=kind, build=_redis_build(url, prefix, cluster=True),
-                      advance=time.sleep, durable=True,
-                      spec={"kind": "redis", "url": url, "key_prefix": prefix, "cluster": True})
-    elif kind == "postgres":
-        if not POSTGRES_DSN:
-            pytest.skip("KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL to test against")
-        c = _postgres_case(tmp_path)
-    else:  # pragma: no cover
-        raise AssertionError(kind)
+    c = _make_case(kind, request, tmp_path)
     yield c
-    if kind.startswith("redis") or kind == "postgres":
+    if "redis" in kind or "postgres" in kind:
         try:
             c.make().clear()
         except Exception:
             pass
-        if kind == "postgres":
+        if "postgres" in kind:
             _drop_table(c)
     c.close_all()
 
@@ -201,12 +234,19 @@ def open_spec(spec: dict[str, Any]) -> Any:
     """Open, in another process, the store a :class:`StoreCase` describes by its ``spec``."""
     import kvstore
 
-    options = {k: v for k, v in spec.items() if k != "kind"}
+    options = {k: v for k, v in spec.items() if k not in ("kind", "aio")}
     if spec["kind"] == "redis":
         options.setdefault("ttl_default", None)
     cls = {"sqlite": "SQLiteStore", "file": "FileStore", "redis": "RedisStore",
            "postgres": "PostgresStore"}[spec["kind"]]
-    return getattr(kvstore, cls)(**options)
+    store = getattr(kvstore, cls)(**options)
+    if spec.get("aio"):
+        from aio_facade import Blocking
+
+        from kvstore.aio import async_store
+
+        return Blocking(async_store(store))
+    return store
 
 
 def _drop_table(c: StoreCase) -> None:

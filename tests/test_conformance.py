@@ -44,8 +44,14 @@ EXTENDED = {
 }
 
 
-def test_is_a_persistence_store(store):
-    assert isinstance(store, PersistenceStore)
+def test_is_a_persistence_store(case, store):
+    if case.kind.startswith("aio-"):
+        from kvstore.aio import AsyncStore
+
+        assert isinstance(store.astore, AsyncStore)
+        assert isinstance(store.astore.sync, PersistenceStore)
+    else:
+        assert isinstance(store, PersistenceStore)
 
 
 @pytest.mark.parametrize("value", VALUES, ids=lambda v: type(v).__name__)
@@ -320,4 +326,5 @@ def test_errors_are_kvstore_errors(store):
 
 
 def test_repr_is_informative(store):
+    store = getattr(store, "astore", store)  # an async store, through the facade
     assert type(store).__name__ in repr(store)

@@ -137,6 +137,7 @@ class RedisStore(PersistenceStore):
             self._errors_to_catch += (MaxConnectionsError,)
         except ImportError:  # pragma: no cover
             pass
+        self._settings = (url, cluster, socket_timeout, connect_timeout, client_options)
         if client is not None:
             self._client = client
             self.cluster = bool(cluster) or client.__class__.__name__ == "RedisCluster"
@@ -152,8 +153,14 @@ class RedisStore(PersistenceStore):
     # -- connecting ----------------------------------------------------------------------------------
 
     def _connect(self, url: str, cluster: bool | None, socket_timeout: float,
-                 connect_timeout: float, options: dict[str, Any]) -> tuple[Any, bool]:
-        redis = self._redis
+                 connect_timeout: float, options: dict[str, Any],
+                 asyncio: bool = False) -> tuple[Any, bool]:
+        """A redis-py client for ``url`` (``asyncio=True``: its ``redis.asyncio`` twin, built
+        from the same settings for the asyncio front) and whether it is a cluster client."""
+        import importlib
+
+        redis: Any = importlib.import_module("redis.asyncio" if asyncio else "redis")
+        RedisCluster: Any = redis.cluster.RedisCluster  # noqa: N806
         if not isinstance(url, str) or "://" not in url:
             raise ConfigError(f"url: {_mask_url(str(url))!r} is not a redis:// URL")
         scheme = url.split("://", 1)[0].lower()
@@ -163,7 +170,7 @@ class RedisStore(PersistenceStore):
         username = unquote(parts.username) if parts.username else os.environ.get("REDIS_USERNAME")
         password = unquote(parts.password) if parts.password else os.environ.get("REDIS_PASSWORD")
         if scheme in ("redis+sentinel", "rediss+sentinel"):
-            return self._connect_sentinel(parts, scheme, username, password, base), False
+            return self._connect_sentinel(parts, scheme, username, password, base, asyncio), False
         is_cluster = bool(cluster) or scheme.endswith("+cluster")
         if scheme.endswith("+cluster"):
             url = scheme.split("+", 1)[0] + "://" + url.split("://", 1)[1]
@@ -176,20 +183,23 @@ class RedisStore(PersistenceStore):
                 base["username"] = username
         try:
             if is_cluster:
-                from redis.cluster import RedisCluster
-
                 base.setdefault("health_check_interval", 0)
+                if asyncio:  # redis.asyncio's cluster client has no such option (and never retries on timeout)
+                    base.pop("retry_on_timeout", None)
                 return RedisCluster.from_url(url, **base), True
             base.setdefault("health_check_interval", 30)
             return redis.Redis.from_url(url, **base), False
         except ValueError as exc:
             raise ConfigError(f"url: {_mask_url(url)!r}: {exc}") from exc
-        except self._errors_to_catch + (redis.exceptions.RedisClusterException,) as exc:
+        except self._errors_to_catch + (self._redis.exceptions.RedisClusterException,) as exc:
             raise StoreUnavailableError(f"Redis at {_mask_url(url)} is unavailable: {exc}") from exc
 
     def _connect_sentinel(self, parts: Any, scheme: str, username: str | None,
-                          password: str | None, base: dict[str, Any]) -> Any:
-        from redis.sentinel import Sentinel
+                          password: str | None, base: dict[str, Any], asyncio: bool) -> Any:
+        import importlib
+
+        Sentinel: Any = importlib.import_module(  # noqa: N806
+            "redis.asyncio.sentinel" if asyncio else "redis.sentinel").Sentinel
 
         hosts = []
         for item in parts.netloc.rsplit("@", 1)[-1].split(","):
@@ -366,8 +376,18 @@ class RedisStore(PersistenceStore):
                 return bool(r.pexpire(self._k(key), _ms(ttl)))
             return bool(self._touch_script(keys=[self._k(key)], args=[""]))
 
+    def _connect_async(self) -> Any:
+        """A ``redis.asyncio`` client with this store's settings (for the asyncio front)."""
+        return self._connect(*self._settings, asyncio=True)[0]
+
     def _run_commit(self, checks: list[Check], ops: list[Op]) -> str | None:
         """One run of the commit script; the key of the first failed check, or None."""
+        names, args = self._commit_args(checks, ops)
+        failed = int(self._commit_script(keys=names, args=args))
+        return None if failed == 0 else checks[failed - 1][0]
+
+    def _commit_args(self, checks: list[Check], ops: list[Op]) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the commit script (see :data:`_COMMIT`)."""
         args: list[Any] = [len(checks)]
         for _, expected in checks:
             args += ("m", "") if expected is MISSING else ("v", expected)
@@ -381,8 +401,7 @@ class RedisStore(PersistenceStore):
             else:
                 args += ("p", blob, _ms(ttl))
         names = [self._k(k) for k, _ in checks] + [self._k(k) for k, _, _ in ops]
-        failed = int(self._commit_script(keys=names, args=args))
-        return None if failed == 0 else checks[failed - 1][0]
+        return names, args
 
     optimistic = True
 

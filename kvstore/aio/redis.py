@@ -1,0 +1,149 @@
+"""AsyncRedisStore: the Redis store on ``redis.asyncio`` (single node, Cluster, Sentinel).
+
+Built from a synchronous :class:`~kvstore.RedisStore` (its twin), which gives it the URL and
+settings, the key prefix, the reserved lock namespace, the Lua scripts' arguments and the error
+mapping; only the round trips are awaited. A transaction's commit runs on the twin in a worker
+thread (see :mod:`kvstore.aio.manager`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .._marks import MISSING
+from ..errors import NotAnIntegerError
+from ..stores.redis import _COMMIT, _META, _SCAN_COUNT, _TOUCH, RedisStore, _glob_escape, _ms
+from .store import AsyncStore
+
+__all__ = ["AsyncRedisStore"]
+
+
+class AsyncRedisStore(AsyncStore):
+    """Redis without blocking the event loop. ``client=`` takes an existing ``redis.asyncio``
+    client (e.g. ``fakeredis.FakeAsyncRedis``)."""
+
+    sync: RedisStore
+
+    def __init__(self, sync: RedisStore, client: Any = None) -> None:
+        super().__init__(sync)
+        self._client = client if client is not None else sync._connect_async()
+        self._commit_script = self._client.register_script(_COMMIT)
+        self._touch_script = self._client.register_script(_TOUCH)
+        self._errors = sync._errors_to_catch
+        self._cluster_error = sync._redis.exceptions.RedisClusterException
+        self._prefix = sync.key_prefix
+
+    async def _do(self, coro: Any) -> Any:
+        """Await a redis-py call; connection failures become StoreUnavailableError."""
+        try:
+            return await coro
+        except self._errors as exc:
+            raise self.sync._unavailable(exc) from exc
+        except self._cluster_error as exc:
+            raise self.sync._unavailable(exc) from exc
+
+    def _k(self, key: str) -> str:
+        return self._prefix + key
+
+    async def _get(self, key: str) -> Any:
+        blob = await self._do(self._client.get(self._prefix + key))
+        return MISSING if blob is None else blob
+
+    async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        await self._do(self._client.set(self._prefix + key, blob,
+                                        px=None if ttl is None else _ms(ttl)))
+
+    async def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        names = [self._k(k) for k in keys]
+        r = self._client
+        blobs = await self._do(r.mget_nonatomic(names) if self.sync.cluster else r.mget(names))
+        return {k: b for k, b in zip(keys, blobs) if b is not None}
+
+    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        pipe = self._client.pipeline(transaction=not self.sync.cluster)
+        px = None if ttl is None else _ms(ttl)
+        for key, blob in items:
+            pipe.set(self._k(key), blob, px=px)
+        await self._do(pipe.execute())
+
+    async def _delete(self, key: str) -> bool:
+        return bool(await self._do(self._client.delete(self._k(key))))
+
+    async def _delete_many(self, keys: list[str]) -> int:
+        return await self._remove([self._k(k) for k in keys], "delete")
+
+    async def _remove(self, names: list[str], command: str) -> int:
+        # redis.asyncio's cluster client splits DEL/UNLINK across slots by itself.
+        return int(await self._do(getattr(self._client, command)(*names)))
+
+    async def _exists(self, key: str) -> bool:
+        return bool(await self._do(self._client.exists(self._k(key))))
+
+    async def _ttl(self, key: str) -> float | None:
+        ms = await self._do(self._client.pttl(self._k(key)))
+        return None if ms is None or ms < 0 else ms / 1000.0
+
+    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+        name = self._k(key)
+        try:
+            if ttl is None:
+                return int(await self._do(self._client.incrby(name, amount)))
+            pipe = self._client.pipeline(transaction=True)  # see RedisStore._incr
+            pipe.set(name, 0, nx=True, px=_ms(ttl))
+            pipe.incrby(name, amount)
+            return int((await self._do(pipe.execute()))[1])
+        except self.sync._redis.exceptions.ResponseError as exc:
+            if "not an integer" in str(exc) or "out of range" in str(exc):
+                raise NotAnIntegerError(f"incr {key!r}: stored value is not an integer") from exc
+            raise
+
+    async def _scan(self, prefix: str) -> list[str]:
+        pattern = _glob_escape(self._prefix + prefix) + "*"
+        names = []
+        try:
+            async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                if isinstance(name, bytes):
+                    name = name.decode("utf-8", "surrogateescape")
+                if not (self.sync._guard and name.startswith(_META)):
+                    names.append(name)
+        except self._errors + (self._cluster_error,) as exc:
+            raise self.sync._unavailable(exc) from exc
+        return names
+
+    async def _keys(self, prefix: str) -> list[str]:
+        n = len(self._prefix)
+        return sorted(name[n:] for name in await self._scan(prefix))
+
+    async def _clear(self, prefix: str) -> int:
+        names = await self._scan(prefix)
+        removed = 0
+        for i in range(0, len(names), 500):
+            removed += await self._remove(names[i:i + 500], "unlink")
+        return removed
+
+    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        return bool(await self._do(self._client.set(self._k(key), blob, nx=True,
+                                                    px=None if ttl is None else _ms(ttl))))
+
+    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        names, args = self.sync._commit_args([(key, expected)], [(key, new, ttl)])
+        return int(await self._do(self._commit_script(keys=names, args=args))) == 0
+
+    async def _touch(self, key: str, ttl: float | None) -> bool:
+        if ttl is not None:
+            return bool(await self._do(self._client.pexpire(self._k(key), _ms(ttl))))
+        return bool(await self._do(self._touch_script(keys=[self._k(key)], args=[""])))
+
+    def _open_meta(self) -> "AsyncRedisStore":
+        meta = copy.copy(self)
+        meta.sync = self.sync._meta  # type: ignore[assignment]
+        meta._prefix = meta.sync.key_prefix
+        meta._meta_store = None
+        return meta
+
+    async def close(self) -> None:
+        try:
+            await self._client.aclose()
+        except Exception:  # closing a dead connection must not raise
+            pass

@@ -1,0 +1,323 @@
+"""Async stores: the store interface awaited, over a few awaitable byte-level operations.
+
+An :class:`AsyncStore` wraps the synchronous store of the same data (its ``sync`` twin), which
+supplies every rule: key and TTL checks, encoding, the lock namespace's names. Only the I/O is
+awaited: natively on Redis (:class:`~kvstore.aio.redis.AsyncRedisStore`), in a bounded thread
+pool for SQLite, files and PostgreSQL (:class:`ThreadStore`), inline for memory. ``update``,
+``append``, ``get_or_set`` and locks are the synchronous front's flows (:mod:`kvstore.flows`),
+driven by :func:`arun`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from concurrent.futures import Executor
+from typing import Any, AsyncIterator, Callable, Iterable, Mapping
+
+from .. import flows
+from .._marks import KEEP, MISSING
+from ..errors import InvalidArgumentError
+from ..locking import _UNSET, Lock, check_timeout
+from ..store import TTL, PersistenceStore, parse_ttl
+
+__all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "arun"]
+
+
+async def arun(store: "AsyncStore", flow: flows.Flow) -> Any:
+    """Drive ``flow`` (see :mod:`kvstore.flows`) against ``store``, awaiting each request."""
+    send: Any = None
+    failure: BaseException | None = None
+    while True:
+        try:
+            request = flow.throw(failure) if failure is not None else flow.send(send)
+        except StopIteration as stop:
+            return stop.value
+        failure = None
+        try:
+            send = await _perform(store, request)
+        except BaseException as exc:  # thrown into the flow: its finally blocks still run
+            failure = exc
+
+
+async def _perform(store: "AsyncStore", request: Any) -> Any:
+    if type(request) is flows.Call:
+        target = store if request.space == flows.DATA else store._meta
+        return await getattr(target, request.method)(*request.args)
+    if type(request) is flows.Sleep:
+        return await asyncio.sleep(request.seconds)
+    result = request.fn()
+    return await result if inspect.isawaitable(result) else result
+
+
+class AsyncStore:
+    """The store interface, every I/O method a coroutine. See :class:`~kvstore.PersistenceStore`
+    for the semantics: they are the same, on the same data."""
+
+    def __init__(self, sync: PersistenceStore) -> None:
+        self.sync = sync
+        self._meta_store: AsyncStore | None = None
+
+    @property
+    def ttl_default(self) -> float | None:
+        return self.sync.ttl_default
+
+    @property
+    def serializer(self) -> Any:
+        return self.sync.serializer
+
+    # The rules come from the synchronous twin (flows call these on the store they run on).
+    def _check_key(self, key: Any) -> None:
+        self.sync._check_key(key)
+
+    def _resolve_ttl(self, ttl: TTL) -> float | None:
+        return self.sync._resolve_ttl(ttl)
+
+    def _encode(self, key: str, value: Any) -> Any:
+        return self.sync._encode(key, value)
+
+    def _decode(self, key: str, blob: Any) -> Any:
+        return self.sync._decode(key, blob)
+
+    @property
+    def _meta(self) -> "AsyncStore":
+        if self._meta_store is None:
+            self._meta_store = self._open_meta()
+        return self._meta_store
+
+    # -- the public interface ------------------------------------------------------------------
+
+    async def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        await self._set(key, self._encode(key, value), seconds)
+        return True
+
+    async def load(self, key: str, default: Any = None) -> Any:
+        self._check_key(key)
+        blob = await self._get(key)
+        return default if blob is MISSING else self._decode(key, blob)
+
+    async def delete(self, key: str) -> bool:
+        self._check_key(key)
+        return bool(await self._delete(key))
+
+    async def exists(self, key: str) -> bool:
+        self._check_key(key)
+        return bool(await self._exists(key))
+
+    async def keys(self, prefix: str = "") -> AsyncIterator[str]:
+        """Live keys starting with ``prefix``, sorted (``async for key in store.keys(...)``)."""
+        for key in await self._keys_checked(prefix):
+            yield key
+
+    async def _keys_checked(self, prefix: str) -> list[str]:
+        self.sync._check_prefix(prefix)
+        return await self._keys(prefix)
+
+    async def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
+        encoded, seconds = self.sync._encoded_items(items, ttl)
+        if encoded:
+            await self._set_many(encoded, seconds)
+
+    async def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = self.sync._checked_keys(keys)
+        found = await self._get_many(wanted) if wanted else {}
+        return {key: self._decode(key, blob) for key, blob in found.items()}
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        wanted = self.sync._checked_keys(keys)
+        return int(await self._delete_many(wanted)) if wanted else 0
+
+    async def ttl(self, key: str) -> float | None:
+        self._check_key(key)
+        return await self._ttl(key)
+
+    async def incr(self, key: str, amount: int = 1) -> int:
+        return await self._increment(key, amount, self.ttl_default)
+
+    async def _increment(self, key: str, amount: int, new_ttl: float | None) -> int:
+        self._check_key(key)
+        self.sync._check_amount(key, amount)
+        return int(await self._incr(key, amount, new_ttl))
+
+    async def clear(self, prefix: str = "") -> int:
+        self.sync._check_prefix(prefix)
+        return int(await self._clear(prefix))
+
+    async def add(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        return bool(await self._add(key, self._encode(key, value), seconds))
+
+    async def update(self, key: str, fn: Callable[[Any], Any], default: Any = None,
+                     ttl: TTL = None) -> Any:
+        return await self._update(key, fn, default, ttl, self.ttl_default)
+
+    async def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
+                      new_ttl: float | None) -> Any:
+        self._check_key(key)
+        if not callable(fn):
+            raise InvalidArgumentError(f"update {key!r}: fn must be callable, got {fn!r}")
+        seconds = KEEP if ttl is None else parse_ttl(ttl)
+        return await arun(self, flows.update(self, key, fn, default, seconds, new_ttl))
+
+    async def append(self, key: str, item: Any, ttl: TTL = None) -> int:
+        return await self._append(key, item, ttl, self.ttl_default)
+
+    async def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+        self._check_key(key)
+        seconds = KEEP if ttl is None else parse_ttl(ttl)
+        return int(await arun(self, flows.append(self, key, item, seconds, new_ttl)))
+
+    async def touch(self, key: str, ttl: TTL = None) -> bool:
+        self._check_key(key)
+        return bool(await self._touch(key, self._resolve_ttl(ttl)))
+
+    async def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None, *,
+                         lock_ttl: float | str = 30.0, timeout: float | None = None) -> Any:
+        """As the synchronous ``get_or_set``; ``factory`` may be a coroutine function."""
+        self._check_key(key)
+        if not callable(factory):
+            raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
+        hold = parse_ttl(lock_ttl, "lock_ttl")
+        wait = check_timeout(timeout)
+        return await arun(self, flows.get_or_set(self, key, factory, self._resolve_ttl(ttl), hold,
+                                                 hold if wait is None else wait))
+
+    def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None
+             ) -> "AsyncLock":
+        """``async with store.lock("job", ttl=30, timeout=5): ...``"""
+        self._check_key(name)
+        return AsyncLock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
+
+    async def close(self) -> None:
+        """Close the asynchronous connections (the synchronous twin is closed by its owner)."""
+
+    async def __aenter__(self) -> "AsyncStore":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.sync!r})"
+
+    # -- what each async store implements: the byte-level operations, awaited --------------------
+
+    async def _get(self, key: str) -> Any: raise NotImplementedError
+    async def _set(self, key: str, blob: Any, ttl: float | None) -> None: raise NotImplementedError
+    async def _delete(self, key: str) -> bool: raise NotImplementedError
+    async def _exists(self, key: str) -> bool: raise NotImplementedError
+    async def _keys(self, prefix: str) -> list[str]: raise NotImplementedError
+    async def _ttl(self, key: str) -> float | None: raise NotImplementedError
+    async def _incr(self, key: str, amount: int, ttl: float | None) -> int: raise NotImplementedError
+    async def _clear(self, prefix: str) -> int: raise NotImplementedError
+    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool: raise NotImplementedError
+    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool: raise NotImplementedError
+    async def _touch(self, key: str, ttl: float | None) -> bool: raise NotImplementedError
+    async def _get_many(self, keys: list[str]) -> dict[str, Any]: raise NotImplementedError
+    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None: raise NotImplementedError
+    async def _delete_many(self, keys: list[str]) -> int: raise NotImplementedError
+    def _open_meta(self) -> "AsyncStore": raise NotImplementedError
+
+
+_BYTE_LEVEL = ("_get", "_set", "_delete", "_exists", "_ttl", "_incr", "_clear", "_add", "_cas",
+               "_touch", "_get_many", "_set_many", "_delete_many")
+
+
+class ThreadStore(AsyncStore):
+    """A synchronous store's byte-level operations run in a thread pool, so the event loop never
+    waits on a disk or a socket (SQLite, files, PostgreSQL, the Redis fallback store)."""
+
+    def __init__(self, sync: PersistenceStore, executor: Executor | None = None) -> None:
+        super().__init__(sync)
+        self._executor = executor
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def _keys(self, prefix: str) -> list[str]:
+        return await self._run(lambda: sorted(self.sync._keys(prefix)))
+
+    def _open_meta(self) -> AsyncStore:
+        return type(self)(self.sync._meta, self._executor)
+
+
+def _threaded(name: str) -> Any:
+    async def call(self: ThreadStore, *args: Any) -> Any:
+        return await self._run(getattr(self.sync, name), *args)
+
+    call.__name__ = name
+    return call
+
+
+for _name in _BYTE_LEVEL:
+    setattr(ThreadStore, _name, _threaded(_name))
+
+
+class InlineStore(ThreadStore):
+    """A :class:`~kvstore.MemoryStore`: its operations never wait on I/O, so they run on the
+    event loop itself (a thread hop would cost more than the operation)."""
+
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+class AsyncLock(Lock):
+    """A :class:`~kvstore.Lock` for asyncio: ``async with store.lock(name): ...``, and
+    ``await lock.acquire()`` / ``release()`` / ``extend()`` / ``locked()`` / ``owned()``.
+    Held per task: another task of the same loop waits like another process would."""
+
+    _holder = "task"
+
+    def __init__(self, store: Any, name: str, ttl: float, timeout: float | None) -> None:
+        super().__init__(store, name, ttl, timeout)
+        self._tokens: dict[Any, bytes] = {}
+
+    def _owner(self) -> Any:
+        """Who holds an acquisition: the current task."""
+        return asyncio.current_task()
+
+    @property
+    def _token(self) -> bytes | None:
+        return self._tokens.get(self._owner())
+
+    @_token.setter
+    def _token(self, token: bytes | None) -> None:
+        task = self._owner()
+        if token is None:
+            self._tokens.pop(task, None)
+        else:
+            self._tokens[task] = token
+
+    async def acquire(self, blocking: bool = True,  # type: ignore[override]
+                      timeout: float | None = _UNSET) -> bool:
+        return bool(await arun(self.store, self._acquiring(blocking, timeout)))
+
+    async def release(self) -> None:  # type: ignore[override]
+        await arun(self.store, self._releasing())
+
+    async def extend(self, ttl: float | None = None) -> None:  # type: ignore[override]
+        await arun(self.store, self._extending(ttl))
+
+    async def locked(self) -> bool:  # type: ignore[override]
+        return bool(await arun(self.store, flows.lookup(self._key)))
+
+    async def owned(self) -> bool:  # type: ignore[override]
+        return bool(await arun(self.store, self._owned()))
+
+    async def __aenter__(self) -> "AsyncLock":
+        if not await self.acquire():
+            raise self._timed_out()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            await self.release()
+        except Exception:
+            if exc_type is None:
+                raise
+
+    def __enter__(self) -> Any:
+        raise TypeError("an AsyncLock is used with 'async with', not 'with'")

@@ -1,0 +1,151 @@
+"""What a manager does besides calls: memory snapshots, background jobs, closing the stores.
+
+:class:`Lifecycle` is shared by the synchronous and the asyncio managers: it loads the memory
+store's snapshot when a manager opens, saves it every ``memory.autosave`` and on close, runs
+scheduled backups, and closes the stores. Its jobs run in daemon threads of their own, so an
+event loop never waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ._fs import make_private_dirs
+from .core import Core
+from .errors import KVStoreError
+from .serializers import Serializer
+from .stores.memory import MemoryStore
+
+__all__ = ["Lifecycle"]
+
+
+class Lifecycle:
+    """Snapshots, background jobs and closing, for the manager over ``core``."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.closed = False
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        """Load the memory snapshot, then start autosave and scheduled backups as configured."""
+        config = self.core.config
+        self.load_snapshot()
+        if config.memory.autosave and config.memory.snapshot:
+            self._start_thread("kvstore-autosave", "memory", config.memory.autosave,
+                               self.save_snapshot)
+        if config.backup.enabled:
+            self._start_thread("kvstore-backup", "backup", config.backup.interval, self.backup)
+
+    def backup(self, dest: str | os.PathLike[str] | None = None,
+               progress: Callable[[int], Any] | None = None) -> Path:
+        """A new backup inside ``dest`` (default: the configured folder, where backups beyond
+        ``backup.retention`` are then deleted)."""
+        from .backup import create_backup, prune_backups
+
+        path = create_backup(self.core, dest, progress=progress)
+        if dest is None:
+            prune_backups(path.parent, self.core.config.backup.retention)
+        return path
+
+    # -- memory snapshots -------------------------------------------------------------------------
+
+    def _serializer(self) -> Serializer:
+        secret = self.core.config.pickle_secret
+        return Serializer("pickle", secret=secret) if secret else Serializer("msgpack")
+
+    def _memory(self) -> tuple[Path | None, MemoryStore | None]:
+        memory = self.core.stores.get("memory")
+        return self.core.config.memory.snapshot, memory if isinstance(memory, MemoryStore) else None
+
+    def save_snapshot(self) -> int:
+        """Write the memory store's live keys (with remaining TTLs) to ``memory.snapshot``
+        atomically. Returns how many keys were written."""
+        path, memory = self._memory()
+        if path is None or memory is None:
+            return 0
+        serializer = self._serializer()
+        rows = []
+        for key, value, ttl in memory.items_with_ttl():
+            try:
+                serializer.serialize(value)
+            except KVStoreError as exc:
+                self.core.emit_error("snapshot", "memory", exc, key)
+                continue
+            rows.append((key, value, ttl))
+        blob = serializer.serialize({"version": 1, "saved_at": time.time(), "entries": rows})
+        _atomic_write(path, blob)
+        return len(rows)
+
+    def load_snapshot(self) -> None:
+        path, memory = self._memory()
+        if path is None or memory is None or not path.exists():
+            return
+        try:
+            data = self._serializer().deserialize(path.read_bytes())
+            elapsed = max(0.0, time.time() - float(data["saved_at"]))
+            ops: list[tuple[str, Any, float | None]] = []
+            for key, value, ttl in data["entries"]:
+                if ttl is None:
+                    ops.append((key, value, None))
+                elif ttl - elapsed > 0:
+                    ops.append((key, value, ttl - elapsed))
+            memory._apply(ops)
+        except (KVStoreError, KeyError, TypeError, ValueError) as exc:
+            # A damaged snapshot must not stop the application; the error event says why.
+            self.core.emit_error("snapshot", "memory", exc)
+
+    # -- background work and closing ----------------------------------------------------------------
+
+    def _start_thread(self, name: str, store: str, interval: float, job: Callable[[], Any]) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    job()
+                except Exception as exc:  # keep the application running; tell the listeners
+                    self.core.emit_error(name, store, exc)
+
+        thread = threading.Thread(target=loop, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def close(self) -> None:
+        """Stop background work, save the memory snapshot, close every store. Safe twice."""
+        if self.closed:
+            return
+        self.closed = True
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        try:
+            self.save_snapshot()
+        except Exception as exc:
+            self.core.emit_error("snapshot", "memory", exc)
+        for store in self.core.stores.values():
+            try:
+                store.close()
+            except Exception as exc:
+                self.core.emit_error("close", type(store).__name__, exc)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    make_private_dirs(path.parent)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
