@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 HAVE_REDIS_SERVER = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
 
@@ -127,3 +128,33 @@ def start_cluster(folder: Path, size: int = 3) -> RedisCluster:
         for node in nodes:
             node.stop()
         raise
+
+
+class Ticker:
+    """Measures event-loop stalls: ``async with Ticker() as t: ...`` ticks every 10 ms in a
+    task; ``t.worst`` is the longest extra delay a tick saw (seconds)."""
+
+    def __init__(self, period: float = 0.01) -> None:
+        self.period = period
+        self.worst = 0.0
+        self._task: Any = None
+
+    async def _tick(self) -> None:
+        import asyncio
+
+        last = time.perf_counter()
+        while True:
+            await asyncio.sleep(self.period)
+            now = time.perf_counter()
+            self.worst = max(self.worst, now - last - self.period)
+            last = now
+
+    async def __aenter__(self) -> "Ticker":
+        import asyncio
+
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self._task.cancel()

@@ -8,6 +8,7 @@ thread (see :mod:`kvstore.aio.manager`).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 from typing import Any
 
@@ -33,6 +34,8 @@ class AsyncRedisStore(AsyncStore):
         self._errors = sync._errors_to_catch
         self._cluster_error = sync._redis.exceptions.RedisClusterException
         self._prefix = sync.key_prefix
+        self._pending: list[tuple[str, asyncio.Future[Any]]] = []  # reads of this loop turn
+        self._flushing: set[asyncio.Task[None]] = set()
 
     async def _do(self, coro: Any) -> Any:
         """Await a redis-py call; connection failures become StoreUnavailableError."""
@@ -47,12 +50,51 @@ class AsyncRedisStore(AsyncStore):
         return self._prefix + key
 
     async def _get(self, key: str) -> Any:
-        blob = await self._do(self._client.get(self._prefix + key))
+        """Reads requested in the same turn of the event loop go out together, as one MGET
+        (per slot on a cluster): 64 tasks loading cost one round trip, not 64."""
+        future = asyncio.get_running_loop().create_future()
+        pending = self._pending
+        pending.append((self._prefix + key, future))
+        if len(pending) == 1:
+            asyncio.get_running_loop().call_soon(self._flush)
+        blob = await future
         return MISSING if blob is None else blob
 
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._mget(batch))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _mget(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
+        names = [name for name, _ in batch]
+        try:
+            if len(names) == 1:
+                blobs = [await self._client.get(names[0])]
+            elif self.sync.cluster:
+                blobs = await self._client.mget_nonatomic(names)
+            else:
+                blobs = await self._client.mget(names)
+        except BaseException as exc:
+            error: BaseException = exc
+            if isinstance(exc, self._errors + (self._cluster_error,)):
+                error = self.sync._unavailable(exc)
+                error.__cause__ = exc
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            return
+        for (_, future), blob in zip(batch, blobs):
+            if not future.done():
+                future.set_result(blob)
+
     async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        await self._do(self._client.set(self._prefix + key, blob,
-                                        px=None if ttl is None else _ms(ttl)))
+        try:
+            await self._client.set(self._prefix + key, blob, px=None if ttl is None else _ms(ttl))
+        except self._errors as exc:
+            raise self.sync._unavailable(exc) from exc
+        except self._cluster_error as exc:
+            raise self.sync._unavailable(exc) from exc
 
     async def _get_many(self, keys: list[str]) -> dict[str, Any]:
         names = [self._k(k) for k in keys]
@@ -140,6 +182,7 @@ class AsyncRedisStore(AsyncStore):
         meta.sync = self.sync._meta  # type: ignore[assignment]
         meta._prefix = meta.sync.key_prefix
         meta._meta_store = None
+        meta._pending, meta._flushing = [], set()
         return meta
 
     async def close(self) -> None:

@@ -1,0 +1,293 @@
+"""AsyncPersistenceManager: the same config, data, rules and errors as the synchronous manager,
+and an event loop that keeps running while Redis is frozen.
+
+The async stores themselves run the conformance suite (``aio-*`` kinds in conftest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from conftest import HAVE_REDIS_SERVER, REDIS_URL
+from kvstore import (ConflictError, InvalidKeyError, LockTimeout, NotAListError,
+                     PersistenceManager, SerializationError, StoreUnavailableError)
+from kvstore.aio import AsyncPersistenceManager
+
+CATEGORIES = {
+    "session": {"store": "memory"},
+    "query_history": {"store": "cache", "ttl": "24h"},
+    "preferences": {"store": "database"},
+    "config": {"store": "file"},
+    "memo": {"store": "database", "ttl": "10m"},
+}
+
+
+def _config(redis_url: str | None = None, **redis: Any) -> dict[str, Any]:
+    persistence: dict[str, Any] = {"categories": CATEGORIES}
+    if redis_url:
+        persistence["redis"] = {"url": redis_url, "key_prefix": f"kvtest:{uuid.uuid4().hex[:8]}:",
+                                **redis}
+    return {"persistence": persistence}
+
+
+@pytest.fixture
+def config(data_dir):
+    return _config(REDIS_URL)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+
+def test_the_async_manager_reads_and_writes_the_same_data(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save("preferences:ann", {"theme": "dark"})
+            await pm.save("config:ui", {"font": 14})
+            await pm.save("query_history:q", ["a"])
+            assert (await pm.route("query_history:q")).store == "cache"
+            assert 86000 < await pm.ttl("query_history:q") <= 86400
+            assert await pm.load("missing:x", default=5) == 5
+            await pm.save("preferences:p", Point(1, 2))
+            assert await pm.load("preferences:p", as_type=Point) == Point(1, 2)
+            assert [k async for k in pm.keys("preferences:")] == ["preferences:ann",
+                                                                 "preferences:p"]
+
+    run(main())
+    with PersistenceManager.from_config(config) as pm:
+        assert pm.load("preferences:ann") == {"theme": "dark"}
+        assert pm.load("config:ui") == {"font": 14}
+        assert pm.load("query_history:q") == ["a"]
+        pm.save("preferences:from-sync", 1)
+        pm.clear("query_history:")
+
+    async def again() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            assert await pm.load("preferences:from-sync") == 1
+
+    run(again())
+
+
+def test_every_routed_method(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            assert await pm.incr("preferences:n") == 1
+            assert await pm.incr("preferences:n", 4) == 5
+            assert await pm.add("config:once", 1) and not await pm.add("config:once", 2)
+            assert await pm.update("memo:u", lambda v: v + 1, default=0) == 1
+            assert 500 < await pm.ttl("memo:u") <= 600
+            assert await pm.append("session:chat", "a") == 1
+            assert await pm.append("session:chat", "b") == 2
+            with pytest.raises(NotAListError):
+                await pm.append("config:once", 1)
+            assert await pm.touch("config:once", 100) and not await pm.touch("config:nope", 1)
+            await pm.save_many({"session:a": 1, "preferences:b": 2, "config:c": 3})
+            assert await pm.load_many(["config:c", "session:a", "nope:z"]) == {
+                "config:c": 3, "session:a": 1}
+            assert await pm.delete_many(["session:a", "config:c"]) == 2
+            assert await pm.exists("preferences:b") and await pm.delete("preferences:b")
+            assert not await pm.exists("preferences:b")
+            assert await pm.clear("session:") == 1
+            stats = await pm.stats()
+            assert stats["file"]["saves"] >= 2 and stats["file"]["errors"] == 1
+
+    run(main())
+
+
+BAD_CALLS = [("", 1, None), ("preferences:x", 1, "5x"), ("preferences:x", object(), None),
+             ("config:a//b", 1, None), ("config:" + "x" * 300, 1, None), ("session:x", 1, -1)]
+
+
+@pytest.mark.parametrize("key,value,ttl", BAD_CALLS)
+def test_same_errors_as_the_synchronous_manager(config, key, value, ttl):
+    with PersistenceManager.from_config(config) as spm:
+        with pytest.raises(Exception) as sync_error:
+            spm.save(key, value, ttl)
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            with pytest.raises(type(sync_error.value)) as err:
+                await pm.save(key, value, ttl)
+            assert str(err.value) == str(sync_error.value)
+
+    run(main())
+
+
+def test_transaction_commits_checks_and_rolls_back(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save("preferences:a", 1)
+            async with pm.transaction() as tx:
+                a = await tx.load("preferences:a")
+                tx.save("preferences:a", a + 1)
+                tx.save("config:b", "new")
+                tx.save("query_history:c", [1])
+                tx.delete("session:none")
+                assert await tx.load("config:b") == "new" and await tx.exists("config:b")
+            assert await pm.load("preferences:a") == 2 and await pm.load("config:b") == "new"
+            assert 86000 < await pm.ttl("query_history:c") <= 86400
+
+            with pytest.raises(ConflictError):
+                async with pm.transaction() as tx:
+                    await tx.load("preferences:a")
+                    await pm.save("preferences:a", 10)  # another writer
+                    tx.save("config:b", "lost")
+            assert await pm.load("config:b") == "new"
+
+            with pytest.raises(RuntimeError):
+                async with pm.transaction() as tx:
+                    tx.save("config:b", "lost")
+                    raise RuntimeError("boom")
+            assert await pm.load("config:b") == "new"
+
+    run(main())
+
+
+def test_atomic_and_concurrent_tasks_lose_nothing(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            async def bump(tx: Any) -> int:
+                n = await tx.load("preferences:n", 0)
+                tx.save("preferences:n", n + 1)
+                tx.save("config:n", n + 1)
+                return n + 1
+
+            results = await asyncio.gather(*[pm.atomic(bump, retries=1000) for _ in range(30)])
+            assert sorted(results) == list(range(1, 31))
+            assert await pm.load("config:n") == 30
+            await asyncio.gather(*[pm.append("query_history:log", i) for i in range(40)])
+            assert sorted(await pm.load("query_history:log")) == list(range(40))
+            await asyncio.gather(*[pm.update("preferences:u", lambda v: v + 1, default=0)
+                                   for _ in range(40)])
+            assert await pm.load("preferences:u") == 40
+
+    run(main())
+
+
+def test_get_or_set_and_cached_compute_once(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            calls: list[int] = []
+
+            async def factory() -> dict[str, int]:
+                calls.append(1)
+                await asyncio.sleep(0.2)
+                return {"v": 1}
+
+            values = await asyncio.gather(*[pm.get_or_set("memo:k", factory) for _ in range(8)])
+            assert values == [{"v": 1}] * 8 and len(calls) == 1
+            assert 500 < await pm.ttl("memo:k") <= 600
+
+            @pm.cached(category="memo")
+            async def square(x: int) -> int:
+                calls.append(x)
+                await asyncio.sleep(0.1)
+                return x * x
+
+            assert await asyncio.gather(*[square(4) for _ in range(5)]) == [16] * 5
+            assert calls == [1, 4]
+            assert await square.invalidate(4)
+            assert await square(4) == 16 and calls == [1, 4, 4]
+
+    run(main())
+
+
+def test_lock_excludes_other_tasks_and_times_out(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            inside = 0
+            most = 0
+
+            async def worker() -> None:
+                nonlocal inside, most
+                async with pm.lock("config:job", ttl=10, timeout=10):
+                    inside += 1
+                    most = max(most, inside)
+                    await asyncio.sleep(0.02)
+                    inside -= 1
+
+            await asyncio.gather(*[worker() for _ in range(5)])
+            assert most == 1
+            async with pm.lock("query_history:job", ttl=10):
+                with pytest.raises(LockTimeout):
+                    async with pm.lock("query_history:job", timeout=0.05):
+                        pass
+
+    run(main())
+
+
+def test_events_fire_like_the_synchronous_manager(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            seen: list[tuple[str, str | None, str]] = []
+            await pm.on("save", lambda e: seen.append((e.name, e.key, e.store)))
+            await pm.on("load", lambda e: seen.append((e.name, e.key, e.store)))
+            await pm.save("config:e", 1)
+            await pm.load("config:e")
+            assert seen == [("save", "config:e", "file"), ("load", "config:e", "file")]
+
+    run(main())
+
+
+def test_backup_from_the_async_manager(config, tmp_path):
+    async def main() -> Any:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save("preferences:b", 1)
+            path = await pm.backup(tmp_path / "backups")
+            await pm.save("preferences:b", 2)
+            await pm.restore(path)
+            assert await pm.load("preferences:b") == 1
+            return path
+
+    assert run(main()).exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_REDIS_SERVER, reason="needs redis-server to start and freeze one")
+def test_a_frozen_redis_never_stalls_the_event_loop(config, tmp_path):
+    """Redis SIGSTOPped: a 10 ms ticker keeps ticking, the file store answers at once while a
+    Redis call is stuck, and that call fails with StoreUnavailableError after its timeout."""
+    from redis_servers import RedisServer, Ticker
+
+    server = RedisServer(tmp_path / "redis").start()
+    assert server.proc is not None
+    cfg = _config(server.url, socket_timeout=1.0, connect_timeout=1.0)
+
+    async def main() -> tuple[float, float, Any]:
+        async with AsyncPersistenceManager.from_config(cfg) as pm:
+            await pm.save("query_history:warm", 1)
+            await pm.save("config:c", 1)
+            async with Ticker() as ticker:
+                os.kill(server.proc.pid, signal.SIGSTOP)
+                try:
+                    stuck = asyncio.ensure_future(pm.load("query_history:warm"))
+                    await asyncio.sleep(0.05)
+                    started = time.perf_counter()
+                    assert await pm.load("config:c") == 1
+                    file_latency = time.perf_counter() - started
+                    redis_result = (await asyncio.gather(stuck, return_exceptions=True))[0]
+                finally:
+                    os.kill(server.proc.pid, signal.SIGCONT)
+            return ticker.worst, file_latency, redis_result
+
+    try:
+        worst, file_latency, redis_result = run(main())
+    finally:
+        server.stop()
+    assert isinstance(redis_result, StoreUnavailableError)
+    assert file_latency < 0.5, f"the file store waited {file_latency:.3f}s for frozen Redis"
+    assert worst < 0.5, f"the event loop stalled for {worst:.3f}s"
