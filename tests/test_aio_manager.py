@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import HAVE_REDIS_SERVER, REDIS_URL
+from conftest import HAVE_REDIS_SERVER, POSTGRES_DSN, REDIS_URL
 from kvstore import (ConflictError, InvalidKeyError, LockTimeout, NotAListError,
                      PersistenceManager, SerializationError, StoreUnavailableError)
 from kvstore.aio import AsyncPersistenceManager
@@ -291,3 +291,28 @@ def test_a_frozen_redis_never_stalls_the_event_loop(config, tmp_path):
     assert isinstance(redis_result, StoreUnavailableError)
     assert file_latency < 0.5, f"the file store waited {file_latency:.3f}s for frozen Redis"
     assert worst < 0.5, f"the event loop stalled for {worst:.3f}s"
+
+
+@pytest.mark.skipif(not POSTGRES_DSN, reason="KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL")
+def test_postgres_tier_runs_on_the_asyncio_pool(data_dir):
+    from kvstore.aio.postgres import AsyncPostgresStore
+
+    table = f"kvtest_{uuid.uuid4().hex[:8]}"
+    config = {"persistence": {"postgres": {"dsn": POSTGRES_DSN, "table": table},
+                              "categories": {"prefs": {"store": "database"}}}}
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            assert isinstance(pm.stores["database"], AsyncPostgresStore)
+            await asyncio.gather(*[pm.append("prefs:log", i) for i in range(20)])
+            async with pm.transaction() as tx:
+                tx.save("prefs:a", await tx.load("prefs:a", 0) + 1)
+
+    try:
+        run(main())
+        with PersistenceManager.from_config(config) as pm:
+            assert sorted(pm.load("prefs:log")) == list(range(20))
+            assert pm.load("prefs:a") == 1
+    finally:
+        with PersistenceManager.from_config(config) as pm:
+            pm.stores["database"].drop_table()

@@ -45,14 +45,19 @@ _NOT_STORE_ERRORS = (ConflictError, LockTimeout)
 
 
 def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = None) -> AsyncStore:
-    """The async face of a synchronous store: native for Redis, inline for memory, else the
-    store's own calls in ``executor``'s threads."""
+    """The async face of a synchronous store: native for Redis and PostgreSQL, inline for
+    memory, else the store's own calls in ``executor``'s threads."""
+    from ..stores.postgres import PostgresStore
     from ..stores.redis import RedisStore
 
     if type(store) is RedisStore:
         from .redis import AsyncRedisStore
 
         return AsyncRedisStore(store)
+    if type(store) is PostgresStore:
+        from .postgres import AsyncPostgresStore
+
+        return AsyncPostgresStore(store)
     if isinstance(store, MemoryStore):
         return InlineStore(store)
     return ThreadStore(store, executor)

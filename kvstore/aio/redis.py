@@ -179,9 +179,8 @@ class AsyncRedisStore(AsyncStore):
 
     def _open_meta(self) -> "AsyncRedisStore":
         meta = copy.copy(self)
-        meta.sync = self.sync._meta  # type: ignore[assignment]
+        meta._twin(self.sync._meta)
         meta._prefix = meta.sync.key_prefix
-        meta._meta_store = None
         meta._pending, meta._flushing = [], set()
         return meta
 

@@ -56,6 +56,10 @@ class AsyncStore:
     for the semantics: they are the same, on the same data."""
 
     def __init__(self, sync: PersistenceStore) -> None:
+        self._twin(sync)
+
+    def _twin(self, sync: PersistenceStore) -> None:
+        """Take ``sync`` as the synchronous twin (also for a copy made for the lock namespace)."""
         self.sync = sync
         self._meta_store: AsyncStore | None = None
         # The twin's rules, bound here: one call less on every operation.

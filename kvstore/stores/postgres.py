@@ -24,7 +24,7 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
@@ -36,6 +36,17 @@ __all__ = ["PostgresStore"]
 _PURGE_EVERY = 1.0
 _PURGE_BATCH = 256
 _PAGE = 1000
+
+
+class Query(NamedTuple):
+    """One statement of an operation: run it, fetch ``"one"``/``"all"``/nothing, and turn the
+    rows into the operation's result; ``data_error`` names a DataError for the caller."""
+
+    sql: Any
+    params: dict[str, Any]
+    fetch: str | None
+    result: Callable[[Any], Any]
+    data_error: Callable[[BaseException], BaseException] | None
 
 
 def _mask(dsn: str) -> str:
@@ -83,6 +94,9 @@ class PostgresStore(PersistenceStore):
         self._psycopg = psycopg
         self._pool_timeout = PoolTimeout
         self._connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self._data_errors = (psycopg.errors.CharacterNotInRepertoire,
+                             psycopg.errors.InvalidTextRepresentation,
+                             psycopg.errors.UntranslatableCharacter, psycopg.DataError)
         self.dsn = dsn
         self.table = table
         self._clock = clock
@@ -205,6 +219,11 @@ class PostgresStore(PersistenceStore):
             if conn is not None:
                 pool.putconn(conn)
 
+    def ensure_table(self) -> None:
+        """Create the table (and its index) now if it does not exist yet."""
+        with self._conn():
+            pass
+
     def _create_table(self, conn: Any) -> None:
         with self._ready_lock:
             if self._ready:
@@ -219,115 +238,146 @@ class PostgresStore(PersistenceStore):
                 conn.execute(self._sql["index"])
             self._ready = True
 
-    def _maybe_purge(self, conn: Any, now: float) -> None:
-        if now - self._last_purge >= _PURGE_EVERY:
-            self._last_purge = now
-            conn.execute(self._sql["purge"], {"now": now})
-
     def _exp(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock() + ttl
 
     # -- byte-level operations ------------------------------------------------------------------------
 
-    def _get(self, key: str) -> Any:
+    # Each operation is a Query (statement, parameters, what to fetch, how to read the result),
+    # run here on a pooled connection and by kvstore.aio's AsyncPostgresStore on an asyncio pool.
+
+    def _run(self, q: "Query") -> Any:
         with self._conn() as conn:
-            row = conn.execute(self._sql["get"], {"key": key, "now": self._clock()}).fetchone()
-        return MISSING if row is None else bytes(row[0])
+            try:
+                cur = conn.execute(q.sql, q.params)
+            except self._data_errors as exc:
+                raise q.data_error(exc) if q.data_error else exc
+            rows = cur.fetchone() if q.fetch == "one" else cur.fetchall() if q.fetch else None
+        return q.result(rows)
+
+    def _q(self, name: str, params: dict[str, Any], fetch: str | None,
+           result: Callable[[Any], Any] = lambda rows: rows,
+           data_error: Callable[[BaseException], BaseException] | None = None) -> "Query":
+        return Query(self._sql[name], params, fetch, result, data_error)
+
+    def _q_get(self, key: str) -> "Query":
+        return self._q("get", {"key": key, "now": self._clock()}, "one",
+                       lambda row: MISSING if row is None else bytes(row[0]))
+
+    def _q_get_many(self, keys: list[str]) -> "Query":
+        return self._q("get_many", {"keys": keys, "now": self._clock()}, "all",
+                       lambda rows: {k: bytes(v) for k, v in rows})
+
+    def _q_set(self, key: str, blob: Any, ttl: float | None) -> "Query":
+        return self._q("set", {"key": key, "value": blob, "exp": self._exp(ttl)}, None)
+
+    def _q_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> "Query":
+        return self._q("set_many", {"keys": [k for k, _ in items], "values": [b for _, b in items],
+                                    "exps": [self._exp(ttl)] * len(items)}, None)
+
+    def _q_delete_many(self, keys: list[str]) -> "Query":
+        return self._q("delete", {"keys": keys, "now": self._clock()}, "all",
+                       lambda rows: sum(1 for (live,) in rows if live))
+
+    def _q_exists(self, key: str) -> "Query":
+        return self._q("exists", {"key": key, "now": self._clock()}, "one",
+                       lambda row: row is not None)
+
+    def _q_ttl(self, key: str) -> "Query":
+        now = self._clock()
+        # timestamptz keeps microseconds: round so float noise never reports more than was set.
+        return self._q("ttl", {"key": key, "now": now}, "one", lambda row: (
+            None if row is None or row[0] is None else max(round(float(row[0]) - now, 6), 0.0)))
+
+    def _q_incr(self, key: str, amount: int, ttl: float | None) -> "Query":
+        return self._q("incr", {"key": key, "amount": amount, "now": self._clock(),
+                                "exp": self._exp(ttl)}, "one", lambda row: int(row[0]),
+                       lambda exc: NotAnIntegerError(f"incr {key!r}: stored value is not an integer"))
+
+    def _q_keys(self, prefix: str, after: str) -> "Query":
+        return self._q("keys", {"after": after, "lo": prefix, "hi": prefix_upper_bound(prefix),
+                                "now": self._clock()}, "all", lambda rows: [k for (k,) in rows])
+
+    def _q_clear(self, prefix: str) -> "Query":
+        return self._q("clear", {"lo": prefix, "hi": prefix_upper_bound(prefix),
+                                 "now": self._clock()}, "one", lambda row: int(row[0]))
+
+    def _q_add(self, key: str, blob: Any, ttl: float | None) -> "Query":
+        return self._q("add", {"key": key, "value": blob, "now": self._clock(),
+                               "exp": self._exp(ttl)}, "one", lambda row: row is not None)
+
+    def _q_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> "Query":
+        now = self._clock()
+        found: Callable[[Any], bool] = lambda row: row is not None  # noqa: E731
+        if new is MISSING:
+            return self._q("cas_delete", {"key": key, "old": expected, "now": now}, "one", found)
+        return self._q("cas", {"key": key, "old": expected, "value": new, "now": now,
+                               "keep": ttl is KEEP,
+                               "exp": None if ttl is None or ttl is KEEP else now + ttl},
+                       "one", found)
+
+    def _q_touch(self, key: str, ttl: float | None) -> "Query":
+        return self._q("touch", {"key": key, "now": self._clock(), "exp": self._exp(ttl)}, "one",
+                       lambda row: row is not None)
+
+    def _q_purge(self) -> "Query | None":
+        """The purge of expired rows, when one is due (at most once a second)."""
+        now = self._clock()
+        if now - self._last_purge < _PURGE_EVERY:
+            return None
+        self._last_purge = now
+        return self._q("purge", {"now": now}, None)
+
+    def _get(self, key: str) -> Any:
+        return self._run(self._q_get(key))
 
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        with self._conn() as conn:
-            rows = conn.execute(self._sql["get_many"], {"keys": keys, "now": self._clock()}).fetchall()
-        return {k: bytes(v) for k, v in rows}
+        return self._run(self._q_get_many(keys))
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        now = self._clock()
-        with self._conn() as conn:
-            conn.execute(self._sql["set"], {"key": key, "value": blob,
-                                            "exp": None if ttl is None else now + ttl})
-            self._maybe_purge(conn, now)
+        self._run(self._q_set(key, blob, ttl))
+        purge = self._q_purge()
+        if purge is not None:
+            self._run(purge)
 
     def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        exp = self._exp(ttl)
-        with self._conn() as conn:
-            conn.execute(self._sql["set_many"], {"keys": [k for k, _ in items],
-                                                 "values": [b for _, b in items],
-                                                 "exps": [exp] * len(items)})
+        self._run(self._q_set_many(items, ttl))
 
     def _delete_many(self, keys: list[str]) -> int:
-        with self._conn() as conn:
-            rows = conn.execute(self._sql["delete"], {"keys": keys, "now": self._clock()}).fetchall()
-        return sum(1 for (live,) in rows if live)
+        return int(self._run(self._q_delete_many(keys)))
 
     def _delete(self, key: str) -> bool:
         return self._delete_many([key]) == 1
 
     def _exists(self, key: str) -> bool:
-        with self._conn() as conn:
-            return conn.execute(self._sql["exists"],
-                                {"key": key, "now": self._clock()}).fetchone() is not None
+        return bool(self._run(self._q_exists(key)))
 
     def _ttl(self, key: str) -> float | None:
-        now = self._clock()
-        with self._conn() as conn:
-            row = conn.execute(self._sql["ttl"], {"key": key, "now": now}).fetchone()
-        if row is None or row[0] is None:
-            return None
-        # timestamptz keeps microseconds: round so float noise never reports more than was set.
-        return max(round(float(row[0]) - now, 6), 0.0)
+        return self._run(self._q_ttl(key))
 
     def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        now = self._clock()
-        params = {"key": key, "amount": amount, "now": now,
-                  "exp": None if ttl is None else now + ttl}
-        psycopg = self._psycopg
-        with self._conn() as conn:
-            try:
-                row = conn.execute(self._sql["incr"], params).fetchone()
-            except (psycopg.errors.CharacterNotInRepertoire, psycopg.errors.InvalidTextRepresentation,
-                    psycopg.errors.UntranslatableCharacter, psycopg.DataError) as exc:
-                raise NotAnIntegerError(f"incr {key!r}: stored value is not an integer") from exc
-        return int(row[0])
+        return int(self._run(self._q_incr(key, amount, ttl)))
 
     def _keys(self, prefix: str) -> Iterator[str]:
-        hi = prefix_upper_bound(prefix)
         after = ""
         while True:
-            with self._conn() as conn:
-                rows = conn.execute(self._sql["keys"], {"after": after, "lo": prefix, "hi": hi,
-                                                        "now": self._clock()}).fetchall()
-            for (key,) in rows:
-                yield key
-            if len(rows) < _PAGE:
+            page = self._run(self._q_keys(prefix, after))
+            yield from page
+            if len(page) < _PAGE:
                 return
-            after = rows[-1][0]
+            after = page[-1]
 
     def _clear(self, prefix: str) -> int:
-        with self._conn() as conn:
-            row = conn.execute(self._sql["clear"], {"lo": prefix, "hi": prefix_upper_bound(prefix),
-                                                    "now": self._clock()}).fetchone()
-        return int(row[0])
-
-    def _returns_row(self, name: str, params: dict[str, Any]) -> bool:
-        with self._conn() as conn:
-            return conn.execute(self._sql[name], params).fetchone() is not None
+        return int(self._run(self._q_clear(prefix)))
 
     def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        now = self._clock()
-        return self._returns_row("add", {"key": key, "value": blob, "now": now,
-                                         "exp": None if ttl is None else now + ttl})
+        return bool(self._run(self._q_add(key, blob, ttl)))
 
     def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        now = self._clock()
-        if new is MISSING:
-            return self._returns_row("cas_delete", {"key": key, "old": expected, "now": now})
-        return self._returns_row("cas", {
-            "key": key, "old": expected, "value": new, "now": now, "keep": ttl is KEEP,
-            "exp": None if ttl is None or ttl is KEEP else now + ttl})
+        return bool(self._run(self._q_cas(key, expected, new, ttl)))
 
     def _touch(self, key: str, ttl: float | None) -> bool:
-        now = self._clock()
-        return self._returns_row("touch", {"key": key, "now": now,
-                                           "exp": None if ttl is None else now + ttl})
+        return bool(self._run(self._q_touch(key, ttl)))
 
     @contextmanager
     def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:

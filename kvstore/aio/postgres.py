@@ -1,0 +1,137 @@
+"""AsyncPostgresStore: the PostgreSQL store on psycopg's asyncio connection pool.
+
+Built from a synchronous :class:`~kvstore.PostgresStore` (its twin): every operation is the
+twin's :class:`~kvstore.stores.postgres.Query` (the same statement, parameters and reading of
+the result), executed on an ``AsyncConnectionPool``. The table is created through the twin
+(in a worker thread) before the first query; a transaction's commit runs on the twin in a
+worker thread (see :mod:`kvstore.aio.manager`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+from ..errors import StoreUnavailableError
+from ..stores.postgres import _PAGE, PostgresStore, Query, _mask
+from .store import AsyncStore
+
+__all__ = ["AsyncPostgresStore"]
+
+
+class AsyncPostgresStore(AsyncStore):
+    """PostgreSQL without blocking the event loop. ``pool_size``: most connections."""
+
+    sync: PostgresStore
+
+    def __init__(self, sync: PostgresStore, pool_size: int = 10) -> None:
+        super().__init__(sync)
+        self._pool_size = pool_size
+        self._shared: dict[str, Any] = {"pool": None}  # shared with the lock namespace
+        self._ready = False
+
+    async def _pool(self) -> Any:
+        pool = self._shared["pool"]
+        if pool is None:
+            from psycopg_pool import AsyncConnectionPool
+
+            sync = self.sync
+            pool = AsyncConnectionPool(
+                sync.dsn, min_size=1, max_size=self._pool_size, open=False,
+                timeout=sync._connect_timeout,
+                kwargs={"autocommit": True, "connect_timeout": max(1, int(sync._connect_timeout)),
+                        "application_name": f"kvstore:{sync.table}"},
+                name=f"kvstore-aio-{sync.table}")
+            self._shared["pool"] = pool
+            await pool.open(wait=False)
+        if not self._ready:  # CREATE TABLE, through the twin, off the loop
+            await asyncio.get_running_loop().run_in_executor(None, self.sync.ensure_table)
+            self._ready = True
+        return pool
+
+    def _unavailable(self, exc: BaseException, why: str = "") -> StoreUnavailableError:
+        error = StoreUnavailableError(
+            f"PostgreSQL at {_mask(self.sync.dsn)} is unavailable: {why or exc}".strip())
+        error.__cause__ = exc
+        return error
+
+    async def _run(self, q: Query) -> Any:
+        sync = self.sync
+        pool = await self._pool()
+        try:
+            async with pool.connection() as conn:
+                try:
+                    cur = await conn.execute(q.sql, q.params)
+                except sync._data_errors as exc:
+                    raise q.data_error(exc) if q.data_error else exc
+                if q.fetch == "one":
+                    rows = await cur.fetchone()
+                else:
+                    rows = await cur.fetchall() if q.fetch else None
+        except sync._pool_timeout as exc:
+            raise self._unavailable(exc, f"no connection within {sync._connect_timeout:g}s")
+        except sync._connection_errors as exc:
+            raise self._unavailable(exc)
+        return q.result(rows)
+
+    async def _get(self, key: str) -> Any:
+        return await self._run(self.sync._q_get(key))
+
+    async def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        return await self._run(self.sync._q_get_many(keys))
+
+    async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        await self._run(self.sync._q_set(key, blob, ttl))
+        purge = self.sync._q_purge()
+        if purge is not None:
+            await self._run(purge)
+
+    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        await self._run(self.sync._q_set_many(items, ttl))
+
+    async def _delete(self, key: str) -> bool:
+        return await self._delete_many([key]) == 1
+
+    async def _delete_many(self, keys: list[str]) -> int:
+        return int(await self._run(self.sync._q_delete_many(keys)))
+
+    async def _exists(self, key: str) -> bool:
+        return bool(await self._run(self.sync._q_exists(key)))
+
+    async def _ttl(self, key: str) -> float | None:
+        return await self._run(self.sync._q_ttl(key))
+
+    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+        return int(await self._run(self.sync._q_incr(key, amount, ttl)))
+
+    async def _keys(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        while True:
+            page = await self._run(self.sync._q_keys(prefix, found[-1] if found else ""))
+            found += page
+            if len(page) < _PAGE:
+                return found
+
+    async def _clear(self, prefix: str) -> int:
+        return int(await self._run(self.sync._q_clear(prefix)))
+
+    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        return bool(await self._run(self.sync._q_add(key, blob, ttl)))
+
+    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        return bool(await self._run(self.sync._q_cas(key, expected, new, ttl)))
+
+    async def _touch(self, key: str, ttl: float | None) -> bool:
+        return bool(await self._run(self.sync._q_touch(key, ttl)))
+
+    def _open_meta(self) -> "AsyncPostgresStore":
+        meta = copy.copy(self)  # the same pool, the twin's lock table
+        meta._twin(self.sync._meta)
+        meta._ready = False
+        return meta
+
+    async def close(self) -> None:
+        pool, self._shared["pool"] = self._shared["pool"], None
+        if pool is not None:
+            await pool.close()
