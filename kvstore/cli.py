@@ -141,7 +141,7 @@ def _json_out(value: Any) -> str:
 def _cmd_config_check(args: argparse.Namespace, out: IO[str]) -> int:
     import dataclasses
 
-    from .config import Config, load_config, mask_secrets
+    from .config import Config, load_config, locations, mask_secrets
 
     config = load_config(args.config) if args.config else Config()
 
@@ -160,6 +160,11 @@ def _cmd_config_check(args: argparse.Namespace, out: IO[str]) -> int:
     source = args.config or "the embedded default"
     out.write(f"# {source}: OK\n")
     out.write(mask_secrets(json.dumps({"persistence": data}, indent=2)) + "\n")
+    where = locations(config)
+    out.write("# where the data lives:\n")
+    for name in ("database", "cache", "file", "backups", "snapshot"):
+        value = getattr(where, name)
+        out.write(f"#   {name:9} {'(none)' if value is None else value}\n")
     return EXIT_OK
 
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .errors import ConfigError, InvalidTTLError
 from .store import parse_ttl
 
-__all__ = ["default_data_dir", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
+__all__ = ["default_data_dir", "locations", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets"]
 
@@ -37,6 +37,56 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir("kvstore", appauthor=False))
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where a configuration keeps its data (see :func:`locations`)."""
+
+    database: str      # the SQLite file, or the PostgreSQL table
+    cache: str         # Redis, or the embedded stand-in's file / table
+    file: Path
+    backups: Path
+    snapshot: Path | None
+
+
+def embedded_cache_table(table: str) -> str:
+    """The PostgreSQL table of the embedded cache beside ``table`` (at most 58 characters, like
+    every table name: its lock table adds ``_meta``)."""
+    name = f"{table}_cache"
+    if len(name) <= 58:
+        return name
+    import hashlib
+
+    return f"{table[:39]}_{hashlib.sha256(table.encode()).hexdigest()[:12]}_cache"
+
+
+def embedded_cache_path(config: "Config") -> Path:
+    """The embedded cache's SQLite file: beside the configuration's own database file
+    (``app.db`` -> ``app.cache.db``), or ``cache.db`` in the data folder for the default."""
+    if config.sqlite.path is not None:
+        path = config.sqlite.path
+        return path.with_name(path.stem + ".cache.db")
+    return default_data_dir() / "cache.db"
+
+
+def locations(config: "Config") -> Locations:
+    """Every place ``config`` reads and writes (``kvstore config check`` prints them)."""
+    data = default_data_dir()
+    if config.postgres is not None:
+        database = f"postgresql table {config.postgres.table!r} at {mask_secrets(config.postgres.dsn)}"
+    else:
+        database = str(config.sqlite.path or data / "kvstore.db")
+    if config.redis is not None:
+        cache = f"redis {mask_secrets(config.redis.url)} (key_prefix {config.redis.key_prefix!r})"
+    elif config.postgres is not None:
+        cache = (f"postgresql table {embedded_cache_table(config.postgres.table)!r} "
+                 "(the embedded stand-in for Redis)")
+    else:
+        cache = f"{embedded_cache_path(config)} (the embedded stand-in for Redis)"
+    return Locations(database=database, cache=cache, file=config.file.base_path or data / "files",
+                     backups=config.backup.path or data / "backups",
+                     snapshot=config.memory.snapshot)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..config import Config, default_data_dir
+from ..config import Config, default_data_dir, embedded_cache_path, embedded_cache_table
 from ..store import PersistenceStore
 from .memory import MemoryStore
 
@@ -61,10 +61,18 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
                                                 on_error=on_fallback_error)
             else:
                 opened["cache"] = redis
+        elif c.postgres is not None:
+            # The embedded stand-in for Redis, beside the configuration's database: a table
+            # there, shared by every application server like a Redis would be.
+            from .postgres import PostgresStore
+
+            opened["cache"] = PostgresStore(dsn=c.postgres.dsn,
+                                            table=embedded_cache_table(c.postgres.table),
+                                            ttl_default=3600, serializer="msgpack", secret=secret)
         else:
-            # The embedded stand-in for Redis: a SQLite file with Redis's default TTL, shared
-            # by every process on the machine like a local Redis would be.
-            opened["cache"] = SQLiteStore(path=data_dir / "cache.db", ttl_default=3600,
+            # The embedded stand-in for Redis: a SQLite file with Redis's default TTL beside the
+            # configuration's database file, shared by its processes like a local Redis.
+            opened["cache"] = SQLiteStore(path=embedded_cache_path(c), ttl_default=3600,
                                           serializer="msgpack", secret=secret)
     except BaseException:
         for store in opened.values():
