@@ -159,12 +159,9 @@ def _cmd_config_check(args: argparse.Namespace, out: IO[str]) -> int:
         data["pickle_secret"] = "***"
     source = args.config or "the embedded default"
     out.write(f"# {source}: OK\n")
-    out.write(mask_secrets(json.dumps({"persistence": data}, indent=2)) + "\n")
-    where = locations(config)
-    out.write("# where the data lives:\n")
-    for name in ("database", "cache", "file", "backups", "snapshot"):
-        value = getattr(where, name)
-        out.write(f"#   {name:9} {'(none)' if value is None else value}\n")
+    where = {name: None if value is None else str(value)
+             for name, value in dataclasses.asdict(locations(config)).items()}
+    out.write(mask_secrets(json.dumps({"persistence": data, "locations": where}, indent=2)) + "\n")
     return EXIT_OK
 
 
