@@ -63,3 +63,52 @@ def test_with_postgresql_the_embedded_cache_is_a_table_beside_the_database(data_
         cache.drop_table()
         pm.stores["database"].drop_table()
     assert not (data_dir / "cache.db").exists()
+
+
+# -- 3. FileStore never follows a symbolic link out of its folder --------------------------------
+
+
+@pytest.fixture
+def linked(tmp_path):
+    from kvstore import FileStore
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.json").write_text('"outside data"')
+    (outside / "x.json").write_text('"outside x"')
+    store = FileStore(base_path=tmp_path / "base")
+    store.save("inside", 1)
+    (store.base_path / "linkdir").symlink_to(outside, target_is_directory=True)
+    (store.base_path / "leak.json").symlink_to(outside / "secret.json")
+    yield store, outside
+    store.close()
+
+
+def test_a_linked_folder_is_refused_for_writes_and_reads(linked):
+    from kvstore import InvalidKeyError
+
+    store, outside = linked
+    with pytest.raises(InvalidKeyError) as err:
+        store.save("linkdir/new", 1)
+    assert "symbolic link" in str(err.value) and "linkdir" in str(err.value)
+    assert not (outside / "new.json").exists()
+    with pytest.raises(InvalidKeyError):
+        store.load("linkdir/x")
+    with pytest.raises(InvalidKeyError):
+        store.delete("linkdir/x")
+    with pytest.raises(InvalidKeyError):
+        store.save_many({"ok": 1, "linkdir/y": 2})
+    assert (outside / "x.json").exists() and not store.exists("ok")
+
+
+def test_a_linked_file_is_refused_and_left_alone(linked):
+    from kvstore import InvalidKeyError
+
+    store, outside = linked
+    for call in (lambda: store.load("leak"), lambda: store.save("leak", "overwrite"),
+                 lambda: store.delete("leak"), lambda: store.incr("leak"),
+                 lambda: store.update("leak", lambda v: v)):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert (outside / "secret.json").read_text() == '"outside data"'
+    assert sorted(store.keys()) == ["inside"]

@@ -14,7 +14,9 @@ Key -> path. A key is split on ``/``; each part becomes one path segment:
 
 The mapping is exactly reversible (``keys()`` decodes paths back to keys; a hand-made file whose
 name is not the canonical encoding of its decoded key, e.g. ``a%2Fb.json``, is not listed) and
-every resolved path is checked to lie inside ``base_path``. Case-insensitive file systems (macOS, Windows defaults)
+every resolved path is checked to lie inside ``base_path``. Symbolic links inside the folder are
+never followed (a file opened with ``O_NOFOLLOW``, every folder on the way checked with
+``lstat``): a key that would pass through one raises :class:`InvalidKeyError`. Case-insensitive file systems (macOS, Windows defaults)
 would merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
@@ -42,6 +44,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import struct
 import threading
 import time
@@ -52,6 +55,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._fs import fsync_dir, make_private_dirs
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
                       StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
@@ -285,15 +290,34 @@ class FileStore(PersistenceStore):
     # -- file primitives ------------------------------------------------------------------------------
 
     def _read(self, key: str) -> tuple[Any, float | None] | None:
+        path = self._path_for(key)
+        if "/" in key:
+            self._refuse_links(path.parent)
         try:
-            with open(self._path_for(key), "rb") as fh:
-                data = fh.read()
+            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             return None
         except OSError as exc:
-            raise StoreUnavailableError(f"key {key!r}: cannot read {self._path_for(key)}: "
+            if exc.errno == errno.ELOOP:
+                raise _link_error(path) from exc
+            raise StoreUnavailableError(f"key {key!r}: cannot read {path}: "
                                         f"{exc.strerror or exc}") from exc
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
         return self._parse(key, data)
+
+    def _refuse_links(self, path: Path) -> None:
+        """Raise if ``path`` or a folder between the store's folder and it is a symbolic link:
+        the store never follows one (it could lead outside its folder)."""
+        current = self.base_path
+        for part in path.relative_to(self.base_path).parts:
+            current = current / part
+            try:
+                mode = os.lstat(current).st_mode
+            except (FileNotFoundError, NotADirectoryError):
+                return  # nothing exists below: no link to follow
+            if stat.S_ISLNK(mode):
+                raise _link_error(current)
 
     def _live(self, key: str) -> tuple[Any, float | None] | None:
         entry = self._read(key)
@@ -354,6 +378,8 @@ class FileStore(PersistenceStore):
     def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
         """Every temp file written (and fsynced) before the first rename: ``(temp, path)``."""
         temps: list[tuple[Path, Path]] = []
+        for path, _ in writes:
+            self._refuse_links(path)
         try:
             for path, data in writes:
                 temps.append((self._write_temp(path, data), path))
@@ -366,6 +392,8 @@ class FileStore(PersistenceStore):
     def _publish(self, temps: list[tuple[Path, Path]], deletes: list[Path]) -> None:
         """Rename the temp files over their paths and remove ``deletes``: all of it, or, when a
         step fails, none of it (the replaced files are kept as hard links until the end)."""
+        for path in deletes:
+            self._refuse_links(path)
         if len(temps) + len(deletes) == 1:  # one rename or unlink is atomic by itself
             for tmp, path in temps:
                 os.replace(tmp, path)
@@ -650,6 +678,12 @@ class FileStore(PersistenceStore):
             if self._lock_fd is not None and self._lock_pid == os.getpid():
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+
+def _link_error(path: Path) -> InvalidKeyError:
+    return InvalidKeyError(f"{path} is a symbolic link: FileStore never follows links inside its "
+                           "folder (one could lead outside it); replace it with a real file or "
+                           "folder")
 
 
 def _unlink(path: Path) -> None:
