@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from ._fs import fsync_dir, make_private_dirs
 from .config import default_data_dir
-from .errors import CorruptDataError, KVStoreError
+from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
 from .store import PersistenceStore
 from .transfer import BATCH, export_jsonl, import_jsonl
 
@@ -78,8 +78,14 @@ def _sqlite_live_count(path: Path) -> int:
 
 
 def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
-                  progress: Callable[[int], None] | None = None) -> Path:
-    """Write a new backup inside folder ``dest`` (default: the configured backup folder)."""
+                  progress: Callable[[int], None] | None = None,
+                  skip_unavailable: bool = False) -> Path:
+    """Write a new backup inside folder ``dest`` (default: the configured backup folder).
+
+    A store that is unavailable (Redis or PostgreSQL down) fails the backup with a
+    :class:`StoreUnavailableError` naming it, and nothing is written; with
+    ``skip_unavailable`` it is left out instead (the manifest lists it under ``skipped``).
+    """
     from . import __version__
 
     folder = Path(dest) if dest is not None else (core.config.backup.path or default_data_dir() / "backups")
@@ -90,9 +96,20 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
     tmp = folder / f".tmp-{name}"
     tmp.mkdir(mode=0o700)
     parts: dict[str, Any] = {}
+    skipped: dict[str, str] = {}
     try:
         total = 0
         for store_name, store in _backup_stores(core):
+            try:
+                store.exists("kvstore-backup-probe")
+            except StoreUnavailableError as exc:
+                if not skip_unavailable:
+                    raise StoreUnavailableError(
+                        f"backup: store {store_name!r} is unavailable ({exc}); nothing was "
+                        "written (skip it with --skip-unavailable / skip_unavailable=True)"
+                    ) from exc
+                skipped[store_name] = str(exc)
+                continue
             if _is_sqlite(store):
                 part = tmp / f"{store_name}.sqlite3"
                 store.backup_to(part)  # type: ignore[attr-defined]
@@ -111,6 +128,8 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
                                  "bytes": part.stat().st_size, "sha256": _sha256(part)}
         manifest = {"format": "kvstore-backup", "version": 1, "kvstore_version": __version__,
                     "created_at": now.isoformat(), "stores": parts}
+        if skipped:
+            manifest["skipped"] = skipped
         fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(manifest, fh, indent=2)

@@ -61,6 +61,8 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backup", help="write a backup of every durable store")
     p.add_argument("--dest", help="folder to create the backup in (default: the configured one)")
+    p.add_argument("--skip-unavailable", action="store_true",
+                   help="back up the other stores when one is unavailable (default: fail)")
 
     p = sub.add_parser("restore", help="replace the stores' contents with a backup")
     p.add_argument("path")
@@ -185,12 +187,19 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
             out.write(_json_out(value) + "\n")
         elif cmd == "set":
             from .serializers import decode_json_text
+            from .store import parse_ttl
 
             try:
                 value = decode_json_text(args.value)
             except ValueError:
                 raise _Usage(f"VALUE for {args.key!r} is not JSON (quote text: '\"hello\"')") from None
-            pm.save(args.key, value, ttl=args.ttl, store=_check_store(pm, args.store))
+            ttl = None if args.ttl is None else parse_ttl(args.ttl, "--ttl")
+            store = _check_store(pm, args.store)
+            if (store or pm.route(args.key).store) == "memory" and pm.config.memory.snapshot is None:
+                raise _Usage(f"{args.key!r} routes to the memory store, which lives in one process: "
+                             "the value would be gone when this command exits (configure "
+                             "memory.snapshot to keep it, or pass --store)")
+            pm.save(args.key, value, ttl=ttl, store=store)
         elif cmd == "delete":
             if not pm.delete(args.key, store=_check_store(pm, args.store)):
                 err.write(f"kvstore: key {args.key!r} not found\n")
@@ -201,12 +210,20 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
         elif cmd == "route":
             out.write(str(pm.route(args.key)) + "\n")
         elif cmd == "stats":
+            failed = 0
             for name, store in pm.stores.items():
-                count = sum(1 for _ in store.keys())
-                out.write(f"{name:9} {_keys(count):>12}  {store!r}\n")
+                try:
+                    what = _keys(sum(1 for _ in store.keys()))
+                except KVStoreError as exc:
+                    failed += 1
+                    what = f"unavailable: {exc}"
+                out.write(f"{name:9} {what:>12}  {store!r}\n")
+            if failed:  # every store was reported; the exit code says one failed
+                return EXIT_STORE
         elif cmd == "backup":
             with _progress("backup", err) as progress:
-                path = pm.backup(args.dest, progress=progress)
+                path = pm.backup(args.dest, progress=progress,
+                                 skip_unavailable=args.skip_unavailable)
             out.write(f"{path}\n")
         elif cmd == "restore":
             with _progress("restore", err) as progress:
@@ -263,7 +280,10 @@ def _cmd_import(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -
 
     store = _check_store(pm, args.store)
     router = pm.stores[store] if store else (lambda key: pm.stores[pm.route(key).store])
-    source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
+    try:
+        source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
+    except OSError as exc:
+        raise _Usage(f"import: cannot read {args.path}: {exc.strerror or exc}") from None
     try:
         with _progress("import", err) as progress:
             count = import_jsonl(router, source, source=args.path, progress=progress)

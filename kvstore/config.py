@@ -328,6 +328,23 @@ _TOP_LEVEL = ("default_store", "pickle_secret", "memory", "sqlite", "redis", "fi
               "categories", "backup")
 
 
+def _close(word: str, target: str) -> bool:
+    import difflib
+
+    return difflib.SequenceMatcher(None, word.lower(), target).ratio() >= 0.8
+
+
+def _one_line(exc: Exception) -> str:
+    """A YAML error as one line: where (line and column, 1-based), then what."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return " ".join(str(exc).split())
+    context = getattr(exc, "context", None)
+    what = f"{context}, {problem}" if context else problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {' '.join(what.split())}"
+
+
 def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Config:
     """Check ``data`` (the YAML's structure, with or without the ``persistence:`` level)."""
     root = _mapping(data, source)
@@ -341,6 +358,10 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
     p = "persistence"
     for key in body:
         if key not in _TOP_LEVEL:
+            if body is root:  # no `persistence:` level: name the key as the user wrote it
+                hint = " (did you mean 'persistence'?)" if _close(key, "persistence") else ""
+                raise ConfigError(f"{key}: unknown top-level setting{hint} (known: persistence, "
+                                  f"or directly: {', '.join(_TOP_LEVEL)})")
             raise ConfigError(f"{p}.{key}: unknown setting (known: {', '.join(_TOP_LEVEL)})")
 
     redis = body.get("redis", None) if "redis" in body else None
@@ -405,7 +426,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+        raise ConfigError(f"{source}: malformed YAML: {_one_line(exc)}") from None
     if data is None:
         data = {}
     return _anchor_paths(parse_config(data, source), Path(os.path.expanduser(source)).parent)

@@ -43,12 +43,14 @@ class Lifecycle:
             self._start_thread("kvstore-backup", "backup", config.backup.interval, self.backup)
 
     def backup(self, dest: str | os.PathLike[str] | None = None,
-               progress: Callable[[int], Any] | None = None) -> Path:
+               progress: Callable[[int], Any] | None = None,
+               skip_unavailable: bool = False) -> Path:
         """A new backup inside ``dest`` (default: the configured folder, where backups beyond
         ``backup.retention`` are then deleted)."""
         from .backup import create_backup, prune_backups
 
-        path = create_backup(self.core, dest, progress=progress)
+        path = create_backup(self.core, dest, progress=progress,
+                             skip_unavailable=skip_unavailable)
         if dest is None:
             prune_backups(path.parent, self.core.config.backup.retention)
         return path

@@ -393,14 +393,16 @@ class PersistenceManager:
     # -- backups ------------------------------------------------------------------------------------
 
     def backup(self, dest: str | os.PathLike[str] | None = None, *,
-               progress: Callable[[int], Any] | None = None) -> Path:
+               progress: Callable[[int], Any] | None = None,
+               skip_unavailable: bool = False) -> Path:
         """Write a new backup of every durable store inside folder ``dest`` and return its path.
 
         Without ``dest`` the configured ``backup.path`` (default: the user data folder's
         ``backups``) is used, and older backups there beyond ``backup.retention`` are deleted.
-        ``progress(keys so far)`` is called as it goes.
+        ``progress(keys so far)`` is called as it goes. An unavailable store (Redis down) fails
+        the backup, naming it, unless ``skip_unavailable`` leaves it out.
         """
-        return self._life.backup(dest, progress)
+        return self._life.backup(dest, progress, skip_unavailable)
 
     def restore(self, path: str | os.PathLike[str], *,
                 progress: Callable[[int], Any] | None = None) -> dict[str, int]:

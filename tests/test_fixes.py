@@ -112,3 +112,93 @@ def test_a_linked_file_is_refused_and_left_alone(linked):
             call()
     assert (outside / "secret.json").read_text() == '"outside data"'
     assert sorted(store.keys()) == ["inside"]
+
+
+# -- 5. the command line -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(tmp_path):
+    env = dict(os.environ, KVSTORE_DATA_DIR=str(tmp_path / "data"))
+    env.pop("KVSTORE_CONFIG", None)
+    return env
+
+
+def kv(env, *args, config=None):
+    cmd = [sys.executable, "-m", "kvstore"] + (["--config", str(config)] if config else [])
+    return subprocess.run(cmd + list(args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def _yaml(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_cli_missing_import_file_is_a_usage_error_in_one_line(cli_env, tmp_path):
+    r = kv(cli_env, "import", str(tmp_path / "nope.jsonl"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "nope.jsonl" in r.stderr and "Errno" not in r.stderr
+
+
+def test_cli_yaml_syntax_error_is_one_line(cli_env, tmp_path):
+    bad = _yaml(tmp_path, "bad.yaml", "persistence:\n  categories: {a: [\n")
+    r = kv(cli_env, "keys", config=bad)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "bad.yaml" in r.stderr and "line 3" in r.stderr
+
+
+def test_cli_refuses_to_set_a_key_that_would_vanish_with_the_process(cli_env, tmp_path):
+    mem = _yaml(tmp_path, "mem.yaml", "persistence:\n  categories: {session: {store: memory}}\n")
+    r = kv(cli_env, "set", "session:x", "1", config=mem)
+    assert r.returncode == 2 and "memory" in r.stderr and "snapshot" in r.stderr
+    snap = _yaml(tmp_path, "snap.yaml", "persistence:\n  categories: {session: {store: memory}}\n"
+                 f"  memory: {{snapshot: {tmp_path}/mem.snap}}\n")
+    assert kv(cli_env, "set", "session:x", "1", config=snap).returncode == 0
+    assert kv(cli_env, "get", "session:x", config=snap).stdout.strip() == "1"
+
+
+def test_cli_names_the_ttl_option(cli_env):
+    r = kv(cli_env, "set", "a", "1", "--ttl", "5x")
+    assert r.returncode == 2 and r.stderr.startswith("kvstore: --ttl: '5x'")
+
+
+def test_cli_names_a_misspelt_top_level_key_as_written(cli_env, tmp_path):
+    typo = _yaml(tmp_path, "typo.yaml", "persistense:\n  default_store: file\n")
+    r = kv(cli_env, "keys", config=typo)
+    assert r.returncode == 2
+    assert r.stderr.startswith("kvstore: persistense: unknown top-level setting")
+    assert "did you mean 'persistence'" in r.stderr and "persistence.persistense" not in r.stderr
+
+
+@pytest.fixture
+def redis_down(cli_env, tmp_path):
+    from redis_servers import free_port
+
+    return _yaml(tmp_path, "down.yaml", "persistence:\n  redis: {url: 'redis://127.0.0.1:"
+                 f"{free_port()}/0', connect_timeout: 0.3, socket_timeout: 0.3}}\n"
+                 f"  sqlite: {{path: {tmp_path}/app.db}}\n")
+
+
+def test_cli_stats_reports_the_other_stores_when_redis_is_down(cli_env, redis_down):
+    assert kv(cli_env, "set", "a", "1", config=redis_down).returncode == 0
+    r = kv(cli_env, "stats", config=redis_down)
+    assert r.returncode == 3
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert "unavailable" in lines["cache"]
+    assert "1 key" in lines["database"] and "keys" in lines["file"]
+
+
+def test_cli_backup_names_the_unavailable_store_or_skips_it(cli_env, redis_down, tmp_path):
+    import json
+
+    kv(cli_env, "set", "a", "1", config=redis_down)
+    dest = tmp_path / "backups"
+    r = kv(cli_env, "backup", "--dest", str(dest), config=redis_down)
+    assert r.returncode == 3 and "'cache'" in r.stderr and "--skip-unavailable" in r.stderr
+    assert not dest.exists() or not any(p.name.startswith("kvstore-backup-")
+                                        for p in dest.iterdir())
+    r = kv(cli_env, "backup", "--dest", str(dest), "--skip-unavailable", config=redis_down)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((Path(r.stdout.strip()) / "manifest.json").read_text())
+    assert "cache" in manifest["skipped"] and manifest["stores"]["database"]["keys"] == 1

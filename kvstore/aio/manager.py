@@ -368,9 +368,10 @@ class AsyncPersistenceManager:
         """Per store: hits, misses, saves, deletes, errors."""
         return self._core.stats_report()
 
-    async def backup(self, dest: str | os.PathLike[str] | None = None) -> Path:
+    async def backup(self, dest: str | os.PathLike[str] | None = None, *,
+                     skip_unavailable: bool = False) -> Path:
         """As the synchronous ``backup``, in a worker thread."""
-        return await self._in_thread(self._life.backup, dest)
+        return await self._in_thread(self._life.backup, dest, None, skip_unavailable)
 
     async def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
         from ..backup import restore_backup
