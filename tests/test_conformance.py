@@ -111,6 +111,12 @@ def test_delete_and_exists(store):
     assert store.load("d", "gone") == "gone"
 
 
+def test_keys_are_sorted(store):
+    for key in ["b", "a:2", "c", "a:10", "A"]:
+        store.save(key, 1)
+    assert list(store.keys()) == ["A", "a:10", "a:2", "b", "c"]
+
+
 def test_keys_with_prefix(store):
     for k in ["user:1", "user:2", "users", "session:1"]:
         store.save(k, k)

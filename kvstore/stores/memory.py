@@ -142,7 +142,7 @@ class MemoryStore(PersistenceStore):
             now = self._clock()
             found = [k for k, (_, exp) in self._data.items()
                      if k.startswith(prefix) and (exp is None or exp > now)]
-        return iter(found)
+        return iter(sorted(found))  # sorted, like every other store
 
     def _ttl(self, key: str) -> float | None:
         with self._lock:
