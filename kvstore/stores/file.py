@@ -302,7 +302,12 @@ class FileStore(PersistenceStore):
                 raise _link_error(path) from exc
             raise StoreUnavailableError(f"key {key!r}: cannot read {path}: "
                                         f"{exc.strerror or exc}") from exc
-        with os.fdopen(fd, "rb") as fh:
+        try:
+            fh = os.fdopen(fd, "rb")
+        except IsADirectoryError:  # a folder where the key's file would be: no such key
+            os.close(fd)
+            return None
+        with fh:
             data = fh.read()
         return self._parse(key, data)
 
