@@ -1,4 +1,13 @@
-"""FallbackStore: serve a tier from a second store while its server (Redis) is unavailable."""
+"""FallbackStore: serve a tier from a second store while its server (Redis) is unavailable.
+
+Writes made while the primary is down go to the fallback store, and each written key is
+recorded in the fallback's lock namespace (``outage:<key>``). Once the primary answers again,
+the first call in any process that shares the fallback (at once in the process that saw the
+outage end, within ``retry_after`` seconds in the others) writes those keys back to the primary
+with their remaining TTLs (or deletes them there, for keys deleted or expired meanwhile), then
+removes them from the fallback. So after recovery every write made during the outage is read
+from the primary, and nothing stays behind in the fallback.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +17,19 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ..errors import StoreUnavailableError
-from ..store import Check, Op, PersistenceStore
+from ..store import MISSING, Check, Op, PersistenceStore
 
 __all__ = ["FallbackStore"]
+
+_OUTAGE = "outage:"
+
+
+def _written_keys(method: str, args: tuple[Any, ...]) -> list[str]:
+    if method == "_set_many":
+        return [key for key, _ in args[0]]
+    if method == "_delete_many":
+        return list(args[0])
+    return [args[0]]
 
 
 class FallbackStore(PersistenceStore):
@@ -19,12 +38,14 @@ class FallbackStore(PersistenceStore):
 
     Blobs are self-describing, so values written by the primary's serializer read back from the
     fallback store (and vice versa). ``on_error(exc)`` is told each time the primary fails.
-    Keys written to the fallback while the primary was down stay there; they are not copied back.
+    Keys written to the fallback while the primary was down are written back to the primary when
+    it is reachable again (see the module docstring).
     """
 
     def __init__(self, primary: PersistenceStore, fallback: PersistenceStore, *,
                  retry_after: float = 5.0,
-                 on_error: Callable[[BaseException], None] | None = None) -> None:
+                 on_error: Callable[[BaseException], None] | None = None,
+                 write_back: bool = True) -> None:
         super().__init__(ttl_default=primary.ttl_default, serializer=None)
         self.serializer = primary.serializer
         self.primary = primary
@@ -35,6 +56,8 @@ class FallbackStore(PersistenceStore):
         self.optimistic = primary.optimistic
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._write_back = write_back
+        self._next_check = 0.0  # when to look for outage writes to put back (monotonic)
 
     @property
     def using_fallback(self) -> bool:
@@ -42,22 +65,65 @@ class FallbackStore(PersistenceStore):
 
     def _call(self, method: str, *args: Any) -> Any:
         if self._down_until and time.monotonic() < self._down_until:
-            return getattr(self.fallback, method)(*args)
+            return self._on_fallback(method, args)
         try:
+            if self._write_back and time.monotonic() >= self._next_check:
+                self._put_back()
             result = getattr(self.primary, method)(*args)
             if method == "_keys":
                 result = list(result)  # errors surface here, not halfway through iteration
         except StoreUnavailableError as exc:
             with self._lock:
                 self._down_until = time.monotonic() + self.retry_after
+                self._next_check = 0.0  # put back at the first call that succeeds again
             if self.on_error is not None:
                 try:
                     self.on_error(exc)
                 except Exception:
                     pass
-            return getattr(self.fallback, method)(*args)
+            return self._on_fallback(method, args)
         self._down_until = 0.0
         return result
+
+    _WRITES = frozenset({"_set", "_delete", "_incr", "_add", "_cas", "_touch", "_set_many",
+                         "_delete_many"})
+
+    def _on_fallback(self, method: str, args: tuple[Any, ...]) -> Any:
+        if method == "_clear":
+            raise StoreUnavailableError(
+                f"clear() needs the primary store, which is unavailable ({self.primary!r}): the "
+                "keys it holds cannot be seen from the fallback")
+        result = getattr(self.fallback, method)(*args)
+        if self._write_back and method in self._WRITES:
+            self._mark(_written_keys(method, args))
+        return result
+
+    def _mark(self, keys: list[str]) -> None:
+        """Record keys written to the fallback during an outage (to put back later)."""
+        registry = self.fallback._meta
+        for key in keys:
+            registry._set(_OUTAGE + key, b"1", None)
+
+    def _put_back(self) -> None:
+        """Write the keys recorded during an outage back to the primary, then drop them from
+        the fallback. Runs under a lock shared by every process using the fallback."""
+        self._next_check = time.monotonic() + self.retry_after
+        registry = self.fallback._meta
+        marked = [k[len(_OUTAGE):] for k in registry._keys(_OUTAGE)]
+        if not marked:
+            return
+        lock = self.fallback.lock("kvstore-fallback-put-back", ttl=60, timeout=30)
+        with lock:
+            for key in marked:
+                blob = self.fallback._get(key)
+                if blob is MISSING:  # deleted (or expired) during the outage
+                    self.primary._delete(key)
+                else:
+                    ttl = self.fallback._ttl(key)
+                    value = self.fallback._decode(key, blob)
+                    self.primary._set(key, self.primary._encode(key, value), ttl)
+                    self.fallback._cas(key, blob, MISSING, None)  # unless rewritten meanwhile
+                registry._delete(_OUTAGE + key)
 
     def _check_key(self, key: Any) -> None:
         self.primary._check_key(key)
@@ -112,6 +178,8 @@ class FallbackStore(PersistenceStore):
         try:
             with target._committing(ops, checks):
                 yield
+            if target is self.fallback and self._write_back:
+                self._mark([key for key, _, _ in ops])
         except StoreUnavailableError:
             if target is self.primary:
                 with self._lock:
@@ -119,7 +187,8 @@ class FallbackStore(PersistenceStore):
             raise
 
     def _open_meta(self) -> "FallbackStore":
-        return FallbackStore(self.primary._meta, self.fallback._meta, retry_after=self.retry_after)
+        return FallbackStore(self.primary._meta, self.fallback._meta, retry_after=self.retry_after,
+                             write_back=False)  # locks are not written back
 
     def _lock_id(self) -> str:
         return self.primary._lock_id()
