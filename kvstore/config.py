@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from .errors import ConfigError, InvalidTTLError
 from .store import parse_ttl
 
-__all__ = ["default_data_dir", "locations", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
+__all__ = ["default_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets"]
 
@@ -48,6 +48,7 @@ class Locations:
     file: Path
     backups: Path
     snapshot: Path | None
+    journal: Path
 
 
 def embedded_cache_table(table: str) -> str:
@@ -70,6 +71,17 @@ def embedded_cache_path(config: "Config") -> Path:
     return default_data_dir() / "cache.db"
 
 
+def journal_dir(config: "Config") -> Path:
+    """Where cross-store commits are recorded while they run (see :mod:`kvstore.journal`):
+    beside the configuration's database file, like the embedded cache."""
+    if config.sqlite.path is not None and config.postgres is None:
+        path = config.sqlite.path
+        return path.with_name(path.stem + ".journal")
+    if config.postgres is not None:
+        return default_data_dir() / f"journal-{config.postgres.table}"
+    return default_data_dir() / "journal"
+
+
 def locations(config: "Config") -> Locations:
     """Every place ``config`` reads and writes (``kvstore config check`` prints them)."""
     data = default_data_dir()
@@ -86,7 +98,7 @@ def locations(config: "Config") -> Locations:
         cache = f"{embedded_cache_path(config)} (the embedded stand-in for Redis)"
     return Locations(database=database, cache=cache, file=config.file.base_path or data / "files",
                      backups=config.backup.path or data / "backups",
-                     snapshot=config.memory.snapshot)
+                     snapshot=config.memory.snapshot, journal=journal_dir(config))
 
 
 @dataclass(frozen=True)

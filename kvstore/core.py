@@ -95,6 +95,8 @@ class Core:
         # category -> Entry: routing costs one dict lookup; recently used keys -> Entry too.
         self._routes: dict[str, Entry] = {}
         self.key_routes: dict[str, Entry] = {}
+        #: The commit journal (set by the manager's Lifecycle; None: commits are not recorded).
+        self.journal: Any = None
 
     # -- routing ---------------------------------------------------------------------------------
 

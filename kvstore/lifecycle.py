@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ._fs import make_private_dirs
+from .config import journal_dir
 from .core import Core
+from .journal import Journal
 from .errors import KVStoreError
 from .serializers import Serializer
 from .stores.memory import MemoryStore
@@ -33,8 +35,13 @@ class Lifecycle:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Load the memory snapshot, then start autosave and scheduled backups as configured."""
+        """Undo commits a crashed process left half-done, load the memory snapshot, then start
+        autosave and scheduled backups as configured."""
         config = self.core.config
+        journal = Journal(journal_dir(config))
+        journal.recover(self.core.stores,
+                        lambda exc: self.core.emit_error("journal", "transaction", exc))
+        self.core.journal = journal
         self.load_snapshot()
         if config.memory.autosave and config.memory.snapshot:
             self._start_thread("kvstore-autosave", "memory", config.memory.autosave,

@@ -457,6 +457,10 @@ class PersistenceStore(ABC):
     #: True for a store whose ``_committing`` checks and writes at exit, without a held lock.
     optimistic: bool = False
 
+    #: False for a store whose multi-key commit a killed process can leave half-applied (files:
+    #: one rename per key); transactions then record it in the commit journal.
+    crash_atomic: bool = True
+
     @property
     def _meta(self) -> "PersistenceStore":
         """The lock namespace (opened on first use)."""

@@ -22,6 +22,7 @@ from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
 from .core import Core, Entry
+from .journal import Journal
 from .errors import ConflictError, InvalidArgumentError, KVStoreError, TransactionError
 from .astype import from_dict
 from .store import MISSING, TTL, Check, Op, PersistenceStore
@@ -172,7 +173,7 @@ class Transaction:
         if not parts:
             return
         try:
-            commit_parts(list(parts.values()))
+            commit_parts(list(parts.values()), core.journal)
         except ConflictError:
             raise  # the caller's situation, not a store's failure: no error event
         except KVStoreError as exc:
@@ -200,18 +201,36 @@ def attempts(fn: Any, retries: Any) -> range:
     return range(retries + 1)
 
 
-def commit_parts(parts: list[Part]) -> None:
+def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     """Commit every store's part, all or nothing (see the module docstring).
+
+    With a ``journal`` and writes to two durable stores or more (or several keys of a store
+    whose commit is not atomic under a crash: files), the commit is recorded before
+    the first store applies and the record removed after the last, so a crash of this process
+    in between is undone by the next manager to open (see :mod:`kvstore.journal`).
 
     Raises :class:`ConflictError` (nothing written) or :class:`TransactionError` naming the
     store that failed and what was put back; either has a ``store`` attribute.
     """
     # Outermost first: stores holding locks, in lock-name order; optimistic stores innermost.
     order = sorted(parts, key=lambda p: (p.store.optimistic, p.store._lock_id()))
+    durable = [p for p in order if p.ops and p.store.durable]
+    record = journal is not None and (len(durable) > 1 or any(
+        not p.store.crash_atomic and len(p.ops) > 1 for p in durable))
     # Undo information for every part that could commit before another one fails: all but the
-    # outermost, which commits last.
+    # outermost, which commits last (and the outermost too, for the journal).
     before = {p.name: p.store._snapshot(list(dict.fromkeys(k for k, _, _ in p.ops)))
-              for p in order[1:] if p.ops}
+              for p in (durable if record else order[1:]) if p.ops}
+    handle = journal.begin([(p.name, p.ops, before[p.name]) for p in durable]) \
+        if journal is not None and record else None
+    try:
+        _commit_in_order(order, before)
+    finally:
+        if handle is not None:
+            journal.end(handle)  # type: ignore[union-attr]
+
+
+def _commit_in_order(order: list[Part], before: dict[str, Any]) -> None:
     committed: list[Part] = []
     failure: list[Part] = []
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -226,7 +227,6 @@ def test_fallback_writes_are_put_back_after_a_redis_outage(data_dir, tmp_path):
     them. After (Redis back): every outage write is read from Redis, the database tier keeps no
     stale copy, and a second process sees the same."""
     import signal
-    import time
 
     from conftest import HAVE_REDIS_SERVER
 
@@ -268,3 +268,95 @@ def test_fallback_writes_are_put_back_after_a_redis_outage(data_dir, tmp_path):
             assert other.load("q:a") == "during" and other.load("q:b") == "during"
     finally:
         server.stop()
+
+
+# -- 4. a cross-store commit killed mid-way is all or nothing ------------------------------------
+
+CRASH_KILLS = int(os.environ.get("KVSTORE_CRASH_KILLS", "50"))
+
+
+def _crash_config(tmp_path: Path, prefix: str | None) -> dict:
+    persistence: dict = {"sqlite": {"path": str(tmp_path / "app.db")},
+                         "file": {"base_path": str(tmp_path / "files")},
+                         "categories": {"p": {"store": "database"}, "c": {"store": "file"},
+                                        "q": {"store": "cache"}}}
+    if prefix is not None:
+        from conftest import REDIS_URL
+
+        persistence["redis"] = {"url": REDIS_URL, "key_prefix": prefix, "ttl_default": None}
+    return {"persistence": persistence}
+
+
+def _crash_keys(prefix: str | None) -> list[str]:
+    return [f"p:{i}" for i in range(3)] + [f"c:{i}" for i in range(3)] + \
+        ([f"q:{i}" for i in range(3)] if prefix else [])
+
+
+def _committer(config: dict, keys: list[str], start: int) -> None:
+    with PersistenceManager.from_config(config) as pm:
+        n = start
+        while True:
+            n += 1
+            with pm.transaction() as tx:
+                for key in keys:
+                    tx.save(key, {"n": n, "pad": "x" * 2000})
+
+
+@pytest.mark.slow
+def test_sigkill_during_cross_store_commits_never_tears(data_dir, tmp_path):
+    """>= 50 SIGKILLs of a process committing transactions over SQLite + files (+ Redis): after
+    each, the next manager to open sees every key of the last transaction at one value."""
+    import multiprocessing as mp
+    import random
+    import signal
+    import uuid
+
+    from conftest import REDIS_URL
+
+    prefix = f"kvtest:{uuid.uuid4().hex[:8]}:" if REDIS_URL else None
+    config, keys = _crash_config(tmp_path, prefix), _crash_keys(prefix)
+    ctx = mp.get_context("fork")
+    torn, last, rnd = [], 0, random.Random(7)
+    for run in range(CRASH_KILLS):
+        child = ctx.Process(target=_committer, args=(config, keys, last))
+        child.start()
+        time.sleep(rnd.uniform(0.05, 0.3))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        with PersistenceManager.from_config(config) as pm:  # recovers, like any next user
+            values = {key: (pm.load(key) or {}).get("n") for key in keys}
+        if len(set(values.values())) != 1:
+            torn.append((run, values))
+        last = max(v or 0 for v in values.values())
+    if prefix:
+        with PersistenceManager.from_config(config) as pm:
+            pm.stores["cache"].clear()
+    assert not torn, f"{len(torn)} torn outcomes of {CRASH_KILLS}: {torn[:3]}"
+    assert last > CRASH_KILLS  # the children did commit transactions
+
+
+
+@pytest.mark.slow
+def test_sigkill_during_multi_key_file_commits_never_tears(data_dir, tmp_path):
+    """The file store renames one file per key: its own multi-key commits go through the
+    journal too."""
+    import multiprocessing as mp
+    import random
+    import signal
+
+    config = _crash_config(tmp_path, None)
+    keys = [f"c:{i}" for i in range(40)]
+    ctx = mp.get_context("fork")
+    torn, last, rnd = [], 0, random.Random(11)
+    for run in range(CRASH_KILLS):
+        child = ctx.Process(target=_committer, args=(config, keys, last))
+        child.start()
+        time.sleep(rnd.uniform(0.05, 0.3))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        with PersistenceManager.from_config(config) as pm:
+            values = {key: (pm.load(key) or {}).get("n") for key in keys}
+        if len(set(values.values())) != 1:
+            torn.append((run, values))
+        last = max(v or 0 for v in values.values())
+    assert not torn, f"{len(torn)} torn outcomes of {CRASH_KILLS}: {torn[:3]}"

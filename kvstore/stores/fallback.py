@@ -54,6 +54,7 @@ class FallbackStore(PersistenceStore):
         self.on_error = on_error
         self.durable = primary.durable
         self.optimistic = primary.optimistic
+        self.crash_atomic = primary.crash_atomic and fallback.crash_atomic
         self._down_until = 0.0
         self._lock = threading.Lock()
         self._write_back = write_back
