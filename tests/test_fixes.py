@@ -302,21 +302,16 @@ def _committer(config: dict, keys: list[str], start: int) -> None:
                     tx.save(key, {"n": n, "pad": "x" * 2000})
 
 
-@pytest.mark.slow
-def test_sigkill_during_cross_store_commits_never_tears(data_dir, tmp_path):
-    """>= 50 SIGKILLs of a process committing transactions over SQLite + files (+ Redis): after
-    each, the next manager to open sees every key of the last transaction at one value."""
+def _kill_committers(config: dict, keys: list[str], seed: int) -> tuple[list, int]:
+    """SIGKILL a committing process CRASH_KILLS times; after each, open a manager (which
+    recovers) and record the keys' values when they disagree. Returns (torn, last value)."""
     import multiprocessing as mp
     import random
     import signal
-    import uuid
 
-    from conftest import REDIS_URL
-
-    prefix = f"kvtest:{uuid.uuid4().hex[:8]}:" if REDIS_URL else None
-    config, keys = _crash_config(tmp_path, prefix), _crash_keys(prefix)
     ctx = mp.get_context("fork")
-    torn, last, rnd = [], 0, random.Random(7)
+    torn: list = []
+    last, rnd = 0, random.Random(seed)
     for run in range(CRASH_KILLS):
         child = ctx.Process(target=_committer, args=(config, keys, last))
         child.start()
@@ -328,6 +323,20 @@ def test_sigkill_during_cross_store_commits_never_tears(data_dir, tmp_path):
         if len(set(values.values())) != 1:
             torn.append((run, values))
         last = max(v or 0 for v in values.values())
+    return torn, last
+
+
+@pytest.mark.slow
+def test_sigkill_during_cross_store_commits_never_tears(data_dir, tmp_path):
+    """>= 50 SIGKILLs of a process committing transactions over SQLite + files (+ Redis): after
+    each, the next manager to open sees every key of the last transaction at one value."""
+    import uuid
+
+    from conftest import REDIS_URL
+
+    prefix = f"kvtest:{uuid.uuid4().hex[:8]}:" if REDIS_URL else None
+    config = _crash_config(tmp_path, prefix)
+    torn, last = _kill_committers(config, _crash_keys(prefix), 7)
     if prefix:
         with PersistenceManager.from_config(config) as pm:
             pm.stores["cache"].clear()
@@ -335,28 +344,9 @@ def test_sigkill_during_cross_store_commits_never_tears(data_dir, tmp_path):
     assert last > CRASH_KILLS  # the children did commit transactions
 
 
-
 @pytest.mark.slow
 def test_sigkill_during_multi_key_file_commits_never_tears(data_dir, tmp_path):
     """The file store renames one file per key: its own multi-key commits go through the
     journal too."""
-    import multiprocessing as mp
-    import random
-    import signal
-
-    config = _crash_config(tmp_path, None)
-    keys = [f"c:{i}" for i in range(40)]
-    ctx = mp.get_context("fork")
-    torn, last, rnd = [], 0, random.Random(11)
-    for run in range(CRASH_KILLS):
-        child = ctx.Process(target=_committer, args=(config, keys, last))
-        child.start()
-        time.sleep(rnd.uniform(0.05, 0.3))
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()
-        with PersistenceManager.from_config(config) as pm:
-            values = {key: (pm.load(key) or {}).get("n") for key in keys}
-        if len(set(values.values())) != 1:
-            torn.append((run, values))
-        last = max(v or 0 for v in values.values())
+    torn, _ = _kill_committers(_crash_config(tmp_path, None), [f"c:{i}" for i in range(40)], 11)
     assert not torn, f"{len(torn)} torn outcomes of {CRASH_KILLS}: {torn[:3]}"
