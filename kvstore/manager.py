@@ -10,11 +10,13 @@
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, overload
 
 from . import flows
 from .astype import from_dict
@@ -22,7 +24,8 @@ from .config import Config, default_data_dir, load_config, mask_secrets, parse_c
 from .core import EVENTS, Core, Entry, Event, Route, StoreStats, memo_keys
 from .errors import ConflictError, KVStoreError, LockTimeout
 from .locking import Lock
-from .store import MISSING, TTL, PersistenceStore
+from .logs import Log
+from .store import MISSING, TTL, PersistenceStore, check_paging
 from .lifecycle import Lifecycle
 from .stores.opening import open_stores
 from .transaction import Transaction, attempts
@@ -120,6 +123,14 @@ class PersistenceManager:
                                              time.perf_counter() - start))
         return True
 
+    @overload
+    def load(self, key: str, default: Any = None, store: str | None = None,
+             as_type: None = None) -> Any: ...
+
+    @overload
+    def load(self, key: str, default: Any = None, store: str | None = None, *,
+             as_type: type[T]) -> T: ...
+
     def load(self, key: str, default: Any = None, store: str | None = None,
              as_type: Any = None) -> Any:
         """The value of ``key`` or ``default``; ``as_type=SomeDataclass`` rebuilds the object."""
@@ -167,21 +178,50 @@ class PersistenceManager:
             self._fail(op, entry, exc, key)
             raise
 
-    def keys(self, prefix: str = "", store: str | None = None) -> Iterator[str]:
-        """Live keys starting with ``prefix``, each once: in ``store``; in the category's store
-        when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``); else in every store."""
+    def keys(self, prefix: str = "", store: str | None = None, start_after: str | None = None,
+             limit: int | None = None) -> Iterator[str]:
+        """Live keys starting with ``prefix``, each once, sorted: in ``store``; in the
+        category's store when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``);
+        else in every store (merged). Pages: ``start_after`` and ``limit``."""
         names = self._core.store_names_for_prefix(prefix, store)
-        return self._keys(prefix, names)
+        check_paging(start_after, limit)
+        sources = [self._store_keys(name, prefix, start_after) for name in names]
+        merged = (key for key, _ in itertools.groupby(heapq.merge(*sources)))  # each key once
+        return merged if limit is None else itertools.islice(merged, limit)
 
-    def _keys(self, prefix: str, names: list[str]) -> Iterator[str]:
-        seen: set[str] = set()
-        for name in names:
-            entry = self._core.named(name)
-            found = self._call("keys", entry, None, lambda: list(entry.store.keys(prefix)))
-            for key in found:
-                if key not in seen:
-                    seen.add(key)
-                    yield key
+    def _store_keys(self, name: str, prefix: str, start_after: str | None) -> Iterator[str]:
+        entry = self._core.named(name)
+        found = self._call("keys", entry, None, entry.store.keys, prefix, start_after)
+        while True:
+            try:
+                key = self._call("keys", entry, None, next, found)
+            except StopIteration:
+                return
+            yield key
+
+    def items(self, prefix: str = "", store: str | None = None, start_after: str | None = None,
+              limit: int | None = None, batch: int = 500) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` for :meth:`keys`, sorted, loaded ``batch`` keys at a time."""
+        keys = self.keys(prefix, store, start_after, limit)
+        while True:
+            chunk = list(itertools.islice(keys, batch))
+            if not chunk:
+                return
+            found = self.load_many(chunk, store)
+            yield from ((key, found[key]) for key in chunk if key in found)
+
+    # -- logs ------------------------------------------------------------------------------------
+
+    def log(self, name: str, store: str | None = None) -> Log:
+        """The append-only log ``name``, in the store its category routes to (see
+        :class:`~kvstore.logs.Log`): ``pm.log("transcript:t1").append({...}) -> seq``."""
+        return self._core.entry(name, store).store.log(name)
+
+    def logs(self, prefix: str = "", store: str | None = None) -> Iterator[str]:
+        """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store)."""
+        names = [self._core.named(n) for n in self._core.store_names_for_prefix(prefix, store)]
+        return (name for name, _ in itertools.groupby(heapq.merge(
+            *[self._call("logs", e, None, lambda e=e: list(e.store.logs(prefix))) for e in names])))
 
     def clear(self, prefix: str = "", store: str | None = None) -> int:
         """Remove the keys starting with ``prefix`` from the stores that can hold them (see

@@ -16,18 +16,22 @@ are written once, in :mod:`kvstore.flows`, on top of ``_get``, ``_add`` and ``_c
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import threading
 from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Union
 
 from . import flows
 from ._marks import KEEP, MISSING, Check, Op
 from .errors import (ConflictError, CorruptDataError, InvalidArgumentError, InvalidKeyError,
                      InvalidTTLError, NotAnIntegerError, SerializationError)
 from .locking import Lock, check_timeout
+
+if TYPE_CHECKING:
+    from .logs import Log
 from .serializers import HEADER_BYTE, Serializer, SerializerSpec
 
 __all__ = ["PersistenceStore", "parse_ttl", "TTL", "MISSING", "KEEP", "Op", "Check",
@@ -104,6 +108,13 @@ def decode_stored(key: str, blob: Any, serializer: Serializer) -> Any:
         pass
     raise CorruptDataError(f"key {key!r}: stored data has no kvstore header and is not an "
                            "integer counter")
+
+
+def check_paging(start_after: Any, limit: Any) -> None:
+    if start_after is not None and not isinstance(start_after, str):
+        raise InvalidArgumentError(f"start_after must be a str or None, got {start_after!r}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise InvalidArgumentError(f"limit must be None or an int >= 0, got {limit!r}")
 
 
 def conflict(key: str) -> ConflictError:
@@ -239,10 +250,35 @@ class PersistenceStore(ABC):
         self._check_key(key)
         return self._exists(key)
 
-    def keys(self, prefix: str = "") -> Iterator[str]:
-        """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain)."""
+    def keys(self, prefix: str = "", start_after: str | None = None,
+             limit: int | None = None) -> Iterator[str]:
+        """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain),
+        sorted. Pages: ``start_after`` (the last key of the previous page) and ``limit``."""
         self._check_prefix(prefix)
-        return self._keys(prefix)
+        check_paging(start_after, limit)
+        found = self._keys(prefix) if start_after is None else self._keys_after(prefix, start_after)
+        return found if limit is None else itertools.islice(found, limit)
+
+    def items(self, prefix: str = "", start_after: str | None = None, limit: int | None = None,
+              batch: int = 500) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` for the live keys starting with ``prefix``, sorted by key, loaded
+        ``batch`` at a time (one round trip each); paged like :meth:`keys`."""
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise InvalidArgumentError(f"batch must be an int >= 1, got {batch!r}")
+        keys = self.keys(prefix, start_after, limit)
+        while True:
+            chunk = list(itertools.islice(keys, batch))
+            if not chunk:
+                return
+            found = self._get_many(chunk)
+            for key in chunk:
+                if key in found:  # deleted or expired meanwhile: left out
+                    yield key, self._decode(key, found[key])
+
+    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        """Live keys with ``prefix`` sorting after ``start_after`` (stores that page by key
+        start there instead of skipping)."""
+        return itertools.dropwhile(lambda k: k <= start_after, self._keys(prefix))
 
     def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
         """Store every item in one round trip / one transaction, all with the same ``ttl``.
@@ -389,6 +425,46 @@ class PersistenceStore(ABC):
         """
         self._check_key(name)
         return Lock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
+
+    # -- logs (append-only records; see kvstore.logs) ----------------------------------------------
+
+    def log(self, name: str) -> "Log":
+        """The append-only log ``name``: ``log.append(record) -> seq``, ``log.read(after,
+        limit)``, ``len(log)``, ``log.delete()``. Logs live apart from the keys."""
+        from .logs import Log
+
+        return Log(self, name)
+
+    def logs(self, prefix: str = "") -> Iterator[str]:
+        """Names of the logs starting with ``prefix``, sorted."""
+        self._check_prefix(prefix)
+        return iter(self._log_names(prefix))
+
+    def _log_encode(self, name: str, record: Any) -> Any:
+        return self._encode(name, record)
+
+    def _log_decode(self, name: str, blob: Any) -> Any:
+        return self._decode(name, blob)
+
+    @abstractmethod
+    def _log_append(self, name: str, blob: Any) -> int:
+        """Append atomically; the new record's sequence number (dense: 1, 2, 3 ...)."""
+
+    @abstractmethod
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        """``(seq, blob)`` with ``seq > after``, oldest first, at most ``limit``."""
+
+    @abstractmethod
+    def _log_len(self, name: str) -> int:
+        """How many records the log holds."""
+
+    @abstractmethod
+    def _log_delete(self, name: str) -> bool:
+        """Remove the log; True when it existed."""
+
+    @abstractmethod
+    def _log_names(self, prefix: str) -> list[str]:
+        """Names of the logs starting with ``prefix``, sorted."""
 
     def close(self) -> None:
         """Release connections and files. Safe to call twice."""

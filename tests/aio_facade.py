@@ -78,6 +78,30 @@ class BlockingLock:
         self._run(self._lock.__aexit__(*exc))
 
 
+class BlockingLog:
+    def __init__(self, log: Any) -> None:
+        self._log = log
+        self.name = log.name
+
+    def append(self, record: Any) -> int:
+        return int(run(self._log.append(record)))
+
+    def read(self, after: int = 0, limit: Any = None) -> list[Any]:
+        return list(run(self._log.read(after, limit)))
+
+    def __len__(self) -> int:
+        return int(run(self._log.length()))
+
+    def delete(self) -> bool:
+        return bool(run(self._log.delete()))
+
+    def __iter__(self) -> Any:
+        async def collect() -> list[Any]:
+            return [item async for item in self._log]
+
+        return iter(run(collect()))
+
+
 class Blocking:
     def __init__(self, astore: Any) -> None:
         self.astore = astore
@@ -99,11 +123,26 @@ class Blocking:
         target = in_thread if callable(factory) else factory
         return run(self.astore.get_or_set(key, target, *args, **kwargs))
 
-    def keys(self, prefix: str = "") -> Any:
+    def keys(self, prefix: str = "", start_after: Any = None, limit: Any = None) -> Any:
         async def collect() -> list[str]:
-            return [k async for k in self.astore.keys(prefix)]
+            return [k async for k in self.astore.keys(prefix, start_after, limit)]
 
         return iter(run(collect()))
+
+    def items(self, *args: Any, **kwargs: Any) -> Any:
+        async def collect() -> list[Any]:
+            return [kv async for kv in self.astore.items(*args, **kwargs)]
+
+        return iter(run(collect()))
+
+    def logs(self, prefix: str = "") -> Any:
+        async def collect() -> list[str]:
+            return [n async for n in self.astore.logs(prefix)]
+
+        return iter(run(collect()))
+
+    def log(self, name: str) -> "BlockingLog":
+        return BlockingLog(self.astore.log(name))
 
     def lock(self, *args: Any, **kwargs: Any) -> BlockingLock:
         return BlockingLock(self.astore.lock(*args, **kwargs))

@@ -22,7 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar, overload
 
 from .. import flows
 from .._marks import MISSING
@@ -31,11 +31,11 @@ from ..config import Config, load_config, mask_secrets, parse_config
 from ..core import Core, Entry, Event, Route, memo_keys
 from ..errors import ConflictError, KVStoreError, LockTimeout
 from ..lifecycle import Lifecycle
-from ..store import TTL, PersistenceStore
+from ..store import TTL, PersistenceStore, check_paging
 from ..stores.memory import MemoryStore
 from ..stores.opening import open_stores
 from ..transaction import UNSTAGED, Transaction, attempts
-from .store import AsyncLock, AsyncStore, InlineStore, ThreadStore
+from .store import AsyncLock, AsyncLog, AsyncStore, InlineStore, ThreadStore
 
 __all__ = ["AsyncPersistenceManager", "AsyncTransaction", "async_store"]
 
@@ -178,6 +178,14 @@ class AsyncPersistenceManager:
         self._core.saved(entry, [key], start, self._core.size_of(entry, value))
         return True
 
+    @overload
+    async def load(self, key: str, default: Any = None, store: str | None = None,
+                   as_type: None = None) -> Any: ...
+
+    @overload
+    async def load(self, key: str, default: Any = None, store: str | None = None, *,
+                   as_type: type[T]) -> T: ...
+
     async def load(self, key: str, default: Any = None, store: str | None = None,
                    as_type: Any = None) -> Any:
         entry, st = self._at(key, store)
@@ -199,16 +207,44 @@ class AsyncPersistenceManager:
         entry, st = self._at(key, store)
         return await self._call("exists", entry, key, st.exists(key))
 
-    async def keys(self, prefix: str = "", store: str | None = None) -> AsyncIterator[str]:
-        """``async for key in pm.keys(prefix)``: as the synchronous ``keys``."""
-        seen: set[str] = set()
+    async def keys(self, prefix: str = "", store: str | None = None,
+                   start_after: str | None = None, limit: int | None = None
+                   ) -> AsyncIterator[str]:
+        """``async for key in pm.keys(prefix)``: as the synchronous ``keys`` (sorted, paged)."""
+        check_paging(start_after, limit)
+        found: list[str] = []
         for name in self._core.store_names_for_prefix(prefix, store):
             entry = self._core.named(name)
-            found = await self._call("keys", entry, None, self.stores[name]._keys_checked(prefix))
-            for key in found:
-                if key not in seen:
-                    seen.add(key)
-                    yield key
+            found += await self._call("keys", entry, None,
+                                      self.stores[name]._keys_checked(prefix, start_after, limit))
+        merged = sorted(set(found))
+        for key in merged if limit is None else merged[:limit]:
+            yield key
+
+    async def items(self, prefix: str = "", store: str | None = None,
+                    start_after: str | None = None, limit: int | None = None,
+                    batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
+        """``async for key, value in pm.items(prefix)``: sorted by key, ``batch`` at a time."""
+        keys = [key async for key in self.keys(prefix, store, start_after, limit)]
+        for i in range(0, len(keys), batch):
+            chunk = keys[i:i + batch]
+            found = await self.load_many(chunk, store)
+            for key in chunk:
+                if key in found:
+                    yield key, found[key]
+
+    def log(self, name: str, store: str | None = None) -> AsyncLog:
+        """The append-only log ``name`` in its category's store, awaited (see AsyncLog)."""
+        return self._at(name, store)[1].log(name)
+
+    async def logs(self, prefix: str = "", store: str | None = None) -> AsyncIterator[str]:
+        found: set[str] = set()
+        for name in self._core.store_names_for_prefix(prefix, store):
+            entry = self._core.named(name)
+            found.update(await self._call("logs", entry, None,
+                                          self.stores[name]._log_names_checked(prefix)))
+        for name in sorted(found):
+            yield name
 
     async def clear(self, prefix: str = "", store: str | None = None) -> int:
         removed = 0

@@ -14,7 +14,8 @@ from typing import Any
 
 from .._marks import MISSING
 from ..errors import NotAnIntegerError
-from ..stores.redis import _COMMIT, _META, _SCAN_COUNT, _TOUCH, RedisStore, _glob_escape, _ms
+from ..stores.redis import (_COMMIT, _RESERVED, _SCAN_COUNT, _TOUCH, RedisStore, _glob_escape,
+                            _ms)
 from .store import AsyncStore
 
 __all__ = ["AsyncRedisStore"]
@@ -147,7 +148,7 @@ class AsyncRedisStore(AsyncStore):
             async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
                 if isinstance(name, bytes):
                     name = name.decode("utf-8", "surrogateescape")
-                if not (self.sync._guard and name.startswith(_META)):
+                if not (self.sync._guard and name.startswith(_RESERVED)):
                     names.append(name)
         except self._errors + (self._cluster_error,) as exc:
             raise self.sync._unavailable(exc) from exc
@@ -176,6 +177,18 @@ class AsyncRedisStore(AsyncStore):
         if ttl is not None:
             return bool(await self._do(self._client.pexpire(self._k(key), _ms(ttl))))
         return bool(await self._do(self._touch_script(keys=[self._k(key)], args=[""])))
+
+    # Logs: the same Redis lists as RedisStore's (see there), awaited.
+    async def _log_append(self, name: str, blob: Any) -> int:
+        return int(await self._do(self._client.rpush(self.sync._log_key(name), blob)))
+
+    async def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        end = -1 if limit is None else after + limit - 1
+        blobs = await self._do(self._client.lrange(self.sync._log_key(name), after, end))
+        return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
+
+    async def _log_len(self, name: str) -> int:
+        return int(await self._do(self._client.llen(self.sync._log_key(name))))
 
     def _open_meta(self) -> "AsyncRedisStore":
         meta = copy.copy(self)

@@ -11,6 +11,7 @@ driven by :func:`arun`.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import inspect
 from concurrent.futures import Executor
@@ -20,9 +21,10 @@ from .. import flows
 from .._marks import KEEP, MISSING
 from ..errors import InvalidArgumentError
 from ..locking import _UNSET, Lock, check_timeout
-from ..store import TTL, PersistenceStore, parse_ttl
+from ..logs import check_page
+from ..store import TTL, PersistenceStore, check_paging, parse_ttl
 
-__all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "arun"]
+__all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "AsyncLog", "arun"]
 
 
 async def arun(store: "AsyncStore", flow: flows.Flow) -> Any:
@@ -66,6 +68,8 @@ class AsyncStore:
         self._check_key = sync._check_key  # type: ignore[method-assign]
         self._encode = sync._encode  # type: ignore[method-assign]
         self._decode = sync._decode  # type: ignore[method-assign]
+        self._log_encode = sync._log_encode
+        self._log_decode = sync._log_decode
 
     @property
     def ttl_default(self) -> float | None:
@@ -115,14 +119,34 @@ class AsyncStore:
         self._check_key(key)
         return bool(await self._exists(key))
 
-    async def keys(self, prefix: str = "") -> AsyncIterator[str]:
+    async def keys(self, prefix: str = "", start_after: str | None = None,
+                   limit: int | None = None) -> AsyncIterator[str]:
         """Live keys starting with ``prefix``, sorted (``async for key in store.keys(...)``)."""
-        for key in await self._keys_checked(prefix):
+        for key in await self._keys_checked(prefix, start_after, limit):
             yield key
 
-    async def _keys_checked(self, prefix: str) -> list[str]:
+    async def items(self, prefix: str = "", start_after: str | None = None,
+                    limit: int | None = None, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
+        """``(key, value)`` for :meth:`keys`, sorted, ``batch`` keys per round trip."""
+        keys = await self._keys_checked(prefix, start_after, limit)
+        for i in range(0, len(keys), batch):
+            found = await self.load_many(keys[i:i + batch])
+            for key in keys[i:i + batch]:
+                if key in found:
+                    yield key, found[key]
+
+    async def _keys_checked(self, prefix: str, start_after: str | None = None,
+                            limit: int | None = None) -> list[str]:
         self.sync._check_prefix(prefix)
-        return await self._keys(prefix)
+        check_paging(start_after, limit)
+        found = await self._keys(prefix)
+        if start_after is not None:
+            found = found[bisect.bisect_right(found, start_after):]
+        return found if limit is None else found[:limit]
+
+    async def _log_names_checked(self, prefix: str) -> list[str]:
+        self.sync._check_prefix(prefix)
+        return await self._log_names(prefix)
 
     async def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
         encoded, seconds = self.sync._encoded_items(items, ttl)
@@ -200,6 +224,30 @@ class AsyncStore:
         self._check_key(name)
         return AsyncLock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
 
+    def log(self, name: str) -> "AsyncLog":
+        """The append-only log ``name`` (see :class:`~kvstore.logs.Log`), awaited."""
+        return AsyncLog(self, name)
+
+    async def logs(self, prefix: str = "") -> AsyncIterator[str]:
+        for name in await self._log_names_checked(prefix):
+            yield name
+
+    # Logs run the twin's own operations in a worker thread unless a store does better.
+    async def _log_append(self, name: str, blob: Any) -> int:
+        return await asyncio.to_thread(self.sync._log_append, name, blob)
+
+    async def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return await asyncio.to_thread(self.sync._log_read, name, after, limit)
+
+    async def _log_len(self, name: str) -> int:
+        return await asyncio.to_thread(self.sync._log_len, name)
+
+    async def _log_delete(self, name: str) -> bool:
+        return await asyncio.to_thread(self.sync._log_delete, name)
+
+    async def _log_names(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self.sync._log_names, prefix)
+
     async def close(self) -> None:
         """Close the asynchronous connections (the synchronous twin is closed by its owner)."""
 
@@ -232,7 +280,8 @@ class AsyncStore:
 
 
 _BYTE_LEVEL = ("_get", "_set", "_delete", "_exists", "_ttl", "_incr", "_clear", "_add", "_cas",
-               "_touch", "_get_many", "_set_many", "_delete_many")
+               "_touch", "_get_many", "_set_many", "_delete_many", "_log_append", "_log_read",
+               "_log_len", "_log_delete", "_log_names")
 
 
 class ThreadStore(AsyncStore):
@@ -327,6 +376,44 @@ class InlineStore(ThreadStore):
 
     async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
+
+
+class AsyncLog:
+    """An append-only log, awaited: ``await log.append(record)``, ``await log.read(after,
+    limit)``, ``await log.length()`` (``len()`` cannot be awaited), ``await log.delete()``,
+    ``async for seq, record in log``."""
+
+    def __init__(self, store: AsyncStore, name: str) -> None:
+        store._check_key(name)
+        self.store = store
+        self.name = name
+
+    async def append(self, record: Any) -> int:
+        store = self.store
+        return int(await store._log_append(self.name, store._log_encode(self.name, record)))
+
+    async def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        check_page(after, limit)
+        if limit == 0:
+            return []
+        rows = await self.store._log_read(self.name, after, limit)
+        return [(seq, self.store._log_decode(self.name, blob)) for seq, blob in rows]
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, Any]]:
+        after = 0
+        while True:
+            page = await self.read(after, 1000)
+            for item in page:
+                yield item
+            if len(page) < 1000:
+                return
+            after = page[-1][0]
+
+    async def length(self) -> int:
+        return int(await self.store._log_len(self.name))
+
+    async def delete(self) -> bool:
+        return bool(await self.store._log_delete(self.name))
 
 
 class AsyncLock(Lock):

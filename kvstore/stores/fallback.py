@@ -162,6 +162,30 @@ class FallbackStore(PersistenceStore):
     def _clear(self, prefix: str) -> int:
         return int(self._call("_clear", prefix))
 
+    # Logs stay on the primary (a log's numbering cannot be split between two stores): while
+    # it is down they raise StoreUnavailableError.
+
+    def _log_encode(self, name: str, record: Any) -> Any:
+        return self.primary._log_encode(name, record)
+
+    def _log_decode(self, name: str, blob: Any) -> Any:
+        return self.primary._log_decode(name, blob)
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        return self.primary._log_append(name, blob)
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return self.primary._log_read(name, after, limit)
+
+    def _log_len(self, name: str) -> int:
+        return self.primary._log_len(name)
+
+    def _log_delete(self, name: str) -> bool:
+        return self.primary._log_delete(name)
+
+    def _log_names(self, prefix: str) -> list[str]:
+        return self.primary._log_names(prefix)
+
     def _get_many(self, keys: list[str]) -> dict[str, Any]:
         return self._call("_get_many", keys)
 

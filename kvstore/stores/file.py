@@ -550,7 +550,7 @@ class FileStore(PersistenceStore):
             return None if entry is None else entry[1]
         return None if ttl is None else self._clock() + ttl
 
-    def _walk(self) -> Iterator[Path]:
+    def _walk(self, ext: str | None = None) -> Iterator[Path]:
         stack = [self.base_path]
         while stack:
             folder = stack.pop()
@@ -563,7 +563,7 @@ class FileStore(PersistenceStore):
                     continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False) and entry.name.endswith(self._ext):
+                elif entry.is_file(follow_symlinks=False) and entry.name.endswith(ext or self._ext):
                     yield Path(entry.path)
 
     def _expiry_of(self, path: Path) -> float | None | bool:
@@ -640,6 +640,107 @@ class FileStore(PersistenceStore):
             with self._io():
                 self._publish(temps, deletes)
 
+    # -- logs: one JSON Lines file per log ------------------------------------------------------------
+    # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line: a person can tail and
+    # jq it. Appends run under the folder's flock; a last line without its newline (a writer
+    # killed mid-append) is never read as a record, and the next append cuts it off first.
+
+    def _log_path(self, name: str) -> Path:
+        path = self._compute_path(name)
+        return path.with_name(path.name[: -len(self._ext)] + _LOG_EXT)
+
+    def _log_encode(self, name: str, record: Any) -> Any:
+        try:
+            return encode_json_text(record)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise SerializationError(f"log {name!r}: cannot serialize {type(record).__name__} "
+                                     f"as JSON: {exc}; nothing was written") from exc
+
+    def _log_decode(self, name: str, blob: Any) -> Any:
+        return blob  # _log_read has decoded the line
+
+    def _log_open(self, name: str, flags: int) -> int | None:
+        path = self._log_path(name)
+        self._refuse_links(path)
+        try:
+            return os.open(path, flags | _NOFOLLOW, 0o600)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _link_error(path) from exc
+            raise
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        with self._io(name), self._locked():
+            make_private_dirs(self._log_path(name).parent)
+            fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
+            assert fd is not None
+            try:
+                end, last = _log_tail(fd)
+                if os.fstat(fd).st_size != end:  # a torn last line: cut it off
+                    os.ftruncate(fd, end)
+                seq = last + 1
+                line = f'{{"seq":{seq},"record":{blob}}}\n'.encode()
+                os.lseek(fd, end, os.SEEK_SET)
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view):]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            return seq
+
+    def _log_lines(self, name: str) -> Iterator[tuple[int, Any]]:
+        fd = self._log_open(name, os.O_RDONLY)
+        if fd is None:
+            return
+        with os.fdopen(fd, "rb") as fh:
+            for raw in fh:
+                if not raw.endswith(b"\n"):
+                    return  # torn by a crash mid-append: not a record
+                try:
+                    entry = decode_json_text(raw)
+                    yield int(entry["seq"]), entry["record"]
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise CorruptDataError(f"log {name!r}: {self._log_path(name)} has a damaged "
+                                           f"line: {raw[:60]!r}") from exc
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        out: list[tuple[int, Any]] = []
+        with self._io(name):
+            for seq, record in self._log_lines(name):
+                if seq > after:
+                    if limit is not None and len(out) >= limit:
+                        break
+                    out.append((seq, record))
+        return out
+
+    def _log_len(self, name: str) -> int:
+        with self._io(name):
+            fd = self._log_open(name, os.O_RDONLY)
+            if fd is None:
+                return 0
+            try:
+                return _log_tail(fd)[1]
+            finally:
+                os.close(fd)
+
+    def _log_delete(self, name: str) -> bool:
+        path = self._log_path(name)
+        self._refuse_links(path)
+        with self._io(name), self._locked():
+            return self._remove(path)
+
+    def _log_names(self, prefix: str) -> list[str]:
+        names = []
+        for path in self._walk(_LOG_EXT):
+            key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
+            if key is not None and key.startswith(prefix):
+                names.append(key)
+        return sorted(names)
+
     def _open_meta(self) -> "FileStore":
         return FileStore(base_path=self.base_path / _META_DIR, format="msgpack",
                          fsync=self._fsync, clock=self._clock)
@@ -684,6 +785,32 @@ class FileStore(PersistenceStore):
             if self._lock_fd is not None and self._lock_pid == os.getpid():
                 os.close(self._lock_fd)
             self._lock_fd = None
+
+
+_LOG_EXT = ".jsonl"
+
+
+def _log_tail(fd: int) -> tuple[int, int]:
+    """``(end of the last complete line, its seq)`` of a JSON Lines log; ``(0, 0)`` when it has
+    no complete line. Reads backwards from the end, a block at a time."""
+    size = os.fstat(fd).st_size
+    data = b""
+    pos = size
+    while True:
+        newlines = [i for i, b in enumerate(data) if b == 10]
+        if len(newlines) >= 2 or (newlines and pos == 0):
+            end = pos + newlines[-1] + 1
+            start = pos + newlines[-2] + 1 if len(newlines) >= 2 else 0
+            line = data[start - pos:end - pos]
+            try:
+                return end, int(json.loads(line)["seq"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise CorruptDataError(f"log file has a damaged last line: {line[:60]!r}") from exc
+        if pos == 0:
+            return 0, 0
+        step = min(pos, 65536)
+        pos -= step
+        data = os.pread(fd, step, pos) + data
 
 
 def _link_error(path: Path) -> InvalidKeyError:

@@ -50,6 +50,7 @@ class MemoryStore(PersistenceStore):
         # key -> (value, expires_at or None). OrderedDict keeps recency for LRU eviction.
         self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()
         self._lock = threading.RLock()
+        self._logs: dict[str, list[Any]] = {}
 
     def _describe(self) -> str:
         return f"max_entries={self.max_entries!r}, entries={len(self._data)}"
@@ -143,6 +144,32 @@ class MemoryStore(PersistenceStore):
             found = [k for k, (_, exp) in self._data.items()
                      if k.startswith(prefix) and (exp is None or exp > now)]
         return iter(sorted(found))  # sorted, like every other store
+
+    # -- logs: a list per name ------------------------------------------------------------------
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        with self._lock:
+            records = self._logs.setdefault(name, [])
+            records.append(blob)
+            return len(records)
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        with self._lock:
+            records = self._logs.get(name, [])
+            end = len(records) if limit is None else after + limit
+            return [(after + 1 + i, blob) for i, blob in enumerate(records[after:end])]
+
+    def _log_len(self, name: str) -> int:
+        with self._lock:
+            return len(self._logs.get(name, ()))
+
+    def _log_delete(self, name: str) -> bool:
+        with self._lock:
+            return self._logs.pop(name, None) is not None
+
+    def _log_names(self, prefix: str) -> list[str]:
+        with self._lock:
+            return sorted(n for n in self._logs if n.startswith(prefix))
 
     def _ttl(self, key: str) -> float | None:
         with self._lock:

@@ -162,6 +162,20 @@ class PostgresStore(PersistenceStore):
             "purge": q("DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at "
                        f"<= to_timestamp(%(now)s) LIMIT {_PURGE_BATCH})"),
             "drop": q("DROP TABLE IF EXISTS {t}"),
+            # Logs: <table>_log, one row per record, numbered per name.
+            "log_create": f'CREATE TABLE IF NOT EXISTS "{table}_log" (name text COLLATE "C" '
+                          "NOT NULL, seq bigint NOT NULL, value bytea NOT NULL, "
+                          "PRIMARY KEY (name, seq))",
+            "log_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(ns)s || %(name)s, 0))",
+            "log_append": f'INSERT INTO "{table}_log" (name, seq, value) SELECT %(name)s, '
+                          f'coalesce(max(seq), 0) + 1, %(value)s FROM "{table}_log" '
+                          "WHERE name = %(name)s RETURNING seq",
+            "log_read": f'SELECT seq, value FROM "{table}_log" WHERE name = %(name)s AND '
+                        "seq > %(after)s ORDER BY seq LIMIT %(limit)s",
+            "log_len": f'SELECT coalesce(max(seq), 0) FROM "{table}_log" WHERE name = %(name)s',
+            "log_delete": f'DELETE FROM "{table}_log" WHERE name = %(name)s',
+            "log_names": f'SELECT DISTINCT name FROM "{table}_log" WHERE name >= %(lo)s AND '
+                         "(%(hi)s::text IS NULL OR name < %(hi)s) ORDER BY name",
             # Insert, or replace only an expired row; a row comes back when it was written.
             "add": q("INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
                      "(%(key)s, %(value)s, to_timestamp(%(exp)s)) ON CONFLICT (key) DO UPDATE "
@@ -358,14 +372,16 @@ class PostgresStore(PersistenceStore):
     def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         return int(self._run(self._q_incr(key, amount, ttl)))
 
-    def _keys(self, prefix: str) -> Iterator[str]:
-        after = ""
+    def _keys(self, prefix: str, after: str = "") -> Iterator[str]:
         while True:
             page = self._run(self._q_keys(prefix, after))
             yield from page
             if len(page) < _PAGE:
                 return
             after = page[-1]
+
+    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return self._keys(prefix, start_after)
 
     def _clear(self, prefix: str) -> int:
         return int(self._run(self._q_clear(prefix)))
@@ -423,6 +439,41 @@ class PostgresStore(PersistenceStore):
                                                    "exps": [e for _, _, e in upserts]})
                 yield
 
+    # -- logs ----------------------------------------------------------------------------------------
+
+    def _log_exec(self, name: str, params: dict[str, Any], fetch: str | None,
+                  locked: bool = False) -> Any:
+        sql = self._sql
+        with self._conn() as conn:
+            if not self.__dict__.get("_log_ready"):
+                with conn.transaction():
+                    conn.execute(sql["log_lock"], {"ns": "kvstore-create:", "name": self.table})
+                    conn.execute(sql["log_create"])
+                self._log_ready = True
+            with conn.transaction():
+                if locked:  # appends to one log take turns: the next number is theirs alone
+                    conn.execute(sql["log_lock"], {"ns": f"kvstore-log:{self.table}:",
+                                                   "name": params["name"]})
+                cur = conn.execute(sql[name], params)
+                return cur.fetchone() if fetch == "one" else cur.fetchall() if fetch else cur.rowcount
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        return int(self._log_exec("log_append", {"name": name, "value": blob}, "one", True)[0])
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        rows = self._log_exec("log_read", {"name": name, "after": after, "limit": limit}, "all")
+        return [(int(seq), bytes(value)) for seq, value in rows]
+
+    def _log_len(self, name: str) -> int:
+        return int(self._log_exec("log_len", {"name": name}, "one")[0])
+
+    def _log_delete(self, name: str) -> bool:
+        return int(self._log_exec("log_delete", {"name": name}, None)) > 0
+
+    def _log_names(self, prefix: str) -> list[str]:
+        rows = self._log_exec("log_names", {"lo": prefix, "hi": prefix_upper_bound(prefix)}, "all")
+        return [n for (n,) in rows]
+
     def _open_meta(self) -> "PostgresStore":
         # Same pool, its own table.
         meta = copy.copy(self)
@@ -443,10 +494,13 @@ class PostgresStore(PersistenceStore):
         return [(key, *found.get(key, (MISSING, None))) for key in keys]
 
     def drop_table(self) -> None:
-        """Drop the table and everything in it (tests, migrations)."""
+        """Drop the table and everything in it, with its logs and locks (tests, migrations)."""
         with self._conn() as conn:
             conn.execute(self._sql["drop"])
+            for sibling in (f"{self.table}_log", f"{self.table}_meta"):
+                conn.execute(f'DROP TABLE IF EXISTS "{sibling}"')
         self._ready = False
+        self._log_ready = False
 
     def close(self) -> None:
         self._pool.close()

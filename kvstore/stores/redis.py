@@ -42,7 +42,9 @@ __all__ = ["RedisStore"]
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 _SCAN_COUNT = 1000
-_META = "\x00kvstore-meta\x00"
+_RESERVED = "\x00kvstore-"         # kvstore's own names start with this; keys never do
+_META = _RESERVED + "meta\x00"      # locks
+_LOG = _RESERVED + "log\x00"        # logs
 
 # KEYS: the checked keys, then the written keys. ARGV[1]: how many checks; then per check a flag
 # ("m": must be absent, "v": must hold the next argument) and a blob; then per write a mode
@@ -146,7 +148,7 @@ class RedisStore(PersistenceStore):
                                                        connect_timeout, client_options)
         # With a key_prefix that the lock namespace starts with (e.g. ""), a key could name a
         # lock record: such keys are refused, and keys()/clear() skip the namespace.
-        self._guard = _META.startswith(key_prefix)
+        self._guard = _RESERVED.startswith(key_prefix) or key_prefix.startswith(_RESERVED)
         self._commit_script = self._client.register_script(_COMMIT)
         self._touch_script = self._client.register_script(_TOUCH)
 
@@ -243,8 +245,9 @@ class RedisStore(PersistenceStore):
 
     def _check_key(self, key: Any) -> None:
         super()._check_key(key)
-        if self._guard and (self.key_prefix + key).startswith(_META):
-            raise InvalidKeyError(f"key {key!r} is in kvstore's reserved lock namespace")
+        if self._guard and (self.key_prefix + key).startswith(_RESERVED):
+            raise InvalidKeyError(f"key {key!r} is in kvstore's reserved namespace "
+                                  "(locks and logs)")
 
     # get and set catch errors inline: a generator-based context manager costs more than
     # everything else kvstore adds to a round trip.
@@ -327,7 +330,7 @@ class RedisStore(PersistenceStore):
         for name in r.scan_iter(match=pattern, count=_SCAN_COUNT):
             if isinstance(name, bytes):
                 name = name.decode("utf-8", "surrogateescape")
-            if guard and name.startswith(_META):
+            if guard and name.startswith(_RESERVED):
                 continue
             yield name
 
@@ -439,6 +442,40 @@ class RedisStore(PersistenceStore):
                 self._undo(applied, before)
                 raise conflict(failed)
             applied.extend(slot_ops)
+
+    # -- logs: one Redis list per log ----------------------------------------------------------------
+    # A list rather than a stream: RPUSH answers the new length, which is the record's dense
+    # sequence number (stream IDs are timestamps), and LRANGE pages by position, so append and
+    # read are one round trip each. The lists live under a reserved prefix keys() never lists.
+
+    def _log_key(self, name: str) -> str:
+        return _LOG + self.key_prefix + name
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        with self._call() as r:
+            return int(r.rpush(self._log_key(name), blob))
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        end = -1 if limit is None else after + limit - 1
+        with self._call() as r:
+            blobs = r.lrange(self._log_key(name), after, end)
+        return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
+
+    def _log_len(self, name: str) -> int:
+        with self._call() as r:
+            return int(r.llen(self._log_key(name)))
+
+    def _log_delete(self, name: str) -> bool:
+        with self._call() as r:
+            return bool(r.delete(self._log_key(name)))
+
+    def _log_names(self, prefix: str) -> list[str]:
+        start = len(_LOG + self.key_prefix)
+        with self._call() as r:
+            found = r.scan_iter(match=_glob_escape(self._log_key(prefix)) + "*", count=_SCAN_COUNT)
+            names = [n.decode("utf-8", "surrogateescape") if isinstance(n, bytes) else n
+                     for n in found]
+        return sorted(n[start:] for n in names)
 
     def _open_meta(self) -> "RedisStore":
         meta = copy.copy(self)

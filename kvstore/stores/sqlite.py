@@ -78,6 +78,17 @@ class _Queries:
         self.touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND {_LIVE}"
         self.set_keep = f"UPDATE {t} SET value = ? WHERE key = ?"  # the expiry stays
         self.table = t
+        # Logs: one row per record, numbered per name (the primary key keeps them in order).
+        lt = f'"{table}_log"'
+        self.log_schema = (f"CREATE TABLE IF NOT EXISTS {lt} (name TEXT NOT NULL, seq INTEGER "
+                           "NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, seq)) WITHOUT ROWID")
+        self.log_append = (f"INSERT INTO {lt} (name, seq, value) SELECT ?1, coalesce(max(seq), 0) "
+                           f"+ 1, ?2 FROM {lt} WHERE name = ?1 RETURNING seq")
+        self.log_read = f"SELECT seq, value FROM {lt} WHERE name = ? AND seq > ? ORDER BY seq LIMIT ?"
+        self.log_len = f"SELECT coalesce(max(seq), 0) FROM {lt} WHERE name = ?"
+        self.log_delete = f"DELETE FROM {lt} WHERE name = ?"
+        self.log_names = (f"SELECT DISTINCT name FROM {lt} WHERE name >= ? AND (? IS NULL OR name < ?) "
+                          "ORDER BY name")
 
 
 _OPEN_STORES: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
@@ -349,11 +360,10 @@ class SQLiteStore(PersistenceStore):
             return "key >= ?", [prefix]
         return "key >= ? AND key < ?", [prefix, hi]
 
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def _keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
         # Paged by key, one short query per page: a million keys stream with flat memory and
         # no read transaction held open while the caller works.
         where, params = self._range(prefix)
-        after: str | None = None
         while True:
             now = self._clock()
             page_where = where if after is None else f"{where} AND key > ?"
@@ -368,6 +378,9 @@ class SQLiteStore(PersistenceStore):
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
+
+    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return self._keys(prefix, start_after)
 
     def _clear(self, prefix: str) -> int:
         where, params = self._range(prefix)
@@ -403,6 +416,43 @@ class SQLiteStore(PersistenceStore):
                     else:
                         conn.execute(q.set, (key, blob, None if ttl is None else now + ttl))
                 yield
+
+    # -- logs ----------------------------------------------------------------------------------------
+
+    def _log_conn(self) -> sqlite3.Connection:
+        conn = self._conn()
+        if not self.__dict__.get("_log_ready"):
+            with self._write(conn):
+                conn.execute(self._q.log_schema)
+            self._log_ready = True
+        return conn
+
+    def _log_append(self, name: str, blob: Any) -> int:
+        # One statement under BEGIN IMMEDIATE: the next number and the insert, atomically.
+        with self._errors():
+            conn = self._log_conn()
+            with self._write(conn):
+                return int(conn.execute(self._q.log_append, (name, blob)).fetchone()[0])
+
+    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        with self._errors():
+            return [(int(seq), bytes(value)) for seq, value in self._log_conn().execute(
+                self._q.log_read, (name, after, -1 if limit is None else limit))]
+
+    def _log_len(self, name: str) -> int:
+        with self._errors():
+            return int(self._log_conn().execute(self._q.log_len, (name,)).fetchone()[0])
+
+    def _log_delete(self, name: str) -> bool:
+        with self._errors():
+            conn = self._log_conn()
+            with self._write(conn):
+                return conn.execute(self._q.log_delete, (name,)).rowcount > 0
+
+    def _log_names(self, prefix: str) -> list[str]:
+        hi = prefix_upper_bound(prefix)
+        with self._errors():
+            return [n for (n,) in self._log_conn().execute(self._q.log_names, (prefix, hi, hi))]
 
     def _open_meta(self) -> "SQLiteStore":
         # Same file and connections (the sibling calls this store's _conn), its own table.
