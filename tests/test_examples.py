@@ -65,3 +65,51 @@ def test_fastapi_example_with_two_workers(tmp_path):
         proc.wait(20)
         log.close()
         print((tmp_path / "uvicorn.log").read_text())  # shown by pytest when the test fails
+
+
+def _run_example(name: str, tmp_path: Path) -> str:
+    env = dict(os.environ, KVSTORE_DATA_DIR=str(tmp_path / "unused"))
+    env.pop("KVSTORE_CONFIG", None)
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / name), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def test_persona_evolution(tmp_path):
+    out = _run_example("persona_evolution.py", tmp_path)
+    assert "generations: 4 (generation:000000 .. generation:000003)" in out
+    assert "latest: generation 3" in out and "transcript of generation 3: 2 records" in out
+    out = _run_example("persona_evolution.py", tmp_path)  # resumes from the latest generation
+    assert "latest: generation 6" in out
+
+
+@pytest.mark.slow
+def test_messaging_with_four_processes(tmp_path):
+    out = _run_example("messaging.py", tmp_path)
+    assert "messages kept: 200 of 200" in out and "index: ['c0', 'c1', 'c2']" in out
+
+
+@pytest.mark.slow
+def test_agent_lab_resumes_after_sigkill(tmp_path):
+    out = _run_example("agent_lab.py", tmp_path)
+    killed = int(out.split("killed at step ")[1].split()[0])
+    assert 0 < killed < 40 and f"resumed from step {killed}" in out
+    assert "every step present: True" in out and "checkpoint: step 40" in out
+    assert "after clean: [] False" in out
+
+
+def test_sage_layers(tmp_path):
+    out = _run_example("sage_layers.py", tmp_path)
+    assert "session:u1           -> memory         900s" in out
+    assert "query_history:u1     -> cache        86400s" in out
+    assert "access_patterns:u1   -> database 2.592e+06s  {'logins': 1}" in out
+    assert "config file on disk: True" in out and "sqlite file beside the YAML: True" in out
+
+
+@pytest.mark.slow
+def test_helixcode_state(tmp_path):
+    out = _run_example("helixcode_state.py", tmp_path)
+    assert "stored as json+gzip" in out and "restored: 50 open files" in out
+    assert "refused: SerializationError" in out and "snapshot written by autosave: True" in out
+    assert "after restart, editor buffer: \"print('hello')\"" in out

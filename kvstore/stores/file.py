@@ -646,7 +646,7 @@ class FileStore(PersistenceStore):
     # killed mid-append) is never read as a record, and the next append cuts it off first.
 
     def _log_path(self, name: str) -> Path:
-        path = self._compute_path(name)
+        path = self._path_for(name)  # cached
         return path.with_name(path.name[: -len(self._ext)] + _LOG_EXT)
 
     def _log_encode(self, name: str, record: Any) -> Any:
@@ -673,8 +673,10 @@ class FileStore(PersistenceStore):
 
     def _log_append(self, name: str, blob: Any) -> int:
         with self._io(name), self._locked():
-            make_private_dirs(self._log_path(name).parent)
             fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
+            if fd is None:  # its folder does not exist yet
+                make_private_dirs(self._log_path(name).parent)
+                fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
             assert fd is not None
             try:
                 end, last = _log_tail(fd)
@@ -792,23 +794,23 @@ _LOG_EXT = ".jsonl"
 
 def _log_tail(fd: int) -> tuple[int, int]:
     """``(end of the last complete line, its seq)`` of a JSON Lines log; ``(0, 0)`` when it has
-    no complete line. Reads backwards from the end, a block at a time."""
+    no complete line. Reads backwards from the end, a block at a time (usually one 4 KB read)."""
     size = os.fstat(fd).st_size
-    data = b""
-    pos = size
+    data, pos, step = b"", size, 4096
     while True:
-        newlines = [i for i, b in enumerate(data) if b == 10]
-        if len(newlines) >= 2 or (newlines and pos == 0):
-            end = pos + newlines[-1] + 1
-            start = pos + newlines[-2] + 1 if len(newlines) >= 2 else 0
-            line = data[start - pos:end - pos]
-            try:
-                return end, int(json.loads(line)["seq"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise CorruptDataError(f"log file has a damaged last line: {line[:60]!r}") from exc
+        last = data.rfind(b"\n")
+        if last >= 0:
+            previous = data.rfind(b"\n", 0, last)
+            if previous >= 0 or pos == 0:
+                line = data[previous + 1:last]
+                try:
+                    return pos + last + 1, int(json.loads(line)["seq"])
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise CorruptDataError(
+                        f"log file has a damaged last line: {line[:60]!r}") from exc
         if pos == 0:
             return 0, 0
-        step = min(pos, 65536)
+        step = min(pos, step * 2)
         pos -= step
         data = os.pread(fd, step, pos) + data
 
