@@ -49,7 +49,11 @@ def main() -> None:
                                lambda: [[msgpack.unpackb(v) for v in raw.mget(b)]
                                         for b in raw_batches], len(batches)),
             "save_many(100)": (lambda: [store.save_many({k: VALUE for k in b}) for b in batches],
-                               lambda: [_pipe(raw, b) for b in raw_batches], len(batches)),
+                               lambda: [raw.mset({k: msgpack.packb(VALUE) for k in b})
+                                        for b in raw_batches], len(batches)),
+            "save_many ttl": (lambda: [store.save_many({k: VALUE for k in b}, ttl=60)
+                                       for b in batches],
+                              lambda: [_pipe(raw, b, 60_000) for b in raw_batches], len(batches)),
             "incr": (lambda: [store.incr("c" + k) for k in keys],
                      lambda: [raw.incrby(k + "c", 1) for k in names], n),
         }
@@ -73,10 +77,11 @@ def main() -> None:
         store.close()
 
 
-def _pipe(raw, names) -> None:
+def _pipe(raw, names, px) -> None:
+    """save_many with a TTL, done by hand: SET ... PX per key in one MULTI/EXEC."""
     pipe = raw.pipeline(transaction=True)
     for name in names:
-        pipe.set(name, msgpack.packb(VALUE))
+        pipe.set(name, msgpack.packb(VALUE), px=px)
     pipe.execute()
 
 

@@ -275,6 +275,20 @@ class PersistenceStore(ABC):
                 if key in found:  # deleted or expired meanwhile: left out
                     yield key, self._decode(key, found[key])
 
+    def _rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
+        """One page of stored rows, sorted by key: ``(key, blob, ttl)`` for up to ``limit`` keys
+        with ``prefix`` after ``after``; a row whose blob is MISSING (expired, deleted) still
+        moves the page on. Exports, backups and migrations stream through this; stores that
+        can read key and value in one query do."""
+        keys = list(itertools.islice(
+            self._keys(prefix) if after is None else self._keys_after(prefix, after), limit))
+        return self._snapshot(keys)
+
+    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+        """Bulk write ``(key, blob, ttl)`` rows atomically (imports, migrations, restores);
+        stores with a faster bulk path than a transaction (PostgreSQL's COPY) override it."""
+        self._apply(rows)
+
     def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Live keys with ``prefix`` sorting after ``start_after`` (stores that page by key
         start there instead of skipping)."""
@@ -304,11 +318,10 @@ class PersistenceStore(ABC):
                        ) -> tuple[list[tuple[str, Any]], float | None]:
         """``save_many``'s checks: every key checked and value encoded, and the TTL."""
         seconds = self._resolve_ttl(ttl)
-        encoded = []
-        for key, value in items.items():
-            self._check_key(key)
-            encoded.append((key, self._encode(key, value)))
-        return encoded, seconds
+        check, encode = self._check_key, self._encode
+        # check() returns None or raises: the condition only runs it, in the same pass.
+        return [(key, encode(key, value)) for key, value in items.items()
+                if check(key) is None], seconds
 
     def _checked_keys(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys, in order, each checked."""

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from .errors import CorruptDataError, KVStoreError
-from .serializers import Serializer, decode_json_text, encode_json_text
+from .serializers import Serializer, _json_hook, encode_json_text
 from .store import MISSING, PersistenceStore, decode_stored
 
-__all__ = ["iter_records", "export_jsonl", "import_jsonl", "migrate", "Progress"]
+__all__ = ["iter_rows", "iter_records", "export_jsonl", "import_jsonl", "migrate", "Progress"]
 
 Progress = Callable[[int], None]
 BATCH = 1000
 _READER = Serializer("json")  # reads json and msgpack blobs alike (the header says which)
+_PLAIN_JSON = Serializer("json").serialize(None)[:3]  # the header of uncompressed JSON
 
 
 def _batches(keys: Iterable[str], size: int) -> Iterator[list[str]]:
@@ -41,14 +42,27 @@ def _batches(keys: Iterable[str], size: int) -> Iterator[list[str]]:
         yield batch
 
 
+def iter_rows(store: PersistenceStore, prefix: str = "", after: str | None = None,
+              batch: int = BATCH) -> Iterator[list[tuple[str, Any, float | None]]]:
+    """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
+    ``batch`` keys per query (one query per page where the store can: SQLite, PostgreSQL)."""
+    while True:
+        rows = store._rows(prefix, after, batch)
+        if not rows:
+            return
+        live = [row for row in rows if row[1] is not MISSING]  # deleted or expired meanwhile
+        if live:
+            yield live
+        after = rows[-1][0]
+
+
 def iter_records(store: PersistenceStore, prefix: str = "", *, raw: bool = False,
                  batch: int = BATCH) -> Iterator[tuple[str, Any, float | None]]:
     """``(key, value, ttl)`` for every live key; with ``raw=True`` the stored blob, not the value."""
-    for keys in _batches(store.keys(prefix), batch):
-        for key, blob, ttl in store._snapshot(keys):
-            if blob is MISSING:  # deleted or expired since keys() listed it
-                continue
-            yield key, (blob if raw else store._decode(key, blob)), ttl
+    decode = store._decode
+    for rows in iter_rows(store, prefix, batch=batch):
+        for key, blob, ttl in rows:
+            yield key, (blob if raw else decode(key, blob)), ttl
 
 
 def record_line(key: str, value: Any, ttl: float | None, *, raw: bool = False) -> str:
@@ -64,12 +78,29 @@ def record_line(key: str, value: Any, ttl: float | None, *, raw: bool = False) -
 
 def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw: bool = False,
                  progress: Progress | None = None) -> int:
-    """Write every live key with ``prefix`` to ``out``; returns how many."""
+    """Write every live key with ``prefix`` to ``out``; returns how many.
+
+    A value stored as plain JSON is written as its stored text, without decoding it and
+    encoding it again (the store's JSON and the export's are the same tagged JSON).
+    """
     count = 0
-    for key, value, ttl in iter_records(store, prefix, raw=raw):
-        out.write(record_line(key, value, ttl, raw=raw))
-        count += 1
-        if progress is not None and count % 1000 == 0:
+    decode = store._decode
+    dumps = json.dumps
+    for rows in iter_rows(store, prefix):
+        lines = []
+        for key, blob, ttl in rows:
+            if raw:
+                lines.append(record_line(key, blob, ttl, raw=True))
+                continue
+            if type(blob) is bytes and blob[:3] == _PLAIN_JSON:
+                body = blob[3:].decode("utf-8")
+            else:
+                body = encode_json_text(decode(key, blob))
+            lines.append('{"key":' + dumps(key, ensure_ascii=False) + ',"value":' + body +
+                         ',"ttl":' + ("null" if ttl is None else repr(round(ttl, 3))) + "}\n")
+        out.write("".join(lines))
+        count += len(rows)
+        if progress is not None:
             progress(count)
     if progress is not None:
         progress(count)
@@ -77,15 +108,16 @@ def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw
 
 
 def parse_line(line: str, where: str) -> tuple[str, Any, float | None, bool]:
-    """``(key, value_or_blob, ttl, is_blob)`` from one JSON Lines record."""
+    """``(key, value_or_blob, ttl, is_blob)`` from one JSON Lines record (one parse: the
+    value's tagged JSON is decoded on the way)."""
     try:
-        record = json.loads(line)
+        record = json.loads(line, object_hook=_json_hook)
         key = record["key"]
         ttl = record.get("ttl")
         if "blob" in record:
             return key, base64.b64decode(record["blob"], validate=True), ttl, True
-        return key, decode_json_text(json.dumps(record["value"])), ttl, False
-    except (ValueError, KeyError, TypeError) as exc:
+        return key, record["value"], ttl, False
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise CorruptDataError(f"{where}: not a kvstore JSON Lines record ({exc})") from None
 
 
@@ -100,7 +132,7 @@ def import_jsonl(store: PersistenceStore | Callable[[str], PersistenceStore],
 
     def flush(target: PersistenceStore, ops: list[tuple[str, Any, float | None]]) -> None:
         nonlocal count
-        target._apply(ops)
+        target._put_rows(ops)
         count += len(ops)
         ops.clear()
         if progress is not None:
@@ -145,24 +177,18 @@ def migrate(source: PersistenceStore, target: PersistenceStore, prefix: str = ""
     done_up_to = ckpt.read_text(encoding="utf-8") if ckpt is not None and ckpt.exists() else None
     same_bytes = source.serializer is not None and target.serializer is not None
     count = 0
-    keys: Iterable[str] = source.keys(prefix)
-    if done_up_to:
-        keys = (k for k in keys if k > done_up_to)
-    for chunk in _batches(keys, batch):
+    for rows in iter_rows(source, prefix, done_up_to or None, batch):
         ops = []
-        for key, blob, ttl in source._snapshot(chunk):
-            if blob is MISSING:
-                continue
+        for key, blob, ttl in rows:
             target._check_key(key)
             if not same_bytes:
                 blob = target._encode(key, source._decode(key, blob))
             ops.append((key, blob, ttl))
-        if ops:
-            target._apply(ops)
+        target._put_rows(ops)
         count += len(ops)
         if ckpt is not None:
             tmp = ckpt.with_name(ckpt.name + ".tmp")
-            tmp.write_text(chunk[-1], encoding="utf-8")
+            tmp.write_text(rows[-1][0], encoding="utf-8")
             os.replace(tmp, ckpt)
         if progress is not None:
             progress(count)

@@ -439,6 +439,22 @@ class PostgresStore(PersistenceStore):
                                                    "exps": [e for _, _, e in upserts]})
                 yield
 
+    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+        # COPY into a session-local staging table, then one upsert: the fastest way into
+        # PostgreSQL, in one transaction.
+        now = self._clock()
+        with self._conn() as conn, conn.transaction():
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS kvstore_staging (n int, key text, "
+                         "value bytea, exp float8) ON COMMIT DELETE ROWS")
+            with conn.cursor().copy("COPY kvstore_staging (n, key, value, exp) FROM STDIN") as copy:
+                for n, (key, blob, ttl) in enumerate(rows):
+                    copy.write_row((n, key, blob, None if ttl is None else now + ttl))
+            # The last row of a key wins, as with one write after another.
+            conn.execute(f'INSERT INTO "{self.table}" (key, value, expires_at) SELECT DISTINCT ON '
+                         "(key) key, value, to_timestamp(exp) FROM kvstore_staging ORDER BY key, "
+                         "n DESC ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, "
+                         "expires_at = EXCLUDED.expires_at")
+
     # -- logs ----------------------------------------------------------------------------------------
 
     def _log_exec(self, name: str, params: dict[str, Any], fetch: str | None,

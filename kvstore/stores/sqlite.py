@@ -279,6 +279,14 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 conn.executemany(self._q.set, [(key, blob, exp) for key, blob in items])
 
+    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+        now = self._clock()
+        with self._errors():
+            conn = self._conn()
+            with self._write(conn):
+                conn.executemany(self._q.set, [(k, b, None if t is None else now + t)
+                                               for k, b, t in rows])
+
     def _delete(self, key: str) -> bool:
         with self._errors():
             row = self._conn().execute(self._q.delete, (key,)).fetchone()
@@ -354,30 +362,43 @@ class SQLiteStore(PersistenceStore):
             cur = self._conn().execute(self._q.touch, (None if ttl is None else now + ttl, key, now))
         return cur.rowcount == 1
 
-    def _range(self, prefix: str) -> tuple[str, list[Any]]:
+    def _range(self, prefix: str, after: str | None = None) -> tuple[str, list[Any]]:
+        """The WHERE clause of keys with ``prefix`` (and sorting after ``after``) as ONE index
+        range: two lower bounds (``key >= p AND key > a``) make SQLite seek to the first and
+        scan to the second, so paging a big table would cost O(n) per page."""
         hi = prefix_upper_bound(prefix)
+        low, lo = ("key > ?", after) if after is not None and after >= prefix else ("key >= ?", prefix)
         if hi is None:
-            return "key >= ?", [prefix]
-        return "key >= ? AND key < ?", [prefix, hi]
+            return low, [lo]
+        return f"{low} AND key < ?", [lo, hi]
 
     def _keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
         # Paged by key, one short query per page: a million keys stream with flat memory and
         # no read transaction held open while the caller works.
-        where, params = self._range(prefix)
         while True:
             now = self._clock()
-            page_where = where if after is None else f"{where} AND key > ?"
-            page_params = params if after is None else [*params, after]
+            where, params = self._range(prefix, after)
             with self._errors():
                 rows = self._conn().execute(
-                    f"SELECT key, expires_at FROM {self._q.table} WHERE {page_where} "
-                    f"ORDER BY key LIMIT {_PAGE}", page_params).fetchall()
+                    f"SELECT key, expires_at FROM {self._q.table} WHERE {where} "
+                    f"ORDER BY key LIMIT {_PAGE}", params).fetchall()
             for key, exp in rows:
                 if (exp is None or exp > now) and key.startswith(prefix):
                     yield key
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
+
+    def _rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
+        now = self._clock()
+        where, params = self._range(prefix, after)
+        with self._errors():
+            rows = self._conn().execute(
+                f"SELECT key, value, expires_at FROM {self._q.table} WHERE {where} "
+                f"ORDER BY key LIMIT {int(limit)}", params).fetchall()
+        # The last row is returned even when expired, so the caller's next page starts after it.
+        return [(k, v if e is None or e > now else MISSING, None if e is None else e - now)
+                for k, v, e in rows]
 
     def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         return self._keys(prefix, start_after)
