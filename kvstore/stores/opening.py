@@ -11,7 +11,7 @@ from ..config import Config, default_data_dir, embedded_cache_path, embedded_cac
 from ..store import PersistenceStore
 from .memory import MemoryStore
 
-__all__ = ["open_stores", "STORE_NAMES"]
+__all__ = ["open_stores", "open_url", "STORE_NAMES"]
 
 STORE_NAMES = ("memory", "cache", "database", "file")
 
@@ -79,3 +79,50 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
             store.close()
         raise
     return {name: opened[name] for name in STORE_NAMES}
+
+
+def open_url(url: str, **options: Any) -> PersistenceStore:
+    """A store from a URL, for adapters configured by one string (Django's ``LOCATION``,
+    dogpile's ``arguments``):
+
+    - ``memory://``
+    - ``sqlite:///absolute/path/app.db`` (``sqlite://relative/path.db``)
+    - ``file:///absolute/folder``
+    - ``redis://...``, ``rediss://...``, ``redis+cluster://...``, ``redis+sentinel://...``
+    - ``postgresql://user@host/db?table=name``
+
+    ``options`` go to the store's constructor (``ttl_default``, ``serializer``, ``key_prefix``...).
+    """
+    from urllib.parse import parse_qsl, urlsplit
+
+    from ..errors import ConfigError
+
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"store URL: {url!r} is not a URL (memory://, sqlite:///path, "
+                          "file:///folder, redis://..., postgresql://...)")
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme == "memory":
+        return MemoryStore(**options)
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore(path=rest, **options)
+    if scheme == "file":
+        from .file import FileStore
+
+        return FileStore(base_path=rest, **options)
+    if scheme.startswith(("redis", "rediss", "unix")):
+        from .redis import RedisStore
+
+        return RedisStore(url=url, **options)
+    if scheme in ("postgresql", "postgres"):
+        from .postgres import PostgresStore
+
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        table = query.pop("table", options.pop("table", "kvstore"))
+        dsn = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
+        return PostgresStore(dsn=dsn, table=table, **options)
+    raise ConfigError(f"store URL {url!r}: unknown scheme {scheme!r} (memory, sqlite, file, "
+                      "redis, rediss, redis+cluster, redis+sentinel, postgresql)")
