@@ -89,6 +89,7 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
     - ``sqlite:///absolute/path/app.db`` (``sqlite://relative/path.db``)
     - ``file:///absolute/folder``
     - ``redis://...``, ``rediss://...``, ``redis+cluster://...``, ``redis+sentinel://...``
+      (``?key_prefix=app:`` sets the key prefix)
     - ``postgresql://user@host/db?table=name``
 
     ``options`` go to the store's constructor (``ttl_default``, ``serializer``, ``key_prefix``...).
@@ -115,6 +116,11 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
     if scheme.startswith(("redis", "rediss", "unix")):
         from .redis import RedisStore
 
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        if "key_prefix" in query:  # redis://host/0?key_prefix=app: (one string for adapters)
+            options.setdefault("key_prefix", query.pop("key_prefix"))
+            url = parts._replace(query="&".join(f"{k}={v}" for k, v in query.items())).geturl()
         return RedisStore(url=url, **options)
     if scheme in ("postgresql", "postgres"):
         from .postgres import PostgresStore
