@@ -37,10 +37,31 @@ class AsyncRedisStore(AsyncStore):
         self._prefix = sync.key_prefix
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []  # reads of this loop turn
         self._flushing: set[asyncio.Task[None]] = set()
+        self._initialized = not sync.cluster
+        self._init_lock: asyncio.Lock | None = None
+
+    async def _ready(self) -> None:
+        """A cluster client discovers its nodes once, before any command: tasks that arrive
+        together wait for that instead of each starting it (which makes nodes drop
+        connections under them)."""
+        if self._initialized:
+            return
+        if self._init_lock is None:
+            self._init_lock = asyncio.Lock()
+        async with self._init_lock:
+            if not self._initialized:
+                if self.sync.cluster:
+                    try:
+                        await self._client.initialize()
+                    except self._errors + (self._cluster_error,) as exc:
+                        raise self.sync._unavailable(exc) from exc
+                self._initialized = True
 
     async def _do(self, coro: Any) -> Any:
         """Await a redis-py call; connection failures become StoreUnavailableError."""
         try:
+            if not self._initialized:
+                await self._ready()
             return await coro
         except self._errors as exc:
             raise self.sync._unavailable(exc) from exc
@@ -70,6 +91,8 @@ class AsyncRedisStore(AsyncStore):
     async def _mget(self, batch: list[tuple[str, asyncio.Future[Any]]]) -> None:
         names = [name for name, _ in batch]
         try:
+            if not self._initialized:
+                await self._ready()
             if len(names) == 1:
                 blobs = [await self._client.get(names[0])]
             elif self.sync.cluster:
@@ -91,6 +114,8 @@ class AsyncRedisStore(AsyncStore):
 
     async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
         try:
+            if not self._initialized:
+                await self._ready()
             await self._client.set(self._prefix + key, blob, px=None if ttl is None else _ms(ttl))
         except self._errors as exc:
             raise self.sync._unavailable(exc) from exc
@@ -144,6 +169,7 @@ class AsyncRedisStore(AsyncStore):
     async def _scan(self, prefix: str) -> list[str]:
         pattern = _glob_escape(self._prefix + prefix) + "*"
         names = []
+        await self._ready()
         try:
             async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
                 if isinstance(name, bytes):
@@ -195,6 +221,8 @@ class AsyncRedisStore(AsyncStore):
         meta._twin(self.sync._meta)
         meta._prefix = meta.sync.key_prefix
         meta._pending, meta._flushing = [], set()
+        meta._init_lock = None  # the client is shared: so is its initialization
+
         return meta
 
     async def close(self) -> None:

@@ -166,8 +166,14 @@ class RedisStore(PersistenceStore):
         if not isinstance(url, str) or "://" not in url:
             raise ConfigError(f"url: {_mask_url(str(url))!r} is not a redis:// URL")
         scheme = url.split("://", 1)[0].lower()
+        # Never re-send a command: a write whose reply was lost may have run (an RPUSH or an
+        # INCRBY sent twice is a duplicate). A failure raises StoreUnavailableError instead.
+        from redis.backoff import NoBackoff
+
+        Retry: Any = importlib.import_module(  # noqa: N806
+            "redis.asyncio.retry" if asyncio else "redis.retry").Retry
         base = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
-                "retry_on_timeout": False, **options}
+                "retry_on_timeout": False, "retry": Retry(NoBackoff(), 0), **options}
         parts = urlsplit(url)
         username = unquote(parts.username) if parts.username else os.environ.get("REDIS_USERNAME")
         password = unquote(parts.password) if parts.password else os.environ.get("REDIS_PASSWORD")
@@ -186,7 +192,7 @@ class RedisStore(PersistenceStore):
         try:
             if is_cluster:
                 base.setdefault("health_check_interval", 0)
-                if asyncio:  # redis.asyncio's cluster client has no such option (and never retries on timeout)
+                if asyncio:  # redis.asyncio's cluster client has no such option
                     base.pop("retry_on_timeout", None)
                 return RedisCluster.from_url(url, **base), True
             base.setdefault("health_check_interval", 30)
