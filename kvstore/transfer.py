@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from .errors import CorruptDataError, KVStoreError
-from .serializers import Serializer, _json_hook, encode_json_text
+from .serializers import _TAG, Serializer, _json_hook, encode_json_text
 from .store import MISSING, PersistenceStore, decode_stored
 
 __all__ = ["iter_rows", "iter_records", "export_jsonl", "import_jsonl", "migrate", "Progress"]
@@ -111,7 +111,8 @@ def parse_line(line: str, where: str) -> tuple[str, Any, float | None, bool]:
     """``(key, value_or_blob, ttl, is_blob)`` from one JSON Lines record (one parse: the
     value's tagged JSON is decoded on the way)."""
     try:
-        record = json.loads(line, object_hook=_json_hook)
+        # The tag hook only where a tag can be (most values are plain JSON).
+        record = json.loads(line, object_hook=_json_hook) if _TAG in line else json.loads(line)
         key = record["key"]
         ttl = record.get("ttl")
         if "blob" in record:

@@ -23,11 +23,15 @@ _AWAITED = {"save", "load", "delete", "exists", "save_many", "load_many", "delet
             "incr", "clear", "add", "update", "append", "touch"}
 
 
+_LOOP_LOCK = threading.Lock()
+
+
 def loop() -> asyncio.AbstractEventLoop:
     global _LOOP
-    if _LOOP is None:
-        _LOOP = asyncio.new_event_loop()
-        threading.Thread(target=_LOOP.run_forever, name="aio-facade", daemon=True).start()
+    with _LOOP_LOCK:  # threads of a test may ask first at the same moment: one loop only
+        if _LOOP is None:
+            _LOOP = asyncio.new_event_loop()
+            threading.Thread(target=_LOOP.run_forever, name="aio-facade", daemon=True).start()
     return _LOOP
 
 

@@ -169,7 +169,7 @@ def test_sigkill_mid_append_never_tears_a_record(case, rounds):
         child.join()
         while ours.poll():
             acked = max(acked, ours.recv())
-        store = case.make()
+        store = open_spec(case.spec)  # closed below: 20 rounds must not pile up connections
         log = store.log("crash")
         records = log.read()
         assert [s for s, _ in records] == list(range(1, len(records) + 1))  # dense, complete
@@ -177,6 +177,7 @@ def test_sigkill_mid_append_never_tears_a_record(case, rounds):
         assert all(r == {"i": s - 1, "pad": "x" * ((s - 1) % 7) * 3000} for s, r in records)
         assert log.append({"i": len(records), "pad": ""}) == len(records) + 1  # appends go on
         log.delete()
+        store.close()
         acked = 0
 
 
