@@ -190,7 +190,17 @@ class SQLiteStore(PersistenceStore):
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL takes an exclusive lock that the busy timeout does not
+        # wait for: processes opening a fresh database together retry instead of failing.
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         self._local.conn = conn
         with self._connections_lock:
