@@ -147,7 +147,6 @@ def bench_postgres(dsn: str, n: int, report: Report) -> None:
     table = f"kvbench_{uuid.uuid4().hex[:6]}"
     store = PostgresStore(dsn=dsn, table=table)
     log = store.log("bench")
-    blob = store._log_encode("bench", RECORD)
     with psycopg.connect(dsn, autocommit=True) as con:
         con.execute(f"CREATE TABLE {table}_raw (name text, seq bigint, value bytea, "
                     "PRIMARY KEY (name, seq))")

@@ -191,13 +191,11 @@ class PersistenceManager:
 
     def _store_keys(self, name: str, prefix: str, start_after: str | None) -> Iterator[str]:
         entry = self._core.named(name)
-        found = self._call("keys", entry, None, entry.store.keys, prefix, start_after)
-        while True:
-            try:
-                key = self._call("keys", entry, None, next, found)
-            except StopIteration:
-                return
-            yield key
+        try:
+            yield from entry.store.keys(prefix, start_after)
+        except KVStoreError as exc:  # from the store, as the keys are read
+            self._fail("keys", entry, exc)
+            raise
 
     def items(self, prefix: str = "", store: str | None = None, start_after: str | None = None,
               limit: int | None = None, batch: int = 500) -> Iterator[tuple[str, Any]]:

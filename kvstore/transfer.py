@@ -31,17 +31,6 @@ _READER = Serializer("json")  # reads json and msgpack blobs alike (the header s
 _PLAIN_JSON = Serializer("json").serialize(None)[:3]  # the header of uncompressed JSON
 
 
-def _batches(keys: Iterable[str], size: int) -> Iterator[list[str]]:
-    batch: list[str] = []
-    for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
 def iter_rows(store: PersistenceStore, prefix: str = "", after: str | None = None,
               batch: int = BATCH) -> Iterator[list[tuple[str, Any, float | None]]]:
     """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
@@ -69,11 +58,14 @@ def record_line(key: str, value: Any, ttl: float | None, *, raw: bool = False) -
     if raw:
         if not isinstance(value, (bytes, bytearray)):
             raise KVStoreError(f"key {key!r}: a raw export needs a store that holds bytes")
-        body = '"blob":' + json.dumps(base64.b64encode(value).decode("ascii"))
-    else:
-        body = '"value":' + encode_json_text(value)
-    return '{"key":' + json.dumps(key, ensure_ascii=False) + "," + body + ',"ttl":' + \
-        json.dumps(None if ttl is None else round(ttl, 3)) + "}\n"
+        return _line(key, '"blob":' + json.dumps(base64.b64encode(value).decode("ascii")), ttl)
+    return _line(key, '"value":' + encode_json_text(value), ttl)
+
+
+def _line(key: str, field: str, ttl: float | None) -> str:
+    """One JSON Lines record around ``field`` (``"value":...`` or ``"blob":...``)."""
+    return '{"key":' + json.dumps(key, ensure_ascii=False) + "," + field + ',"ttl":' + \
+        ("null" if ttl is None else repr(round(ttl, 3))) + "}\n"
 
 
 def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw: bool = False,
@@ -85,7 +77,6 @@ def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw
     """
     count = 0
     decode = store._decode
-    dumps = json.dumps
     for rows in iter_rows(store, prefix):
         lines = []
         for key, blob, ttl in rows:
@@ -96,8 +87,7 @@ def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw
                 body = blob[3:].decode("utf-8")
             else:
                 body = encode_json_text(decode(key, blob))
-            lines.append('{"key":' + dumps(key, ensure_ascii=False) + ',"value":' + body +
-                         ',"ttl":' + ("null" if ttl is None else repr(round(ttl, 3))) + "}\n")
+            lines.append(_line(key, '"value":' + body, ttl))
         out.write("".join(lines))
         count += len(rows)
         if progress is not None:

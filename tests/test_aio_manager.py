@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import HAVE_REDIS_SERVER, POSTGRES_DSN, REDIS_URL
-from kvstore import (ConflictError, InvalidKeyError, LockTimeout, NotAListError,
-                     PersistenceManager, SerializationError, StoreUnavailableError)
+from kvstore import (ConflictError, LockTimeout, NotAListError, PersistenceManager,
+                     StoreUnavailableError)
 from kvstore.aio import AsyncPersistenceManager
 
 CATEGORIES = {

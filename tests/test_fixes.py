@@ -208,19 +208,6 @@ def test_cli_backup_names_the_unavailable_store_or_skips_it(cli_env, redis_down,
 # -- 2. writes made to the fallback during a Redis outage are readable after it ------------------
 
 
-def _until(fn, seconds=15.0):
-    import time
-
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return fn()
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_fallback_writes_are_put_back_after_a_redis_outage(data_dir, tmp_path):
     """Before: Redis answers. During (Redis frozen): writes go to the database tier, reads see
