@@ -117,6 +117,8 @@ class SQLiteConfig:
     ttl_default: float | None = None
     serializer: str = "json"
     synchronous: str = "NORMAL"
+    #: Keep at most this many keys in the table, evicting the least recently stored.
+    max_entries: int | None = None
 
 
 class _MaskedRepr:
@@ -154,6 +156,8 @@ class PostgresConfig(_MaskedRepr):
     table: str = "kvstore"
     ttl_default: float | None = None
     serializer: str = "json"
+    #: Keep at most this many keys in the table, evicting the least recently stored.
+    max_entries: int | None = None
 
 
 @dataclass(frozen=True)
@@ -325,13 +329,15 @@ _MEMORY = {"max_entries": lambda v, s: _opt_int(v, s, 1), "ttl_default": _durati
            "snapshot": _path, "autosave": _duration}
 _SQLITE = {"path": _path, "ttl_default": _duration, "serializer": _serializer,
            "synchronous": lambda v, s: _choice(str(v).upper() if isinstance(v, str) else v, s,
-                                               ("OFF", "NORMAL", "FULL", "EXTRA"))}
+                                               ("OFF", "NORMAL", "FULL", "EXTRA")),
+           "max_entries": lambda v, s: _opt_int(v, s, 1)}
 _REDIS = {"url": _str, "ttl_default": _duration, "serializer": _serializer, "key_prefix": _str,
           "cluster": _bool, "socket_timeout": _number, "connect_timeout": _number,
           "fallback": lambda v, s: None if v is None else _store_name(v, s)}
 _FILE = {"base_path": _path, "format": lambda v, s: _choice(v, s, ("json", "msgpack", "pickle")),
          "ttl_default": _duration}
-_POSTGRES = {"dsn": _str, "table": _str, "ttl_default": _duration, "serializer": _serializer}
+_POSTGRES = {"dsn": _str, "table": _str, "ttl_default": _duration, "serializer": _serializer,
+             "max_entries": lambda v, s: _opt_int(v, s, 1)}
 _CATEGORY = {"store": _store_name, "ttl": _duration}
 _BACKUP = {"enabled": _bool, "interval": _interval, "retention": lambda v, s: _int(v, s, 1),
            "path": _path}

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Un
 
 from . import flows
 from ._marks import KEEP, MISSING, Check, Op
-from .errors import (ConflictError, CorruptDataError, InvalidArgumentError, InvalidKeyError,
+from .errors import (ConfigError, ConflictError, CorruptDataError, InvalidArgumentError, InvalidKeyError,
                      InvalidTTLError, NotAnIntegerError, SerializationError)
 from .locking import Lock, check_timeout
 
@@ -115,6 +115,13 @@ def check_paging(start_after: Any, limit: Any) -> None:
         raise InvalidArgumentError(f"start_after must be a str or None, got {start_after!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def check_max_entries(value: Any) -> int | None:
+    """``max_entries`` as given, or ConfigError: a positive int, or None for no bound."""
+    if value is not None and (type(value) is not int or value < 1):
+        raise ConfigError(f"max_entries: must be a positive int or None, got {value!r}")
+    return value
 
 
 def conflict(key: str) -> ConflictError:

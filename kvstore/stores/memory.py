@@ -8,9 +8,9 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
-from ..errors import ConfigError
 from ..serializers import SerializerSpec
-from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
+                     same_blob)
 
 __all__ = ["MemoryStore"]
 
@@ -43,9 +43,7 @@ class MemoryStore(PersistenceStore):
                  serializer: SerializerSpec | None = None, *, secret: bytes | str | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
-        if max_entries is not None and (type(max_entries) is not int or max_entries < 1):
-            raise ConfigError(f"max_entries: must be a positive int or None, got {max_entries!r}")
-        self.max_entries = max_entries
+        self.max_entries = check_max_entries(max_entries)
         self._clock = clock
         # key -> (value, expires_at or None). OrderedDict keeps recency for LRU eviction.
         self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()

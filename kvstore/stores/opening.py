@@ -37,12 +37,14 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
 
             opened["database"] = PostgresStore(dsn=c.postgres.dsn, table=c.postgres.table,
                                                ttl_default=c.postgres.ttl_default,
-                                               serializer=c.postgres.serializer, secret=secret)
+                                               serializer=c.postgres.serializer, secret=secret,
+                                               max_entries=c.postgres.max_entries)
         else:
             opened["database"] = SQLiteStore(path=c.sqlite.path or data_dir / "kvstore.db",
                                              ttl_default=c.sqlite.ttl_default,
                                              serializer=c.sqlite.serializer, secret=secret,
-                                             synchronous=c.sqlite.synchronous)
+                                             synchronous=c.sqlite.synchronous,
+                                             max_entries=c.sqlite.max_entries)
         opened["file"] = FileStore(base_path=c.file.base_path or data_dir / "files",
                                    format=c.file.format, ttl_default=c.file.ttl_default,
                                    secret=secret)
@@ -92,6 +94,8 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
       (``?key_prefix=app:`` sets the key prefix)
     - ``postgresql://user@host/db?table=name``
 
+    ``?max_entries=N`` bounds a memory, SQLite or PostgreSQL store (see their ``max_entries``).
+
     ``options`` go to the store's constructor (``ttl_default``, ``serializer``, ``key_prefix``...).
     """
     from urllib.parse import parse_qsl, urlsplit
@@ -103,6 +107,16 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
                           "file:///folder, redis://..., postgresql://...)")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
+    if scheme in ("memory", "sqlite", "postgresql", "postgres") and "?" in rest:
+        rest, _, query_text = rest.partition("?")
+        query = dict(parse_qsl(query_text))
+        if "max_entries" in query:  # sqlite:///app.db?max_entries=10000
+            bound = query.pop("max_entries")
+            if not bound.isdigit():
+                raise ConfigError(f"store URL {url!r}: max_entries={bound!r} is not a positive int")
+            options.setdefault("max_entries", int(bound))
+        url = f"{scheme}://{rest}" + (f"?{'&'.join(f'{k}={v}' for k, v in query.items())}"
+                                      if query else "")
     if scheme == "memory":
         return MemoryStore(**options)
     if scheme == "sqlite":

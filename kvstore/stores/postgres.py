@@ -28,8 +28,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
-from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, prefix_upper_bound,
-                     same_blob)
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
+                     prefix_upper_bound, same_blob)
 
 __all__ = ["PostgresStore"]
 
@@ -63,6 +63,9 @@ class PostgresStore(PersistenceStore):
         table: table name (a plain identifier); created with its indexes if missing.
         ttl_default: TTL for ``save`` without one (None: permanent).
         serializer: format name or :class:`~kvstore.Serializer` (default json).
+        max_entries: keep at most this many keys, evicting the least recently stored (a write
+            of a key's value counts as storing it; reads do not). None: no bound. The bound
+            belongs to the table, enforced in every writer's statement (see ``_bound``).
         connect_timeout: seconds to wait for a connection before :class:`StoreUnavailableError`.
         pool_size: most connections kept open.
         clock: time source for expiry (seconds since the epoch); inject one in tests.
@@ -78,9 +81,10 @@ class PostgresStore(PersistenceStore):
     def __init__(self, dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres",
                  table: str = "kvstore", ttl_default: TTL = None,
                  serializer: SerializerSpec = "json", *, secret: bytes | str | None = None,
-                 connect_timeout: float = 5.0, pool_size: int = 10,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_entries: int | None = None, connect_timeout: float = 5.0,
+                 pool_size: int = 10, clock: Callable[[], float] = time.time) -> None:
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        self.max_entries = check_max_entries(max_entries)
         try:
             import psycopg
             from psycopg_pool import ConnectionPool, PoolTimeout
@@ -199,7 +203,8 @@ class PostgresStore(PersistenceStore):
         }
 
     def _describe(self) -> str:
-        return f"dsn={_mask(self.dsn)!r}, table={self.table!r}"
+        bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
+        return f"dsn={_mask(self.dsn)!r}, table={self.table!r}{bound}"
 
     def _lock_id(self) -> str:
         return f"postgres:{_mask(self.dsn)}:{self.table}"
@@ -250,7 +255,58 @@ class PostgresStore(PersistenceStore):
                              ("kvstore-create:" + self.table,))
                 conn.execute(self._sql["create"])
                 conn.execute(self._sql["index"])
+                self._bound(conn)
             self._ready = True
+
+    def _bound(self, conn: Any) -> None:
+        """Apply ``max_entries`` to the table (in the caller's transaction, under the create
+        lock). As on SQLite, the bound belongs to the table and is kept by triggers, so every
+        writer counts and evicts in its own statement: a store number per row from the
+        sequence ``<table>_seq`` (stamped on insert and on a new value), the count and the cap in
+        the one-row table ``<table>_cap``, eviction of the least recently stored rows at the end
+        of each inserting statement. A store opened without ``max_entries`` removes the bound.
+        DDL only when something changes: it locks the table against every reader."""
+        t, name = f'"{self.table}"', self.table
+        cap, seq = f'"{name}_cap"', f'"{name}_seq"'
+        bound = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (cap,)).fetchone()[0]
+        if self.max_entries is None:
+            if bound:
+                conn.execute(f"DROP TRIGGER IF EXISTS kvstore_stamp ON {t}; "
+                             f"DROP TRIGGER IF EXISTS kvstore_added ON {t}; "
+                             f"DROP TRIGGER IF EXISTS kvstore_removed ON {t}; DROP TABLE {cap}")
+            return
+        if not bound:
+            conn.execute(
+                f"ALTER TABLE {t} ADD COLUMN IF NOT EXISTS stored bigint; "
+                f"CREATE SEQUENCE IF NOT EXISTS {seq} OWNED BY {t}.stored; "
+                f'CREATE INDEX IF NOT EXISTS "{name}_ord" ON {t} (stored, key); '
+                f"CREATE TABLE {cap} (one int PRIMARY KEY CHECK (one = 1), n bigint NOT NULL, "
+                "cap bigint NOT NULL)")
+            conn.execute(
+                f'CREATE OR REPLACE FUNCTION "{name}_stm"() RETURNS trigger LANGUAGE plpgsql AS '
+                f"$$ BEGIN NEW.stored := nextval('{seq}'); RETURN NEW; END $$; "
+                f'CREATE OR REPLACE FUNCTION "{name}_add"() RETURNS trigger LANGUAGE plpgsql AS '
+                f"$$ DECLARE over bigint; BEGIN "
+                f"UPDATE {cap} SET n = n + (SELECT count(*) FROM added) RETURNING n - cap INTO over; "
+                f"IF over > 0 THEN DELETE FROM {t} WHERE key IN "
+                f"(SELECT key FROM {t} ORDER BY stored NULLS FIRST, key LIMIT over); END IF; "
+                "RETURN NULL; END $$; "
+                f'CREATE OR REPLACE FUNCTION "{name}_del"() RETURNS trigger LANGUAGE plpgsql AS '
+                f"$$ BEGIN UPDATE {cap} SET n = n - (SELECT count(*) FROM gone); RETURN NULL; "
+                "END $$; "
+                f"CREATE TRIGGER kvstore_stamp BEFORE INSERT OR UPDATE OF value ON {t} "
+                f'FOR EACH ROW EXECUTE FUNCTION "{name}_stm"(); '
+                f"CREATE TRIGGER kvstore_added AFTER INSERT ON {t} REFERENCING NEW TABLE AS added "
+                f'FOR EACH STATEMENT EXECUTE FUNCTION "{name}_add"(); '
+                f"CREATE TRIGGER kvstore_removed AFTER DELETE ON {t} REFERENCING OLD TABLE AS gone "
+                f'FOR EACH STATEMENT EXECUTE FUNCTION "{name}_del"()')
+            conn.execute(f"INSERT INTO {cap} SELECT 1, count(*), %s FROM {t}", (self.max_entries,))
+        else:
+            conn.execute(f"UPDATE {cap} SET cap = %s", (self.max_entries,))
+        over = conn.execute(f"SELECT n - cap FROM {cap}").fetchone()[0]
+        if over > 0:  # a lower cap than before: down to it now
+            conn.execute(f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
+                         "NULLS FIRST, key LIMIT %s)", (over,))
 
     def _exp(self, ttl: float | None) -> float | None:
         return None if ttl is None else self._clock() + ttl
@@ -401,6 +457,10 @@ class PostgresStore(PersistenceStore):
         now = self._clock()
         with self._conn() as conn:
             with conn.transaction():
+                if self.max_entries is not None and ops:
+                    # The count first, as every inserting statement takes it: never a row lock
+                    # held here while an evicting writer holding the count waits for that row.
+                    conn.execute(f'SELECT 1 FROM "{self.table}_cap" FOR UPDATE')
                 keys = sorted({k for k, _ in checks} | {k for k, _, _ in ops})
                 if len(keys) > 1 or checks:
                     conn.execute(sql["lock_keys"], {"ns": self.table + ":", "keys": keys})
@@ -499,6 +559,7 @@ class PostgresStore(PersistenceStore):
         meta._ready = False
         meta._ready_lock = threading.Lock()
         meta.serializer = None
+        meta.max_entries = None  # locks are never evicted
         meta.close = lambda: None  # type: ignore[method-assign]  # the pool is this store's
         return meta
 
@@ -513,8 +574,10 @@ class PostgresStore(PersistenceStore):
         """Drop the table and everything in it, with its logs and locks (tests, migrations)."""
         with self._conn() as conn:
             conn.execute(self._sql["drop"])
-            for sibling in (f"{self.table}_log", f"{self.table}_meta"):
+            for sibling in (f"{self.table}_log", f"{self.table}_meta", f"{self.table}_cap"):
                 conn.execute(f'DROP TABLE IF EXISTS "{sibling}"')
+            for function in ("stm", "add", "del"):
+                conn.execute(f'DROP FUNCTION IF EXISTS "{self.table}_{function}"()')
         self._ready = False
         self._log_ready = False
 

@@ -34,8 +34,8 @@ from typing import Any, Callable, Iterator
 from .._fs import make_private_dirs
 from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
 from ..serializers import SerializerSpec
-from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, prefix_upper_bound,
-                     same_blob)
+from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
+                     prefix_upper_bound, same_blob)
 
 __all__ = ["SQLiteStore"]
 
@@ -78,6 +78,32 @@ class _Queries:
         self.touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND {_LIVE}"
         self.set_keep = f"UPDATE {t} SET value = ? WHERE key = ?"  # the expiry stays
         self.table = t
+        # The size bound (``max_entries``): a store number per row, a one-row table with the
+        # count, the last number and the cap, kept by triggers, so every write path of every
+        # process stamps, counts and evicts in the statement that writes (see _bound).
+        bt = f'"{table}_cap"'
+        self.bound_names = (f"{table}_cap", f"{table}_bound_insert", f"{table}_bound_update",
+                            f"{table}_bound_delete")
+        self.bound_schema = (
+            f"CREATE TABLE IF NOT EXISTS {bt} (one INTEGER PRIMARY KEY CHECK (one = 1), "
+            "n INTEGER NOT NULL, seq INTEGER NOT NULL, cap INTEGER NOT NULL)",
+            f'CREATE INDEX IF NOT EXISTS "{table}_stored" ON {t}(stored)',
+            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_insert" AFTER INSERT ON {t} BEGIN '
+            f"UPDATE {bt} SET n = n + 1, seq = seq + 1; "
+            f"UPDATE {t} SET stored = (SELECT seq FROM {bt}) WHERE key = NEW.key; "
+            f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
+            f"LIMIT max((SELECT n - cap FROM {bt}), 0)); END",
+            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_update" AFTER UPDATE OF value ON {t} '
+            f"BEGIN UPDATE {bt} SET seq = seq + 1; "
+            f"UPDATE {t} SET stored = (SELECT seq FROM {bt}) WHERE key = NEW.key; END",
+            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_delete" AFTER DELETE ON {t} BEGIN '
+            f"UPDATE {bt} SET n = n - 1; END",
+        )
+        # Recount on (re)binding; evict down to the cap at once.
+        self.bound_set = (f"INSERT OR REPLACE INTO {bt} (one, n, seq, cap) SELECT 1, count(*), "
+                          f"coalesce(max(stored), 0), ? FROM {t}")
+        self.bound_evict = (f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
+                            f"LIMIT max((SELECT n - cap FROM {bt}), 0))")
         # Logs: one row per record, numbered per name (the primary key keeps them in order).
         lt = f'"{table}_log"'
         self.log_schema = (f"CREATE TABLE IF NOT EXISTS {lt} (name TEXT NOT NULL, seq INTEGER "
@@ -120,6 +146,9 @@ class SQLiteStore(PersistenceStore):
             Created with mode 0600, its folder with 0700.
         ttl_default: TTL for ``save`` without one (None: permanent).
         serializer: format name or :class:`~kvstore.Serializer` (default json).
+        max_entries: keep at most this many keys, evicting the least recently stored (a write
+            of a key's value counts as storing it; reads do not). None: no bound. The bound
+            belongs to the table, enforced in every writer's statement (see ``_bound``).
         synchronous: ``"NORMAL"`` survives a process crash; ``"FULL"`` also a power loss.
         busy_timeout: seconds a writer waits for another process's write lock before
             :class:`StoreUnavailableError`.
@@ -133,9 +162,11 @@ class SQLiteStore(PersistenceStore):
 
     def __init__(self, path: str | os.PathLike[str] | None = None, ttl_default: TTL = None,
                  serializer: SerializerSpec = "json", *, secret: bytes | str | None = None,
-                 table: str = "kvstore", synchronous: str = "NORMAL", busy_timeout: float = 30.0,
+                 table: str = "kvstore", max_entries: int | None = None,
+                 synchronous: str = "NORMAL", busy_timeout: float = 30.0,
                  clock: Callable[[], float] = time.time) -> None:
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
+        self.max_entries = check_max_entries(max_entries)
         sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
         if sync not in _SYNCHRONOUS:
             raise ConfigError(f"synchronous: {synchronous!r} is not one of {', '.join(_SYNCHRONOUS)}")
@@ -162,10 +193,40 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 for statement in self._q.schema:
                     conn.execute(statement)
+                self._bound(conn)
+
+    def _bound(self, conn: sqlite3.Connection) -> None:
+        """Apply ``max_entries`` to the table (in the caller's write transaction).
+
+        The bound belongs to the table: the last store to open it sets it, and one opened
+        without ``max_entries`` removes it (nothing is evicted that this store was not told to
+        evict). Rows stored before a bound existed are the first to go.
+        """
+        q = self._q
+        bound, *triggers = q.bound_names
+        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                              (bound,)).fetchone() is not None
+        if self.max_entries is None:
+            if exists:
+                for trigger in triggers:
+                    conn.execute(f'DROP TRIGGER IF EXISTS "{trigger}"')
+                conn.execute(f'DROP TABLE "{bound}"')
+            return
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({q.table})")]
+        if "stored" not in columns:  # a table from before bounds: migrate it in place
+            conn.execute(f"ALTER TABLE {q.table} ADD COLUMN stored INTEGER")
+        for statement in q.bound_schema:
+            conn.execute(statement)
+        if exists:
+            conn.execute(f'UPDATE "{bound}" SET cap = ?', (self.max_entries,))
+        else:
+            conn.execute(q.bound_set, (self.max_entries,))
+        conn.execute(q.bound_evict)
 
     def _describe(self) -> str:
         table = "" if self.table == "kvstore" else f", table={self.table!r}"
-        return f"path={str(self.path)!r}{table}"
+        bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
+        return f"path={str(self.path)!r}{table}{bound}"
 
     def _lock_id(self) -> str:
         return f"sqlite:{self.path}"
@@ -202,6 +263,8 @@ class SQLiteStore(PersistenceStore):
                     raise
                 time.sleep(0.005)
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        # A REPLACE fires the delete trigger of the row it replaces (the bound's count).
+        conn.execute("PRAGMA recursive_triggers = ON")
         self._local.conn = conn
         with self._connections_lock:
             self._connections.append(conn)
@@ -492,6 +555,7 @@ class SQLiteStore(PersistenceStore):
         meta.table = f"{self.table}_meta"
         meta._q = _Queries(meta.table)
         meta.serializer = None
+        meta.max_entries = None  # locks are never evicted
         meta._conn = self._conn  # type: ignore[method-assign]
         meta._connections = []
         meta._create_table()
