@@ -31,12 +31,38 @@ class Row:
 
 
 @dataclass
+class Target:
+    group: str
+    op: str
+    peer: str           # the implementation compared against
+    at_least: float     # kvstore ops/s >= at_least x the peer's
+
+
+@dataclass
 class Report:
     name: str
     rows: list[Row] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
 
     def add(self, group: str, op: str, impl: str, ops: float, ours: bool) -> None:
         self.rows.append(Row(group, op, impl, ops, ours))
+
+    def target(self, group: str, op: str, peer: str, at_least: float) -> None:
+        """Print, after the table, whether kvstore runs ``op`` at ``at_least`` x ``peer``."""
+        self.targets.append(Target(group, op, peer, at_least))
+
+    def verdicts(self) -> list[str]:
+        lines = []
+        for t in self.targets:
+            rows = self._grouped().get((t.group, t.op), [])
+            ours = next((r for r in rows if r.ours), None)
+            peer = next((r for r in rows if r.impl == t.peer), None)
+            if ours is None or peer is None:
+                continue
+            speed = ours.ops_per_s / peer.ops_per_s
+            lines.append(f"{t.group} {t.op}: kvstore at {speed:.2f}x {t.peer} "
+                         f"(target >= {t.at_least:.2f}x): {'met' if speed >= t.at_least else 'MISSED'}")
+        return lines
 
     def print(self) -> None:
         print(f"\n{self.name} — ratio = peer ops/s / kvstore ops/s (>1: kvstore slower)")
@@ -46,6 +72,10 @@ class Report:
             for r in rows:
                 ratio = "" if r.ours or ours is None else f"{r.ops_per_s / ours.ops_per_s:7.2f}"
                 print(f"{group:8} {op:16} {r.impl:24} {r.ops_per_s:12,.0f} {ratio:>7}")
+        if self.targets:
+            print("\ntargets (kvstore ops/s over the peer's):")
+            for line in self.verdicts():
+                print("  " + line)
 
     def _grouped(self) -> dict[tuple[str, str], list[Row]]:
         out: dict[tuple[str, str], list[Row]] = {}
@@ -65,7 +95,8 @@ class Report:
             commit = "unknown"
         data = {"benchmark": self.name, "commit": commit, "python": sys.version.split()[0],
                 "machine": platform.platform(), "date": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "ratio": "peer ops/s / kvstore ops/s", "rows": [asdict(r) for r in self.rows]}
+                "ratio": "peer ops/s / kvstore ops/s", "rows": [asdict(r) for r in self.rows],
+                "targets": self.verdicts()}
         target.write_text(json.dumps(data, indent=2) + "\n")
         print(f"\nresults written to {target}")
 
@@ -79,6 +110,17 @@ def measure(fn: Callable[[], None], ops: int, repeats: int = 3) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return ops / best
+
+
+def measure_pair(ours: Callable[[], None], peer: Callable[[], None], ops: int,
+                 rounds: int = 3) -> tuple[float, float]:
+    """Best ops/s of ``ours`` and of ``peer``, measured in alternating rounds, so a slow
+    spell of the machine (or of a server) falls on both sides of the ratio."""
+    best_ours = best_peer = 0.0
+    for _ in range(rounds):
+        best_ours = max(best_ours, measure(ours, ops, repeats=2))
+        best_peer = max(best_peer, measure(peer, ops, repeats=2))
+    return best_ours, best_peer
 
 
 def parser(description: str) -> argparse.ArgumentParser:

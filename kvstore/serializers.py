@@ -251,6 +251,12 @@ def _msgpack_ext_hook(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, data)
 
 
+def _json_body(body: bytes) -> Any:
+    if _TAG_BYTES in body:
+        return json.loads(body, object_hook=_json_hook)
+    return json.loads(body)
+
+
 def _unpackb(blob: bytes) -> Any:
     return msgpack.unpackb(blob, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=False,
                            use_list=True)
@@ -331,7 +337,36 @@ class Serializer:
             return self._header + sig + body
         return self._header + body
 
+    def batch_encoder(self) -> Callable[[Any], bytes]:
+        """``serialize`` for one batch of values (``save_many``, imports): MessagePack reuses
+        one packer for the batch instead of building one per value. Not thread-safe: one
+        batch, one caller."""
+        if self.format != "msgpack" or self.compression:
+            return self.serialize
+        pack = msgpack.Packer(default=_msgpack_default, strict_types=True, use_bin_type=True).pack
+        header, serialize = self._header, self.serialize
+
+        def encode(data: Any) -> bytes:
+            try:
+                return header + pack(data)
+            except Exception:  # big ints, or an error to name: the one-value path says which
+                return serialize(data)
+
+        return encode
+
     # -- decoding ------------------------------------------------------------------------------
+
+    def body_decoder(self) -> tuple[bytes | None, Callable[[bytes], Any]]:
+        """``(header, decode_body)`` for this serializer's own plain (uncompressed JSON or
+        MessagePack) blobs, so a batch skips the per-blob dispatch of :meth:`deserialize`;
+        ``(None, ...)`` when there is no such shortcut. ``decode_body`` gets the bytes after
+        the 3-byte header and may raise anything: the caller then uses :meth:`deserialize`,
+        which says what is wrong."""
+        if self.compression is None and self.format == "msgpack":
+            return _PLAIN_MSGPACK, _unpackb
+        if self.compression is None and self.format == "json":
+            return _PLAIN_JSON, _json_body
+        return None, self.deserialize
 
     def deserialize(self, blob: bytes) -> Any:
         """Decode a blob written by any :class:`Serializer` (the header says its format).

@@ -277,10 +277,10 @@ class PersistenceStore(ABC):
             chunk = list(itertools.islice(keys, batch))
             if not chunk:
                 return
-            found = self._get_many(chunk)
+            found = self._decode_many(self._get_many(chunk))
             for key in chunk:
                 if key in found:  # deleted or expired meanwhile: left out
-                    yield key, self._decode(key, found[key])
+                    yield key, found[key]
 
     def _rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
         """One page of stored rows, sorted by key: ``(key, blob, ttl)`` for up to ``limit`` keys
@@ -313,8 +313,27 @@ class PersistenceStore(ABC):
     def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys found (missing and expired keys are left out)."""
         wanted = self._checked_keys(keys)
-        found = self._get_many(wanted) if wanted else {}
-        return {key: self._decode(key, blob) for key, blob in found.items()}
+        return self._decode_many(self._get_many(wanted)) if wanted else {}
+
+    def _decode_many(self, found: Mapping[str, Any]) -> dict[str, Any]:
+        """``_decode`` over a batch of ``{key: blob}``: blobs in the serializer's own plain
+        format go straight to its body decoder; any other blob (a counter's digits, another
+        format, a damaged one) takes the one-value path, whose errors name the key."""
+        serializer = self.serializer
+        if serializer is None or type(self)._decode is not PersistenceStore._decode:
+            decode_one = self._decode  # a store with its own decoding (the file store's JSON)
+            return {key: decode_one(key, blob) for key, blob in found.items()}
+        head, body = serializer.body_decoder()
+        values = {}
+        for key, blob in found.items():
+            if blob[:3] == head:
+                try:
+                    values[key] = body(blob[3:])
+                    continue
+                except Exception:
+                    pass
+            values[key] = decode_stored(key, blob, serializer)
+        return values
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the keys; returns how many live keys existed."""
@@ -325,10 +344,21 @@ class PersistenceStore(ABC):
                        ) -> tuple[list[tuple[str, Any]], float | None]:
         """``save_many``'s checks: every key checked and value encoded, and the TTL."""
         seconds = self._resolve_ttl(ttl)
-        check, encode = self._check_key, self._encode
-        # check() returns None or raises: the condition only runs it, in the same pass.
-        return [(key, encode(key, value)) for key, value in items.items()
-                if check(key) is None], seconds
+        check, serializer = self._check_key, self.serializer
+        if serializer is None or type(self)._encode is not PersistenceStore._encode:
+            encode_one = self._encode  # a store with its own encoding (the file store's JSON)
+            return [(key, encode_one(key, value)) for key, value in items.items()
+                    if check(key) is None], seconds
+        encode = serializer.batch_encoder()
+        try:
+            # check() returns None or raises: the condition only runs it, in the same pass.
+            # Integers are ASCII digits, as in _encode.
+            return [(key, b"%d" % value if type(value) is int else encode(value))
+                    for key, value in items.items() if check(key) is None], seconds
+        except SerializationError:  # again, one value at a time, to name the key
+            encode_one = self._encode
+            return [(key, encode_one(key, value)) for key, value in items.items()
+                    if check(key) is None], seconds
 
     def _checked_keys(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys, in order, each checked."""

@@ -219,8 +219,9 @@ def test_unserializable_value_raises_and_writes_nothing(case, store):
     with pytest.raises(SerializationError) as err:
         store.save("keep", {"lock": threading.Lock()})
     assert "keep" in str(err.value) and "lock" in str(err.value).lower()
-    with pytest.raises(SerializationError):
-        store.save_many({"new1": 1, "new2": object()})
+    with pytest.raises(SerializationError) as err:
+        store.save_many({"new1": 1, "new2": object(), "new3": {"x": [1.5]}})
+    assert "'new2'" in str(err.value)
     assert store.load("keep") == "old"
     assert not store.exists("new1")
 

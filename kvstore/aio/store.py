@@ -155,8 +155,7 @@ class AsyncStore:
 
     async def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
         wanted = self.sync._checked_keys(keys)
-        found = await self._get_many(wanted) if wanted else {}
-        return {key: self._decode(key, blob) for key, blob in found.items()}
+        return self.sync._decode_many(await self._get_many(wanted)) if wanted else {}
 
     async def delete_many(self, keys: Iterable[str]) -> int:
         wanted = self.sync._checked_keys(keys)

@@ -291,12 +291,20 @@ class RedisStore(PersistenceStore):
     def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         with self._call() as r:
             if ttl is None and not self.cluster:  # one MSET: atomic, and the fewest bytes
-                r.mset({self.key_prefix + key: blob for key, blob in items})
+                prefix, args = self.key_prefix, list[Any]()
+                for key, blob in items:
+                    args += (prefix + key, blob)
+                r.execute_command("MSET", *args)
                 return
-            pipe = self._pipeline(r)
-            px = None if ttl is None else _ms(ttl)
-            for key, blob in items:
-                pipe.set(self._k(key), blob, px=px)
+            pipe, prefix = self._pipeline(r), self.key_prefix
+            command = pipe.execute_command  # the same SET [PX] as pipe.set, without its options
+            if ttl is None:
+                for key, blob in items:
+                    command("SET", prefix + key, blob)
+            else:
+                px = _ms(ttl)
+                for key, blob in items:
+                    command("SET", prefix + key, blob, "PX", px)
             pipe.execute()
 
     def _delete(self, key: str) -> bool:

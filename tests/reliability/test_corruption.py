@@ -39,6 +39,9 @@ def _assert_isolated(store):
         assert store.load(f"good:{i}") == {"i": i}
     assert sorted(store.keys()) == ["good:0", "good:1", "good:2", "good:3", "good:4", "victim"]
     assert store.load_many(["good:1", "good:2"]) == {"good:1": {"i": 1}, "good:2": {"i": 2}}
+    with pytest.raises(CorruptDataError) as err:
+        store.load_many(["good:1", "victim", "good:2"])
+    assert "victim" in str(err.value)
     store.save("victim", "repaired")  # a damaged key can be overwritten
     assert store.load("victim") == "repaired"
 
