@@ -12,19 +12,54 @@ Values are pickled and HMAC-signed with ``SECRET_KEY`` (``OPTIONS["SECRET"]`` to
 Django's key versioning, ``add``, ``touch``, ``incr``/``decr``, the ``*_many`` calls and
 ``clear`` map onto kvstore's atomic operations. Culling runs only when ``MAX_ENTRIES`` is set
 in OPTIONS (it counts the store's keys, like Django's database cache).
+
+Each operation is written once, as a :mod:`kvstore.flows` flow over store calls: the
+synchronous methods run it on the store, the async ones (``aget``, ``aset``, ...) on kvstore's
+async front (natively on Redis and PostgreSQL, kvstore's thread pool for SQLite and files)
+instead of Django's one ``sync_to_async`` thread; one async store per event loop.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import asyncio
+import functools
+import weakref
+from typing import Any, Callable, Iterable
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.exceptions import SynchronousOnlyOperation
 
+from ..aio.store import arun
+from ..flows import DATA, Call, Flow, run
 from ..serializers import Serializer
 from ..store import MISSING
 
 __all__ = ["KVStoreCache"]
+
+
+def _both(flow: Callable[..., Flow]) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """The synchronous and the async method running ``flow``."""
+    @functools.wraps(flow)
+    def method(self: KVStoreCache, *args: Any, **kwargs: Any) -> Any:
+        return run(self.store, flow(self, *args, **kwargs))
+
+    @functools.wraps(flow)
+    async def amethod(self: KVStoreCache, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await arun(self.astore, flow(self, *args, **kwargs))
+        except SynchronousOnlyOperation:  # pickling ran a query (a lazy QuerySet), before any
+            # write: in Django's thread for sync code, as Django's own backends always do
+            return await sync_to_async(method)(self, *args, **kwargs)
+
+    for function, name in ((method, flow.__name__[1:]), (amethod, "a" + flow.__name__[1:])):
+        function.__name__, function.__qualname__ = name, f"KVStoreCache.{name}"  # get, aget
+    return method, amethod
+
+
+def _do(method: str, *args: Any) -> Call:  # a call of the store's (or async store's) method
+    return Call(DATA, method, args)
 
 
 class KVStoreCache(BaseCache):
@@ -47,6 +82,18 @@ class KVStoreCache(BaseCache):
             self._manager = PersistenceManager.from_yaml(location)
             route = self._manager.route(f"{options.get('CATEGORY', 'django')}:x")
             self.store = self._manager.stores[route.store]
+        self._astores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+    @property
+    def astore(self) -> Any:
+        """The store's async face for the running event loop (connections belong to a loop)."""
+        loop = asyncio.get_running_loop()
+        astore = self._astores.get(loop)
+        if astore is None:
+            from ..aio import async_store
+
+            astore = self._astores[loop] = async_store(self.store)
+        return astore
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -58,80 +105,89 @@ class KVStoreCache(BaseCache):
             return None
         return False if timeout <= 0 else float(timeout)
 
-    def _cull(self) -> None:
+    def _cull(self) -> Flow:
         if not self._cull_configured:
             return
-        keys = list(self.store.keys())
+        keys = sorted((yield _do("_keys", "")))
         if len(keys) >= self._max_entries:  # room for the key about to be written
             if self._cull_frequency == 0:
-                self.store.clear()
+                yield _do("clear")
             else:
-                self.store.delete_many(keys[: len(keys) // self._cull_frequency])
+                yield _do("delete_many", keys[: len(keys) // self._cull_frequency])
 
-    # -- the cache API --------------------------------------------------------------------------
+    # -- the cache API: each a flow, run by the synchronous and the async method ---------------
 
-    def add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+    def _add(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Flow:
         key = self.make_and_validate_key(key, version=version)
         ttl = self._ttl(timeout)
         if ttl is False:
-            return not self.store.exists(key)
-        self._cull()
-        return self.store.add(key, value, ttl)
+            return not (yield _do("exists", key))
+        yield from self._cull()
+        return (yield _do("add", key, value, ttl))
 
-    def get(self, key: Any, default: Any = None, version: Any = None) -> Any:
-        return self.store.load(self.make_and_validate_key(key, version=version), default)
+    def _get(self, key: Any, default: Any = None, version: Any = None) -> Flow:
+        return (yield _do("load", self.make_and_validate_key(key, version=version), default))
 
-    def set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> None:
+    def _set(self, key: Any, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Flow:
         key = self.make_and_validate_key(key, version=version)
         ttl = self._ttl(timeout)
         if ttl is False:
-            self.store.delete(key)
+            yield _do("delete", key)
             return
-        self._cull()
-        self.store.save(key, value, ttl)
+        yield from self._cull()
+        yield _do("save", key, value, ttl)
 
-    def touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> bool:
+    def _touch(self, key: Any, timeout: Any = DEFAULT_TIMEOUT, version: Any = None) -> Flow:
         key = self.make_and_validate_key(key, version=version)
         ttl = self._ttl(timeout)
         if ttl is False:
-            return self.store.delete(key)
+            return (yield _do("delete", key))
         self.store._check_key(key)
-        return bool(self.store._touch(key, ttl))  # None: no expiry (not the store's default)
+        return bool((yield _do("_touch", key, ttl)))  # None: no expiry (not the store's default)
 
-    def delete(self, key: Any, version: Any = None) -> bool:
-        return self.store.delete(self.make_and_validate_key(key, version=version))
+    def _delete(self, key: Any, version: Any = None) -> Flow:
+        return (yield _do("delete", self.make_and_validate_key(key, version=version)))
 
-    def get_many(self, keys: Iterable[Any], version: Any = None) -> dict[Any, Any]:
+    def _get_many(self, keys: Iterable[Any], version: Any = None) -> Flow:
         made = {self.make_and_validate_key(k, version=version): k for k in keys}
-        return {made[k]: v for k, v in self.store.load_many(made).items()}
+        return {made[k]: v for k, v in (yield _do("load_many", made)).items()}
 
-    def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
-                 version: Any = None) -> list[Any]:
+    def _set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT,
+                  version: Any = None) -> Flow:
         items = {self.make_and_validate_key(k, version=version): v for k, v in data.items()}
         ttl = self._ttl(timeout)
         if ttl is False:
-            self.store.delete_many(items)
+            yield _do("delete_many", items)
             return []
-        self._cull()
-        self.store.save_many(items, ttl)
+        yield from self._cull()
+        yield _do("save_many", items, ttl)
         return []
 
-    def delete_many(self, keys: Iterable[Any], version: Any = None) -> None:
-        self.store.delete_many([self.make_and_validate_key(k, version=version) for k in keys])
+    def _delete_many(self, keys: Iterable[Any], version: Any = None) -> Flow:
+        yield _do("delete_many", [self.make_and_validate_key(k, version=version) for k in keys])
 
-    def has_key(self, key: Any, version: Any = None) -> bool:
-        return self.store.exists(self.make_and_validate_key(key, version=version))
+    def _has_key(self, key: Any, version: Any = None) -> Flow:
+        return (yield _do("exists", self.make_and_validate_key(key, version=version)))
 
-    def incr(self, key: Any, delta: int = 1, version: Any = None) -> int:
-        made = self.make_and_validate_key(key, version=version)
-        value = self.store.load(made, MISSING)
-        if value is MISSING:
-            raise ValueError(f"Key '{key}' not found")
-        return self.store.update(made, lambda v: v + delta if v is not MISSING else _missing(key),
-                                 default=MISSING)
+    def _incr(self, key: Any, delta: int = 1, version: Any = None) -> Flow:
+        made = self.make_and_validate_key(key, version=version)  # fn(MISSING): not found
+        return (yield _do("update", made, lambda v: v + delta if v is not MISSING
+                          else _missing(key), MISSING))
 
-    def clear(self) -> None:
-        self.store.clear()
+    def _clear(self) -> Flow:
+        yield _do("clear")
+
+    add, aadd = _both(_add)
+    get, aget = _both(_get)
+    set, aset = _both(_set)
+    touch, atouch = _both(_touch)
+    delete, adelete = _both(_delete)
+    get_many, aget_many = _both(_get_many)
+    set_many, aset_many = _both(_set_many)
+    delete_many, adelete_many = _both(_delete_many)
+    has_key, ahas_key = _both(_has_key)
+    incr, aincr = _both(_incr)
+    clear, aclear = _both(_clear)
 
     def close(self, **kwargs: Any) -> None:
         """Called at the end of each request: the store's connections stay open."""
