@@ -15,16 +15,16 @@ in OPTIONS (it counts the store's keys, like Django's database cache).
 
 Each operation is written once, as a :mod:`kvstore.flows` flow over store calls: the
 synchronous methods run it on the store, the async ones (``aget``, ``aset``, ...) on kvstore's
-async front (natively on Redis and PostgreSQL, kvstore's thread pool for SQLite and files)
-instead of Django's one ``sync_to_async`` thread; one async store per event loop.
+async front (natively on Redis, kvstore's batching thread pool for SQLite, files and
+PostgreSQL) instead of Django's one ``sync_to_async`` thread; one async store per event loop,
+closed when the loop shuts down.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import weakref
-from typing import Any, Callable, Iterable
+from typing import Any, AsyncGenerator, Callable, Iterable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -82,18 +82,38 @@ class KVStoreCache(BaseCache):
             self._manager = PersistenceManager.from_yaml(location)
             route = self._manager.route(f"{options.get('CATEGORY', 'django')}:x")
             self.store = self._manager.stores[route.store]
-        self._astores: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+        self._astores: dict[Any, tuple[Any, Any]] = {}  # loop: (async store, its closer)
 
     @property
     def astore(self) -> Any:
-        """The store's async face for the running event loop (connections belong to a loop)."""
+        """The store's async face for the running event loop (connections belong to a loop),
+        closed when the loop shuts down (``asyncio.run``, asgiref and servers call
+        ``shutdown_asyncgens``, which finalizes the closer)."""
         loop = asyncio.get_running_loop()
-        astore = self._astores.get(loop)
-        if astore is None:
-            from ..aio import async_store
+        entry = self._astores.get(loop)
+        if entry is None:
+            from ..aio import ThreadStore, async_store
+            from ..stores.postgres import PostgresStore
 
-            astore = self._astores[loop] = async_store(self.store)
-        return astore
+            for old in [old for old in list(self._astores) if old.is_closed()]:
+                self._astores.pop(old, None)  # a loop closed without shutting down
+            # PostgreSQL in threads: an async pool's tasks would not survive asyncio.run's end
+            astore = (ThreadStore(self.store) if isinstance(self.store, PostgresStore)
+                      else async_store(self.store))
+            closer = self._closer(loop, astore)
+            try:  # run it to its yield: now the loop knows it (the first-iteration hook)
+                closer.asend(None).send(None)
+            except StopIteration:
+                pass
+            entry = self._astores[loop] = (astore, closer)
+        return entry[0]
+
+    async def _closer(self, loop: Any, astore: Any) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            self._astores.pop(loop, None)
+            await astore.close()
 
     # -- helpers ------------------------------------------------------------------------------
 

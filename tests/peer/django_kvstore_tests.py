@@ -95,3 +95,31 @@ if POSTGRES_DSN:
         BACKEND=ASYNC_BACKEND, LOCATION=f"{POSTGRES_DSN}?table=kvdjango_async_{os.getpid()}"))
     class KVStorePostgresAsyncCacheTests(_DropTable, BaseCacheTests, TestCase):
         pass
+
+
+if REDIS_URL:
+    @override_settings(CACHES={"default": {
+        "BACKEND": BACKEND, "LOCATION": f"{REDIS_URL}?key_prefix=kvdjango-loops:"}})
+    class KVStoreAsyncLoopTests(TestCase):
+        """An async client belongs to one event loop: each asyncio.run gets its own, closed
+        when that loop shuts down (no connection is left open per run)."""
+
+        def test_each_loop_closes_its_connections(self):
+            import redis
+            from django.core.cache import cache
+
+            server = redis.Redis.from_url(REDIS_URL)
+
+            async def use(i):
+                await cache.aset("k", i)
+                self.assertEqual(await cache.aget("k"), i)
+                self.assertEqual(await cache.aincr("k"), i + 1)
+
+            asyncio.run(use(0))
+            before = len(server.client_list())
+            for i in range(1, 21):
+                asyncio.run(use(i))
+                self.assertEqual(len(cache._astores), 0)
+            self.assertLessEqual(len(server.client_list()), before)
+            self.assertEqual(cache.get("k"), 21)
+            cache.clear()
