@@ -356,17 +356,17 @@ class Serializer:
 
     # -- decoding ------------------------------------------------------------------------------
 
-    def body_decoder(self) -> tuple[bytes | None, Callable[[bytes], Any]]:
+    def body_decoder(self) -> tuple[bytes, Callable[[bytes], Any]] | None:
         """``(header, decode_body)`` for this serializer's own plain (uncompressed JSON or
         MessagePack) blobs, so a batch skips the per-blob dispatch of :meth:`deserialize`;
-        ``(None, ...)`` when there is no such shortcut. ``decode_body`` gets the bytes after
-        the 3-byte header and may raise anything: the caller then uses :meth:`deserialize`,
-        which says what is wrong."""
+        None when there is no such shortcut. ``decode_body`` gets the bytes after the 3-byte
+        header and may raise anything: the caller then uses :meth:`deserialize`, which says
+        what is wrong."""
         if self.compression is None and self.format == "msgpack":
             return _PLAIN_MSGPACK, _unpackb
         if self.compression is None and self.format == "json":
             return _PLAIN_JSON, _json_body
-        return None, self.deserialize
+        return None
 
     def deserialize(self, blob: bytes) -> Any:
         """Decode a blob written by any :class:`Serializer` (the header says its format).

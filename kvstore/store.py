@@ -320,10 +320,11 @@ class PersistenceStore(ABC):
         format go straight to its body decoder; any other blob (a counter's digits, another
         format, a damaged one) takes the one-value path, whose errors name the key."""
         serializer = self.serializer
-        if serializer is None or type(self)._decode is not PersistenceStore._decode:
-            decode_one = self._decode  # a store with its own decoding (the file store's JSON)
+        if (serializer is None or type(self)._decode is not PersistenceStore._decode
+                or (shortcut := serializer.body_decoder()) is None):
+            decode_one = self._decode  # no serializer, its own (the file store's JSON), pickle
             return {key: decode_one(key, blob) for key, blob in found.items()}
-        head, body = serializer.body_decoder()
+        head, body = shortcut
         values = {}
         for key, blob in found.items():
             if blob[:3] == head:
@@ -345,20 +346,18 @@ class PersistenceStore(ABC):
         """``save_many``'s checks: every key checked and value encoded, and the TTL."""
         seconds = self._resolve_ttl(ttl)
         check, serializer = self._check_key, self.serializer
-        if serializer is None or type(self)._encode is not PersistenceStore._encode:
-            encode_one = self._encode  # a store with its own encoding (the file store's JSON)
-            return [(key, encode_one(key, value)) for key, value in items.items()
-                    if check(key) is None], seconds
-        encode = serializer.batch_encoder()
-        try:
-            # check() returns None or raises: the condition only runs it, in the same pass.
-            # Integers are ASCII digits, as in _encode.
-            return [(key, b"%d" % value if type(value) is int else encode(value))
-                    for key, value in items.items() if check(key) is None], seconds
-        except SerializationError:  # again, one value at a time, to name the key
-            encode_one = self._encode
-            return [(key, encode_one(key, value)) for key, value in items.items()
-                    if check(key) is None], seconds
+        # check() returns None or raises: the conditions below only run it, in the same pass.
+        if serializer is not None and type(self)._encode is PersistenceStore._encode:
+            encode = serializer.batch_encoder()
+            try:  # integers are ASCII digits, as in _encode
+                return [(key, b"%d" % value if type(value) is int else encode(value))
+                        for key, value in items.items() if check(key) is None], seconds
+            except SerializationError:
+                pass  # again, one value at a time, so that the error names the key
+        # Also a store with its own encoding (the file store's JSON), or none (memory).
+        encode_one = self._encode
+        return [(key, encode_one(key, value)) for key, value in items.items()
+                if check(key) is None], seconds
 
     def _checked_keys(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys, in order, each checked."""
