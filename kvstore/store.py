@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Un
 
 from . import flows
 from ._marks import KEEP, MISSING, Check, Op
-from .errors import (ConfigError, ConflictError, CorruptDataError, InvalidArgumentError, InvalidKeyError,
+from .errors import (ConfigError, ConflictError, CorruptDataError, InvalidArgumentError,
                      InvalidTTLError, NotAnIntegerError, SerializationError)
+from .keyrules import check_key, check_key_text
 from .locking import Lock, check_timeout
 
 if TYPE_CHECKING:
@@ -111,8 +112,10 @@ def decode_stored(key: str, blob: Any, serializer: Serializer) -> Any:
 
 
 def check_paging(start_after: Any, limit: Any) -> None:
-    if start_after is not None and not isinstance(start_after, str):
-        raise InvalidArgumentError(f"start_after must be a str or None, got {start_after!r}")
+    if start_after is not None:
+        if not isinstance(start_after, str):
+            raise InvalidArgumentError(f"start_after must be a str or None, got {start_after!r}")
+        check_key_text(start_after, "start_after")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
         raise InvalidArgumentError(f"limit must be None or an int >= 0, got {limit!r}")
 
@@ -168,14 +171,9 @@ class PersistenceStore(ABC):
 
     # -- helpers shared by every store ---------------------------------------------------------
 
-    def _check_key(self, key: Any) -> None:
-        if type(key) is not str and not isinstance(key, str) or not key:
-            raise InvalidKeyError(f"key must be a non-empty str, got {key!r}")
-        if not key.isascii():
-            try:
-                key.encode("utf-8")
-            except UnicodeEncodeError:
-                raise InvalidKeyError(f"key {key!r} is not valid unicode (lone surrogate)") from None
+    #: Raise InvalidKeyError unless every store can hold ``key`` (the rule of kvstore.keyrules);
+    #: a store with limits of its own (the file store's paths) calls it first, then adds them.
+    _check_key = staticmethod(check_key)
 
     def _resolve_ttl(self, ttl: TTL) -> float | None:
         if ttl is None:
@@ -222,8 +220,7 @@ class PersistenceStore(ABC):
         return new, self._encode(key, new), expires
 
     def _check_prefix(self, prefix: Any) -> None:
-        if not isinstance(prefix, str):
-            raise InvalidKeyError(f"prefix must be a str, got {prefix!r}")
+        check_key_text(prefix, "prefix")
 
     # -- the public interface ------------------------------------------------------------------
 

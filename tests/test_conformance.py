@@ -17,6 +17,7 @@ import pytest
 
 from kvstore import (InvalidKeyError, InvalidTTLError, KVStoreError, NotAnIntegerError,
                      PersistenceStore, SerializationError)
+from kvstore.keyrules import MAX_KEY_BYTES
 
 VALUES = [
     {"user": "ann", "roles": ["admin", "dev"], "n": 3, "ok": True, "none": None},
@@ -241,6 +242,69 @@ def test_invalid_keys_raise_value_error(store, bad):
         store.save(bad, 1)
     with pytest.raises(InvalidKeyError):
         store.load(bad)
+
+
+# Keys some store cannot hold (PostgreSQL text has no NUL; its primary-key index no entry over
+# ~2,700 bytes): refused on every store alike, so that a backup of any tier restores into any.
+UNPORTABLE = ["a\x00b", "\x00kvstore-meta\x00x", "k" * (MAX_KEY_BYTES + 1), "é" * 1025]
+
+
+def _refused(call, bad):
+    with pytest.raises(InvalidKeyError) as err:
+        call()
+    assert repr(bad)[:30] in str(err.value)
+
+
+@pytest.mark.parametrize("bad", UNPORTABLE, ids=["nul", "reserved", "long", "long-utf8"])
+def test_key_some_store_cannot_hold_is_refused_everywhere(case, store, bad):
+    store.save("keep", 1)
+    for call in (lambda: store.save(bad, 1), lambda: store.load(bad), lambda: store.delete(bad),
+                 lambda: store.exists(bad), lambda: store.save_many({"new": 1, bad: 2}),
+                 lambda: store.load_many(["keep", bad]), lambda: store.delete_many(["keep", bad]),
+                 lambda: store.add(bad, 1), lambda: store.incr(bad), lambda: store.append(bad, 1),
+                 lambda: store.touch(bad), lambda: store.ttl(bad), lambda: store.log(bad),
+                 lambda: store.lock(bad)):
+        _refused(call, bad)
+    assert list(store.keys()) == ["keep"] and list(store.logs()) == []
+    if "file" in case.kind:
+        return  # the file store's own limit is shorter: 200 bytes a path segment
+    longest = "k" * MAX_KEY_BYTES
+    store.save(longest, 2)
+    assert store.load(longest) == 2 and store.delete(longest)
+
+
+def test_prefix_no_key_can_have_is_refused(store):
+    for bad in ("a\x00", "\ud800"):
+        _refused(lambda: list(store.keys(prefix=bad)), bad)
+        _refused(lambda: list(store.keys(start_after=bad)), bad)
+        _refused(lambda: store.clear(prefix=bad), bad)
+
+
+def test_manager_refuses_unportable_keys_on_every_store(case, store):
+    from aio_facade import run
+
+    from kvstore import PersistenceManager
+    from kvstore.aio import AsyncPersistenceManager
+
+    sync = store.astore.sync if case.kind.startswith("aio-") else store
+    bad = "a\x00b"
+    if case.kind.startswith("aio-"):
+        apm = AsyncPersistenceManager(stores={"database": sync})
+        for coro in (lambda: apm.save(bad, 1), lambda: apm.load(bad), lambda: apm.delete(bad),
+                     lambda: apm.exists(bad), lambda: apm.save_many({"new": 1, bad: 2})):
+            _refused(lambda: run(coro()), bad)
+    else:
+        pm = PersistenceManager(stores={"database": sync})
+        for call in (lambda: pm.save(bad, 1), lambda: pm.load(bad), lambda: pm.delete(bad),
+                     lambda: pm.exists(bad), lambda: pm.save_many({"new": 1, bad: 2}),
+                     lambda: pm.incr(bad), lambda: pm.log(bad),
+                     lambda: list(pm.keys(prefix=bad))):
+            _refused(call, bad)
+        with pytest.raises(InvalidKeyError):
+            with pm.transaction() as tx:
+                tx.save("new", 1)
+                tx.save(bad, 1)
+    assert list(sync.keys()) == []
 
 
 def test_large_value(store):

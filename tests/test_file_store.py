@@ -53,7 +53,7 @@ def test_ttl_lives_in_a_small_wrapper_and_expired_files_are_removed(tmp_path):
     ("../x", "%2E./x.json"),
     ("50%/off", "50%25/off.json"),
     ("back\\slash", "back%5Cslash.json"),
-    ("nul\x00byte", "nul%00byte.json"),
+    ("ctl\x01byte", "ctl%01byte.json"),
     ("ünïcödé/日本", "ünïcödé/日本.json"),
     ("folder.json/x", "folder%2Ejson/x.json"),
 ])

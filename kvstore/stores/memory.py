@@ -8,6 +8,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from ..keyrules import SHORT_KEY
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
                      same_blob)
@@ -55,7 +56,9 @@ class MemoryStore(PersistenceStore):
 
     # Fast path: the memory store is the hot tier, so `load` avoids the generic indirections.
     def load(self, key: str, default: Any = None) -> Any:
-        if type(key) is not str or not key or not key.isascii():
+        # The key rule (kvstore.keyrules) inline for the common short ASCII key; the rest calls it.
+        if (type(key) is not str or not key.isascii() or "\x00" in key
+                or not 0 < len(key) <= SHORT_KEY):
             self._check_key(key)
         with self._lock:
             entry = self._data.get(key)

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kvstore import (FileStore, InvalidKeyError, MemoryStore, SerializationError, SQLiteStore)
+from kvstore.keyrules import MAX_KEY_BYTES
 
 COUNTER = {"inputs": 0}
 
@@ -129,11 +130,15 @@ def test_huge_value_and_huge_key(tmp_path):
     big = os.urandom(20 * 1024 * 1024)
     store.save("big", big)
     assert store.load("big") == big
-    long_key = "k" * 10_000
-    store.save(long_key, 1)
-    assert store.load(long_key) == 1
-    with pytest.raises(InvalidKeyError):
-        FileStore(base_path=tmp_path / "f").save(long_key, 1)
+    longest = "k" * MAX_KEY_BYTES
+    store.save(longest, 1)
+    assert store.load(longest) == 1
+    # One byte more would not fit PostgreSQL's key index: refused on every store alike.
+    for target in (store, MemoryStore(), FileStore(base_path=tmp_path / "f")):
+        with pytest.raises(InvalidKeyError):
+            target.save(longest + "k", 1)
+        with pytest.raises(InvalidKeyError):
+            target.save("k" * 10_000, 1)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), {1: "a", (2, 3): "b"},
@@ -144,3 +149,29 @@ def test_special_values_round_trip_in_every_format(tmp_path, value):
                   MemoryStore(serializer="json")):
         store.save("special", value)
         assert _same(store.load("special"), value), type(store).__name__
+
+
+def test_nul_keys_left_by_older_versions_stay_listed_and_removable(tmp_path):
+    """Older versions let SQLite store a key with NUL. It is still listed and read by keys() and
+    items(), removed by clear(prefix), and copying it to another store (import, migrate, the
+    restore of a backup into another kind of store) is refused with the key named."""
+    import io
+    import sqlite3
+
+    from kvstore.transfer import export_jsonl, import_jsonl, migrate
+
+    store = SQLiteStore(path=tmp_path / "old.db")
+    store.save("legacy:ok", 1)
+    with sqlite3.connect(store.path) as db:  # what an older version wrote
+        db.execute("INSERT INTO kvstore (key, value) VALUES (?, ?)", ("legacy:a\x00b", b"\xc1j-2"))
+    assert list(store.keys()) == ["legacy:a\x00b", "legacy:ok"]
+    assert dict(store.items()) == {"legacy:a\x00b": 2, "legacy:ok": 1}
+    with pytest.raises(InvalidKeyError, match=r"'legacy:a\\x00b'"):
+        store.load("legacy:a\x00b")
+    out = io.StringIO()
+    assert export_jsonl(store, out) == 2
+    for copy in (lambda t: import_jsonl(t, io.StringIO(out.getvalue())), lambda t: migrate(store, t)):
+        with pytest.raises(InvalidKeyError, match=r"'legacy:a\\x00b'"):
+            copy(MemoryStore(serializer="json"))
+    assert store.clear(prefix="legacy:a") == 1
+    assert list(store.keys()) == ["legacy:ok"]
