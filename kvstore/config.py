@@ -434,13 +434,16 @@ def _check_consistency(config: Config) -> None:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    """Read and check a YAML file. Malformed YAML is a :class:`ConfigError` with the position."""
+    """Read and check a YAML file. Malformed YAML, or a key given twice in one mapping, is a
+    :class:`ConfigError` with the position."""
     import yaml
+
+    from ._yamlload import load_yaml
 
     source = os.fspath(path)
     try:
         with open(os.path.expanduser(source), encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = load_yaml(fh, source)
     except FileNotFoundError:
         raise ConfigError(f"{source}: config file not found") from None
     except yaml.YAMLError as exc:

@@ -115,6 +115,33 @@ def test_wrong_type_in_yaml(tmp_path):
         load_config(path)
 
 
+@pytest.mark.parametrize("text,message", [
+    ("persistence:\n  categories:\n    session: {store: memory}\n    prefs: database\n"
+     "    session: {store: cache, ttl: 1h}\n",
+     "persistence.categories.session: duplicate key at line 5 (first at line 3)"),
+    ("persistence:\n  default_store: cache\n  default_store: database\n",
+     "persistence.default_store: duplicate key at line 3 (first at line 2)"),
+    ("persistence:\n  categories: {a: memory, 'a': cache}\n",
+     "persistence.categories.a: duplicate key at line 2 (first at line 2)"),
+    ("persistence:\n  sqlite: {path: a.db}\npersistence: {}\n",
+     "persistence: duplicate key at line 3 (first at line 1)"),
+])
+def test_duplicate_yaml_key_is_refused_with_its_path_and_lines(tmp_path, text, message):
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+def test_yaml_merge_keys_and_aliases_are_not_duplicates(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("persistence:\n  categories:\n    a: &s {store: cache, ttl: 1h}\n"
+                    "    b: {<<: *s, ttl: 2h}\n    c: *s\n")
+    config = load_config(path)
+    assert config.categories["b"].ttl == 7200 and config.categories["c"].ttl == 3600
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")
