@@ -185,9 +185,77 @@ def test_sentinel_url_follows_the_primary(tmp_path):
         assert direct.load("via-sentinel") == {"ok": True}
         with pytest.raises(ConfigError):
             RedisStore(url=f"redis+sentinel://127.0.0.1:{sentinel_port}")
+        # The Sentinel client's pool waits too, sync and asyncio.
+        before = _clients(primary.port)
+        pooled = RedisStore(url=f"redis+sentinel://127.0.0.1:{sentinel_port}/kvmain/0"
+                            "?max_connections=4", key_prefix="pooled:")
+        _many_increments(pooled, threads=100, tasks=500)
+        assert _clients(primary.port) - before <= 4
+        pooled.clear()
     finally:
         sentinel.stop()
         primary.stop()
+
+
+def _many_increments(store: RedisStore, threads: int, tasks: int) -> None:
+    """``threads`` threads, then ``tasks`` asyncio tasks, each incrementing one counter once:
+    every increment counted, none refused."""
+    import asyncio
+    import threading
+
+    from kvstore.aio.redis import AsyncRedisStore
+
+    go = threading.Barrier(threads)
+    workers = [threading.Thread(target=lambda: (go.wait(), store.incr("n"))) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert store.load("n") == threads
+
+    async def main():
+        astore = AsyncRedisStore(store)
+        await asyncio.gather(*(astore.incr("n") for _ in range(tasks)))
+        await astore.close()
+
+    asyncio.run(main())
+    assert store.load("n") == threads + tasks
+
+
+@pytest.mark.cluster
+def test_cluster_clients_wait_for_connections_too(redis_cluster_url):
+    """Sync: a blocking pool per node. asyncio: redis-py's cluster pools raise when full, so
+    the store admits max_connections commands at a time; a wait past pool_timeout raises."""
+    import asyncio
+
+    from kvstore.aio.redis import AsyncRedisStore
+
+    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3)
+    _many_increments(store, threads=100, tasks=1000)
+    for node in store._client.get_nodes():
+        pool = node.redis_connection.connection_pool
+        assert pool.max_connections == 3 and len(pool._connections) <= 3
+    store.clear()
+    store.close()
+    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3,
+                       pool_timeout=0.3)
+
+    async def main():
+        astore = AsyncRedisStore(store)
+        await astore.load("n")
+        for _ in range(3):
+            await astore._gate.acquire()   # every slot busy
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="pool_timeout=0.3s"):
+            await astore.save("k", 1)
+        assert time.monotonic() - start < 2
+        astore._gate.release()
+        assert await astore.save("k", 1)
+        await astore.close()
+
+    asyncio.run(main())
+    store.clear()
+    store.close()
 
 
 # -- connection pools: callers beyond max_connections wait, never fail ------------------------------

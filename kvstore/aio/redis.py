@@ -161,6 +161,7 @@ class AsyncRedisStore(AsyncStore):
         return {k: b for k, b in zip(keys, blobs) if b is not None}
 
     async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        await self._ready()  # a cluster pipeline built before discovery goes to a dead node
         pipe = self._client.pipeline(transaction=not self.sync.cluster)
         px = None if ttl is None else _ms(ttl)
         for key, blob in items:
@@ -189,6 +190,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             if ttl is None:
                 return int(await self._do(self._client.incrby(name, amount)))
+            await self._ready()  # see _set_many
             pipe = self._client.pipeline(transaction=True)  # see RedisStore._incr
             pipe.set(name, 0, nx=True, px=_ms(ttl))
             pipe.incrby(name, amount)
