@@ -139,6 +139,10 @@ class RedisConfig(_MaskedRepr):
     cluster: bool = False
     socket_timeout: float = 5.0
     connect_timeout: float = 2.0
+    #: Connections opened at most (per node on a cluster); more callers wait for one.
+    max_connections: int = 50
+    #: Seconds a call waits for a free connection before StoreUnavailableError.
+    pool_timeout: float = 5.0
     #: Store that serves the cache tier while Redis is unavailable (None: raise).
     fallback: str | None = None
 
@@ -333,6 +337,7 @@ _SQLITE = {"path": _path, "ttl_default": _duration, "serializer": _serializer,
            "max_entries": lambda v, s: _opt_int(v, s, 1)}
 _REDIS = {"url": _str, "ttl_default": _duration, "serializer": _serializer, "key_prefix": _str,
           "cluster": _bool, "socket_timeout": _number, "connect_timeout": _number,
+          "max_connections": lambda v, s: _int(v, s, 1), "pool_timeout": _number,
           "fallback": lambda v, s: None if v is None else _store_name(v, s)}
 _FILE = {"base_path": _path, "format": lambda v, s: _choice(v, s, ("json", "msgpack", "pickle")),
          "ttl_default": _duration}

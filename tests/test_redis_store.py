@@ -185,6 +185,216 @@ def test_sentinel_url_follows_the_primary(tmp_path):
         assert direct.load("via-sentinel") == {"ok": True}
         with pytest.raises(ConfigError):
             RedisStore(url=f"redis+sentinel://127.0.0.1:{sentinel_port}")
+        # The Sentinel client's pool waits too, sync and asyncio.
+        before = _clients(primary.port)
+        pooled = RedisStore(url=f"redis+sentinel://127.0.0.1:{sentinel_port}/kvmain/0"
+                            "?max_connections=4", key_prefix="pooled:")
+        _many_increments(pooled, threads=100, tasks=500)
+        assert _clients(primary.port) - before <= 4
+        pooled.clear()
     finally:
         sentinel.stop()
         primary.stop()
+
+
+def _many_increments(store: RedisStore, threads: int, tasks: int) -> None:
+    """``threads`` threads, then ``tasks`` asyncio tasks, each incrementing one counter once:
+    every increment counted, none refused."""
+    import asyncio
+    import threading
+
+    from kvstore.aio.redis import AsyncRedisStore
+
+    go = threading.Barrier(threads)
+    workers = [threading.Thread(target=lambda: (go.wait(), store.incr("n"))) for _ in range(threads)]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    assert store.load("n") == threads
+
+    async def main():
+        astore = AsyncRedisStore(store)
+        await asyncio.gather(*(astore.incr("n") for _ in range(tasks)))
+        await astore.close()
+
+    asyncio.run(main())
+    assert store.load("n") == threads + tasks
+
+
+@pytest.mark.cluster
+def test_cluster_clients_wait_for_connections_too(redis_cluster_url):
+    """Sync: a blocking pool per node. asyncio: redis-py's cluster pools raise when full, so
+    the store admits max_connections commands at a time; a wait past pool_timeout raises."""
+    import asyncio
+
+    from kvstore.aio.redis import AsyncRedisStore
+
+    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3)
+    _many_increments(store, threads=100, tasks=1000)
+    for node in store._client.get_nodes():
+        pool = node.redis_connection.connection_pool
+        assert pool.max_connections == 3 and len(pool._connections) <= 3
+    store.clear()
+    store.close()
+    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3,
+                       pool_timeout=0.3)
+
+    async def main():
+        astore = AsyncRedisStore(store)
+        await astore.load("n")
+        for _ in range(3):
+            await astore._gate.acquire()   # every slot busy
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailableError, match="pool_timeout=0.3s"):
+            await astore.save("k", 1)
+        assert time.monotonic() - start < 2
+        astore._gate.release()
+        assert await astore.save("k", 1)
+        await astore.close()
+
+    asyncio.run(main())
+    store.clear()
+    store.close()
+
+
+# -- connection pools: callers beyond max_connections wait, never fail ------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_redis(tmp_path_factory):
+    if not HAVE_REDIS_SERVER:
+        pytest.skip("redis-server / redis-cli not on PATH")
+    server = RedisServer(tmp_path_factory.mktemp("pool")).start()
+    yield server
+    server.stop()
+
+
+def _clients(port: int) -> int:
+    import redis
+
+    with redis.Redis(port=port) as r:
+        return int(r.info("clients")["connected_clients"]) - 1  # less this one
+
+
+def test_asyncio_gather_of_a_thousand_increments_waits_for_connections(private_redis):
+    """main: 200 concurrent ``pm.incr`` raised "Too many connections" (redis-py's asyncio pool
+    holds 100 and raises instead of waiting)."""
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager
+
+    config = {"persistence": {"redis": {"url": private_redis.url, "key_prefix": "pool:",
+                                        "max_connections": 20},
+                              "categories": {"hits": {"store": "cache"}}}}
+    seen = []
+
+    async def main():
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            async def one():
+                n = await pm.incr("hits:page")
+                seen.append(_clients(private_redis.port) if n % 250 == 0 else 0)
+                return n
+            results = await asyncio.gather(*(one() for _ in range(1000)))
+            assert sorted(results) == list(range(1, 1001))
+            assert await pm.load("hits:page") == 1000
+            await pm.delete("hits:page")
+
+    asyncio.run(main())
+    assert max(seen) <= 20 + 1   # the async store's 20, the sync twin's one at most
+
+
+def test_two_hundred_threads_share_a_bounded_pool(private_redis):
+    import threading
+
+    store = RedisStore(url=private_redis.url, key_prefix="threads:", max_connections=10)
+    go = threading.Barrier(200)
+    errors = []
+
+    def work():
+        go.wait()
+        try:
+            for _ in range(5):
+                store.incr("n")
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert store.load("n") == 1000
+    assert _clients(private_redis.port) <= 10  # main: one connection per thread, unbounded
+    store.clear()
+    store.close()
+
+
+def test_a_wait_past_pool_timeout_names_the_store_and_the_settings(private_redis):
+    import asyncio
+
+    from kvstore.aio.redis import AsyncRedisStore
+
+    store = RedisStore(url=private_redis.url, key_prefix="busy:", max_connections=1,
+                       pool_timeout=0.2)
+    held = store._client.connection_pool.get_connection()   # the only connection, busy
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError) as err:
+        store.save("k", 1)
+    assert 0.15 < time.monotonic() - start < 2
+    message = str(err.value)
+    assert private_redis.url in message
+    assert "max_connections=1" in message and "pool_timeout=0.2s" in message
+    store._client.connection_pool.release(held)
+    assert store.save("k", 1) and store.load("k") == 1   # works again once one is free
+
+    async def main():
+        astore = AsyncRedisStore(store)
+        pool = astore._client.connection_pool
+        busy = await pool.get_connection()
+        with pytest.raises(StoreUnavailableError, match="max_connections=1"):
+            await astore.load("k")
+        await pool.release(busy)
+        assert await astore.load("k") == 1
+        await astore.close()
+
+    asyncio.run(main())
+    store.clear()
+    store.close()
+
+
+def test_pool_settings_from_yaml_url_and_arguments(private_redis, data_dir):
+    from kvstore import PersistenceManager
+    from kvstore.stores.opening import open_url
+
+    base = f"redis://127.0.0.1:{private_redis.port}/0"
+    store = open_url(f"{base}?max_connections=7&pool_timeout=2.5&key_prefix=u:")
+    assert (store.max_connections, store.pool_timeout, store.url) == (7, 2.5, base)
+    assert store._client.connection_pool.max_connections == 7
+    store.close()
+    store = RedisStore(url=base, max_connections=3, pool_timeout=1)
+    assert (store.max_connections, store.pool_timeout) == (3, 1.0)
+    store.close()
+    assert RedisStore(url=base).max_connections == 50
+    with PersistenceManager.from_config({"persistence": {"redis": {
+            "url": base, "max_connections": 12, "pool_timeout": "3"}}}) as pm:
+        assert (pm.stores["cache"].max_connections, pm.stores["cache"].pool_timeout) == (12, 3.0)
+    for bad in ("max_connections=0", "max_connections=x", "pool_timeout=-1", "pool_timeout=soon"):
+        with pytest.raises(ConfigError, match=bad.split("=")[0]):
+            open_url(f"{base}?{bad}")
+    with pytest.raises(ConfigError, match="max_connections"):
+        RedisStore(url=base, max_connections=0)
+    for setting, value in (("max_connections", 0), ("pool_timeout", 0), ("max_connections", "x")):
+        with pytest.raises(ConfigError, match=f"persistence.redis.{setting}"):
+            PersistenceManager.from_config({"persistence": {"redis": {"url": base,
+                                                                       setting: value}}})
+
+
+def test_pooled_connections_still_never_resend_a_command(private_redis):
+    """The blocking pool keeps kvstore's rule: a command whose reply is lost is not sent again
+    (an INCRBY sent twice would count twice)."""
+    store = RedisStore(url=private_redis.url, key_prefix="once:")
+    kwargs = store._client.connection_pool.connection_kwargs
+    assert kwargs["retry"].get_retries() == 0 and not kwargs.get("retry_on_timeout")
+    store.close()

@@ -9,8 +9,9 @@ thread (see :mod:`kvstore.aio.manager`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
-from typing import Any
+from typing import Any, AsyncIterator
 
 from .._marks import MISSING
 from ..errors import NotAnIntegerError
@@ -39,6 +40,10 @@ class AsyncRedisStore(AsyncStore):
         self._flushing: set[asyncio.Task[None]] = set()
         self._initialized = not sync.cluster
         self._init_lock: asyncio.Lock | None = None
+        # redis.asyncio's cluster pools raise when full instead of waiting: at most
+        # max_connections commands run at once, the others wait up to pool_timeout (a single
+        # node or Sentinel client waits in its own blocking pool; see stores.redis_connect).
+        self._gate = asyncio.Semaphore(sync.max_connections) if sync.cluster else None
 
     async def _ready(self) -> None:
         """A cluster client discovers its nodes once, before any command: tasks that arrive
@@ -62,11 +67,37 @@ class AsyncRedisStore(AsyncStore):
         try:
             if not self._initialized:
                 await self._ready()
+            if self._gate is not None:
+                return await self._gated(coro)
             return await coro
         except self._errors as exc:
             raise self.sync._unavailable(exc) from exc
         except self._cluster_error as exc:
             raise self.sync._unavailable(exc) from exc
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the cluster's ``max_connections`` command slots, waited for up to
+        ``pool_timeout`` (a no-op on a single node or Sentinel)."""
+        gate = self._gate
+        if gate is None:
+            yield
+            return
+        try:
+            await asyncio.wait_for(gate.acquire(), self.sync.pool_timeout)
+        except asyncio.TimeoutError:
+            raise self.sync._pool_exhausted() from None
+        try:
+            yield
+        finally:
+            gate.release()
+
+    async def _gated(self, coro: Any) -> Any:
+        try:
+            async with self._slot():
+                return await coro
+        finally:
+            coro.close()  # a no-op once awaited; a command never sent is dropped quietly
 
     def _k(self, key: str) -> str:
         return self._prefix + key
@@ -93,12 +124,11 @@ class AsyncRedisStore(AsyncStore):
         try:
             if not self._initialized:
                 await self._ready()
-            if len(names) == 1:
-                blobs = [await self._client.get(names[0])]
-            elif self.sync.cluster:
-                blobs = await self._client.mget_nonatomic(names)
-            else:
-                blobs = await self._client.mget(names)
+            r = self._client
+            call = (r.get(names[0]) if len(names) == 1 else
+                    r.mget_nonatomic(names) if self.sync.cluster else r.mget(names))
+            found = await (call if self._gate is None else self._gated(call))
+            blobs = [found] if len(names) == 1 else found
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, self._errors + (self._cluster_error,)):
@@ -113,9 +143,11 @@ class AsyncRedisStore(AsyncStore):
                 future.set_result(blob)
 
     async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        if self._gate is not None:
+            await self._do(self._client.set(self._prefix + key, blob,
+                                            px=None if ttl is None else _ms(ttl)))
+            return
         try:
-            if not self._initialized:
-                await self._ready()
             await self._client.set(self._prefix + key, blob, px=None if ttl is None else _ms(ttl))
         except self._errors as exc:
             raise self.sync._unavailable(exc) from exc
@@ -129,6 +161,7 @@ class AsyncRedisStore(AsyncStore):
         return {k: b for k, b in zip(keys, blobs) if b is not None}
 
     async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        await self._ready()  # a cluster pipeline built before discovery goes to a dead node
         pipe = self._client.pipeline(transaction=not self.sync.cluster)
         px = None if ttl is None else _ms(ttl)
         for key, blob in items:
@@ -157,6 +190,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             if ttl is None:
                 return int(await self._do(self._client.incrby(name, amount)))
+            await self._ready()  # see _set_many
             pipe = self._client.pipeline(transaction=True)  # see RedisStore._incr
             pipe.set(name, 0, nx=True, px=_ms(ttl))
             pipe.incrby(name, amount)
@@ -171,11 +205,12 @@ class AsyncRedisStore(AsyncStore):
         names = []
         await self._ready()
         try:
-            async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
-                if isinstance(name, bytes):
-                    name = name.decode("utf-8", "surrogateescape")
-                if not (self.sync._guard and name.startswith(_RESERVED)):
-                    names.append(name)
+            async with self._slot():
+                async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
+                    if isinstance(name, bytes):
+                        name = name.decode("utf-8", "surrogateescape")
+                    if not (self.sync._guard and name.startswith(_RESERVED)):
+                        names.append(name)
         except self._errors + (self._cluster_error,) as exc:
             raise self.sync._unavailable(exc) from exc
         return names

@@ -55,7 +55,9 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
                                serializer=c.redis.serializer, key_prefix=c.redis.key_prefix,
                                cluster=c.redis.cluster or None, secret=secret,
                                socket_timeout=c.redis.socket_timeout,
-                               connect_timeout=c.redis.connect_timeout)
+                               connect_timeout=c.redis.connect_timeout,
+                               max_connections=c.redis.max_connections,
+                               pool_timeout=c.redis.pool_timeout)
             if c.redis.fallback:
                 from .fallback import FallbackStore
 
@@ -91,7 +93,8 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
     - ``sqlite:///absolute/path/app.db`` (``sqlite://relative/path.db``)
     - ``file:///absolute/folder``
     - ``redis://...``, ``rediss://...``, ``redis+cluster://...``, ``redis+sentinel://...``
-      (``?key_prefix=app:`` sets the key prefix)
+      (``?key_prefix=app:`` sets the key prefix; ``?max_connections=50&pool_timeout=5`` the
+      connection pool, see :class:`~kvstore.RedisStore`)
     - ``postgresql://user@host/db?table=name``
 
     ``?max_entries=N`` bounds a memory, SQLite or PostgreSQL store (see their ``max_entries``).

@@ -28,15 +28,15 @@ Redis is back, without a restart.
 from __future__ import annotations
 
 import copy
-import os
 import re
 from contextlib import contextmanager
 from typing import Any, Iterator
-from urllib.parse import unquote, urlsplit
 
 from ..errors import ConfigError, InvalidKeyError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
+from .redis_connect import (DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, POOL_EXHAUSTED,
+                            build_client, check_pool, mask_url, pool_options)
 
 __all__ = ["RedisStore"]
 
@@ -84,10 +84,7 @@ def _glob_escape(text: str) -> str:
     return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
-def _mask_url(url: str) -> str:
-    from ..config import mask_secrets
-
-    return mask_secrets(url)
+_mask_url = mask_url
 
 
 def _ms(ttl: float) -> int:
@@ -107,7 +104,11 @@ class RedisStore(PersistenceStore):
         client: an existing redis-py client to use instead of ``url`` (e.g. ``fakeredis``).
         socket_timeout / connect_timeout: seconds before a call or a connection attempt gives
             :class:`StoreUnavailableError` (nothing hangs).
-        **client_options: passed to redis-py (``ssl_ca_certs``, ``max_connections``...).
+        max_connections: connections this store opens at most (default 50; also
+            ``?max_connections=N`` in the URL). More threads or tasks than that wait for one.
+        pool_timeout: seconds a call waits for a free connection before
+            :class:`StoreUnavailableError` naming both settings (default 5; ``?pool_timeout=``).
+        **client_options: passed to redis-py (``ssl_ca_certs``, ``health_check_interval``...).
     """
 
     durable = True  # data outlives this object and this process (on the server)
@@ -116,7 +117,8 @@ class RedisStore(PersistenceStore):
                  serializer: SerializerSpec = "msgpack", key_prefix: str = "", *,
                  secret: bytes | str | None = None, cluster: bool | None = None,
                  client: Any = None, socket_timeout: float = 5.0, connect_timeout: float = 2.0,
-                 **client_options: Any) -> None:
+                 max_connections: int | None = None,
+                 pool_timeout: float = DEFAULT_POOL_TIMEOUT, **client_options: Any) -> None:
         super().__init__(ttl_default=ttl_default, serializer=serializer, secret=secret)
         try:
             import redis
@@ -127,6 +129,8 @@ class RedisStore(PersistenceStore):
         self._redis = redis
         self.key_prefix = key_prefix
         self._prefix_len = len(key_prefix)
+        # Pool settings in the URL (one string for adapters) win over the arguments.
+        url, from_url = pool_options(url)
         self.url = url if client is None else f"<client {type(client).__name__}>"
         self._errors_to_catch: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
@@ -139,13 +143,18 @@ class RedisStore(PersistenceStore):
             self._errors_to_catch += (MaxConnectionsError,)
         except ImportError:  # pragma: no cover
             pass
-        self._settings = (url, cluster, socket_timeout, connect_timeout, client_options)
+        if max_connections is None:  # before it was a setting, it was a redis-py option
+            max_connections = client_options.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
+        self.max_connections, self.pool_timeout = check_pool(
+            from_url.get("max_connections", max_connections),
+            from_url.get("pool_timeout", pool_timeout))
+        self._settings = (url, cluster, socket_timeout, connect_timeout, self.max_connections,
+                          self.pool_timeout, client_options)
         if client is not None:
             self._client = client
             self.cluster = bool(cluster) or client.__class__.__name__ == "RedisCluster"
         else:
-            self._client, self.cluster = self._connect(url, cluster, socket_timeout,
-                                                       connect_timeout, client_options)
+            self._client, self.cluster = self._connect(*self._settings)
         # With a key_prefix that the lock namespace starts with (e.g. ""), a key could name a
         # lock record: such keys are refused, and keys()/clear() skip the namespace.
         self._guard = _RESERVED.startswith(key_prefix) or key_prefix.startswith(_RESERVED)
@@ -155,76 +164,17 @@ class RedisStore(PersistenceStore):
     # -- connecting ----------------------------------------------------------------------------------
 
     def _connect(self, url: str, cluster: bool | None, socket_timeout: float,
-                 connect_timeout: float, options: dict[str, Any],
-                 asyncio: bool = False) -> tuple[Any, bool]:
+                 connect_timeout: float, max_connections: int, pool_timeout: float,
+                 options: dict[str, Any], asyncio: bool = False) -> tuple[Any, bool]:
         """A redis-py client for ``url`` (``asyncio=True``: its ``redis.asyncio`` twin, built
         from the same settings for the asyncio front) and whether it is a cluster client."""
-        import importlib
-
-        redis: Any = importlib.import_module("redis.asyncio" if asyncio else "redis")
-        RedisCluster: Any = redis.cluster.RedisCluster  # noqa: N806
-        if not isinstance(url, str) or "://" not in url:
-            raise ConfigError(f"url: {_mask_url(str(url))!r} is not a redis:// URL")
-        scheme = url.split("://", 1)[0].lower()
-        # Never re-send a command: a write whose reply was lost may have run (an RPUSH or an
-        # INCRBY sent twice is a duplicate). A failure raises StoreUnavailableError instead.
-        from redis.backoff import NoBackoff
-
-        Retry: Any = importlib.import_module(  # noqa: N806
-            "redis.asyncio.retry" if asyncio else "redis.retry").Retry
-        base = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout,
-                "retry_on_timeout": False, "retry": Retry(NoBackoff(), 0), **options}
-        parts = urlsplit(url)
-        username = unquote(parts.username) if parts.username else os.environ.get("REDIS_USERNAME")
-        password = unquote(parts.password) if parts.password else os.environ.get("REDIS_PASSWORD")
-        if scheme in ("redis+sentinel", "rediss+sentinel"):
-            return self._connect_sentinel(parts, scheme, username, password, base, asyncio), False
-        is_cluster = bool(cluster) or scheme.endswith("+cluster")
-        if scheme.endswith("+cluster"):
-            url = scheme.split("+", 1)[0] + "://" + url.split("://", 1)[1]
-        if scheme.split("+", 1)[0] not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"url: unknown scheme {scheme!r} (redis, rediss, unix, "
-                              "redis+cluster, redis+sentinel)")
-        if not parts.password and password:
-            base["password"] = password
-            if username and not parts.username:
-                base["username"] = username
         try:
-            if is_cluster:
-                base.setdefault("health_check_interval", 0)
-                if asyncio:  # redis.asyncio's cluster client has no such option
-                    base.pop("retry_on_timeout", None)
-                return RedisCluster.from_url(url, **base), True
-            base.setdefault("health_check_interval", 30)
-            return redis.Redis.from_url(url, **base), False
+            return build_client(url, cluster, socket_timeout, connect_timeout, max_connections,
+                                pool_timeout, options, asyncio)
         except ValueError as exc:
             raise ConfigError(f"url: {_mask_url(url)!r}: {exc}") from exc
         except self._errors_to_catch + (self._redis.exceptions.RedisClusterException,) as exc:
             raise StoreUnavailableError(f"Redis at {_mask_url(url)} is unavailable: {exc}") from exc
-
-    def _connect_sentinel(self, parts: Any, scheme: str, username: str | None,
-                          password: str | None, base: dict[str, Any], asyncio: bool) -> Any:
-        import importlib
-
-        Sentinel: Any = importlib.import_module(  # noqa: N806
-            "redis.asyncio.sentinel" if asyncio else "redis.sentinel").Sentinel
-
-        hosts = []
-        for item in parts.netloc.rsplit("@", 1)[-1].split(","):
-            host, _, port = item.rpartition(":")
-            hosts.append((host or item, int(port or 26379) if host else 26379))
-        path = [p for p in parts.path.split("/") if p]
-        if not path:
-            raise ConfigError("url: a Sentinel URL names the service: "
-                              "redis+sentinel://host:26379/<service>/<db>")
-        service, db = path[0], int(path[1]) if len(path) > 1 else 0
-        conn_kwargs = dict(base, db=db, password=password, username=username,
-                           ssl=scheme.startswith("rediss"))
-        sentinel = Sentinel(hosts, sentinel_kwargs={"socket_timeout": base["socket_timeout"],
-                                                    "socket_connect_timeout":
-                                                        base["socket_connect_timeout"]},
-                            **conn_kwargs)
-        return sentinel.master_for(service)
 
     def _describe(self) -> str:
         extra = ", cluster=True" if self.cluster else ""
@@ -232,7 +182,17 @@ class RedisStore(PersistenceStore):
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
         where = "Redis Cluster" if self.cluster else "Redis"
+        if POOL_EXHAUSTED in str(exc):
+            return self._pool_exhausted(exc)
         return StoreUnavailableError(f"{where} at {_mask_url(self.url)} is unavailable: {exc}")
+
+    def _pool_exhausted(self, exc: BaseException | None = None) -> StoreUnavailableError:
+        """All ``max_connections`` stayed busy for ``pool_timeout`` seconds (nothing was sent)."""
+        return StoreUnavailableError(
+            f"Redis at {_mask_url(self.url)}: no connection came free within "
+            f"pool_timeout={self.pool_timeout:g}s (all max_connections={self.max_connections} "
+            "in use); raise redis.max_connections or redis.pool_timeout"
+            + (f": {exc}" if exc is not None else ""))
 
     @contextmanager
     def _call(self) -> Iterator[Any]:

@@ -7,7 +7,8 @@ Schema (``table`` defaults to ``kvstore``)::
     kvstore_meta: the same shape, for locks (see ``PersistenceStore.lock``)
 
 ``WITHOUT ROWID`` stores rows in the primary-key b-tree itself, which halves the work of a
-write. Each thread gets its own connection (reopened after ``fork``). Single statements run in
+write. Each thread gets its own connection, closed when the thread ends (see
+:mod:`~kvstore.stores.sqlite_conn`) and reopened after ``fork``. Single statements run in
 autocommit; anything that reads then writes (``incr``, ``clear``, batches, transactions) runs
 under ``BEGIN IMMEDIATE``, which takes the write lock up front, so a reader never has to upgrade
 to a writer and ``busy_timeout`` can always wait instead of failing with "database is locked".
@@ -16,6 +17,9 @@ to an expired row; an ``UPDATE ... WHERE value = ?``), atomic under SQLite's wri
 
 Durability (``synchronous``): ``NORMAL`` (default) with WAL survives a crash of the process;
 ``FULL`` also survives a power loss or OS crash, at the cost of an fsync per commit.
+
+A file this process cannot write (a read-only mount, a read-only or immutable file or folder)
+opens read-only: reads work, writes raise :class:`~kvstore.StoreUnavailableError` naming the file.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
                      prefix_upper_bound, same_blob)
+from .sqlite_conn import Connections, connect, is_read_only
 
 __all__ = ["SQLiteStore"]
 
@@ -118,15 +123,15 @@ class _Queries:
 
 
 _OPEN_STORES: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
+_INHERITED: list[sqlite3.Connection] = []  # a fork child's copies of its parent's connections
 
 
 def _after_fork_in_child() -> None:
-    # A SQLite connection must never be used across fork: the child starts with no connections
-    # (the parent's stay open in the parent; the child just forgets them).
+    # A SQLite connection must never be used across fork, not even to close it: the child
+    # starts with no connections and keeps the parent's copies referenced, never touched.
     for store in list(_OPEN_STORES):
+        _INHERITED.extend(store._connections.forget())
         store._local = threading.local()
-        store._connections = []
-        store._connections_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
@@ -179,15 +184,18 @@ class SQLiteStore(PersistenceStore):
         self.busy_timeout = float(busy_timeout)
         self._clock = clock
         self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._connections = Connections()
         self._last_purge = 0.0
         self._closed = False
         _OPEN_STORES.add(self)
-        self._prepare_file()
+        #: True when the file cannot be written here: reads work, writes raise.
+        self.read_only = self._prepare_file()
+        self._log_ready = self.read_only  # nothing to create (see _shadow_missing_tables)
         self._create_table()
 
     def _create_table(self) -> None:
+        if self.read_only:
+            return
         with self._errors():
             conn = self._conn()
             with self._write(conn):
@@ -233,14 +241,17 @@ class SQLiteStore(PersistenceStore):
 
     # -- connections -------------------------------------------------------------------------------
 
-    def _prepare_file(self) -> None:
+    def _prepare_file(self) -> bool:
+        """Create the file if missing; True when it exists but cannot be written here."""
         try:
+            if self.path.exists():
+                return is_read_only(self.path)
             make_private_dirs(self.path.parent)
-            if not self.path.exists():
-                # Created here, owner-only, before SQLite would create it with the umask's mode.
-                os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            # Created here, owner-only, before SQLite would create it with the umask's mode.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
             raise StoreUnavailableError(f"SQLite file {self.path}: {exc.strerror or exc}") from exc
+        return False
 
     def _conn(self) -> sqlite3.Connection:
         try:
@@ -248,27 +259,22 @@ class SQLiteStore(PersistenceStore):
         except AttributeError:
             pass
         # First use in this thread (or in a child after fork, which gets a fresh `_local`).
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None,
-                               check_same_thread=False)
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
-        # Switching a new file to WAL takes an exclusive lock that the busy timeout does not
-        # wait for: processes opening a fresh database together retry instead of failing.
-        deadline = time.monotonic() + self.busy_timeout
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.005)
-        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        # A REPLACE fires the delete trigger of the row it replaces (the bound's count).
-        conn.execute("PRAGMA recursive_triggers = ON")
-        self._local.conn = conn
-        with self._connections_lock:
-            self._connections.append(conn)
-        return conn
+        conn = connect(self.path, self.busy_timeout, self.synchronous, self.read_only)
+        if self.read_only:
+            self._shadow_missing_tables(conn)
+        return self._connections.adopt(self._local, conn)
+
+    def _shadow_missing_tables(self, conn: sqlite3.Connection) -> None:
+        # A read-only file without this store's tables (or its newer log table) reads as empty:
+        # empty TEMP tables of the same names stand in, then query_only refuses every write.
+        meta = f"{self.table}_meta"
+        creates = {self.table: self._q.schema[0], meta: _Queries(meta).schema[0],
+                   f"{self.table}_log": self._q.log_schema}
+        for table, statement in creates.items():
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                            (table,)).fetchone() is None:
+                conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        conn.execute("PRAGMA query_only = ON")
 
     def _translate(self, exc: sqlite3.Error) -> Exception:
         """kvstore's error for a sqlite3 one: locked -> unavailable, damaged -> corrupt."""
@@ -278,6 +284,9 @@ class SQLiteStore(PersistenceStore):
                 return StoreUnavailableError(
                     f"SQLite file {self.path} stayed locked by another writer for "
                     f"{self.busy_timeout:g}s: {text}")
+            if "readonly" in text:
+                return StoreUnavailableError(f"SQLite file {self.path} is read-only here "
+                                             f"(reads work, writes are refused): {text}")
             return StoreUnavailableError(f"SQLite file {self.path}: {text}")
         if isinstance(exc, sqlite3.DatabaseError):
             return CorruptDataError(f"SQLite file {self.path} is damaged: {exc}")
@@ -557,7 +566,7 @@ class SQLiteStore(PersistenceStore):
         meta.serializer = None
         meta.max_entries = None  # locks are never evicted
         meta._conn = self._conn  # type: ignore[method-assign]
-        meta._connections = []
+        meta._connections = Connections()  # closing the sibling closes nothing of the parent's
         meta._create_table()
         return meta
 
@@ -596,11 +605,5 @@ class SQLiteStore(PersistenceStore):
 
     def close(self) -> None:
         """Close every thread's connection. The store reopens connections if used again."""
-        with self._connections_lock:
-            conns, self._connections = self._connections, []
-        for conn in conns:
-            try:
-                conn.close()
-            except sqlite3.Error:
-                pass
         self._local = threading.local()
+        self._connections.close_all()
