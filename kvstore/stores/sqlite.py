@@ -594,6 +594,23 @@ class SQLiteStore(PersistenceStore):
             finally:
                 source.close()
 
+    # -- restores: everything replaced in one transaction ---------------------------------------------
+
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        q = self._q
+        with self._errors():
+            conn = self._log_conn() if logs is not None else self._conn()
+            with self._write(conn):
+                now = self._clock()
+                conn.execute(f"DELETE FROM {q.table}")
+                conn.executemany(q.set, ((k, b, None if t is None else now + t) for k, b, t in rows))
+                if logs is not None:
+                    lt = f'"{self.table}_log"'
+                    conn.execute(f"DELETE FROM {lt}")
+                    conn.executemany(f"INSERT INTO {lt} (name, seq, value) VALUES (?, ?, ?)",
+                                     ((name, seq, blob) for name, blobs in logs
+                                      for seq, blob in enumerate(blobs, 1)))
+
     def close(self) -> None:
         """Close every thread's connection. The store reopens connections if used again."""
         with self._connections_lock:
