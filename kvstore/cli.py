@@ -246,12 +246,12 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 raise _Usage("--from and --to name the same store")
             if args.batch < 1:
                 raise _Usage("--batch must be at least 1")
-            counts: dict[str, int] = {}
+            copied: dict[str, int] = {}
             with _progress(f"migrate {source} -> {target}", err) as progress:
                 count = migrate(pm.stores[source], pm.stores[target], args.prefix,
                                 batch=args.batch, checkpoint=args.checkpoint, progress=progress,
-                                logs=not args.no_logs, counts=counts)
-            out.write(f"{_keys(count)}{_records(counts)} copied from {source} to {target}\n")
+                                logs=not args.no_logs, counts=copied)
+            out.write(f"{_keys(count)}{_records(copied)} copied from {source} to {target}\n")
     return EXIT_OK
 
 

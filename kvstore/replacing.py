@@ -82,18 +82,16 @@ def replace_files(store: "FileStore", rows: Iterable[Row], logs: Iterable[LogRec
     """Replace a FileStore's files all at once (see the module docstring)."""
     from .stores.file import _LOG_EXT
 
+    now = store._clock()
+    writes = {}  # read in full first: a failure to read is not the folder's
+    for key, blob, ttl in rows:
+        writes[store._path_for(key)] = store._file_bytes(key, blob, None if ttl is None else now + ttl)
+    for name, blobs in logs or ():
+        writes[store._log_path(name)] = "".join(
+            f'{{"seq":{seq},"record":{blob}}}\n' for seq, blob in enumerate(blobs, 1)).encode()
     with store._io(), store._locked():
-        now = store._clock()
-        writes = {}
-        for key, blob, ttl in rows:
-            writes[store._path_for(key)] = store._file_bytes(key, blob,
-                                                             None if ttl is None else now + ttl)
-        keep_logs = logs is None
-        for name, blobs in logs or ():
-            writes[store._log_path(name)] = "".join(
-                f'{{"seq":{seq},"record":{blob}}}\n' for seq, blob in enumerate(blobs, 1)).encode()
         old = [path for _, path, _ in store._matching("")]
-        if not keep_logs:
+        if logs is not None:
             old += list(store._walk(_LOG_EXT))
         deletes = [path for path in old if path not in writes]
         store._publish(store._stage(list(writes.items())), deletes)

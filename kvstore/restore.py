@@ -26,12 +26,12 @@ import shutil
 import sqlite3
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 from ._fs import make_private_dirs
 from .backup import BackupError, verify_backup, write_part
 from .config import default_data_dir
-from .errors import CorruptDataError, KVStoreError
+from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
 from .replacing import LogRecords, Row
 from .store import PersistenceStore, decode_stored
 from .transfer import _READER, Record, key_payload, log_payload, parse_record
@@ -97,7 +97,9 @@ class _Part:
 
     def validate(self) -> int:
         """Check every record against the store (see the module docstring); the keys restored."""
-        store, keys, seen, logs, records = self.store, 0, set(), {}, 0
+        store, keys, records = self.store, 0, 0
+        seen: set[str] = set()
+        logs: dict[str, int] = {}  # log name -> its last record's number
         last_log = None
         for where, rec in self.records():
             try:
@@ -137,15 +139,25 @@ class _Part:
                 raise BackupError(f"{self.folder}: part {self.path.name} holds {count} {field}, "
                                   f"the manifest says {info[field]}; the backup is damaged")
 
-    def rows(self) -> Iterator[Row]:
+    def replace(self) -> None:
+        """Replace the store's keys (and logs) with this part's."""
+        rows, logs = self.rows(), self.logs()
+        try:
+            self.store._replace_all(rows, logs)
+        finally:  # a store that stopped reading halfway leaves no part open (or locked)
+            for reader in (rows, logs):
+                if reader is not None:
+                    reader.close()
+
+    def rows(self) -> Generator[Row, None, None]:
         for _, rec in self.records():
             if not rec.is_log and (rec.ttl is None or rec.ttl > 0):
                 yield rec.name, key_payload(self.store, rec), rec.ttl
 
-    def logs(self) -> Iterator[LogRecords] | None:
+    def logs(self) -> Generator[LogRecords, None, None] | None:
         return self._logs() if self.with_logs else None
 
-    def _logs(self) -> Iterator[LogRecords]:
+    def _logs(self) -> Generator[LogRecords, None, None]:
         name, blobs = None, []
         for _, rec in self.records():
             if not rec.is_log:
@@ -180,19 +192,36 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
     counts = {part.name: part.validate() for part in parts}
     for part in parts:  # an unavailable store fails here, before anything changes
         part.store.exists("kvstore-restore-probe")
-    spare = (core.config.backup.path or default_data_dir() / "backups").expanduser()
-    make_private_dirs(spare)
-    copies = spare / f".tmp-restore-{secrets.token_hex(6)}"
-    copies.mkdir(mode=0o700)
+    copies = _spare_folder(core) if len(parts) > 1 else None
     try:
         # The stores a later failure would have to put back: all but the last.
-        undo = {p.name: _Part(copies, p.name, write_part(p.name, p.store, copies), p.store, True)
-                for p in parts[:-1]}
+        try:
+            undo = {p.name: _Part(copies, p.name, write_part(p.name, p.store, copies), p.store,
+                                  True) for p in parts[:-1] if copies is not None}
+        except OSError as exc:
+            raise StoreUnavailableError(f"restore: cannot write the copy of the stores' current "
+                                        f"contents in {copies}: {exc}; nothing was changed") from exc
         _replace(parts, undo, counts, progress)
     finally:
-        shutil.rmtree(copies, ignore_errors=True)
+        if copies is not None:
+            shutil.rmtree(copies, ignore_errors=True)
     core.forget_routes()
     return counts
+
+
+def _spare_folder(core: "Core") -> Path:
+    """A private temporary folder beside the configured backups, for the pre-restore copy."""
+    spare = (core.config.backup.path or default_data_dir() / "backups").expanduser()
+    try:
+        make_private_dirs(spare)
+        copies = spare / f".tmp-restore-{secrets.token_hex(6)}"
+        copies.mkdir(mode=0o700)
+    except OSError as exc:
+        raise StoreUnavailableError(
+            f"restore: cannot write the copy of the stores' current contents in {spare} "
+            f"(backup.path) that would put them back if a store failed: "
+            f"{exc.strerror or exc}; nothing was changed") from exc
+    return copies
 
 
 def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
@@ -201,13 +230,12 @@ def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
     total = 0
     for part in parts:
         try:
-            part.store._replace_all(part.rows(), part.logs())
+            part.replace()
         except BaseException as exc:
             left = []
             for earlier in reversed(done):
-                copy = undo[earlier.name]
                 try:
-                    earlier.store._replace_all(copy.rows(), copy.logs())
+                    undo[earlier.name].replace()
                 except Exception:  # keep going: put back as much as possible
                     left.append(earlier.name)
             if not isinstance(exc, Exception):

@@ -22,7 +22,7 @@ from kvstore import KVStoreError, PersistenceManager
 from kvstore.backup import BackupError
 from kvstore.transfer import export_jsonl, import_jsonl, migrate
 
-from conftest import POSTGRES_DSN, REDIS_URL, _redis_build
+from conftest import POSTGRES_DSN, REDIS_URL, SYNC_KINDS, _make_case, _redis_build
 
 CATEGORIES = {"prefs": {"store": "database"}, "config": {"store": "file"},
               "cache": {"store": "cache", "ttl": "1h"}, "session": {"store": "memory"},
@@ -101,6 +101,21 @@ def _rewrite_part(path: Path, store: str, lines: list[str]) -> None:
     (path / "manifest.json").write_text(json.dumps(manifest))
 
 
+def _edit_sqlite_part(path: Path, sql: str, *params: Any) -> None:
+    """Change the database part with ``sql``, its size and checksum recomputed in the manifest."""
+    import sqlite3
+
+    part = path / "database.sqlite3"
+    con = sqlite3.connect(part)
+    con.execute(sql, params)
+    con.commit()
+    con.close()
+    manifest = json.loads((path / "manifest.json").read_text())
+    data = part.read_bytes()
+    manifest["stores"]["database"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _raw_lines(store: Any) -> list[str]:
     buf = io.StringIO()
     export_jsonl(store, buf, raw=True)
@@ -128,19 +143,9 @@ def test_a_part_with_one_damaged_line_changes_nothing(pm_redis, store):
 
 
 def test_a_sqlite_row_that_does_not_decode_changes_nothing(pm):
-    import sqlite3
-
     _fill(pm)
     path = pm.backup()
-    part = path / "database.sqlite3"
-    con = sqlite3.connect(part)
-    con.execute("UPDATE kvstore SET value = x'c16a2d7b7b7b' WHERE key = 'prefs:007'")  # bad JSON
-    con.commit()
-    con.close()
-    manifest = json.loads((path / "manifest.json").read_text())
-    data = part.read_bytes()
-    manifest["stores"]["database"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    _edit_sqlite_part(path, "UPDATE kvstore SET value = x'c16a2d7b7b7b' WHERE key = 'prefs:007'")
     pm.save("prefs:new", 1)
     before = _contents(pm)
     with pytest.raises(BackupError, match="prefs:007"):
@@ -353,3 +358,109 @@ def test_migrate_carries_logs(pm_redis, target):
     assert counts["log_records"] == 1 and len(pm.stores[target].log("events:t")) == 8
     assert migrate(source, pm.stores[target], "events:", logs=False, counts=counts) == 1
     assert counts["log_records"] == 0
+
+
+# -- the primitive: store._replace_all on every store --------------------------------------------------
+
+
+@pytest.fixture(params=SYNC_KINDS)
+def replaceable(request, tmp_path):
+    c = _make_case(request.param, request, tmp_path)
+    store = c.make()
+    store.save_many({"old:a": 1, "old:b": {"v": "b"}})
+    store.save("old:ttl", "t", ttl=500)
+    store.log("log:1").append("one"), store.log("log:1").append("two")
+    store.log("log:2").append({"x": 2})
+    yield store
+    for name in store.logs():
+        store.log(name).delete()
+    store.clear()
+    if request.param == "postgres":
+        store.drop_table()
+    c.close_all()
+
+
+def _state(store: Any) -> Any:
+    return ({k: (store.load(k), store.ttl(k) is not None) for k in store.keys()},
+            {n: store.log(n).read() for n in store.logs()})
+
+
+def test_replace_all_swaps_keys_and_logs(replaceable):
+    s = replaceable
+    rows = [("old:b", s._encode("old:b", "new b"), None), ("new:c", s._encode("new:c", [3]), 100.0)]
+    logs = [("log:1", [s._log_encode("log:1", "only")]),
+            ("log:3", [s._log_encode("log:3", r) for r in ({"y": 1}, "z")])]
+    s._replace_all(iter(rows), iter(logs))
+    assert _state(s) == ({"old:b": ("new b", False), "new:c": ([3], True)},
+                         {"log:1": [(1, "only")], "log:3": [(1, {"y": 1}), (2, "z")]})
+    assert 90 < s.ttl("new:c") <= 100 and s.log("log:3").append("next") == 3
+    s._replace_all(iter([]), None)  # logs=None: logs stay
+    assert list(s.keys()) == [] and list(s.logs()) == ["log:1", "log:3"]
+
+
+def test_replace_all_failing_partway_leaves_the_old_contents(replaceable):
+    s = replaceable
+    before = _state(s)
+
+    def rows():
+        for i in range(50):
+            if i == 30:
+                raise OSError(5, "Input/output error")
+            yield f"new:{i:02d}", s._encode(f"new:{i:02d}", i), None
+
+    with pytest.raises(OSError):
+        s._replace_all(rows(), iter([("log:9", [s._log_encode("log:9", 1)])]))
+    assert _state(s) == before
+
+
+def test_cli_export_import_and_migrate_carry_logs(tmp_path, monkeypatch):
+    from kvstore.cli import main
+
+    monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "one"))
+    config = tmp_path / "kv.yaml"
+    config.write_text("persistence:\n  categories:\n    transcript: {store: file}\n")
+
+    def kv(*args: str) -> str:
+        out, err = io.StringIO(), io.StringIO()
+        assert main(["--config", str(config), *args], out, err) == 0, err.getvalue()
+        return out.getvalue()
+
+    with PersistenceManager.from_yaml(config) as pm:
+        pm.save("transcript:meta", {"title": "t"})
+        for i in range(4):
+            pm.log("transcript:t1").append({"turn": i})
+    dump = tmp_path / "dump.jsonl"
+    assert kv("export", "--category", "transcript", "-o", str(dump)) == \
+        f"1 key and 4 log records exported to {dump}\n"
+    assert len(dump.read_text().splitlines()) == 5
+    keys_only = tmp_path / "keys.jsonl"
+    kv("export", "--no-logs", "-o", str(keys_only))
+    assert all('"log"' not in line for line in keys_only.read_text().splitlines())
+    monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "two"))  # a fresh data folder
+    assert kv("import", str(dump)) == "1 key and 4 log records imported\n"
+    assert kv("import", str(dump)) == "1 key imported\n"  # the log has those records already
+    assert kv("migrate", "--from", "file", "--to", "database") == \
+        "1 key and 4 log records copied from file to database\n"
+    with PersistenceManager.from_yaml(config) as pm:
+        assert pm.log("transcript:t1").read() == [(i + 1, {"turn": i}) for i in range(4)]
+        assert pm.stores["database"].log("transcript:t1").read() == pm.log("transcript:t1").read()
+
+
+def test_a_sqlite_tier_backup_with_a_nul_key_into_postgresql_changes_nothing(pm_pg, tmp_path):
+    with _manager(tmp_path / "sqlite-tier") as source:  # a SQLite tier's backup
+        for i in range(5):
+            source.save(f"prefs:s{i}", i)
+        path = source.backup()
+    # the key with NUL that SQLite could hold
+    _edit_sqlite_part(path, "INSERT INTO kvstore (key, value) VALUES (?, x'31')", "prefs:a\x00b")
+    for i in range(30):
+        pm_pg.save(f"prefs:{i}", {"i": i})
+    pm_pg.save("cache:c", 1), pm_pg.save("config:f", 2)
+    before = _contents(pm_pg)
+    with pytest.raises(KVStoreError, match="(?i)nul"):
+        pm_pg.restore(path)
+    assert _contents(pm_pg) == before and len(before["database"][0]) == 30
+    pm_pg.stores["database"].clear()  # a backup without that key restores across tiers
+    _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:a\x00b")
+    assert pm_pg.restore(path)["database"] == 5
+    assert pm_pg.load("prefs:s3") == 3 and not pm_pg.exists("prefs:0")
