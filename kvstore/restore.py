@@ -34,6 +34,7 @@ from .config import default_data_dir
 from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
 from .replacing import LogRecords, Row
 from .store import PersistenceStore, decode_stored
+from .stores.sqlite import SQLiteStore
 from .transfer import _READER, Record, key_payload, log_payload, parse_record
 
 if TYPE_CHECKING:
@@ -53,11 +54,13 @@ class _Part:
         self.path = folder / info["file"]
         self.with_logs = logs
 
-    def _where(self, line: int | str) -> str:
-        return f"{self.folder}: part {self.path.name}:{line}"
+    def _where(self, loc: int | None, rec: Record) -> str:
+        """Where ``rec`` is: its line, or (a SQLite part) its key or log."""
+        at = loc if loc is not None else f"{'log' if rec.is_log else 'key'} {rec.name!r}"
+        return f"{self.folder}: part {self.path.name}:{at}"
 
-    def records(self) -> Iterator[tuple[str, Record]]:
-        """``(where, record)`` for every key, then every log record (when logs are restored)."""
+    def records(self) -> Iterator[tuple[int | None, Record]]:
+        """``(line, record)`` for every key, then every log record (when logs are restored)."""
         if self.path.suffix == ".sqlite3":
             yield from self._sqlite_records()
             return
@@ -65,16 +68,23 @@ class _Part:
         with os.fdopen(fd, encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if line.strip():
-                    where = self._where(number)
                     try:
-                        rec = parse_record(line, where)
+                        rec = parse_record(line, f"{self.folder}: part {self.path.name}:{number}")
                     except CorruptDataError as exc:
                         raise BackupError(f"{exc}; nothing was changed") from exc
                     if self.with_logs or not rec.is_log:
-                        yield where, rec
+                        yield number, rec
 
-    def _sqlite_records(self) -> Iterator[tuple[str, Record]]:
+    def _table(self) -> str:
+        """The table a SQLite part holds the keys in (``<table>_log``: the logs)."""
         table = self.info.get("table", getattr(self.store, "table", "kvstore"))
+        if not isinstance(table, str) or not table.isidentifier():
+            raise BackupError(f"{self.folder}/manifest.json: table {table!r} of store "
+                              f"{self.name!r} is not a table name")
+        return table
+
+    def _sqlite_records(self) -> Iterator[tuple[int | None, Record]]:
+        table = self._table()
         con = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
         try:
             names = {n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -83,13 +93,12 @@ class _Part:
             now = time.time()
             for key, value, exp in con.execute(f'SELECT key, value, expires_at FROM "{table}" '
                                                "ORDER BY key"):
-                ttl = None if exp is None else exp - now
-                yield self._where(f"key {key!r}"), Record(False, key, bytes(value), ttl, 0, True)
+                yield None, Record(False, key, bytes(value), None if exp is None else exp - now,
+                                   0, True)
             if self.with_logs and f"{table}_log" in names:
                 for name, seq, value in con.execute(f'SELECT name, seq, value FROM "{table}_log" '
                                                     "ORDER BY name, seq"):
-                    yield self._where(f"log {name!r}"), Record(True, name, bytes(value), None,
-                                                               int(seq), True)
+                    yield None, Record(True, name, bytes(value), None, int(seq), True)
         except sqlite3.Error as exc:
             raise BackupError(f"{self.folder}: part {self.path.name} cannot be read ({exc})") from exc
         finally:
@@ -101,7 +110,7 @@ class _Part:
         seen: set[str] = set()
         logs: dict[str, int] = {}  # log name -> its last record's number
         last_log = None
-        for where, rec in self.records():
+        for loc, rec in self.records():
             try:
                 store._check_key(rec.name)
                 if rec.is_log:
@@ -122,8 +131,8 @@ class _Part:
                 if rec.is_blob and store.serializer is not None:
                     store._decode(rec.name, payload)
             except KVStoreError as exc:
-                raise BackupError(f"{where}: {exc}; the store {self.name!r} would refuse it, "
-                                  "nothing was changed") from exc
+                raise BackupError(f"{self._where(loc, rec)}: {exc}; the store {self.name!r} would "
+                                  "refuse it, nothing was changed") from exc
             if rec.ttl is None or rec.ttl > 0:
                 keys += 1
         self._check_counts(len(seen), len(logs), records)
@@ -141,6 +150,9 @@ class _Part:
 
     def replace(self) -> None:
         """Replace the store's keys (and logs) with this part's."""
+        if self.path.suffix == ".sqlite3" and isinstance(self.store, SQLiteStore):
+            self.store._replace_from_file(self.path, self._table(), self.with_logs)
+            return
         rows, logs = self.rows(), self.logs()
         try:
             self.store._replace_all(rows, logs)

@@ -201,21 +201,15 @@ def _changed_since_backup(pm: PersistenceManager) -> Any:
     return path
 
 
-def test_a_failure_in_a_later_store_puts_the_earlier_ones_back(pm, monkeypatch):
-    import kvstore.restore as restore
-
+def test_a_failure_in_a_later_store_puts_the_earlier_ones_back(pm):
     path = _changed_since_backup(pm)
     before = _contents(pm)
-    rows = restore._Part.rows
-
-    def failing(part):  # the database part cannot be read after 5 rows (an I/O error)
-        for n, row in enumerate(rows(part)):
-            if part.name == "database" and n == 5:
-                raise OSError(5, "Input/output error")
-            yield row
-
-    monkeypatch.setattr(restore._Part, "rows", failing)
-    with pytest.raises(BackupError, match="store 'database' failed.*cache put back"):
+    # The database fails halfway through its own replacement (after deleting the old rows):
+    # a trigger on this thread's connection aborts the insert of one key.
+    pm.stores["database"]._conn().execute(
+        "CREATE TEMP TRIGGER boom BEFORE INSERT ON main.kvstore WHEN NEW.key = 'prefs:010' "
+        "BEGIN SELECT RAISE(ABORT, 'injected failure'); END")
+    with pytest.raises(KVStoreError, match="store 'database' failed.*injected.*cache put back"):
         pm.restore(path)
     assert _contents(pm) == before
 
