@@ -3,13 +3,18 @@
 A backup is a folder ``kvstore-backup-<UTC time>-<id>`` holding one part per store and
 ``manifest.json``::
 
-    database.sqlite3   SQLite stores: the online backup API (never a copy of a file being written)
-    cache.jsonl        other stores (files, Redis, PostgreSQL): JSON Lines of the exact stored bytes
-    manifest.json      store, kind, key count, bytes and sha256 of each part; kvstore version; time
+    database.sqlite3   SQLite stores: the online backup API (never a copy of a file being written);
+                       keys and logs of one moment
+    cache.jsonl        other stores (files, Redis, PostgreSQL): JSON Lines of the exact stored bytes,
+                       the keys, then every log's records in order (see kvstore.transfer)
+    manifest.json      store, kind, key count, log and log record counts, bytes and sha256 of each
+                       part; kvstore version; time
 
 It is written under a temporary name and renamed when complete, so a half-written backup never
-looks like a backup. :func:`restore_backup` checks every checksum (and SQLite's integrity check)
-before it changes anything, and refuses a damaged or partial backup with a clear error.
+looks like a backup. :func:`restore_backup` (:mod:`kvstore.restore`) checks every checksum,
+SQLite's integrity check and every record against the store it goes to before it changes
+anything, then replaces each store's keys and logs at once. Manifest ``version`` 2 backups hold
+logs; a restore of a version 1 backup (made before logs were backed up) leaves logs as they are.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import os
 import secrets
 import shutil
 import sqlite3
+import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -28,7 +34,7 @@ from ._fs import fsync_dir, make_private_dirs
 from .config import default_data_dir
 from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
 from .store import PersistenceStore
-from .transfer import BATCH, export_jsonl, import_jsonl
+from .transfer import export_jsonl, export_logs
 
 if TYPE_CHECKING:
     from .core import Core
@@ -37,10 +43,12 @@ __all__ = ["create_backup", "restore_backup", "prune_backups", "list_backups", "
 
 MANIFEST = "manifest.json"
 PREFIX = "kvstore-backup-"
+VERSION = 2  # 2: parts hold logs too
 
 
 class BackupError(CorruptDataError):
-    """A backup is damaged, partial or does not fit this manager; nothing was changed."""
+    """A backup is damaged, partial, or does not fit the stores it would go to (a record a
+    store would refuse, a part that is not a regular file of the backup); nothing was changed."""
 
 
 def _sha256(path: Path) -> str:
@@ -65,16 +73,43 @@ def _backup_stores(core: "Core") -> Iterator[tuple[str, PersistenceStore]]:
             yield name, store
 
 
-def _sqlite_live_count(path: Path) -> int:
+def _sqlite_counts(path: Path, table: str) -> tuple[int, int, int]:
+    """``(live keys, logs, log records)`` of a SQLite part."""
+    import time
+
     con = sqlite3.connect(path)
     try:
-        import time
-
-        row = con.execute("SELECT count(*) FROM kvstore WHERE expires_at IS NULL OR expires_at > ?",
-                          (time.time(),)).fetchone()
-        return int(row[0])
+        keys = con.execute(f'SELECT count(*) FROM "{table}" WHERE expires_at IS NULL OR '
+                           "expires_at > ?", (time.time(),)).fetchone()[0]
+        if not con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                           (f"{table}_log",)).fetchone():
+            return int(keys), 0, 0
+        logs, records = con.execute(f'SELECT count(DISTINCT name), count(*) FROM "{table}_log"'
+                                    ).fetchone()
+        return int(keys), int(logs), int(records)
     finally:
         con.close()
+
+
+def write_part(store_name: str, store: PersistenceStore, folder: Path) -> dict[str, Any]:
+    """Write ``store``'s keys and logs into ``folder`` as one part; its manifest entry."""
+    extra: dict[str, Any] = {}
+    if _is_sqlite(store):
+        part = folder / f"{store_name}.sqlite3"
+        store.backup_to(part)  # type: ignore[attr-defined]
+        table = store.table  # type: ignore[attr-defined]
+        keys, logs, records = _sqlite_counts(part, table)
+        extra["table"] = table
+    else:
+        part = folder / f"{store_name}.jsonl"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            keys = export_jsonl(store, fh, raw=store.serializer is not None)
+            logs, records = export_logs(store, fh, raw=store.serializer is not None)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return {"kind": type(store).__name__, "file": part.name, "keys": keys, "logs": logs,
+            "log_records": records, **extra, "bytes": part.stat().st_size, "sha256": _sha256(part)}
 
 
 def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
@@ -110,23 +145,11 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
                     ) from exc
                 skipped[store_name] = str(exc)
                 continue
-            if _is_sqlite(store):
-                part = tmp / f"{store_name}.sqlite3"
-                store.backup_to(part)  # type: ignore[attr-defined]
-                keys = _sqlite_live_count(part)
-            else:
-                part = tmp / f"{store_name}.jsonl"
-                fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    keys = export_jsonl(store, fh, raw=store.serializer is not None)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            total += keys
+            parts[store_name] = write_part(store_name, store, tmp)
+            total += parts[store_name]["keys"]
             if progress is not None:
                 progress(total)
-            parts[store_name] = {"kind": type(store).__name__, "file": part.name, "keys": keys,
-                                 "bytes": part.stat().st_size, "sha256": _sha256(part)}
-        manifest = {"format": "kvstore-backup", "version": 1, "kvstore_version": __version__,
+        manifest = {"format": "kvstore-backup", "version": VERSION, "kvstore_version": __version__,
                     "created_at": now.isoformat(), "stores": parts}
         if skipped:
             manifest["skipped"] = skipped
@@ -148,6 +171,8 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
 def _read_manifest(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise BackupError(f"{path}: not a backup folder")
+    if (path / MANIFEST).is_symlink():
+        raise BackupError(f"{path}/{MANIFEST} is a symbolic link; refused")
     try:
         manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -167,10 +192,10 @@ def verify_backup(path: str | os.PathLike[str]) -> dict[str, Any]:
     for store_name, info in manifest["stores"].items():
         try:
             part = folder / info["file"]
-            if Path(info["file"]).name != info["file"]:
+            if not isinstance(info["file"], str) or Path(info["file"]).name != info["file"] \
+                    or info["file"] in ("", ".", ".."):
                 raise BackupError(f"{folder}: part name {info['file']!r} is not a plain file name")
-            if not part.is_file():
-                raise BackupError(f"{folder}: part {info['file']} of store {store_name!r} is missing")
+            check_part(folder, part, store_name)
             if part.stat().st_size != info["bytes"]:
                 raise BackupError(f"{folder}: part {info['file']} has {part.stat().st_size} bytes, "
                                   f"the manifest says {info['bytes']}; the backup is damaged")
@@ -193,61 +218,30 @@ def verify_backup(path: str | os.PathLike[str]) -> dict[str, Any]:
     return manifest
 
 
-def _sqlite_rows(part: Path) -> Iterator[str]:
-    """A SQLite part as JSON Lines records (to restore it into a store of another kind)."""
-    import base64
-    import time
-
-    con = sqlite3.connect(f"file:{part}?mode=ro", uri=True)
+def check_part(folder: Path, part: Path, store_name: str) -> None:
+    """Refuse a part that is missing, a symbolic link, not a regular file or outside ``folder``:
+    a restore reads only the backup's own files."""
     try:
-        now = time.time()
-        for key, value, exp in con.execute("SELECT key, value, expires_at FROM kvstore"):
-            if exp is not None and exp <= now:
-                continue
-            yield json.dumps({"key": key, "blob": base64.b64encode(bytes(value)).decode(),
-                              "ttl": None if exp is None else exp - now})
-    finally:
-        con.close()
+        mode = os.lstat(part).st_mode
+    except FileNotFoundError:
+        raise BackupError(f"{folder}: part {part.name} of store {store_name!r} is missing") from None
+    if stat.S_ISLNK(mode):
+        raise BackupError(f"{folder}: part {part.name} of store {store_name!r} is a symbolic "
+                          "link; a backup's parts must be its own regular files")
+    if not stat.S_ISREG(mode):
+        raise BackupError(f"{folder}: part {part.name} of store {store_name!r} is not a regular file")
+    if part.resolve().parent != folder.resolve():
+        raise BackupError(f"{folder}: part {part.name} of store {store_name!r} is outside the "
+                          "backup folder")
 
 
 def restore_backup(core: "Core", path: str | os.PathLike[str],
                    progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Replace the stores' contents with a backup's. Verifies everything first.
+    """Replace the stores' keys and logs with a backup's, all or nothing (see
+    :func:`kvstore.restore.restore_backup`)."""
+    from .restore import restore_backup as restore
 
-    Returns ``{store: keys restored}``. Raises :class:`BackupError` (nothing changed) when the
-    backup is damaged, partial, or names a store this manager does not have.
-    """
-    folder = Path(path).expanduser()
-    manifest = verify_backup(folder)
-    for store_name in manifest["stores"]:
-        if store_name not in core.stores:
-            raise BackupError(f"{folder}: the backup has store {store_name!r}, which this "
-                              f"manager does not have ({', '.join(core.stores)})")
-    restored: dict[str, int] = {}
-    total = 0
-    for store_name, info in manifest["stores"].items():
-        store = core.stores[store_name]
-        part = folder / info["file"]
-        if part.suffix == ".sqlite3" and _is_sqlite(store):
-            store.restore_from(part)  # type: ignore[attr-defined]
-            count = int(info["keys"])
-        else:
-            store.clear()
-            if part.suffix == ".sqlite3":
-                lines: Any = _sqlite_rows(part)
-            else:
-                lines = open(part, encoding="utf-8")
-            try:
-                count = import_jsonl(store, lines, source=str(part), batch=BATCH)
-            finally:
-                if hasattr(lines, "close"):
-                    lines.close()
-        restored[store_name] = count
-        total += count
-        if progress is not None:
-            progress(total)
-    core.forget_routes()
-    return restored
+    return restore(core, path, progress)
 
 
 def list_backups(folder: str | os.PathLike[str]) -> list[Path]:

@@ -67,15 +67,17 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("restore", help="replace the stores' contents with a backup")
     p.add_argument("path")
 
-    p = sub.add_parser("export", help="write keys as JSON Lines (key, value, remaining ttl)")
+    p = sub.add_parser("export", help="write keys (key, value, remaining ttl) and logs (log, "
+                                      "seq, record) as JSON Lines")
     p.add_argument("--store", help="only this store (default: every store)")
-    p.add_argument("--category", help="only this category's keys (from its routed store)")
-    p.add_argument("--prefix", default="")
+    p.add_argument("--category", help="only this category's keys and logs (from its routed store)")
+    p.add_argument("--prefix", default="", help="only keys and logs whose names start with this")
+    p.add_argument("--no-logs", action="store_true", help="keys only, no log records")
     p.add_argument("-o", "--output", help="file to write (default: stdout)")
 
-    p = sub.add_parser("import", help="read JSON Lines written by export")
+    p = sub.add_parser("import", help="read JSON Lines written by export (keys and logs)")
     p.add_argument("path", help="file to read, or - for stdin")
-    p.add_argument("--store", help="write every key to this store (default: route each key)")
+    p.add_argument("--store", help="write every key and log to this store (default: route each)")
 
     p = sub.add_parser("migrate", help="copy keys from one store to another with their TTLs")
     p.add_argument("--from", dest="source", required=True)
@@ -83,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix", default="")
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--checkpoint", help="file that records progress, so a rerun resumes")
+    p.add_argument("--no-logs", action="store_true", help="keys only: leave the logs behind")
 
     sub.add_parser("demo", help="a short tour on the embedded default")
     return parser
@@ -243,15 +246,22 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 raise _Usage("--from and --to name the same store")
             if args.batch < 1:
                 raise _Usage("--batch must be at least 1")
+            copied: dict[str, int] = {}
             with _progress(f"migrate {source} -> {target}", err) as progress:
                 count = migrate(pm.stores[source], pm.stores[target], args.prefix,
-                                batch=args.batch, checkpoint=args.checkpoint, progress=progress)
-            out.write(f"{_keys(count)} copied from {source} to {target}\n")
+                                batch=args.batch, checkpoint=args.checkpoint, progress=progress,
+                                logs=not args.no_logs, counts=copied)
+            out.write(f"{_keys(count)}{_records(copied)} copied from {source} to {target}\n")
     return EXIT_OK
 
 
+def _records(counts: dict[str, int]) -> str:
+    n = counts.get("log_records", 0)
+    return f" and {n} log record{'' if n == 1 else 's'}" if n else ""
+
+
 def _cmd_export(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
-    from .transfer import export_jsonl
+    from .transfer import export_jsonl, export_logs
 
     prefix = args.prefix
     names = [_check_store(pm, args.store)] if args.store else list(pm.stores)
@@ -260,18 +270,21 @@ def _cmd_export(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -
         if not args.store:
             names = [pm.route(prefix + "x").store]
     target = open(args.output, "w", encoding="utf-8") if args.output else out
-    total = 0
+    total, records = 0, 0
     try:
         with _progress("export", err) as progress:
             for name in names:
                 base = total
                 total += export_jsonl(pm.stores[name], target, prefix,
                                       progress=lambda n: progress(base + n))
+                if not args.no_logs:
+                    records += export_logs(pm.stores[name], target, prefix)[1]
     finally:
         if args.output:
             target.close()
     if args.output:
-        out.write(f"{_keys(total)} exported to {args.output}\n")
+        out.write(f"{_keys(total)}{_records({'log_records': records})} exported to "
+                  f"{args.output}\n")
     return EXIT_OK
 
 
@@ -284,13 +297,15 @@ def _cmd_import(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -
         source = sys.stdin if args.path == "-" else open(args.path, encoding="utf-8")
     except OSError as exc:
         raise _Usage(f"import: cannot read {args.path}: {exc.strerror or exc}") from None
+    counts: dict[str, int] = {}
     try:
         with _progress("import", err) as progress:
-            count = import_jsonl(router, source, source=args.path, progress=progress)
+            count = import_jsonl(router, source, source=args.path, progress=progress,
+                                 counts=counts)
     finally:
         if source is not sys.stdin:
             source.close()
-    out.write(f"{_keys(count)} imported\n")
+    out.write(f"{_keys(count)}{_records(counts)} imported\n")
     return EXIT_OK
 
 

@@ -672,3 +672,23 @@ class PersistenceStore(ABC):
 
     def _describe(self) -> str:
         return ""
+
+    # -- restores and log transfer (kvstore.restore, kvstore.transfer) -----------------------------
+
+    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        """``(seq, blob)`` of log ``name`` as stored: serializer bytes (backups, raw exports)."""
+        return self._log_read(name, after, limit)
+
+    def _log_blob_in(self, name: str, blob: Any) -> Any:
+        """What ``_log_append`` takes for a record held as serializer bytes ``blob``."""
+        if self.serializer is None and isinstance(blob, (bytes, bytearray)):
+            return decode_stored(name, blob, Serializer("json"))  # reads every format's header
+        return blob
+
+    def _replace_all(self, rows: Iterable[tuple[str, Any, float | None]],
+                     logs: Iterable[tuple[str, list[Any]]] | None) -> None:
+        """Replace every key by ``rows`` and, unless ``logs`` is None, every log by ``logs``
+        (see :mod:`kvstore.replacing`): a failure partway leaves the old contents."""
+        from .replacing import replace_generic
+
+        replace_generic(self, rows, logs)

@@ -221,6 +221,16 @@ class FallbackStore(PersistenceStore):
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         return self._call("_snapshot", keys)
 
+    # Restores and log transfer need the primary: a restore into the fallback would be lost.
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        self.primary._replace_all(rows, logs)
+
+    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        return self.primary._log_blobs(name, after, limit)
+
+    def _log_blob_in(self, name: str, blob: Any) -> Any:
+        return self.primary._log_blob_in(name, blob)
+
     def close(self) -> None:
         self.primary.close()
 

@@ -788,6 +788,22 @@ class FileStore(PersistenceStore):
                 os.close(self._lock_fd)
             self._lock_fd = None
 
+    # -- restores and log transfer (see kvstore.replacing) ---------------------------------------------
+
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        from ..replacing import replace_files
+
+        replace_files(self, rows, logs)
+
+    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        # Headered bytes like every other store's, so a log moves to any store.
+        return [(seq, PersistenceStore._encode(self, name, record))
+                for seq, record in self._log_read(name, after, limit)]
+
+    def _log_blob_in(self, name: str, blob: Any) -> Any:
+        assert self.serializer is not None
+        return self._log_encode(name, decode_stored(name, blob, self.serializer))
+
 
 _LOG_EXT = ".jsonl"
 

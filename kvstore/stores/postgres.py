@@ -581,5 +581,35 @@ class PostgresStore(PersistenceStore):
         self._ready = False
         self._log_ready = False
 
+    # -- restores: everything replaced in one transaction ---------------------------------------------
+
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        import datetime as dt
+
+        if logs is not None:
+            self._log_len("")  # creates the log table on first use
+        t, lt, now = f'"{self.table}"', f'"{self.table}_log"', self._clock()
+        at = lambda ttl: None if ttl is None else dt.datetime.fromtimestamp(  # noqa: E731
+            now + ttl, dt.timezone.utc)
+        try:
+            with self._conn() as conn, conn.transaction():
+                # Writers wait for the new contents; readers see the old ones until COMMIT.
+                conn.execute(f"LOCK TABLE {t}{', ' + lt if logs is not None else ''} IN EXCLUSIVE MODE")
+                conn.execute(f"DELETE FROM {t}")
+                with conn.cursor().copy(f"COPY {t} (key, value, expires_at) FROM STDIN") as copy:
+                    for key, blob, ttl in rows:
+                        copy.write_row((key, blob, at(ttl)))
+                if logs is not None:
+                    conn.execute(f"DELETE FROM {lt}")
+                    with conn.cursor().copy(f"COPY {lt} (name, seq, value) FROM STDIN") as copy:
+                        for name, blobs in logs:
+                            for seq, blob in enumerate(blobs, 1):
+                                copy.write_row((name, seq, blob))
+        except self._data_errors as exc:
+            from ..errors import InvalidKeyError
+
+            raise InvalidKeyError(f"PostgreSQL table {self.table!r} cannot hold a key or log name "
+                                  f"being restored ({exc}); nothing was changed") from exc
+
     def close(self) -> None:
         self._pool.close()

@@ -72,6 +72,30 @@ for i = n + 1, #KEYS do
 end
 return 0
 """
+# Restore: ARGV[1] the store's key pattern, ARGV[2] a reserved prefix those keys skip ("": none),
+# ARGV[3] the store's log pattern ("": logs stay); then "k", name, blob, ms ("": no expiry) per
+# key and "l", name, count, blobs... per log. Everything old goes, everything new comes, at once.
+_REPLACE = """
+for _, name in ipairs(redis.call('KEYS', ARGV[1])) do
+  if ARGV[2] == '' or string.sub(name, 1, #ARGV[2]) ~= ARGV[2] then redis.call('DEL', name) end
+end
+if ARGV[3] ~= '' then
+  for _, name in ipairs(redis.call('KEYS', ARGV[3])) do redis.call('DEL', name) end
+end
+local a = 4
+while a <= #ARGV do
+  if ARGV[a] == 'k' then
+    if ARGV[a + 3] == '' then redis.call('SET', ARGV[a + 1], ARGV[a + 2])
+    else redis.call('SET', ARGV[a + 1], ARGV[a + 2], 'PX', ARGV[a + 3]) end
+    a = a + 4
+  else
+    local n = tonumber(ARGV[a + 2])
+    for i = 1, n do redis.call('RPUSH', ARGV[a + 1], ARGV[a + 2 + i]) end
+    a = a + 3 + n
+  end
+end
+return 0
+"""
 # A new expiry for a live key, or none ("" in ARGV[1]); 0 when the key is missing.
 _TOUCH = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
@@ -499,6 +523,27 @@ class RedisStore(PersistenceStore):
             else:
                 out.append((key, blob, None if ms is None or ms < 0 else ms / 1000.0))
         return out
+
+    # -- restores: everything replaced by one script ---------------------------------------------------
+
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        if self.cluster:  # a script cannot span slots: copy first, put back on failure
+            return super()._replace_all(rows, logs)
+        args: list[Any] = [_glob_escape(self.key_prefix) + "*", _RESERVED if self._guard else "",
+                           "" if logs is None else _glob_escape(self._log_key("")) + "*"]
+        for key, blob, ttl in rows:
+            args += ("k", self._k(key), blob, "" if ttl is None else _ms(ttl))
+        for name, blobs in logs or ():
+            args += ("l", self._log_key(name), len(blobs), *blobs)
+        with self._call():
+            self._replace_script(args=args)
+
+    @property
+    def _replace_script(self) -> Any:
+        script = self.__dict__.get("_replace_sha")
+        if script is None:
+            script = self.__dict__["_replace_sha"] = self._client.register_script(_REPLACE)
+        return script
 
     def close(self) -> None:
         try:

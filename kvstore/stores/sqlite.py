@@ -603,6 +603,46 @@ class SQLiteStore(PersistenceStore):
             finally:
                 source.close()
 
+    # -- restores: everything replaced in one transaction ---------------------------------------------
+
+    def _replace_all(self, rows: Any, logs: Any) -> None:
+        q = self._q
+        with self._errors():
+            conn = self._log_conn() if logs is not None else self._conn()
+            with self._write(conn):
+                now = self._clock()
+                conn.execute(f"DELETE FROM {q.table}")
+                conn.executemany(q.set, ((k, b, None if t is None else now + t) for k, b, t in rows))
+                if logs is not None:
+                    lt = f'"{self.table}_log"'
+                    conn.execute(f"DELETE FROM {lt}")
+                    conn.executemany(f"INSERT INTO {lt} (name, seq, value) VALUES (?, ?, ?)",
+                                     ((name, seq, blob) for name, blobs in logs
+                                      for seq, blob in enumerate(blobs, 1)))
+
+    def _replace_from_file(self, part: str | os.PathLike[str], table: str, logs: bool) -> None:
+        """``_replace_all`` from table ``table`` (and its logs) of the SQLite file ``part``, in
+        one transaction, no row passing through Python (restoring a SQLite backup part)."""
+        q = self._q
+        with self._errors():
+            conn = self._log_conn() if logs else self._conn()
+            conn.execute("ATTACH DATABASE ? AS kvstore_part", (os.fspath(part),))
+            try:
+                found = {n for (n,) in conn.execute("SELECT name FROM kvstore_part.sqlite_master")}
+                with self._write(conn):
+                    conn.execute(f"DELETE FROM {q.table}")
+                    conn.execute(f"INSERT INTO {q.table} (key, value, expires_at) SELECT key, value, "
+                                 f'expires_at FROM kvstore_part."{table}" WHERE {_LIVE}',
+                                 (self._clock(),))
+                    if logs:
+                        lt = f'"{self.table}_log"'
+                        conn.execute(f"DELETE FROM {lt}")
+                        if f"{table}_log" in found:
+                            conn.execute(f"INSERT INTO {lt} (name, seq, value) SELECT name, seq, "
+                                         f'value FROM kvstore_part."{table}_log"')
+            finally:
+                conn.execute("DETACH DATABASE kvstore_part")
+
     def close(self) -> None:
         """Close every thread's connection. The store reopens connections if used again."""
         self._local = threading.local()
