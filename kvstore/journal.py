@@ -1,13 +1,22 @@
-"""The commit journal: a transaction over several durable stores survives a SIGKILL mid-commit.
+"""The commit journal: a transaction over several stores survives a SIGKILL mid-commit.
 
-Before the first store applies its part, :meth:`Journal.begin` writes (and fsyncs) a record of
-every part: the writes, and what each written key held before. The committing process holds an
-``flock`` on the record until :meth:`Journal.end` removes it after the last store. A process
-killed in between leaves the record behind, unlocked; the next manager to open the same
-configuration (:meth:`Journal.recover`) undoes it: every key the transaction wrote that still
-holds what it wrote gets its old value back (a key changed since by someone else is left
-alone). So a cross-store commit is all or nothing, even across a crash of the committing
-process. A record whose process is alive is locked and never touched.
+Once every store holding a write lock has taken it and read what the written keys hold (the
+before-images, read under those locks), and before any store's writes become visible,
+:meth:`Journal.begin` writes (fsyncs, then renames into place) a record of every part: the
+writes and those images. A store that writes in one script at exit (Redis) records its
+images itself, in a marker key the script writes with the data; its part of the record names
+that marker (the transaction's token) instead. The committing process holds an ``flock`` on
+the record until :meth:`Journal.end` removes it after the last store committed, or after the
+commit was undone in process.
+
+A process killed in between leaves the record behind, unlocked; the next manager to open the
+same configuration (:meth:`Journal.recover`) undoes it: a marked part is first settled (did
+its script run? if not, it never will), then every key the transaction wrote that still
+holds exactly what it wrote gets its image back. A key changed since by another writer is left
+alone and reported (an error event naming it). A record whose process is alive is locked and
+never touched; so is a record a commit left *in doubt* (a store's reply lost, the store out of
+reach): it is released and kept, and the next transaction of that manager (or the next
+manager to open) settles it the same way.
 
 Records are MessagePack (``str`` and ``bytes`` kept apart), files of mode 0600 in a folder
 beside the configuration's database (see :func:`kvstore.config.journal_dir`).
@@ -18,19 +27,26 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import msgpack
 
+from ._commit import Image
 from ._fs import fsync_dir, make_private_dirs
 from ._marks import KEEP, MISSING
-from .store import Op, PersistenceStore
+from .errors import TransactionError
+from .store import Op, PersistenceStore, same_blob
 
 __all__ = ["Journal"]
 
 _SUFFIX = ".kvjournal"
+_TEMP = ".kvjournal-tmp"
 _MISSING, _KEEP = "missing", "keep"
+
+#: One part of a record: (store name, its writes, its images, or None: the store's marker has them).
+RecordPart = tuple[str, list[Op], "list[Image] | None"]
 
 
 def _pack_blob(blob: Any) -> Any:
@@ -54,26 +70,32 @@ class Journal:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+        #: Records this process left in doubt; its next transaction settles them first.
+        self.left: list[Path] = []
 
-    def begin(self, parts: list[tuple[str, list[Op], list[tuple[str, Any, float | None]]]]
-              ) -> tuple[Path, int]:
+    def begin(self, token: str, parts: list[RecordPart]) -> tuple[Path, int]:
         """Write and fsync the record of a commit; returns the handle :meth:`end` takes. The
-        record stays locked by this process until then."""
+        record stays locked by this process until then. It appears under its final name only
+        once complete, so a record recovery finds is always whole."""
         make_private_dirs(self.folder)
         record = [[name, [[k, _pack_blob(b), _pack_ttl(t)] for k, b, t in ops],
-                   [[k, _pack_blob(b), t] for k, b, t in before]] for name, ops, before in parts]
-        data = msgpack.packb({"version": 1, "parts": record}, use_bin_type=True)
-        path = self.folder / f"{secrets.token_hex(8)}{_SUFFIX}"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                   None if images is None else [[k, _pack_blob(b), t] for k, b, t in images]]
+                  for name, ops, images in parts]
+        data = msgpack.packb({"version": 2, "token": token, "parts": record}, use_bin_type=True)
+        name = secrets.token_hex(8)
+        temp, path = self.folder / f"{name}{_TEMP}", self.folder / f"{name}{_SUFFIX}"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
+            os.rename(temp, path)  # the lock stays with the file
             fsync_dir(self.folder)
         except BaseException:
             os.close(fd)
+            _remove(temp)
             _remove(path)
             raise
         return path, fd
@@ -84,51 +106,91 @@ class Journal:
         _remove(path)
         os.close(fd)  # releases the lock
 
+    def release(self, handle: tuple[Path, int]) -> None:
+        """The commit is in doubt: keep its record, unlocked, for :meth:`recover` to settle."""
+        path, fd = handle
+        os.close(fd)
+        self.left.append(path)
+
     def recover(self, stores: Mapping[str, PersistenceStore],
                 on_error: Callable[[BaseException], None] | None = None) -> int:
-        """Undo the commits whose process died mid-way; returns how many. A record that cannot
-        be undone now (a store unavailable) is kept for the next manager that opens."""
+        """Undo the commits whose process died mid-way (or that were left in doubt); returns
+        how many. A record that cannot be undone now (a store unavailable) is kept for the
+        next try; keys left alone because another writer changed them are reported to
+        ``on_error`` as a :class:`TransactionError` naming them."""
         try:
-            names = sorted(p for p in os.listdir(self.folder) if p.endswith(_SUFFIX))
+            names = sorted(os.listdir(self.folder))
         except FileNotFoundError:
             return 0
         undone = 0
         for name in names:
-            path = self.folder / name
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except FileNotFoundError:  # finished meanwhile
-                continue
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:  # its process is alive and still committing
-                    continue
-                with open(fd, "rb", closefd=False) as fh:
-                    data = fh.read()
-                if not data:  # killed before the record was written: nothing was applied
-                    _remove(path)
-                    continue
-                try:
-                    self._undo(msgpack.unpackb(data, raw=False), stores)
-                except Exception as exc:  # keep the record: the next open tries again
-                    if on_error is not None:
-                        on_error(exc)
-                    continue
-                _remove(path)
+            if name.endswith(_TEMP):
+                _remove_unlocked(self.folder / name)  # killed while writing: nothing applied
+            elif name.endswith(_SUFFIX) and self._recover_one(self.folder / name, stores,
+                                                              on_error):
                 undone += 1
-            finally:
-                os.close(fd)
         return undone
 
+    def _recover_one(self, path: Path, stores: Mapping[str, PersistenceStore],
+                     on_error: Callable[[BaseException], None] | None) -> bool:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:  # finished meanwhile
+            return False
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # its process is alive and still committing
+                return False
+            if os.fstat(fd).st_nlink == 0:  # recovered by another manager meanwhile
+                return False
+            with open(fd, "rb", closefd=False) as fh:
+                data = fh.read()
+            try:
+                kept = self._undo(msgpack.unpackb(data, raw=False), stores) if data else []
+            except Exception as exc:  # keep the record: the next try settles it
+                if on_error is not None:
+                    on_error(exc)
+                return False
+            _remove(path)
+            if path in self.left:
+                self.left.remove(path)
+            if kept and on_error is not None:
+                on_error(TransactionError(
+                    f"recovered an interrupted transaction; left as they are (changed since "
+                    f"by another writer): {', '.join(kept)}"))
+            return True
+        finally:
+            os.close(fd)
+
     @staticmethod
-    def _undo(record: dict[str, Any], stores: Mapping[str, PersistenceStore]) -> None:
-        for name, ops, before in record["parts"]:
+    def _undo(record: dict[str, Any], stores: Mapping[str, PersistenceStore]) -> list[str]:
+        """Undo every part of ``record``; the keys left alone (``store:key``)."""
+        token = record.get("token", "")
+        kept: list[str] = []
+        marked: list[PersistenceStore] = []
+        for name, ops, images in record["parts"]:
             store = stores.get(name)
             if store is None:
                 continue
-            store._undo([(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops],
-                        [(k, _unpack_blob(b), t) for k, b, t in before])
+            applied = [(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops]
+            if images is None:  # the store's marker says whether it ran, and what it replaced
+                before = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
+                marked.append(store)
+                if before is None:
+                    continue
+            else:
+                before = [(k, _unpack_blob(b), t) for k, b, t in images]
+            left = store._undo(applied, before)
+            if left:
+                # A key that holds its image was never written (the store did not commit):
+                # nothing to report. Anything else was changed by another writer.
+                old = {k: b for k, b, _ in before}
+                now = {k: b for k, b, _ in store._snapshot(left)}
+                kept += [f"{name}:{k}" for k in left if not same_blob(now[k], old.get(k, MISSING))]
+        for store in marked:
+            store._forget(token)
+        return kept
 
 
 def _remove(path: Path) -> None:
@@ -137,3 +199,21 @@ def _remove(path: Path) -> None:
     except FileNotFoundError:
         return
     fsync_dir(path.parent)
+
+
+def _remove_unlocked(path: Path) -> None:
+    """Remove a temp record a dead process left: unlocked, and older than a minute (a live
+    writer locks it right after creating it)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        if time.time() - os.fstat(fd).st_mtime < 60:
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return
+    finally:
+        os.close(fd)
+    _remove(path)

@@ -32,6 +32,7 @@ from .keyrules import check_key, check_key_text
 from .locking import Lock, check_timeout
 
 if TYPE_CHECKING:
+    from ._commit import Before
     from .logs import Log
 from .serializers import HEADER_BYTE, Serializer, SerializerSpec
 
@@ -553,7 +554,8 @@ class PersistenceStore(ABC):
         """Remove keys with ``prefix``; how many live keys were removed."""
 
     @abstractmethod
-    def _committing(self, ops: list[Op], checks: list[Check]) -> AbstractContextManager[None]:
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: "Before | None" = None) -> AbstractContextManager[None]:
         """A context manager that applies ``ops`` atomically, provided every check holds.
 
         Each op is ``(key, blob, ttl)``: ``blob is MISSING`` deletes the key; ``ttl`` is
@@ -569,6 +571,12 @@ class PersistenceStore(ABC):
         there); a normal exit commits, an exception undoes everything, including a partial
         apply. Stores without a lock to hold (Redis) check and write in one step at exit and
         set ``optimistic = True``.
+
+        With ``before`` (a transaction's), the store also sets ``before.images`` to what the
+        written keys held (a :meth:`_snapshot`), read where no other writer can change them
+        before the writes: under the lock, before the block runs; an optimistic store, in its
+        commit script, at exit (it also records them under ``before.token``, see
+        :meth:`_outcome`). An undo from these images never reverts another writer's save.
         """
 
     @abstractmethod
@@ -629,9 +637,11 @@ class PersistenceStore(ABC):
         return bool(flows.run(self, flows.touch(key, ttl)))
 
     def _undo(self, applied: list[Op], before: list[tuple[str, Any, float | None]]) -> list[str]:
-        """Put back what ``before`` (a :meth:`_snapshot`) held for the keys that ``applied``
-        wrote, key by key, where a key still holds what was written: a newer write by someone
-        else is left alone. Returns the keys left as they are."""
+        """Put back what ``before`` (the images read by :meth:`_committing`) held for the keys
+        that ``applied`` wrote, key by key and only where a key still holds exactly what was
+        written (a compare-and-swap): a newer write by someone else is left alone. Returns the
+        keys left as they are (changed since; a key rewritten since with the very same bytes
+        cannot be told apart and is put back)."""
         old = {key: (blob, ttl) for key, blob, ttl in before}
         written = {key: blob for key, blob, _ in applied}
         kept = []
@@ -646,8 +656,19 @@ class PersistenceStore(ABC):
         return kept
 
     def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
-        """The current state of ``keys`` as ops that :meth:`_apply` can restore later."""
+        """The current state of ``keys`` as ops that :meth:`_apply` can restore later (not
+        atomic by itself: :meth:`_committing` calls it under the store's lock)."""
         return [(key, self._get(key), self._ttl(key)) for key in keys]
+
+    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+        """For an optimistic store: whether the commit named ``token`` (see
+        :meth:`_committing`) was applied, settling it for good. Its before-images of ``keys``
+        when it was, None when it was not (and now never will be). Raises
+        :class:`StoreUnavailableError` when the store cannot be asked."""
+        raise NotImplementedError(f"{type(self).__name__} does not mark its commits")
+
+    def _forget(self, token: str) -> None:
+        """Drop what the commit named ``token`` recorded (it is over); best effort."""
 
     def _exists(self, key: str) -> bool:
         return self._get(key) is not MISSING

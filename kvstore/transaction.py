@@ -12,15 +12,22 @@ a circle) while the checks run:
   and their conflict also rolls back the others;
 - if a store fails to *commit* after an inner store already committed (an I/O error at
   COMMIT), the committed stores are put back key by key, where a key still holds what this
-  transaction wrote.
+  transaction wrote, from the before-images each store read under its own lock (so a save
+  by another writer is never reverted);
+- a store whose reply to the commit is lost (Redis answering after the socket timeout) is
+  asked whether it applied: yes, and the commit goes on; no, and every store is put back; out
+  of reach, and the commit is *in doubt*: the others are put back and the journal's record
+  stays for the next transaction or manager to settle.
 """
 
 from __future__ import annotations
 
+import secrets
 import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
+from ._commit import Before, in_doubt
 from .core import Core, Entry
 from .journal import Journal
 from .errors import ConflictError, InvalidArgumentError, KVStoreError, TransactionError
@@ -172,6 +179,9 @@ class Transaction:
             part(name).checks.append((key, blob))
         if not parts:
             return
+        if core.journal is not None and core.journal.left:  # commits this process left in doubt
+            core.journal.recover(core.stores, lambda exc: core.emit_error("journal", "transaction",
+                                                                          exc))
         try:
             commit_parts(list(parts.values()), core.journal)
         except ConflictError:
@@ -204,68 +214,115 @@ def attempts(fn: Any, retries: Any) -> range:
 def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     """Commit every store's part, all or nothing (see the module docstring).
 
-    With a ``journal`` and writes to two durable stores or more (or several keys of a store
-    whose commit is not atomic under a crash: files), the commit is recorded before
-    the first store applies and the record removed after the last, so a crash of this process
-    in between is undone by the next manager to open (see :mod:`kvstore.journal`).
+    Each store reads the before-images of its written keys under its own write lock (Redis,
+    in its commit script), so an undo never reverts another writer's save. With a
+    ``journal`` and writes to two durable stores or more (or several keys of a store whose
+    commit is not atomic under a crash: files; or Redis beside another store), the commit is
+    recorded once every lock is held and before any store's writes become visible, and the
+    record removed after the last store, so a crash of this process in between is undone by
+    the next manager to open (see :mod:`kvstore.journal`).
 
     Raises :class:`ConflictError` (nothing written) or :class:`TransactionError` naming the
-    store that failed and what was put back; either has a ``store`` attribute.
+    store that failed and what happened: every store undone, or, when that store's reply was
+    lost and it could not be reached to find out, in doubt and left to the journal (the next
+    transaction or manager settles it). Either has ``store`` and ``outcome`` attributes.
     """
     # Outermost first: stores holding locks, in lock-name order; optimistic stores innermost.
     order = sorted(parts, key=lambda p: (p.store.optimistic, p.store._lock_id()))
     durable = [p for p in order if p.ops and p.store.durable]
+    written = [p for p in order if p.ops]
     record = journal is not None and (len(durable) > 1 or any(
-        not p.store.crash_atomic and len(p.ops) > 1 for p in durable))
-    # Undo information for every part that could commit before another one fails: all but the
-    # outermost, which commits last (and the outermost too, for the journal).
-    before = {p.name: p.store._snapshot(list(dict.fromkeys(k for k, _, _ in p.ops)))
-              for p in (durable if record else order[1:]) if p.ops}
-    handle = journal.begin([(p.name, p.ops, before[p.name]) for p in durable]) \
-        if journal is not None and record else None
+        not p.store.crash_atomic and len(p.ops) > 1 for p in durable) or (
+        len(written) > 1 and any(p.store.optimistic for p in durable)))
+    token = secrets.token_hex(16)
+    # Undo information for every part that could commit before another one fails: all but
+    # the outermost, which commits last (and the outermost too, for the journal); an
+    # optimistic store always marks its commit, so a lost reply can be settled.
+    befores = {p.name: Before(token, record) for p in written
+               if record or p is not order[0] or p.store.optimistic}
+    handle: Any = None
+
+    def locked() -> None:  # every lock held, nothing visible yet: record the commit
+        nonlocal handle
+        if record:
+            handle = journal.begin(token, [  # type: ignore[union-attr]
+                (p.name, p.ops, befores[p.name].images) for p in durable])
+
     try:
-        _commit_in_order(order, before)
-    finally:
+        _commit_in_order(order, befores, locked)
+    except TransactionError as error:
+        if handle is not None:
+            if getattr(error, "outcome", None) == "in doubt":
+                journal.release(handle)  # type: ignore[union-attr]
+                raise
+            journal.end(handle)  # type: ignore[union-attr]
+        _forget(order, befores)
+        raise
+    except BaseException:  # not a store's failure (KeyboardInterrupt): the undo ran
         if handle is not None:
             journal.end(handle)  # type: ignore[union-attr]
+        raise
+    if handle is not None:
+        journal.end(handle)  # type: ignore[union-attr]
+    _forget(order, befores)
 
 
-def _commit_in_order(order: list[Part], before: dict[str, Any]) -> None:
+def _forget(order: list[Part], befores: dict[str, Before]) -> None:
+    """Drop the optimistic stores' markers of a commit that is over (after its record)."""
+    for p in order:
+        if p.store.optimistic and p.name in befores and befores[p.name].recorded:
+            p.store._forget(befores[p.name].token)
+
+
+def _commit_in_order(order: list[Part], befores: dict[str, Before],
+                     locked: Callable[[], None]) -> None:
     committed: list[Part] = []
     failure: list[Part] = []
     try:
         with ExitStack() as stack:
             for p in order:
-                stack.enter_context(_part(p, committed, failure))
+                stack.enter_context(_part(p, befores.get(p.name), committed, failure))
+            locked()
     except BaseException as exc:
         name = failure[0].name if failure else order[0].name
         kept: list[str] = []
         for p in reversed(committed):
+            images = befores[p.name].images if p.name in befores else None
             try:
-                kept += [f"{p.name}:{key}" for key in p.store._undo(p.ops, before[p.name])]
+                kept += [f"{p.name}:{key}" for key in p.store._undo(p.ops, images or [])]
             except Exception:  # keep going: restore as much as possible
                 kept.append(f"{p.name}:*")
         if isinstance(exc, ConflictError) and not committed:
             error: TransactionError = ConflictError(f"transaction conflict in store {name!r}: {exc}")
+            outcome = "undone"
         elif isinstance(exc, Exception):
+            outcome = "in doubt" if in_doubt(exc) else "undone"
             undone = ", ".join(p.name for p in committed) or "nothing had been written"
-            msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
-                   f"rolled back: {undone}")
+            if outcome == "in doubt":
+                msg = (f"transaction in doubt in store {name!r} ({type(exc).__name__}: {exc}); "
+                       f"rolled back: {undone}; {name!r} may or may not have applied its part: "
+                       "the commit journal keeps the record, and the next transaction or "
+                       f"manager to open settles it (undoes {name!r}'s part if it was applied)")
+            else:
+                msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
+                       f"undone: every store is as it was (rolled back: {undone})")
             if kept:
-                msg += f"; left as they were written (changed since): {', '.join(kept)}"
+                msg += f"; left as they are (changed since by another writer): {', '.join(kept)}"
             error = TransactionError(msg)
         else:
             raise
         error.store = name  # type: ignore[attr-defined]
+        error.outcome = outcome  # type: ignore[attr-defined]
         raise error from exc
 
 
 @contextmanager
-def _part(p: Part, committed: list[Part], failure: list[Part]) -> Iterator[None]:
+def _part(p: Part, before: Before | None, committed: list[Part],
+          failure: list[Part]) -> Iterator[None]:
     """One store's part, remembering whether it committed, or failed on its own."""
     inner = False
     try:
-        with p.store._committing(p.ops, p.checks):
+        with p.store._committing(p.ops, p.checks, before):
             try:
                 yield
             except BaseException:

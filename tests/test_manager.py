@@ -247,10 +247,10 @@ def _fail_commit(store, at):
     real = store._committing
 
     @contextmanager
-    def broken(ops, checks):
+    def broken(ops, checks, *rest):
         if at == "enter":
             raise StoreUnavailableError("simulated outage")
-        with real(ops, checks):
+        with real(ops, checks, *rest):
             yield
             raise StoreUnavailableError("simulated failure at commit")
 

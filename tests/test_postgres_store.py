@@ -143,8 +143,8 @@ def test_manager_database_tier_uses_postgres(table, tmp_path, monkeypatch):
         real = pm.stores["file"]._committing
 
         @contextlib.contextmanager
-        def broken(ops, checks):
-            with real(ops, checks):
+        def broken(ops, checks, *rest):
+            with real(ops, checks, *rest):
                 yield  # PostgreSQL, nested inside, has committed by now
                 raise OSError("disk full")
 

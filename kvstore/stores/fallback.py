@@ -16,6 +16,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
+from .._commit import Before
 from ..errors import StoreUnavailableError
 from ..store import MISSING, Check, Op, PersistenceStore
 
@@ -196,12 +197,13 @@ class FallbackStore(PersistenceStore):
         return int(self._call("_delete_many", keys))
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
         # The store is chosen once, at the start; an outage during the commit fails it (and
         # sends the next one to the fallback).
         target = self.fallback if self.using_fallback else self.primary
         try:
-            with target._committing(ops, checks):
+            with target._committing(ops, checks, before):
                 yield
             if target is self.fallback and self._write_back:
                 self._mark([key for key, _, _ in ops])
@@ -230,6 +232,13 @@ class FallbackStore(PersistenceStore):
 
     def _log_blob_in(self, name: str, blob: Any) -> Any:
         return self.primary._log_blob_in(name, blob)
+
+    def _outcome(self, token: str, keys: list[str]) -> Any:
+        # A marked commit only ever ran on the primary (the fallback holds locks instead).
+        return self.primary._outcome(token, keys)
+
+    def _forget(self, token: str) -> None:
+        self.primary._forget(token)
 
     def close(self) -> None:
         self.primary.close()

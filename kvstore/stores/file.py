@@ -57,6 +57,7 @@ from typing import Any, Callable, Iterator
 from .._fs import fsync_dir, make_private_dirs
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+from .._commit import Before
 from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
                       StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
@@ -616,9 +617,11 @@ class FileStore(PersistenceStore):
         return live
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
-        # Under the store's flock: check, write every temp file, run the caller's block, then
-        # publish (all renames, or none). The block runs outside _io(): its errors are its own.
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
+        # Under the store's flock: check, read the before-images, write every temp file, run
+        # the caller's block, then publish (all renames, or none). The block runs outside
+        # _io(): its errors are its own.
         with self._locked():
             with self._io():
                 for key, expected in checks:
@@ -626,6 +629,8 @@ class FileStore(PersistenceStore):
                     if not _same(MISSING if entry is None else entry[0], expected):
                         raise conflict(key)
                 final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+                if before is not None:  # every writer takes the flock: nobody comes between
+                    before.images = self._snapshot(list(final))
                 writes = [(self._path_for(k), self._file_bytes(
                               k, b, self._expiry(t, self._live(k) if t is KEEP else None)))
                           for k, (b, t) in final.items() if b is not MISSING]

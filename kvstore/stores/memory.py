@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from ..keyrules import SHORT_KEY
+from .._commit import Before
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
                      same_blob)
@@ -236,7 +237,8 @@ class MemoryStore(PersistenceStore):
             return removed
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
         # Everything under the store's lock; nothing can fail once the checks pass, so the
         # writes are made after the block (the other stores of a transaction) succeeded.
         with self._lock:
@@ -245,6 +247,8 @@ class MemoryStore(PersistenceStore):
                 entry = self._live(key, now)
                 if not same_blob(MISSING if entry is None else entry[0], expected):
                     raise conflict(key)
+            if before is not None:  # the lock is held until the writes are made
+                before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
             yield
             now = self._clock()
             for key, blob, ttl in ops:

@@ -26,6 +26,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
+from .._commit import Before
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
@@ -452,7 +453,8 @@ class PostgresStore(PersistenceStore):
         return bool(self._run(self._q_touch(key, ttl)))
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
         sql = self._sql
         now = self._clock()
         with self._conn() as conn:
@@ -474,6 +476,8 @@ class PostgresStore(PersistenceStore):
                         if expected is MISSING:
                             absent.add(key)
                 final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+                if before is not None:
+                    before.images = self._locked_images(conn, list(final), now)
                 deletes = [k for k, (b, _) in final.items() if b is MISSING]
                 if deletes:
                     conn.execute(sql["delete"], {"keys": deletes, "now": now})
@@ -498,6 +502,33 @@ class PostgresStore(PersistenceStore):
                                                    "values": [b for _, b, _ in upserts],
                                                    "exps": [e for _, _, e in upserts]})
                 yield
+
+    def _locked_images(self, conn: Any, keys: list[str], now: float
+                       ) -> list[tuple[str, Any, float | None]]:
+        """What ``keys`` hold, read with their rows locked until this transaction ends, so no
+        plain save can land between this read and the commit. A key without a row gets an
+        expired placeholder row (this transaction's own, overwritten or deleted by its writes):
+        a save racing to create it waits for the commit, and one that created it first is
+        locked and read on the next round."""
+        t = f'"{self.table}"'
+        found: dict[str, tuple[Any, float | None]] = {}
+        pending = sorted(keys)
+        while pending:
+            for key, value, exp in conn.execute(
+                    f"SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 FROM {t} "
+                    "WHERE key = ANY(%(keys)s) ORDER BY key FOR UPDATE", {"keys": pending}):
+                live = exp is None or exp > now
+                found[key] = (bytes(value), None if exp is None else max(exp - now, 0.001)) \
+                    if live else (MISSING, None)
+            pending = [k for k in pending if k not in found]
+            if pending:
+                for (key,) in conn.execute(
+                        f"INSERT INTO {t} (key, value, expires_at) SELECT k, ''::bytea, "
+                        "to_timestamp(0) FROM unnest(%(keys)s::text[]) AS u(k) "
+                        "ON CONFLICT (key) DO NOTHING RETURNING key", {"keys": pending}):
+                    found[key] = (MISSING, None)
+                pending = [k for k in pending if k not in found]
+        return [(key, *found[key]) for key in keys]
 
     def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         # COPY into a session-local staging table, then one upsert: the fastest way into

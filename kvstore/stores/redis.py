@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
+from .._commit import Before
 from ..errors import ConfigError, InvalidKeyError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
@@ -45,14 +47,19 @@ _SCAN_COUNT = 1000
 _RESERVED = "\x00kvstore-"         # kvstore's own names start with this; keys never do
 _META = _RESERVED + "meta\x00"      # locks
 _LOG = _RESERVED + "log\x00"        # logs
+_TX = _RESERVED + "tx\x00"          # markers of transactions' commits (see _COMMIT_MARKED)
+# How long a marker outlives its commit when nobody removes it: long enough for any stalled
+# delivery of the script, or any later recovery of a crashed committer, to find it.
+_MARKER_MS = 7 * 24 * 3600 * 1000
+_CALL_MARKER_MS = 10 * 60 * 1000  # a commit no journal records: only its own call asks
 
 # KEYS: the checked keys, then the written keys. ARGV[1]: how many checks; then per check a flag
 # ("m": must be absent, "v": must hold the next argument) and a blob; then per write a mode
 # ("d" delete, "k" keep the TTL, "p" expire in ARGV ms, "n" no expiry), a blob and a TTL in ms.
 # Returns 0 when written, else the number of the first check that failed (nothing written).
-_COMMIT = """
-local n = tonumber(ARGV[1])
-local a = 2
+# The two loops (with ``n`` checks, ARGV position ``a``, written keys up to ``last``) are shared
+# with _COMMIT_MARKED.
+_CHECKS = """
 for i = 1, n do
   local cur = redis.call('GET', KEYS[i])
   if ARGV[a] == 'm' then
@@ -62,7 +69,9 @@ for i = 1, n do
   end
   a = a + 2
 end
-for i = n + 1, #KEYS do
+"""
+_WRITES = """
+for i = n + 1, last do
   local mode = ARGV[a]
   if mode == 'd' then redis.call('DEL', KEYS[i])
   elseif mode == 'k' then redis.call('SET', KEYS[i], ARGV[a + 1], 'KEEPTTL')
@@ -70,6 +79,52 @@ for i = n + 1, #KEYS do
   else redis.call('SET', KEYS[i], ARGV[a + 1]) end
   a = a + 3
 end
+"""
+_COMMIT = ("local n, a, last = tonumber(ARGV[1]), 2, #KEYS" + _CHECKS + _WRITES + "return 0\n")
+# A transaction's commit: as _COMMIT, plus one last key, the commit's marker, and its TTL in
+# ARGV[2] (the checks' flags start at ARGV[3]). Before writing, it records what every written
+# key held in the marker, a list: 'ran', then per distinct written key (in order) 'v' and the
+# blob and the PTTL, or 'm' '' '-2' for an absent key. It returns that list; the number of the
+# first failed check; or -1 when the marker was settled as "never ran" (see _SETTLE). A marker
+# that is already a list (this commit ran) is returned as it is: a commit runs once.
+_COMMIT_MARKED = """
+local marker = KEYS[#KEYS]
+local kind = redis.call('TYPE', marker).ok
+if kind == 'list' then return redis.call('LRANGE', marker, 0, -1) end
+if kind ~= 'none' then return -1 end
+local n, a, last = tonumber(ARGV[1]), 3, #KEYS - 1
+""" + _CHECKS + """
+local images, seen = {'ran'}, {}
+for i = n + 1, last do
+  local k = KEYS[i]
+  if not seen[k] then
+    seen[k] = true
+    local cur = redis.call('GET', k)
+    if cur then
+      images[#images + 1] = 'v'
+      images[#images + 1] = cur
+      images[#images + 1] = tostring(redis.call('PTTL', k))
+    else
+      images[#images + 1] = 'm'
+      images[#images + 1] = ''
+      images[#images + 1] = '-2'
+    end
+  end
+end
+""" + _WRITES + """
+for i = 1, #images, 300 do
+  redis.call('RPUSH', marker, unpack(images, i, math.min(i + 299, #images)))
+end
+redis.call('PEXPIRE', marker, ARGV[2])
+return images
+"""
+# Settles a commit whose reply was lost: when its marker is a list the commit ran (its images
+# are returned); otherwise a tombstone is left (ARGV[1]: its TTL in ms), so the script, should
+# it still arrive, refuses to run, and 0 is returned.
+_SETTLE = """
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'list' then return redis.call('LRANGE', KEYS[1], 0, -1) end
+if kind == 'none' then redis.call('SET', KEYS[1], 'never ran', 'PX', ARGV[1]) end
 return 0
 """
 # Restore: ARGV[1] the store's key pattern, ARGV[2] a reserved prefix those keys skip ("": none),
@@ -109,6 +164,20 @@ def _glob_escape(text: str) -> str:
 
 
 _mask_url = mask_url
+
+
+def _images(keys: list[str], found: list[Any]) -> list[tuple[str, Any, float | None]]:
+    """The before-images of ``keys`` (the distinct written keys, in order) from a marker (see
+    _COMMIT_MARKED)."""
+    out: list[tuple[str, Any, float | None]] = []
+    for i in range(1, len(found) - 2, 3):
+        flag, blob, ms = found[i], found[i + 1], int(found[i + 2])
+        key = keys[len(out)]
+        if flag in (b"m", "m") or ms == -2:
+            out.append((key, MISSING, None))
+        else:
+            out.append((key, blob, None if ms < 0 else ms / 1000.0))
+    return out
 
 
 def _ms(ttl: float) -> int:
@@ -184,6 +253,8 @@ class RedisStore(PersistenceStore):
         self._guard = _RESERVED.startswith(key_prefix) or key_prefix.startswith(_RESERVED)
         self._commit_script = self._client.register_script(_COMMIT)
         self._touch_script = self._client.register_script(_TOUCH)
+        self._marked_script = self._client.register_script(_COMMIT_MARKED)
+        self._settle_script = self._client.register_script(_SETTLE)
 
     # -- connecting ----------------------------------------------------------------------------------
 
@@ -410,9 +481,19 @@ class RedisStore(PersistenceStore):
     optimistic = True
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
-        # Nothing to lock: the caller's block runs first, then one script checks and writes.
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
+        # Nothing to lock: the caller's block runs first, then one script checks and writes
+        # (and, for a transaction, returns the before-images and records them in a marker).
+        if before is not None and self.cluster:
+            # A script cannot span slots, so a cluster has no marker: the images are read here,
+            # before the journal records them (a save landing before the commit can be lost
+            # to an undo; keep such keys on a single node).
+            before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
         yield
+        if before is not None and not self.cluster:
+            self._commit_marked(ops, checks, before)
+            return
         with self._call() as r:
             if not self.cluster:
                 failed = self._run_commit(checks, ops)
@@ -420,6 +501,56 @@ class RedisStore(PersistenceStore):
                     raise conflict(failed)
                 return
             self._commit_by_slot(r, ops, checks)
+
+    def _marker(self, token: str) -> str:
+        return _TX + self.key_prefix + token
+
+    def _commit_marked(self, ops: list[Op], checks: list[Check], before: Before) -> None:
+        """One run of the marked commit script. A lost reply (a timeout, a dropped connection)
+        does not mean "not applied": the marker settles it, and only an unreachable Redis
+        leaves the outcome in doubt (a StoreUnavailableError with ``in_doubt = True``)."""
+        names, args = self._commit_args(checks, ops)
+        marker = self._marker(before.token)
+        try:
+            result = self._marked_script(keys=[*names, marker], args=[
+                args[0], _MARKER_MS if before.recorded else _CALL_MARKER_MS, *args[1:]])
+        except self._errors_to_catch as exc:
+            result = self._settle(marker, exc)
+        if isinstance(result, list):
+            before.images = _images(list(dict.fromkeys(k for k, _, _ in ops)), result)
+            return
+        if int(result) == -1:
+            raise StoreUnavailableError(f"Redis at {_mask_url(self.url)}: this commit was settled "
+                                        "as not applied; nothing was written")
+        raise conflict(checks[int(result) - 1][0])
+
+    def _settle(self, marker: str, lost: BaseException) -> Any:
+        """After a commit's reply was lost: its images when it ran, else 0 (it never will)."""
+        error: BaseException = lost
+        for attempt in range(3):
+            try:
+                return self._settle_script(keys=[marker], args=[_MARKER_MS])
+            except self._errors_to_catch as exc:
+                error = exc
+                time.sleep(0.05 * (attempt + 1))
+        doubt = StoreUnavailableError(
+            f"Redis at {_mask_url(self.url)}: the reply to a commit was lost ({lost}) and Redis "
+            f"could not be reached to find out whether it was applied ({error})")
+        doubt.in_doubt = True  # type: ignore[attr-defined]
+        raise doubt from lost
+
+    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+        with self._call():
+            result = self._settle_script(keys=[self._marker(token)], args=[_MARKER_MS])
+        return _images(keys, result) if isinstance(result, list) else None
+
+    def _forget(self, token: str) -> None:
+        if self.cluster:
+            return
+        try:
+            self._client.delete(self._marker(token))
+        except self._errors_to_catch:  # it expires on its own
+            pass
 
     def _commit_by_slot(self, r: Any, ops: list[Op], checks: list[Check]) -> None:
         slots: dict[int, tuple[list[Check], list[Op]]] = {}

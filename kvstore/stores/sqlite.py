@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .._fs import make_private_dirs
+from .._commit import Before
 from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
@@ -497,9 +498,11 @@ class SQLiteStore(PersistenceStore):
         return int(live)
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check]) -> Iterator[None]:
-        # One BEGIN IMMEDIATE transaction: the checks, the writes, and the caller's block run
-        # under SQLite's write lock; COMMIT at the end, ROLLBACK on any exception.
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
+        # One BEGIN IMMEDIATE transaction: the checks, the before-images, the writes and the
+        # caller's block run under SQLite's write lock; COMMIT at the end, ROLLBACK on any
+        # exception.
         q = self._q
         with self._errors():
             conn = self._conn()
@@ -511,6 +514,8 @@ class SQLiteStore(PersistenceStore):
                     for key, expected in checks:
                         if not same_blob(found.get(key, MISSING), expected):
                             raise conflict(key)
+                if before is not None:  # under the lock: no other writer can come in between
+                    before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
                 for key, blob, ttl in ops:
                     if blob is MISSING:
                         conn.execute(q.delete_any, (key,))
