@@ -237,16 +237,18 @@ def test_no_temp_files_after_saves_and_stale_ones_are_swept(store, area):
 def test_failed_apply_changes_nothing(store, area, monkeypatch):
     store.save("a", 1)
     store.save("b", 2)
-    real = store._write_temp
+    from kvstore.stores import _atomic
+
+    real = _atomic._write
     calls = []
 
-    def flaky(path, data):
-        calls.append(path)
+    def flaky(dir_fd, data, fsync):  # the disk fills up at the second temp file
+        calls.append(data)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real(path, data)
+        return real(dir_fd, data, fsync)
 
-    monkeypatch.setattr(store, "_write_temp", flaky)
+    monkeypatch.setattr(_atomic, "_write", flaky)
     from kvstore.store import MISSING
     with pytest.raises(Exception):
         store._apply([("a", store._encode("a", 10), None), ("c", store._encode("c", 3), None),

@@ -196,6 +196,76 @@ def test_a_torn_last_line_is_never_read_and_the_next_append_cuts_it(tmp_path):
                                              '{"seq":2,"record":{"a":2}}']
 
 
+
+def _file_log(tmp_path, records: int):
+    from kvstore import FileStore
+
+    store = FileStore(base_path=tmp_path)
+    log = store.log("transcript/t1")
+    for i in range(1, records + 1):
+        log.append({"n": i})
+    return store, log, tmp_path / "transcript" / "t1.jsonl"
+
+
+def _damage_line(path, number: int, text: bytes = b'{"seq":3,"rec\x00rd": garbled') -> None:
+    lines = path.read_bytes().split(b"\n")
+    lines[number - 1] = text
+    path.write_bytes(b"\n".join(lines))
+
+
+def test_a_damaged_last_line_no_longer_blocks_appends(tmp_path):
+    from kvstore import CorruptDataError
+
+    store, log, path = _file_log(tmp_path, 2)
+    with open(path, "ab") as fh:
+        fh.write(b"not json at all\n")  # a complete line: a bad hand edit, bit rot
+    assert len(log) == 3  # the damaged line keeps its number
+    assert log.append({"n": 4}) == 4  # appends go on (main raised CorruptDataError here)
+    assert log.append({"n": 5}) == 5
+    assert log.read(limit=2) == [(1, {"n": 1}), (2, {"n": 2})]
+    assert log.read(after=3) == [(4, {"n": 4}), (5, {"n": 5})]
+    with pytest.raises(CorruptDataError) as err:
+        log.read()
+    assert "line 3" in str(err.value) and "transcript/t1" in str(err.value)
+    store.close()
+
+
+def test_a_damaged_middle_line_is_reported_with_its_line_number_only_when_reached(tmp_path):
+    from kvstore import CorruptDataError
+
+    store, log, path = _file_log(tmp_path, 5)
+    _damage_line(path, 3)
+    assert log.read(limit=2) == [(1, {"n": 1}), (2, {"n": 2})]  # stops before it
+    assert log.read(after=1, limit=1) == [(2, {"n": 2})]
+    assert log.read(after=3) == [(4, {"n": 4}), (5, {"n": 5})]  # starts past it
+    for after in (0, 2):
+        with pytest.raises(CorruptDataError) as err:
+            log.read(after=after)
+        assert "line 3" in str(err.value) and "'transcript/t1'" in str(err.value)
+        assert str(path) in str(err.value)
+    with pytest.raises(CorruptDataError):
+        list(log)
+    assert len(log) == 5
+    assert log.append({"n": 6}) == 6
+    assert log.read(after=3) == [(4, {"n": 4}), (5, {"n": 5}), (6, {"n": 6})]
+    # Repaired by hand (the line removed), the log reads through again.
+    _damage_line(path, 3, b'{"seq":3,"record":{"n":3}}')
+    assert [seq for seq, _ in log] == [1, 2, 3, 4, 5, 6]
+    store.close()
+
+
+def test_a_torn_tail_after_a_damaged_line_is_cut_and_numbering_goes_on(tmp_path):
+    store, log, path = _file_log(tmp_path, 3)
+    _damage_line(path, 3, b"\x00\x00\x00")
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq":4,"record":{"n":')  # then a writer killed mid-line
+    assert len(log) == 3
+    assert log.append({"n": 4}) == 4
+    assert path.read_bytes().endswith(b'\x00\x00\x00\n{"seq":4,"record":{"n":4}}\n')
+    assert log.read(after=3) == [(4, {"n": 4})]
+    store.close()
+
+
 # -- paging ------------------------------------------------------------------------------------
 
 

@@ -15,9 +15,12 @@ Key -> path. A key is split on ``/``; each part becomes one path segment:
 The mapping is exactly reversible (``keys()`` decodes paths back to keys; a hand-made file whose
 name is not the canonical encoding of its decoded key, e.g. ``a%2Fb.json``, is not listed) and
 every resolved path is checked to lie inside ``base_path``. Symbolic links inside the folder are
-never followed (a file opened with ``O_NOFOLLOW``, every folder on the way checked with
-``lstat``): a key that would pass through one raises :class:`InvalidKeyError`. Case-insensitive file systems (macOS, Windows defaults)
-would merge keys differing only in case: not supported.
+never followed, not even one swapped in mid-call: the store holds ``base_path`` open and opens
+each folder below it from its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every
+open, rename, unlink, mkdir, stat and listing runs relative to a folder's descriptor (see
+:mod:`._paths`). A key whose path meets a link raises :class:`InvalidKeyError` naming the key and
+the link; ``keys()`` skips links. Case-insensitive file systems (macOS, Windows defaults) would
+merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
 types JSON lacks are tagged objects (``{"__kv__": "datetime", "v": "..."}``). A key with a TTL
@@ -33,18 +36,16 @@ file's exact bytes) and transactions atomic; readers take no lock. A write of se
 keeps a hard link to each file it replaces until every rename is done, so a failure partway
 (a folder where a file must go, a full disk) puts the earlier files back.
 
-Locks live in ``<base_path>/.kvstore-meta/`` (dot-folders are never keys).
+Locks live in ``<base_path>/.kvstore-meta/`` (dot-folders are never keys), reached the same way.
+Logs are JSON Lines files beside the keys' files (see :mod:`._filelog`).
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
 import re
-import secrets
-import stat
 import struct
 import threading
 import time
@@ -54,15 +55,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .._fs import fsync_dir, make_private_dirs
-
-_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 from .._commit import Before
 from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
                       StoreUnavailableError)
 from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
                      same_blob)
+from . import _atomic, _filelog
+from ._paths import NOFOLLOW, LinkRefused, Parts, Root, open_file, read_at, read_file, walk
 
 __all__ = ["FileStore"]
 
@@ -149,7 +149,7 @@ class FileStore(PersistenceStore):
     def __init__(self, base_path: str | os.PathLike[str] | None = None, format: str = "json",
                  ttl_default: TTL = None, *, serializer: SerializerSpec | None = None,
                  secret: bytes | str | None = None, fsync: bool = True,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, _within: Root | None = None) -> None:
         if serializer is not None:
             resolved = Serializer.resolve(serializer, secret)
             format = resolved.format
@@ -162,7 +162,12 @@ class FileStore(PersistenceStore):
             import platformdirs
 
             base_path = Path(platformdirs.user_data_dir("kvstore", appauthor=False)) / "files"
-        self.base_path = Path(os.path.expanduser(os.fspath(base_path))).resolve()
+        if _within is None:
+            self.base_path = Path(os.path.expanduser(os.fspath(base_path))).resolve()
+        else:  # a nested store (the lock namespace): reached from its parent's descriptor
+            self.base_path = Path(base_path)
+        self._root = Root(self.base_path, _within)
+        self._base_depth = len(self.base_path.parts)
         self.format = format
         self._ext = _EXTENSIONS[format]
         # Plain JSON files unless compression makes them binary anyway.
@@ -171,14 +176,18 @@ class FileStore(PersistenceStore):
         self._clock = clock
         self._thread_lock = threading.RLock()
         self._lock_fd: int | None = None
-        self._lock_pid = 0
+        self._lock_owner = (0, 0)  # (pid, folder generation) the lock file was opened for
+        self._lock_depth = 0
         self._path_for = lru_cache(maxsize=8192)(self._compute_path)
         try:
-            make_private_dirs(self.base_path)
+            self._root.fd(create=True)
+            self._remove_stale_temp_files()
+        except LinkRefused as exc:
+            raise StoreUnavailableError(f"FileStore folder {self.base_path}: {exc.path} is a "
+                                        "symbolic link") from exc
         except OSError as exc:
             raise StoreUnavailableError(f"FileStore folder {self.base_path}: "
                                         f"{exc.strerror or exc}") from exc
-        self._remove_stale_temp_files()
 
     def _describe(self) -> str:
         return f"base_path={str(self.base_path)!r}, format={self.format!r}"
@@ -289,42 +298,16 @@ class FileStore(PersistenceStore):
             return data[10:], struct.unpack("<d", data[2:10])[0]
         return data, None
 
-    # -- file primitives ------------------------------------------------------------------------------
+    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) ----------
+
+    def _rel(self, path: Path) -> Parts:
+        """The segments of ``path`` below ``base_path``."""
+        return path.parts[self._base_depth:]
 
     def _read(self, key: str) -> tuple[Any, float | None] | None:
-        path = self._path_for(key)
-        if "/" in key:
-            self._refuse_links(path.parent)
-        try:
-            fd = os.open(path, os.O_RDONLY | _NOFOLLOW)
-        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _link_error(path) from exc
-            raise StoreUnavailableError(f"key {key!r}: cannot read {path}: "
-                                        f"{exc.strerror or exc}") from exc
-        try:
-            fh = os.fdopen(fd, "rb")
-        except IsADirectoryError:  # a folder where the key's file would be: no such key
-            os.close(fd)
-            return None
-        with fh:
-            data = fh.read()
-        return self._parse(key, data)
-
-    def _refuse_links(self, path: Path) -> None:
-        """Raise if ``path`` or a folder between the store's folder and it is a symbolic link:
-        the store never follows one (it could lead outside its folder)."""
-        current = self.base_path
-        for part in path.relative_to(self.base_path).parts:
-            current = current / part
-            try:
-                mode = os.lstat(current).st_mode
-            except (FileNotFoundError, NotADirectoryError):
-                return  # nothing exists below: no link to follow
-            if stat.S_ISLNK(mode):
-                raise _link_error(current)
+        with self._io(key):
+            data = read_file(self._root, self._rel(self._path_for(key)))
+        return None if data is None else self._parse(key, data)
 
     def _live(self, key: str) -> tuple[Any, float | None] | None:
         entry = self._read(key)
@@ -336,115 +319,46 @@ class FileStore(PersistenceStore):
     def _locked(self) -> Iterator[None]:
         """Exclusive across threads (RLock) and processes (flock on the lock file)."""
         with self._thread_lock:
-            if self._lock_fd is None or self._lock_pid != os.getpid():
-                self._lock_fd = os.open(self.base_path / _LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
-                self._lock_pid = os.getpid()
+            if self._lock_depth:  # held already by this thread: a second flock would be undone
+                self._lock_depth += 1  # by the inner unlock
+                try:
+                    yield
+                finally:
+                    self._lock_depth -= 1
+                return
+            base = self._root.fd(create=True)
+            assert base is not None
+            owner = (os.getpid(), self._root.generation)
+            if self._lock_fd is None or self._lock_owner != owner:
+                # Opened again in a child process (a flock is per open file) and when the
+                # folder was replaced (the old lock file no longer excludes anyone).
+                if self._lock_fd is not None and self._lock_owner[0] == os.getpid():
+                    os.close(self._lock_fd)
+                self._lock_fd = os.open(_LOCK_NAME, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600,
+                                        dir_fd=base)
+                self._lock_owner = owner
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            self._lock_depth = 1
             try:
                 yield
             finally:
+                self._lock_depth = 0
                 fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
-    def _write_temp(self, path: Path, data: bytes) -> Path:
-        make_private_dirs(path.parent)
-        tmp = path.parent / f".tmp-{secrets.token_hex(8)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            if self._fsync:
-                os.fsync(fd)
-        except BaseException:
-            os.close(fd)
-            _unlink(tmp)
-            raise
-        os.close(fd)
-        return tmp
-
-    def _sync_dirs(self, dirs: set[Path]) -> None:
-        if not self._fsync:
-            return
-        for d in dirs:
-            fsync_dir(d)
-
     def _remove(self, path: Path) -> bool:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        parent = path.parent
-        while parent != self.base_path:  # drop folders the delete left empty
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
-        return True
+        """Delete a key's file (True when it was there) and the folders it leaves empty."""
+        return _atomic.remove(self._root, self._rel(path))
 
-    def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[Path, Path]]:
+    def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[_atomic.Temp, Path]]:
         """Every temp file written (and fsynced) before the first rename: ``(temp, path)``."""
-        temps: list[tuple[Path, Path]] = []
-        for path, _ in writes:
-            self._refuse_links(path)
-        try:
-            for path, data in writes:
-                temps.append((self._write_temp(path, data), path))
-        except BaseException:
-            for tmp, _ in temps:
-                _unlink(tmp)
-            raise
-        return temps
+        temps = _atomic.stage(self._root, [(self._rel(p), d) for p, d in writes], self._fsync)
+        return [(t, p) for t, (p, _) in zip(temps, writes)]
 
-    def _publish(self, temps: list[tuple[Path, Path]], deletes: list[Path]) -> None:
+    def _publish(self, temps: list[tuple[_atomic.Temp, Path]], deletes: list[Path]) -> None:
         """Rename the temp files over their paths and remove ``deletes``: all of it, or, when a
         step fails, none of it (the replaced files are kept as hard links until the end)."""
-        for path in deletes:
-            self._refuse_links(path)
-        if len(temps) + len(deletes) == 1:  # one rename or unlink is atomic by itself
-            for tmp, path in temps:
-                os.replace(tmp, path)
-        else:
-            done: list[tuple[Path, Path | None]] = []
-            try:
-                for tmp, path in temps:
-                    old = self._keep_old(path)
-                    os.replace(tmp, path)
-                    done.append((path, old))
-                for path in deletes:
-                    old = self._keep_old(path)
-                    if old is not None:
-                        os.unlink(path)
-                    done.append((path, old))
-            except BaseException:
-                for path, old in reversed(done):
-                    if old is None:
-                        _unlink(path)
-                    else:
-                        os.replace(old, path)
-                for tmp, _ in temps[len(done):]:
-                    _unlink(tmp)
-                raise
-            for _, old in done:
-                if old is not None:
-                    _unlink(old)
-        for path in deletes:
-            self._remove(path)
-        self._sync_dirs({p.parent for _, p in temps} | {p.parent for p in deletes})
-
-    def _keep_old(self, path: Path) -> Path | None:
-        """A hard link to the file at ``path`` (None when there is none), to undo a rename."""
-        old = path.parent / f".tmp-{secrets.token_hex(8)}"
-        try:
-            os.link(path, old, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if path.is_dir():
-                raise IsADirectoryError(errno.EISDIR, "a folder is in the way of a key's file",
-                                        str(path)) from exc
-            raise
-        return old
+        _atomic.publish(self._root, [t for t, _ in temps], [self._rel(p) for p in deletes],
+                        self._fsync)
 
     def _write_files(self, writes: list[tuple[Path, bytes]], deletes: list[Path]) -> None:
         """Write every temp file (fsynced) before the first rename; then renames, then deletes."""
@@ -452,10 +366,12 @@ class FileStore(PersistenceStore):
 
     @contextmanager
     def _io(self, key: str = "") -> Iterator[None]:
+        where = f"key {key!r}: " if key else ""
         try:
             yield
+        except LinkRefused as exc:
+            raise _link_error(exc.path, key) from exc
         except OSError as exc:
-            where = f"key {key!r}: " if key else ""
             what = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
             raise StoreUnavailableError(f"{where}FileStore {self.base_path}: {what}") from exc
 
@@ -477,7 +393,7 @@ class FileStore(PersistenceStore):
                 entry = self._read(key)  # again under the lock: a writer may have renewed it
                 if entry is not None and entry[1] is not None and entry[1] <= self._clock():
                     self._remove(self._path_for(key))
-        except (OSError, CorruptDataError):
+        except (OSError, CorruptDataError, InvalidKeyError, LinkRefused):
             pass  # best effort: the key is invisible either way
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
@@ -551,28 +467,18 @@ class FileStore(PersistenceStore):
             return None if entry is None else entry[1]
         return None if ttl is None else self._clock() + ttl
 
-    def _walk(self, ext: str | None = None) -> Iterator[Path]:
-        stack = [self.base_path]
-        while stack:
-            folder = stack.pop()
-            try:
-                entries = list(os.scandir(folder))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for entry in entries:
-                if entry.name.startswith("."):
-                    continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(Path(entry.path))
-                elif entry.is_file(follow_symlinks=False) and entry.name.endswith(ext or self._ext):
-                    yield Path(entry.path)
+    def _walk(self, ext: str | None = None) -> Iterator[tuple[int, str, Path]]:
+        """``(folder descriptor, file name, path)`` of every file with the extension, links
+        and dot-folders skipped; the descriptor is valid until the next item."""
+        suffix = ext or self._ext
+        join = self.base_path.joinpath
+        for fd, name, parts in walk(self._root, lambda n: n.endswith(suffix)):
+            yield fd, name, join(*parts)
 
-    def _expiry_of(self, path: Path) -> float | None | bool:
+    def _expiry_of(self, dir_fd: int, name: str) -> float | None | bool:
         """Expiry read from the file's first bytes (False: file gone or unreadable)."""
-        try:
-            with open(path, "rb") as fh:
-                head = fh.read(128)
-        except OSError:
+        head = read_at(dir_fd, name, 128)
+        if head is None:
             return False
         if self._plain_json:
             m = _TTL_HEAD.match(head)
@@ -582,9 +488,10 @@ class FileStore(PersistenceStore):
                 except ValueError:
                     pass
             if b'"__kv__"' in head and b'"ttl"' in head:  # reformatted by hand: parse it all
+                data = read_at(dir_fd, name)
                 try:
-                    return self._parse("?", path.read_bytes())[1]
-                except (CorruptDataError, OSError):
+                    return None if data is None else self._parse("?", data)[1]
+                except CorruptDataError:
                     return None
             return None
         if head[:2] == _TTL_MAGIC and len(head) >= 10:
@@ -592,18 +499,20 @@ class FileStore(PersistenceStore):
         return None
 
     def _matching(self, prefix: str) -> Iterator[tuple[str, Path, float | None]]:
-        for path in self._walk():
+        for fd, name, path in self._walk():
             key = self._key_for(path)
             if key is None or not key.startswith(prefix):
                 continue
-            expires = self._expiry_of(path)
+            expires = self._expiry_of(fd, name)
             if expires is False:
                 continue
             yield key, path, expires
 
     def _keys(self, prefix: str) -> Iterator[str]:
         now = self._clock()
-        for key, _, expires in sorted(self._matching(prefix)):
+        with self._io():
+            found = sorted(self._matching(prefix))
+        for key, _, expires in found:
             if expires is None or expires > now:
                 yield key
 
@@ -645,10 +554,9 @@ class FileStore(PersistenceStore):
             with self._io():
                 self._publish(temps, deletes)
 
-    # -- logs: one JSON Lines file per log ------------------------------------------------------------
-    # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line: a person can tail and
-    # jq it. Appends run under the folder's flock; a last line without its newline (a writer
-    # killed mid-append) is never read as a record, and the next append cuts it off first.
+    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ----------------
+    # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line. Appends run under the
+    # folder's flock; reads take no lock (a line is visible once its newline is written).
 
     def _log_path(self, name: str) -> Path:
         path = self._path_for(name)  # cached
@@ -665,92 +573,64 @@ class FileStore(PersistenceStore):
         return blob  # _log_read has decoded the line
 
     def _log_open(self, name: str, flags: int) -> int | None:
-        path = self._log_path(name)
-        self._refuse_links(path)
-        try:
-            return os.open(path, flags | _NOFOLLOW, 0o600)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise _link_error(path) from exc
-            raise
+        return open_file(self._root, self._rel(self._log_path(name)), flags,
+                         create_dirs=bool(flags & os.O_CREAT))
 
     def _log_append(self, name: str, blob: Any) -> int:
         with self._io(name), self._locked():
             fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
-            if fd is None:  # its folder does not exist yet
-                make_private_dirs(self._log_path(name).parent)
-                fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
-            assert fd is not None
+            assert fd is not None  # O_CREAT, folders made
             try:
-                end, last = _log_tail(fd)
+                end, last = _filelog.tail(fd)
                 if os.fstat(fd).st_size != end:  # a torn last line: cut it off
                     os.ftruncate(fd, end)
                 seq = last + 1
-                line = f'{{"seq":{seq},"record":{blob}}}\n'.encode()
-                os.lseek(fd, end, os.SEEK_SET)
-                view = memoryview(line)
+                view = memoryview(_filelog.line(seq, blob))
+                offset = end
                 while view:
-                    view = view[os.write(fd, view):]
+                    written = os.pwrite(fd, view, offset)
+                    view, offset = view[written:], offset + written
                 if self._fsync:
                     os.fsync(fd)
             finally:
                 os.close(fd)
             return seq
 
-    def _log_lines(self, name: str) -> Iterator[tuple[int, Any]]:
-        fd = self._log_open(name, os.O_RDONLY)
-        if fd is None:
-            return
-        with os.fdopen(fd, "rb") as fh:
-            for raw in fh:
-                if not raw.endswith(b"\n"):
-                    return  # torn by a crash mid-append: not a record
-                try:
-                    entry = decode_json_text(raw)
-                    yield int(entry["seq"]), entry["record"]
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise CorruptDataError(f"log {name!r}: {self._log_path(name)} has a damaged "
-                                           f"line: {raw[:60]!r}") from exc
-
     def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
-        out: list[tuple[int, Any]] = []
         with self._io(name):
-            for seq, record in self._log_lines(name):
-                if seq > after:
-                    if limit is not None and len(out) >= limit:
-                        break
-                    out.append((seq, record))
-        return out
+            fd = self._log_open(name, os.O_RDONLY)
+            if fd is None:
+                return []
+            with os.fdopen(fd, "rb") as fh:
+                return _filelog.read(fh, after, limit, f"log {name!r} ({self._log_path(name)})")
 
     def _log_len(self, name: str) -> int:
+        """The number the last line holds (a damaged line counts: it keeps its number)."""
         with self._io(name):
             fd = self._log_open(name, os.O_RDONLY)
             if fd is None:
                 return 0
             try:
-                return _log_tail(fd)[1]
+                return _filelog.tail(fd)[1]
             finally:
                 os.close(fd)
 
     def _log_delete(self, name: str) -> bool:
-        path = self._log_path(name)
-        self._refuse_links(path)
         with self._io(name), self._locked():
-            return self._remove(path)
+            return self._remove(self._log_path(name))
 
     def _log_names(self, prefix: str) -> list[str]:
         names = []
-        for path in self._walk(_LOG_EXT):
-            key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
-            if key is not None and key.startswith(prefix):
-                names.append(key)
+        with self._io():
+            for _, _, path in self._walk(_LOG_EXT):
+                key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
+                if key is not None and key.startswith(prefix):
+                    names.append(key)
         return sorted(names)
 
     def _open_meta(self) -> "FileStore":
         return FileStore(base_path=self.base_path / _META_DIR, format="msgpack",
-                         fsync=self._fsync, clock=self._clock)
+                         fsync=self._fsync, clock=self._clock, _within=self._root)
 
     def _lock_id(self) -> str:
         return f"file:{self.base_path}"
@@ -774,24 +654,22 @@ class FileStore(PersistenceStore):
     def _remove_stale_temp_files(self) -> None:
         """Temp files left by a crashed writer (older than 10 minutes) are removed."""
         cutoff = time.time() - _STALE_TEMP
-        for folder, _, files in os.walk(self.base_path):
-            for name in files:
-                if name.startswith(".tmp-"):
-                    path = os.path.join(folder, name)
-                    try:
-                        if os.stat(path).st_mtime < cutoff:
-                            os.unlink(path)
-                    except OSError:
-                        pass
+        for fd, name, _ in walk(self._root, lambda n: n.startswith(".tmp-")):
+            try:
+                if os.stat(name, dir_fd=fd, follow_symlinks=False).st_mtime < cutoff:
+                    os.unlink(name, dir_fd=fd)
+            except OSError:
+                pass
 
     def close(self) -> None:
         meta = self.__dict__.get("_meta_store")
         if meta is not None:
             meta.close()
         with self._thread_lock:
-            if self._lock_fd is not None and self._lock_pid == os.getpid():
+            if self._lock_fd is not None and self._lock_owner[0] == os.getpid():
                 os.close(self._lock_fd)
             self._lock_fd = None
+            self._root.close()
 
     # -- restores and log transfer (see kvstore.replacing) ---------------------------------------------
 
@@ -813,38 +691,13 @@ class FileStore(PersistenceStore):
 _LOG_EXT = ".jsonl"
 
 
-def _log_tail(fd: int) -> tuple[int, int]:
-    """``(end of the last complete line, its seq)`` of a JSON Lines log; ``(0, 0)`` when it has
-    no complete line. Reads backwards from the end, a block at a time (usually one 4 KB read)."""
-    size = os.fstat(fd).st_size
-    data, pos, step = b"", size, 4096
-    while True:
-        last = data.rfind(b"\n")
-        if last >= 0:
-            previous = data.rfind(b"\n", 0, last)
-            if previous >= 0 or pos == 0:
-                line = data[previous + 1:last]
-                try:
-                    return pos + last + 1, int(json.loads(line)["seq"])
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise CorruptDataError(
-                        f"log file has a damaged last line: {line[:60]!r}") from exc
-        if pos == 0:
-            return 0, 0
-        step = min(pos, step * 2)
-        pos -= step
-        data = os.pread(fd, step, pos) + data
+def _link_error(path: Path, key: str = "") -> InvalidKeyError:
+    where = f"key {key!r}: " if key else ""
+    return InvalidKeyError(f"{where}{path} is a symbolic link: FileStore never follows links "
+                           "inside its folder (one could lead outside it); replace it with a "
+                           "real file or folder")
 
 
-def _link_error(path: Path) -> InvalidKeyError:
-    return InvalidKeyError(f"{path} is a symbolic link: FileStore never follows links inside its "
-                           "folder (one could lead outside it); replace it with a real file or "
-                           "folder")
-
-
-def _unlink(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
+def _unlink(tmp: _atomic.Temp) -> None:
+    """Remove a staged temp file that will not be published."""
+    tmp.discard()
