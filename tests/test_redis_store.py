@@ -376,6 +376,10 @@ def test_pool_settings_from_yaml_url_and_arguments(private_redis, data_dir):
     store = RedisStore(url=base, max_connections=3, pool_timeout=1)
     assert (store.max_connections, store.pool_timeout) == (3, 1.0)
     store.close()
+    store = RedisStore(url=f"{base}?health_check_interval=7&max_connections=2")  # others kept
+    assert store.url == f"{base}?health_check_interval=7" and store.max_connections == 2
+    assert store._client.connection_pool.connection_kwargs["health_check_interval"] == 7
+    store.close()
     assert RedisStore(url=base).max_connections == 50
     with PersistenceManager.from_config({"persistence": {"redis": {
             "url": base, "max_connections": 12, "pool_timeout": "3"}}}) as pm:

@@ -22,7 +22,9 @@ Locks are keys under the reserved prefix ``"\x00kvstore-meta\x00" + key_prefix``
 
 Every redis-py connection or timeout error becomes :class:`StoreUnavailableError` within the
 socket timeouts; redis-py's pool drops broken connections, so the store works again as soon as
-Redis is back, without a restart.
+Redis is back, without a restart. The store holds at most ``max_connections`` connections (per
+node on a cluster); callers beyond that wait up to ``pool_timeout`` seconds for one (see
+:mod:`~kvstore.stores.redis_connect`).
 """
 
 from __future__ import annotations

@@ -62,10 +62,11 @@ def pool_options(url: str) -> tuple[str, dict[str, Any]]:
     if not isinstance(url, str) or "?" not in url:
         return url, {}
     parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
     found: dict[str, Any] = {}
     rest = []
-    for name, value in query:
+    for segment in parts.query.split("&"):  # other options are kept exactly as written
+        parsed = parse_qsl(segment, keep_blank_values=True)
+        name, value = parsed[0] if parsed else ("", "")
         if name == "max_connections":
             if not value.isdigit():
                 raise ConfigError(f"url {mask_url(url)!r}: max_connections={value!r} is not a "
@@ -77,8 +78,8 @@ def pool_options(url: str) -> tuple[str, dict[str, Any]]:
             except ValueError:
                 raise ConfigError(f"url {mask_url(url)!r}: pool_timeout={value!r} is not a "
                                   "number of seconds") from None
-        else:
-            rest.append(f"{name}={value}")
+        elif segment:
+            rest.append(segment)
     if found:
         check_pool(found.get("max_connections", 1), found.get("pool_timeout", 1.0),
                    f"url {mask_url(url)!r}: ")
