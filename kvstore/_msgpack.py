@@ -111,54 +111,54 @@ def _packb(obj: Any) -> bytes:
                              use_bin_type=True)
 
 
-def _msgpack_ext_hook(code: int, data: bytes) -> Any:
-    if code == _EXT_TUPLE:
-        SEEN.containers = True
-        return tuple(_unpack_inner(data))
-    if code == _EXT_DATETIME:
-        return dt.datetime.fromisoformat(data.decode())
-    if code == _EXT_DATE:
-        return dt.date.fromisoformat(data.decode())
-    if code == _EXT_TIME:
-        return dt.time.fromisoformat(data.decode())
-    if code == _EXT_TIMEDELTA:
-        d, s, us = _unpack_inner(data)
-        return dt.timedelta(days=d, seconds=s, microseconds=us)
-    if code == _EXT_UUID:
-        return uuid.UUID(bytes=data)
-    if code == _EXT_DECIMAL:
-        return Decimal(data.decode())
-    if code == _EXT_BIGINT:
-        return int(data.decode())
-    if code == _EXT_SET or code == _EXT_FROZENSET:
-        SEEN.containers = True
-        items = _unpack_inner(data)
-        return set(items) if code == _EXT_SET else frozenset(items)
-    return msgpack.ExtType(code, data)
+def _ext_hook_at(depth: int) -> Callable[[int, bytes], Any]:
+    """The ext hook for exts inside ``depth`` tuples/sets/timedeltas. Each nested
+    ``msgpack.unpackb`` keeps a ~40 KB parse stack on the C stack, so ~195 nested tuples crashed
+    the process (SIGSEGV) on load; past a few levels, an Unpacker, whose parse stack is on the
+    heap, reads the payload instead. Which hook runs says how deep it is (no per-call state)."""
+
+    def unpack_inner(data: bytes) -> Any:
+        if depth >= _ON_STACK:
+            unpacker = msgpack.Unpacker(None, ext_hook=_HOOKS[_ON_STACK], raw=False,
+                                        strict_map_key=False, use_list=True,
+                                        max_buffer_size=max(len(data), 1))
+            unpacker.feed(data)
+            return unpacker.unpack()
+        return msgpack.unpackb(data, ext_hook=_HOOKS[depth + 1], raw=False,
+                               strict_map_key=False, use_list=True)
+
+    def ext_hook(code: int, data: bytes) -> Any:
+        if code == _EXT_TUPLE:
+            SEEN.containers = True
+            return tuple(unpack_inner(data))
+        if code == _EXT_DATETIME:
+            return dt.datetime.fromisoformat(data.decode())
+        if code == _EXT_DATE:
+            return dt.date.fromisoformat(data.decode())
+        if code == _EXT_TIME:
+            return dt.time.fromisoformat(data.decode())
+        if code == _EXT_TIMEDELTA:
+            d, s, us = unpack_inner(data)
+            return dt.timedelta(days=d, seconds=s, microseconds=us)
+        if code == _EXT_UUID:
+            return uuid.UUID(bytes=data)
+        if code == _EXT_DECIMAL:
+            return Decimal(data.decode())
+        if code == _EXT_BIGINT:
+            return int(data.decode())
+        if code == _EXT_SET or code == _EXT_FROZENSET:
+            SEEN.containers = True
+            items = unpack_inner(data)
+            return set(items) if code == _EXT_SET else frozenset(items)
+        return msgpack.ExtType(code, data)
+
+    return ext_hook
+
+
+_ON_STACK = 8
+_HOOKS = [_ext_hook_at(depth) for depth in range(_ON_STACK + 1)]
 
 
 def _unpackb(blob: bytes) -> Any:
-    return msgpack.unpackb(blob, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=False,
+    return msgpack.unpackb(blob, ext_hook=_HOOKS[0], raw=False, strict_map_key=False,
                            use_list=True)
-
-
-_INNER = threading.local()
-_INNER_ON_STACK = 8
-
-
-def _unpack_inner(data: bytes) -> Any:
-    """The packed container inside a tuple/set ext. Each ``msgpack.unpackb`` keeps a ~40 KB
-    parse stack on the C stack, so ~195 nested tuples crashed the process (SIGSEGV) on load;
-    past a few levels, an Unpacker (its parse stack on the heap) takes over."""
-    depth = getattr(_INNER, "depth", 0)
-    if depth >= _INNER_ON_STACK:
-        unpacker = msgpack.Unpacker(None, ext_hook=_msgpack_ext_hook, raw=False,
-                                    strict_map_key=False, use_list=True,
-                                    max_buffer_size=max(len(data), 1))
-        unpacker.feed(data)
-        return unpacker.unpack()
-    _INNER.depth = depth + 1
-    try:
-        return _unpackb(data)
-    finally:
-        _INNER.depth = depth

@@ -65,6 +65,7 @@ _INF = float("inf")
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
+_SCALARS = _LEAVES | {float}  # values that nest nothing: no nesting check
 
 
 def _to_json(obj: Any) -> Any:
@@ -146,7 +147,7 @@ def encode_json_text(data: Any, *, indent: int | None = None) -> str:
                           separators=None if indent else (",", ":"))
     except RecursionError:
         raise ValueError(depth_message()) from None
-    if type(data) not in _LEAVES and json_may_nest(text) and too_deep(data):
+    if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
         raise ValueError(depth_message())
     return text
 
@@ -163,7 +164,7 @@ def decode_json_text(text: str | bytes) -> Any:
 def _json_body(body: bytes) -> Any:
     """A plain JSON blob's value (nesting checked). Raises ValueError."""
     value = json.loads(body, object_hook=_json_hook) if _TAG_BYTES in body else json.loads(body)
-    if json_may_nest(body) and too_deep(value):
+    if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
         raise ValueError(depth_message())
     return value
 
