@@ -33,7 +33,7 @@ MAX_DEPTH = 200
 _STACK = 1024  # msgpack's parse stack (MSGPACK_EMBED_STACK_SIZE), fixed in its C code
 # Open arrays that never fill up (2**32 - 1 items each): what is fed after them sits that deep.
 _PREFIX = (b"\xdd" + struct.pack(">I", 2**32 - 1)) * (_STACK - MAX_DEPTH)
-_FRESH_OVER = 1 << 20  # a body bigger than this gets a throwaway unpacker (no big buffer kept)
+_FRESH_OVER = 1 << 16  # a bigger body gets a throwaway unpacker: no big buffer kept per thread
 
 
 def depth_message() -> str:

@@ -299,3 +299,32 @@ def test_nested_tuples_do_not_crash_the_reader():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                           env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
     assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-500:]
+
+
+def test_nesting_check_keeps_no_state_between_values_or_threads():
+    """The check reuses a primed unpacker per thread: interleaved values of every size, in
+    several threads at once, each get their own verdict."""
+    import threading
+
+    s = Serializer("msgpack")
+    at_limit, past = _nested("list", MAX_DEPTH), _nested("list", MAX_DEPTH + 1)
+    wide = [[i] for i in range(20_000)]  # bigger than the reused buffer
+    errors: list[str] = []
+
+    def run() -> None:
+        for _ in range(50):
+            for value, ok in ((at_limit, True), (past, False), (wide, True), ({"a": 1}, True)):
+                try:
+                    s.deserialize(s.serialize(value))
+                    if not ok:
+                        errors.append("accepted one level too deep")
+                except SerializationError:
+                    if ok:
+                        errors.append(f"refused a value within the limit ({len(str(value))})")
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
