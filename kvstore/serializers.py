@@ -59,6 +59,8 @@ _TAG_BYTES = b'"__kv__"'
 _PLAIN_JSON = HEADER_BYTE + b"j-"
 _PLAIN_MSGPACK = HEADER_BYTE + b"m-"
 _INF = float("inf")
+_STACK_TOO_DEEP = (f"value nests too deep for the caller's call stack (Python's recursion "
+                   f"limit; {MAX_DEPTH} levels fit unless the caller is hundreds of frames deep)")
 
 
 # --------------------------------------------------------------------------------------- JSON
@@ -146,7 +148,7 @@ def encode_json_text(data: Any, *, indent: int | None = None) -> str:
         text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
                           separators=None if indent else (",", ":"))
     except RecursionError:
-        raise ValueError(depth_message()) from None
+        raise ValueError(depth_message() if too_deep(data) else _STACK_TOO_DEEP) from None
     if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
         raise ValueError(depth_message())
     return text
@@ -194,8 +196,11 @@ def _pickle_body(body: bytes) -> Any:
 
 
 def _undecodable(fmt: str, exc: Exception) -> CorruptDataError:
-    # A blob nested past what the decoder's stack allows is refused like one past the limit.
-    why = depth_message() if isinstance(exc, (RecursionError, msgpack.StackError)) else exc
+    # msgpack's parse stack holds 1,024 levels: past them is past the limit. A RecursionError is
+    # that too, or a caller already hundreds of frames deep.
+    why = (depth_message() if isinstance(exc, msgpack.StackError)
+           else f"{depth_message()}, or too deep for the caller's call stack"
+           if isinstance(exc, RecursionError) else exc)
     return CorruptDataError(f"cannot decode {fmt} blob: {why}")
 
 
@@ -268,8 +273,10 @@ class Serializer:
                     raise ValueError(depth_message())
         except (TypeError, ValueError, OverflowError, RecursionError, pickle.PicklingError,
                 AttributeError) as exc:
-            # msgpack's own limit (1,024) and Python's recursion limit are the same refusal.
-            why = depth_message() if isinstance(exc, RecursionError) or too_deep(data) else exc
+            # msgpack's own limit (1,024) is the same refusal; Python's recursion limit is hit
+            # before 200 levels only when the caller's stack is already hundreds of frames deep.
+            why = (depth_message() if too_deep(data) else _STACK_TOO_DEEP
+                   if isinstance(exc, RecursionError) else exc)
             raise SerializationError(
                 f"cannot serialize {type(data).__name__} with {self.format}: {why}") from exc
         if self.compression == "gzip":
