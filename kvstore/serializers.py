@@ -68,6 +68,7 @@ _STACK_TOO_DEEP = (f"value nests too deep for the caller's call stack (Python's 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
 _SCALARS = _LEAVES | {float}  # values that nest nothing: no nesting check
+_FLAT = _SCALARS | {bytes}
 
 
 def _to_json(obj: Any) -> Any:
@@ -174,6 +175,8 @@ def _json_body(body: bytes) -> Any:
 def _msgpack_nests(value: Any, body: bytes) -> bool:
     """Whether ``value``, packed or unpacked as ``body`` (longer than MAX_DEPTH bytes: the
     callers test that inline), nests past the limit."""
+    if type(value) in _FLAT:  # a long string or bytes nests nothing: no need to read it
+        return False
     if SEEN.containers:  # tuples or sets (exts) were involved: look at the value itself
         SEEN.containers = False
         return too_deep(value)
