@@ -16,6 +16,12 @@ non-string keys, and non-finite floats; dataclasses are stored as dicts.
 
 Pickle is off unless a secret is given; pickled payloads are signed with HMAC-SHA256 and the
 signature is checked with :func:`hmac.compare_digest` before anything is unpickled.
+
+Every format refuses values that nest containers deeper than
+:data:`~kvstore.nesting.MAX_DEPTH` (200) levels, when encoding (:class:`SerializationError`)
+and when decoding (:class:`CorruptDataError`), so what one format holds every other holds too.
+Pickle applies it to the dicts, lists, tuples and sets it is given; the inside of other objects
+is pickle's own business.
 """
 
 from __future__ import annotations
@@ -34,7 +40,9 @@ from typing import Any, Callable, Union
 
 import msgpack
 
+from ._msgpack import SEEN, _SUBCLASS_FALLBACKS, _msgpack_default, _packb, _unpackb
 from .errors import ConfigError, CorruptDataError, SerializationError
+from .nesting import MAX_DEPTH, depth_message, json_may_nest, msgpack_too_deep, too_deep
 
 __all__ = ["Serializer", "SerializerSpec", "HEADER_BYTE", "encode_json_text", "decode_json_text"]
 
@@ -51,12 +59,16 @@ _TAG_BYTES = b'"__kv__"'
 _PLAIN_JSON = HEADER_BYTE + b"j-"
 _PLAIN_MSGPACK = HEADER_BYTE + b"m-"
 _INF = float("inf")
+_STACK_TOO_DEEP = (f"value nests too deep for the caller's call stack (Python's recursion "
+                   f"limit; {MAX_DEPTH} levels fit unless the caller is hundreds of frames deep)")
 
 
 # --------------------------------------------------------------------------------------- JSON
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
+_SCALARS = _LEAVES | {float}  # values that nest nothing: no nesting check
+_FLAT = _SCALARS | {bytes}
 
 
 def _to_json(obj: Any) -> Any:
@@ -103,17 +115,6 @@ def _to_json(obj: Any) -> Any:
     raise TypeError(f"{t.__module__}.{t.__qualname__}")
 
 
-_SUBCLASS_FALLBACKS: tuple[tuple[type, Callable[[Any], Any]], ...] = (
-    (bool, bool),
-    (int, int),
-    (float, float),
-    (str, str),
-    (dict, dict),
-    (list, list),
-    (tuple, tuple),
-)
-
-
 _JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
     "float": float,
     "dict": lambda v: {k: val for k, val in v},
@@ -141,125 +142,69 @@ def _json_hook(d: dict[str, Any]) -> Any:
 
 
 def encode_json_text(data: Any, *, indent: int | None = None) -> str:
-    """Encode ``data`` as strict JSON text (no NaN), tagging the extended types. Raises TypeError."""
-    return json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
-                      separators=None if indent else (",", ":"))
+    """Encode ``data`` as strict JSON text (no NaN), tagging the extended types.
+
+    Raises TypeError (an unsupported type) or ValueError (nested past the limit, NaN...)."""
+    try:
+        text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
+                          separators=None if indent else (",", ":"))
+    except RecursionError:
+        raise ValueError(depth_message() if too_deep(data) else _STACK_TOO_DEEP) from None
+    if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
+        raise ValueError(depth_message())
+    return text
 
 
 def decode_json_text(text: str | bytes) -> Any:
-    """Inverse of :func:`encode_json_text`; plain JSON written by a person reads as itself."""
+    """Inverse of :func:`encode_json_text`; plain JSON written by a person reads as itself.
+    No nesting check: it also reads records wrapped one level deeper (file-store log lines)."""
     return json.loads(text, object_hook=_json_hook)
 
 
-# ----------------------------------------------------------------------------------- msgpack
-
-_EXT_DATETIME, _EXT_DATE, _EXT_TIME, _EXT_TIMEDELTA = 1, 2, 3, 4
-_EXT_UUID, _EXT_DECIMAL, _EXT_SET, _EXT_FROZENSET, _EXT_TUPLE = 5, 6, 7, 8, 9
-_EXT_BIGINT = 10
-_INT64_MIN, _UINT64_MAX = -(2**63), 2**64 - 1
-
-
-class _BigInt:
-    """An int outside MessagePack's 64-bit range, packed as its decimal text."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: int) -> None:
-        self.value = value
-
-
-def _wrap_bigints(obj: Any) -> Any:
-    """A copy of ``obj`` with out-of-range ints wrapped (only used after msgpack overflowed)."""
-    t = type(obj)
-    if t is int:
-        return _BigInt(obj) if not _INT64_MIN <= obj <= _UINT64_MAX else obj
-    if t is dict:
-        return {_wrap_bigints(k): _wrap_bigints(v) for k, v in obj.items()}
-    if t is list:
-        return [_wrap_bigints(v) for v in obj]
-    if t in (tuple, set, frozenset):
-        return t(_wrap_bigints(v) for v in obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _wrap_bigints({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
-    return obj
-
-
-def _msgpack_default(obj: Any) -> Any:
-    t = type(obj)
-    if t is tuple:
-        return msgpack.ExtType(_EXT_TUPLE, _packb(list(obj)))
-    if t is dt.datetime:
-        return msgpack.ExtType(_EXT_DATETIME, obj.isoformat().encode())
-    if t is dt.date:
-        return msgpack.ExtType(_EXT_DATE, obj.isoformat().encode())
-    if t is dt.time:
-        return msgpack.ExtType(_EXT_TIME, obj.isoformat().encode())
-    if t is dt.timedelta:
-        return msgpack.ExtType(_EXT_TIMEDELTA, _packb([obj.days, obj.seconds, obj.microseconds]))
-    if t is uuid.UUID:
-        return msgpack.ExtType(_EXT_UUID, obj.bytes)
-    if t is Decimal:
-        return msgpack.ExtType(_EXT_DECIMAL, str(obj).encode())
-    if t is set:
-        return msgpack.ExtType(_EXT_SET, _packb(list(obj)))
-    if t is frozenset:
-        return msgpack.ExtType(_EXT_FROZENSET, _packb(list(obj)))
-    if t is bytearray:
-        return bytes(obj)
-    if t is _BigInt:
-        return msgpack.ExtType(_EXT_BIGINT, str(obj.value).encode())
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    for base, conv in _SUBCLASS_FALLBACKS:
-        if isinstance(obj, base):
-            return conv(obj)
-    raise TypeError(f"{t.__module__}.{t.__qualname__}")
-
-
-def _packb(obj: Any) -> bytes:
-    # strict_types: a tuple (or a subclass of a basic type) goes through `default`, so it is
-    # tagged instead of silently becoming a list.
-    try:
-        return msgpack.packb(obj, default=_msgpack_default, strict_types=True, use_bin_type=True)
-    except OverflowError:
-        return msgpack.packb(_wrap_bigints(obj), default=_msgpack_default, strict_types=True,
-                             use_bin_type=True)
-
-
-def _msgpack_ext_hook(code: int, data: bytes) -> Any:
-    if code == _EXT_TUPLE:
-        return tuple(_unpackb(data))
-    if code == _EXT_DATETIME:
-        return dt.datetime.fromisoformat(data.decode())
-    if code == _EXT_DATE:
-        return dt.date.fromisoformat(data.decode())
-    if code == _EXT_TIME:
-        return dt.time.fromisoformat(data.decode())
-    if code == _EXT_TIMEDELTA:
-        d, s, us = _unpackb(data)
-        return dt.timedelta(days=d, seconds=s, microseconds=us)
-    if code == _EXT_UUID:
-        return uuid.UUID(bytes=data)
-    if code == _EXT_DECIMAL:
-        return Decimal(data.decode())
-    if code == _EXT_BIGINT:
-        return int(data.decode())
-    if code == _EXT_SET:
-        return set(_unpackb(data))
-    if code == _EXT_FROZENSET:
-        return frozenset(_unpackb(data))
-    return msgpack.ExtType(code, data)
+# ------------------------------------------------------------------- blob bodies, nesting checked
 
 
 def _json_body(body: bytes) -> Any:
-    if _TAG_BYTES in body:
-        return json.loads(body, object_hook=_json_hook)
-    return json.loads(body)
+    """A plain JSON blob's value (nesting checked). Raises ValueError."""
+    value = json.loads(body, object_hook=_json_hook) if _TAG_BYTES in body else json.loads(body)
+    if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
+        raise ValueError(depth_message())
+    return value
 
 
-def _unpackb(blob: bytes) -> Any:
-    return msgpack.unpackb(blob, ext_hook=_msgpack_ext_hook, raw=False, strict_map_key=False,
-                           use_list=True)
+def _msgpack_nests(value: Any, body: bytes) -> bool:
+    """Whether ``value``, packed or unpacked as ``body`` (longer than MAX_DEPTH bytes: the
+    callers test that inline), nests past the limit."""
+    if type(value) in _FLAT:  # a long string or bytes nests nothing: no need to read it
+        return False
+    if SEEN.containers:  # tuples or sets (exts) were involved: look at the value itself
+        SEEN.containers = False
+        return too_deep(value)
+    return msgpack_too_deep(body)
+
+
+def _msgpack_body(body: bytes) -> Any:
+    """A plain MessagePack blob's value (nesting checked). Raises ValueError and msgpack's errors."""
+    value = _unpackb(body)
+    if len(body) > MAX_DEPTH and _msgpack_nests(value, body):
+        raise ValueError(depth_message())
+    return value
+
+
+def _pickle_body(body: bytes) -> Any:
+    value = pickle.loads(body)
+    if len(body) > MAX_DEPTH and too_deep(value):
+        raise ValueError(depth_message())
+    return value
+
+
+def _undecodable(fmt: str, exc: Exception) -> CorruptDataError:
+    # msgpack's parse stack holds 1,024 levels: past them is past the limit. A RecursionError is
+    # that too, or a caller already hundreds of frames deep.
+    why = (depth_message() if isinstance(exc, msgpack.StackError)
+           else f"{depth_message()}, or too deep for the caller's call stack"
+           if isinstance(exc, RecursionError) else exc)
+    return CorruptDataError(f"cannot decode {fmt} blob: {why}")
 
 
 # -------------------------------------------------------------------------------- Serializer
@@ -323,12 +268,20 @@ class Serializer:
                 body = encode_json_text(data).encode("utf-8")
             elif self.format == "msgpack":
                 body = _packb(data)
+                if len(body) > MAX_DEPTH and _msgpack_nests(data, body):
+                    raise ValueError(depth_message())
             else:
                 body = pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+                if len(body) > MAX_DEPTH and too_deep(data):
+                    raise ValueError(depth_message())
         except (TypeError, ValueError, OverflowError, RecursionError, pickle.PicklingError,
                 AttributeError) as exc:
+            # msgpack's own limit (1,024) is the same refusal; Python's recursion limit is hit
+            # before 200 levels only when the caller's stack is already hundreds of frames deep.
+            why = (depth_message() if too_deep(data) else _STACK_TOO_DEEP
+                   if isinstance(exc, RecursionError) else exc)
             raise SerializationError(
-                f"cannot serialize {type(data).__name__} with {self.format}: {exc}") from exc
+                f"cannot serialize {type(data).__name__} with {self.format}: {why}") from exc
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6, mtime=0)
         if self.format == "pickle":
@@ -348,9 +301,12 @@ class Serializer:
 
         def encode(data: Any) -> bytes:
             try:
-                return header + pack(data)
+                body = pack(data)
             except Exception:  # big ints, or an error to name: the one-value path says which
                 return serialize(data)
+            if len(body) > MAX_DEPTH and _msgpack_nests(data, body):
+                return serialize(data)  # raises, saying so
+            return header + body
 
         return encode
 
@@ -363,7 +319,7 @@ class Serializer:
         header and may raise anything: the caller then uses :meth:`deserialize`, which says
         what is wrong."""
         if self.compression is None and self.format == "msgpack":
-            return _PLAIN_MSGPACK, _unpackb
+            return _PLAIN_MSGPACK, _msgpack_body
         if self.compression is None and self.format == "json":
             return _PLAIN_JSON, _json_body
         return None
@@ -378,18 +334,15 @@ class Serializer:
         """
         head = blob[:3]
         if head == _PLAIN_JSON:  # the common case, kept short
-            body = blob[3:]
             try:
-                if _TAG_BYTES in body:
-                    return json.loads(body, object_hook=_json_hook)
-                return json.loads(body)
+                return _json_body(blob[3:])
             except Exception as exc:
-                raise CorruptDataError(f"cannot decode json blob: {exc}") from exc
+                raise _undecodable("json", exc) from exc
         if head == _PLAIN_MSGPACK:
             try:
-                return _unpackb(blob[3:])
+                return _msgpack_body(blob[3:])
             except Exception as exc:
-                raise CorruptDataError(f"cannot decode msgpack blob: {exc}") from exc
+                raise _undecodable("msgpack", exc) from exc
         if type(blob) is not bytes:
             if isinstance(blob, (bytearray, memoryview)):
                 blob = bytes(blob)
@@ -416,12 +369,12 @@ class Serializer:
             if compression == "gzip":
                 body = gzip.decompress(body)
             if fmt == "json":
-                return decode_json_text(body)
+                return _json_body(body)
             if fmt == "msgpack":
-                return _unpackb(body)
-            return pickle.loads(body)
+                return _msgpack_body(body)
+            return _pickle_body(body)
         except Exception as exc:  # any decoding failure means the bytes are not what we wrote
-            raise CorruptDataError(f"cannot decode {fmt} blob: {exc}") from exc
+            raise _undecodable(fmt, exc) from exc
 
     @staticmethod
     def detect(blob: bytes) -> str:

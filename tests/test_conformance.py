@@ -18,6 +18,7 @@ import pytest
 from kvstore import (InvalidKeyError, InvalidTTLError, KVStoreError, NotAnIntegerError,
                      PersistenceStore, SerializationError)
 from kvstore.keyrules import MAX_KEY_BYTES
+from kvstore.nesting import MAX_DEPTH
 
 VALUES = [
     {"user": "ann", "roles": ["admin", "dev"], "n": 3, "ok": True, "none": None},
@@ -225,6 +226,24 @@ def test_unserializable_value_raises_and_writes_nothing(case, store):
     assert "'new2'" in str(err.value)
     assert store.load("keep") == "old"
     assert not store.exists("new1")
+
+
+def test_nesting_limit_is_the_same_on_every_store(case, store):
+    if not case.serializes:
+        pytest.skip("a MemoryStore without serializer keeps any object")
+    at_limit: object = 1
+    for _ in range(MAX_DEPTH):
+        at_limit = [at_limit]
+    store.save("deep", at_limit)
+    assert store.load("deep") == at_limit
+    store.save_many({"deep:1": at_limit, "deep:2": {"k": 1}})
+    assert store.load_many(["deep:1"]) == {"deep:1": at_limit}
+    for call in (lambda: store.save("deep", [at_limit]), lambda: store.add("deeper", [at_limit]),
+                 lambda: store.save_many({"new": 1, "deeper": [at_limit]})):
+        with pytest.raises(SerializationError, match=f"'deep(er)?'.*deeper than {MAX_DEPTH} levels"):
+            call()
+    assert store.load("deep") == at_limit
+    assert not store.exists("new") and not store.exists("deeper")
 
 
 @pytest.mark.parametrize("key", ["ключ:значение", "日本語/テスト", "emoji:😀🎉", "spaces in key",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 import os
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kvstore import ConfigError, CorruptDataError, SerializationError, Serializer
+from kvstore.nesting import MAX_DEPTH
 
 SECRET = b"test-secret"
 ALL = [("json", None), ("json", "gzip"), ("msgpack", None), ("msgpack", "gzip"),
@@ -199,3 +201,130 @@ def test_property_round_trip(value):
 
 def test_no_marker_left_in_cwd():
     assert not os.path.exists("pwned")
+
+
+# -- one nesting limit for every format (kvstore.nesting) --------------------------------------------
+
+
+@dataclasses.dataclass
+class _Box:
+    inside: object
+
+
+_WRAPS = {
+    "list": lambda v, i: [v],
+    "dict": lambda v, i: {"k": v},
+    "tuple": lambda v, i: (v,),
+    "int-key dict": lambda v, i: {1: v},
+    "frozenset": lambda v, i: frozenset([v]),
+    "dataclass": lambda v, i: _Box(v),
+    "mixed": lambda v, i: ([v], {"k": v}, (v,), _Box(v))[i % 4],
+}
+
+
+def _nested(kind: str, depth: int, inner: object = 1) -> object:
+    """``depth`` containers of ``kind`` in one another (``inner`` being the last, if it is one)."""
+    value = inner
+    for i in range(depth - (1 if isinstance(inner, (list, frozenset)) else 0)):
+        value = _WRAPS[kind](value, i)
+    return value
+
+
+@pytest.mark.parametrize("kind", list(_WRAPS))
+@pytest.mark.parametrize("fmt,comp", ALL)
+def test_every_format_takes_the_limit_and_refuses_one_more(fmt, comp, kind):
+    s = Serializer(fmt, compression=comp, secret=SECRET)
+    empty = frozenset() if kind == "frozenset" else []
+    for at_limit in (_nested(kind, MAX_DEPTH), _nested(kind, MAX_DEPTH, inner=empty)):
+        back = s.deserialize(s.serialize(at_limit))
+        assert back == at_limit or kind in ("dataclass", "mixed")  # dataclasses come back as dicts
+    for too_deep in (_nested(kind, MAX_DEPTH + 1), _nested(kind, MAX_DEPTH + 1, inner=empty)):
+        with pytest.raises(SerializationError, match=f"deeper than {MAX_DEPTH} levels"):
+            s.serialize(too_deep)
+
+
+@pytest.mark.parametrize("fmt", ["json", "msgpack"])
+def test_batch_encoder_applies_the_limit(fmt):
+    encode = Serializer(fmt).batch_encoder()
+    assert encode(_nested("list", MAX_DEPTH))
+    with pytest.raises(SerializationError, match=f"deeper than {MAX_DEPTH} levels"):
+        encode(_nested("list", MAX_DEPTH + 1))
+
+
+def _deep_blob(name: str, depth: int) -> bytes:
+    """A blob nested ``depth`` deep, written by hand (kvstore itself refuses to write it)."""
+    import msgpack
+
+    if name == "json":
+        return b"\xc1j-" + b"[" * depth + b"]" * depth
+    if name == "msgpack":
+        return b"\xc1m-" + b"\x91" * (depth - 1) + b"\x90"
+    if name == "pickle":  # EMPTY_LIST opcodes, then APPENDs: lists in one another
+        return b"\xc1p-\x80\x04" + b"]" * depth + b"a" * (depth - 1) + b"."
+    tuples = msgpack.packb(1)
+    for _ in range(depth):
+        tuples = msgpack.packb(msgpack.ExtType(9, b"\x91" + tuples))
+    return b"\xc1m-" + tuples
+
+
+@pytest.mark.parametrize("name", ["json", "msgpack", "msgpack-tuples", "pickle"])
+def test_decoding_refuses_blobs_nested_past_the_limit(name):
+    s = Serializer("json", secret=SECRET)
+
+    def signed(blob: bytes) -> bytes:
+        if not blob.startswith(b"\xc1p-"):
+            return blob
+        import hashlib
+        import hmac
+
+        body = blob[3:]
+        return blob[:3] + hmac.new(SECRET, blob[:3] + body, hashlib.sha256).digest() + body
+
+    assert s.deserialize(signed(_deep_blob(name, MAX_DEPTH)))
+    for depth in (MAX_DEPTH + 1, 1000, 3000 if name == "msgpack-tuples" else 100_000):
+        with pytest.raises(CorruptDataError, match=f"deeper than {MAX_DEPTH} levels"):
+            s.deserialize(signed(_deep_blob(name, depth)))
+
+
+def test_nested_tuples_do_not_crash_the_reader():
+    """On 195 nested tuples, msgpack.unpackb's 40 KB C stack frames per level crashed the
+    process (SIGSEGV) on load, in any thread; run in a child so that a crash is a failure."""
+    import subprocess
+    import sys
+
+    code = ("import threading; from kvstore import Serializer\n"
+            "v = 1\nfor _ in range(200): v = (v,)\n"
+            "s = Serializer('msgpack'); b = s.serialize(v)\n"
+            "t = threading.Thread(target=lambda: print(s.deserialize(b) == v)); t.start(); t.join()\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1])))
+    assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr[-500:]
+
+
+def test_nesting_check_keeps_no_state_between_values_or_threads():
+    """The check reuses a primed unpacker per thread: interleaved values of every size, in
+    several threads at once, each get their own verdict."""
+    import threading
+
+    s = Serializer("msgpack")
+    at_limit, past = _nested("list", MAX_DEPTH), _nested("list", MAX_DEPTH + 1)
+    wide = [[i] for i in range(20_000)]  # bigger than the reused buffer
+    errors: list[str] = []
+
+    def run() -> None:
+        for _ in range(50):
+            for value, ok in ((at_limit, True), (past, False), (wide, True), ({"a": 1}, True)):
+                try:
+                    s.deserialize(s.serialize(value))
+                    if not ok:
+                        errors.append("accepted one level too deep")
+                except SerializationError:
+                    if ok:
+                        errors.append(f"refused a value within the limit ({len(str(value))})")
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []

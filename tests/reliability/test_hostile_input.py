@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from kvstore import (FileStore, InvalidKeyError, MemoryStore, SerializationError, SQLiteStore)
 from kvstore.keyrules import MAX_KEY_BYTES
+from kvstore.nesting import MAX_DEPTH
 
 COUNTER = {"inputs": 0}
 
@@ -111,18 +112,25 @@ def test_path_escapes_never_write_outside(tmp_path, key):
 
 
 def test_deep_nesting_is_refused_not_stored_unreadable(tmp_path):
-    store = SQLiteStore(path=tmp_path / "d.db")
+    """One limit in every format: 100,000 levels (past every codec's own limit) and one level
+    past MAX_DEPTH are both refused before anything is written."""
+    stores = [SQLiteStore(path=tmp_path / "d.db"),
+              SQLiteStore(path=tmp_path / "m.db", serializer="msgpack"),
+              FileStore(base_path=tmp_path / "j"), FileStore(base_path=tmp_path / "m", format="msgpack"),
+              MemoryStore(serializer="msgpack")]
     deep: list = []
     for _ in range(100_000):
         deep = [deep]
-    with pytest.raises(SerializationError):
-        store.save("deep", deep)
-    assert not store.exists("deep")
     ok: list = []
-    for _ in range(200):
+    for _ in range(MAX_DEPTH - 1):
         ok = [ok]
-    store.save("ok", ok)
-    assert store.load("ok") == ok
+    for store in stores:
+        for bad in (deep, [ok]):
+            with pytest.raises(SerializationError, match="'deep'"):
+                store.save("deep", bad)
+            assert not store.exists("deep")
+        store.save("ok", ok)
+        assert store.load("ok") == ok
 
 
 def test_huge_value_and_huge_key(tmp_path):
