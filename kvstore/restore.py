@@ -199,9 +199,13 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
             raise BackupError(f"{folder}: the backup has store {store_name!r}, which this "
                               f"manager does not have ({', '.join(core.stores)})")
     with_logs = isinstance(manifest.get("version"), int) and manifest["version"] >= 2
-    parts = [_Part(folder, name, info, core.stores[name], with_logs)
-             for name, info in manifest["stores"].items()]
-    counts = {part.name: part.validate() for part in parts}
+    # SQLite first (its copy is one online backup), Redis last (the one store that needs no
+    # copy: reading a big Redis back takes longest).
+    parts = sorted((_Part(folder, name, info, core.stores[name], with_logs)
+                    for name, info in manifest["stores"].items()),
+                   key=lambda p: 0 if isinstance(p.store, SQLiteStore) else 1 + p.store.optimistic)
+    counts = {name: 0 for name in manifest["stores"]}  # in the backup's order
+    counts.update((part.name, part.validate()) for part in parts)
     for part in parts:  # an unavailable store fails here, before anything changes
         part.store.exists("kvstore-restore-probe")
     copies = _spare_folder(core) if len(parts) > 1 else None
