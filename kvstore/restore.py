@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 from ._fs import make_private_dirs
 from .backup import BackupError, verify_backup, write_part
 from .config import default_data_dir
-from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
+from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
+                     StoreUnavailableError)
 from .replacing import LogRecords, Row
 from .store import PersistenceStore, decode_stored
 from .stores.sqlite import SQLiteStore
@@ -263,7 +264,10 @@ def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
                 raise BackupError(msg + f"; NOT put back (they hold the backup's contents): "
                                   f"{', '.join(left)}") from exc
             error: Exception = BackupError(msg)
-            if isinstance(exc, KVStoreError):  # the same kind of error, saying what was done
+            # A store's own failure keeps its kind (unavailable...); data it refused is the
+            # backup's fault: BackupError.
+            if isinstance(exc, KVStoreError) and not isinstance(exc, (InvalidKeyError,
+                                                                      SerializationError)):
                 try:
                     error = type(exc)(msg)
                 except TypeError:
