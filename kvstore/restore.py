@@ -132,8 +132,8 @@ class _Part:
                 if rec.is_blob and store.serializer is not None:
                     store._decode(rec.name, payload)
             except KVStoreError as exc:
-                raise BackupError(f"{self._where(loc, rec)}: {exc}; the store {self.name!r} would "
-                                  "refuse it, nothing was changed") from exc
+                raise BackupError(f"{self._where(loc, rec)} (for store {self.name!r}): {exc}; "
+                                  "nothing was changed") from exc
             if rec.ttl is None or rec.ttl > 0:
                 keys += 1
         self._check_counts(len(seen), len(logs), records)

@@ -87,18 +87,23 @@ def _fill(pm: PersistenceManager, n: int = 21) -> None:
         pm.stores[name].save_many({f"{prefix}{i:03d}": {"i": i, "at": (i, "x")} for i in range(n)})
 
 
+def _rechecksum(path: Path, store: str, **fields: Any) -> None:
+    """Make the manifest's size and sha256 of ``store``'s part match the part as it is now."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    info = manifest["stores"][store]
+    info.update(fields)
+    data = (path / info["file"]).read_bytes()
+    info.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _rewrite_part(path: Path, store: str, lines: list[str]) -> None:
     """Make ``store``'s part the JSON Lines ``lines``, with the manifest's size and checksum
     recomputed, as a damaged copy of a backup would be."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    info = manifest["stores"][store]
+    info = json.loads((path / "manifest.json").read_text())["stores"][store]
     (path / info["file"]).unlink()
-    part = path / f"{store}.jsonl"
-    part.write_text("".join(lines), encoding="utf-8")
-    data = part.read_bytes()
-    info.update(file=part.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    info.pop("keys", None), info.pop("logs", None), info.pop("log_records", None)
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / f"{store}.jsonl").write_text("".join(lines), encoding="utf-8")
+    _rechecksum(path, store, file=f"{store}.jsonl", keys=len(lines), logs=0, log_records=0)
 
 
 def _edit_sqlite_part(path: Path, sql: str, *params: Any) -> None:
@@ -110,10 +115,7 @@ def _edit_sqlite_part(path: Path, sql: str, *params: Any) -> None:
     con.execute(sql, params)
     con.commit()
     con.close()
-    manifest = json.loads((path / "manifest.json").read_text())
-    data = part.read_bytes()
-    manifest["stores"]["database"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    _rechecksum(path, "database")
 
 
 def _raw_lines(store: Any) -> list[str]:
@@ -140,6 +142,18 @@ def test_a_part_with_one_damaged_line_changes_nothing(pm_redis, store):
         pm.restore(path)
     assert _contents(pm) == before
     assert len(before[store][0]) == 22
+
+
+def test_a_part_missing_a_line_is_refused_by_its_counts(pm):
+    _fill(pm)
+    path = pm.backup()
+    part = path / "file.jsonl"
+    part.write_text("".join(part.read_text().splitlines(keepends=True)[1:]))  # one key less
+    _rechecksum(path, "file")  # the checksum matches the shortened part; the counts do not
+    before = _contents(pm)
+    with pytest.raises(BackupError, match="holds 20 keys, the manifest says 21"):
+        pm.restore(path)
+    assert _contents(pm) == before
 
 
 def test_a_sqlite_row_that_does_not_decode_changes_nothing(pm):
