@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 from ._fs import make_private_dirs
-from .backup import BackupError, verify_backup, write_part
+from .backup import BackupError, verify_backup, write_manifest, write_part
 from .config import default_data_dir
 from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
                      StoreUnavailableError)
@@ -210,20 +210,33 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
     for part in parts:  # an unavailable store fails here, before anything changes
         part.store.exists("kvstore-restore-probe")
     copies = _spare_folder(core) if len(parts) > 1 else None
+    keep = False
     try:
-        # The stores a later failure would have to put back: all but the last.
-        try:
-            undo = {p.name: _Part(copies, p.name, write_part(p.name, p.store, copies), p.store,
-                                  True) for p in parts[:-1] if copies is not None}
-        except OSError as exc:
-            raise StoreUnavailableError(f"restore: cannot write the copy of the stores' current "
-                                        f"contents in {copies}: {exc}; nothing was changed") from exc
-        _replace(parts, undo, counts, progress)
+        undo = _copy_current(parts[:-1], copies) if copies is not None else {}
+        _replace(parts, undo, counts, progress, copies)
+    except BackupError as exc:
+        keep = getattr(exc, "copy_kept", False)
+        raise
     finally:
-        if copies is not None:
+        if copies is not None and not keep:
             shutil.rmtree(copies, ignore_errors=True)
     core.forget_routes()
     return counts
+
+
+def _copy_current(parts: list[_Part], copies: Path) -> dict[str, _Part]:
+    """What the stores a later failure would put back hold now, as a backup in ``copies`` (a
+    restore killed halfway leaves it behind, restorable like any backup)."""
+    import datetime as dt
+
+    try:
+        infos = {p.name: write_part(p.name, p.store, copies) for p in parts}
+        write_manifest(copies, infos, dt.datetime.now(dt.timezone.utc),
+                       {"note": "the stores' contents before a restore, kept if it was stopped"})
+    except OSError as exc:
+        raise StoreUnavailableError(f"restore: cannot write the copy of the stores' current "
+                                    f"contents in {copies}: {exc}; nothing was changed") from exc
+    return {p.name: _Part(copies, p.name, infos[p.name], p.store, True) for p in parts}
 
 
 def _spare_folder(core: "Core") -> Path:
@@ -242,7 +255,7 @@ def _spare_folder(core: "Core") -> Path:
 
 
 def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
-             progress: Callable[[int], None] | None) -> None:
+             progress: Callable[[int], None] | None, copies: Path | None) -> None:
     done: list[_Part] = []
     total = 0
     for part in parts:
@@ -261,8 +274,11 @@ def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
             msg = (f"restore: store {part.name!r} failed ({type(exc).__name__}: {exc}); it was "
                    f"left as it was" + (f", and {back} put back as it was" if back else ""))
             if left:
-                raise BackupError(msg + f"; NOT put back (they hold the backup's contents): "
-                                  f"{', '.join(left)}") from exc
+                kept = BackupError(msg + f"; NOT put back (they hold the backup's contents): "
+                                   f"{', '.join(left)}; what they held before is kept in "
+                                   f"{copies} (restore it from there)")
+                kept.copy_kept = True  # type: ignore[attr-defined]
+                raise kept from exc
             error: Exception = BackupError(msg)
             # A store's own failure keeps its kind (unavailable...); data it refused is the
             # backup's fault: BackupError.

@@ -472,3 +472,26 @@ def test_a_sqlite_tier_backup_with_a_nul_key_into_postgresql_changes_nothing(pm_
     _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:a\x00b")
     assert pm_pg.restore(path)["database"] == 5
     assert pm_pg.load("prefs:s3") == 3 and not pm_pg.exists("prefs:0")
+
+
+def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeypatch):
+    path = _changed_since_backup(pm)
+    before = _contents(pm)
+    db = pm.stores["database"]
+    real, calls = db._replace_from_file, []
+
+    def second_call_fails(*args: Any) -> None:  # the restore works, putting back does not
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(*args)
+
+    monkeypatch.setattr(db, "_replace_from_file", second_call_fails)
+    monkeypatch.setattr(pm.stores["file"], "_replace_all", lambda rows, logs: 1 / 0)
+    with pytest.raises(BackupError, match="NOT put back.*database") as caught:
+        pm.restore(path)
+    kept = Path(str(caught.value).split("is kept in ")[1].split(" (")[0])
+    assert kept.name.startswith(".tmp-restore-") and (kept / "manifest.json").exists()
+    monkeypatch.undo()
+    assert pm.restore(kept) == {"cache": len(before["cache"][0]), "database": len(before["database"][0])}
+    assert _contents(pm) == before
