@@ -9,9 +9,14 @@
    raises :class:`~kvstore.backup.BackupError` naming the part and line; nothing has changed.
 3. Each store's keys and logs are replaced at once (``store._replace_all``: one transaction on
    SQLite and PostgreSQL, one script on Redis, staged files renamed together on the file
-   store), so a store that fails is left as it was. Before the first store changes, the others'
-   contents are copied into a temporary folder beside the backups; if a later store fails, the
-   earlier ones are put back from that copy before the error is raised.
+   store), so a store that fails is left as it was. The stores go SQLite first, Redis last;
+   before the first one changes, every store but the last is copied, as a backup, into a
+   ``.tmp-restore-*`` folder beside the backups; if a later store fails, the earlier ones are
+   put back from that copy before the error is raised. The copy is removed at the end, and
+   kept (the error names it) when putting a store back failed too, or the process was killed.
+
+Not all or nothing under a crash: a restore killed halfway can leave some stores restored and
+others not (the file store partly renamed); running it again brings the backup back.
 
 Logs: a backup made with manifest ``version`` 2 or later brings logs back exactly (records
 written since are gone, deleted logs come back, same numbers); one made before logs were backed
