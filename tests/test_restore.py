@@ -460,7 +460,7 @@ def test_a_sqlite_tier_backup_with_a_nul_key_into_postgresql_changes_nothing(pm_
             source.save(f"prefs:s{i}", i)
         path = source.backup()
     # the key with NUL that SQLite could hold
-    _edit_sqlite_part(path, "INSERT INTO kvstore (key, value) VALUES (?, x'31')", "prefs:a\x00b")
+    _edit_sqlite_part(path, "INSERT INTO kvstore (key, value) VALUES (?, x'31')", "prefs:nul\x00b")
     for i in range(30):
         pm_pg.save(f"prefs:{i}", {"i": i})
     pm_pg.save("cache:c", 1), pm_pg.save("config:f", 2)
@@ -469,7 +469,7 @@ def test_a_sqlite_tier_backup_with_a_nul_key_into_postgresql_changes_nothing(pm_
         pm_pg.restore(path)
     assert _contents(pm_pg) == before and len(before["database"][0]) == 30
     pm_pg.stores["database"].clear()  # a backup without that key restores across tiers
-    _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:a\x00b")
+    _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:nul\x00b")
     assert pm_pg.restore(path)["database"] == 5
     assert pm_pg.load("prefs:s3") == 3 and not pm_pg.exists("prefs:0")
 
