@@ -25,15 +25,18 @@ up (``version`` 1) leaves the stores' logs as they are.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import shutil
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
-from ._fs import make_private_dirs
+from ._fs import fsync_dir, make_private_dirs, open_abandoned
 from .backup import BackupError, verify_backup, write_manifest, write_part
 from .config import default_data_dir
 from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
@@ -46,9 +49,10 @@ from .transfer import _READER, Record, key_payload, log_payload, parse_record
 if TYPE_CHECKING:
     from .core import Core
 
-__all__ = ["restore_backup"]
+__all__ = ["restore_backup", "recover_restores"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_MARKER = "RESTORING"
 
 
 class _Part:
@@ -214,19 +218,65 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
     counts.update((part.name, part.validate()) for part in parts)
     for part in parts:  # an unavailable store fails here, before anything changes
         part.store.exists("kvstore-restore-probe")
-    copies = _spare_folder(core) if len(parts) > 1 else None
+    copies = _spare_folder(core)
     keep = False
     try:
-        undo = _copy_current(parts[:-1], copies) if copies is not None else {}
-        _replace(parts, undo, counts, progress, copies)
+        undo = _copy_current(parts[:-1], copies) if len(parts) > 1 else {}
+        with _marked(copies, folder):
+            _replace(parts, undo, counts, progress, copies)
     except BackupError as exc:
         keep = getattr(exc, "copy_kept", False)
         raise
     finally:
-        if copies is not None and not keep:
+        if not keep:
             shutil.rmtree(copies, ignore_errors=True)
     core.forget_routes()
     return counts
+
+
+@contextmanager
+def _marked(copies: Path, backup: Path) -> Iterator[None]:
+    """While the stores change: a marker naming the backup, flock-held by this process. A
+    manager that opens and can take the lock knows the restore was killed, and finishes it
+    (:func:`recover_restores`). A restore that ends, or fails as it reports, removes it."""
+    path = copies / _MARKER
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"backup": str(backup.resolve())}).encode())
+        os.fsync(fd)
+        fsync_dir(copies)
+        yield
+    finally:
+        os.unlink(path)
+        os.close(fd)
+
+
+def recover_restores(core: "Core", on_error: Callable[[BaseException], None] | None = None) -> int:
+    """Finish the restores a killed process left halfway (run when a manager opens, like the
+    commit journal's recovery): each is run again from its backup, so the stores end up all
+    restored. One that cannot be finished now (a store unavailable) is kept for the next open.
+    Returns how many were finished."""
+    spare = (core.config.backup.path or default_data_dir() / "backups").expanduser()
+    finished = 0
+    for marker in sorted(spare.glob(f".tmp-restore-*/{_MARKER}")):
+        fd = open_abandoned(marker)
+        if fd is None:  # its process is alive and still restoring (or has just finished)
+            continue
+        try:
+            data = os.read(fd, 1 << 16)
+            try:
+                if data:  # empty: killed before it was written, nothing had changed
+                    restore_backup(core, json.loads(data)["backup"])
+                    finished += 1
+            except Exception as exc:  # kept: the next manager tries again
+                if on_error is not None:
+                    on_error(exc)
+                continue
+            shutil.rmtree(marker.parent, ignore_errors=True)
+        finally:
+            os.close(fd)
+    return finished
 
 
 def _copy_current(parts: list[_Part], copies: Path) -> dict[str, _Part]:

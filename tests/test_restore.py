@@ -495,3 +495,25 @@ def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeyp
     monkeypatch.undo()
     assert pm.restore(kept) == {"cache": len(before["cache"][0]), "database": len(before["database"][0])}
     assert _contents(pm) == before
+
+
+def test_a_restore_left_halfway_is_finished_once_its_process_is_gone(pm, tmp_path):
+    import fcntl
+
+    from kvstore.restore import recover_restores
+
+    path = _changed_since_backup(pm)
+    before = _contents(pm)
+    copies = tmp_path / "backups" / ".tmp-restore-killed"  # what a killed restore leaves
+    copies.mkdir()
+    fd = os.open(copies / "RESTORING", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps({"backup": str(path)}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)  # still held: its process is alive and restoring
+    assert recover_restores(pm._core) == 0 and _contents(pm) == before
+    os.close(fd)  # the process is gone
+    assert recover_restores(pm._core) == 1
+    finished = _contents(pm)
+    assert not copies.exists() and finished != before
+    pm.restore(path)
+    assert _contents(pm) == finished  # what the restore would have given
+    assert recover_restores(pm._core) == 0
