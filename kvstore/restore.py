@@ -13,10 +13,13 @@
    before the first one changes, every store but the last is copied, as a backup, into a
    ``.tmp-restore-*`` folder beside the backups; if a later store fails, the earlier ones are
    put back from that copy before the error is raised. The copy is removed at the end, and
-   kept (the error names it) when putting a store back failed too, or the process was killed.
+   kept (the error names it) when putting a store back failed too.
 
-Not all or nothing under a crash: a restore killed halfway can leave some stores restored and
-others not (the file store partly renamed); running it again brings the backup back.
+A crash: while the stores change, a marker in the copy folder names the backup, flock-held by
+the restoring process. A restore killed halfway (some stores restored, the file store partly
+renamed) is finished by the next manager that opens (:func:`recover_restores`, run next to the
+commit journal's recovery): it runs the restore again from the backup, so the stores end up all
+restored, never out of step.
 
 Logs: a backup made with manifest ``version`` 2 or later brings logs back exactly (records
 written since are gone, deleted logs come back, same numbers); one made before logs were backed
