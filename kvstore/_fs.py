@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 from pathlib import Path
 
-__all__ = ["make_private_dirs", "fsync_dir"]
+__all__ = ["make_private_dirs", "fsync_dir", "open_abandoned"]
 
 
 def make_private_dirs(path: Path) -> None:
@@ -40,3 +41,19 @@ def fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def open_abandoned(path: Path) -> int | None:
+    """A descriptor of ``path``, locked, when the process that wrote it (and held its ``flock``
+    while working) is gone; None when it is still alive or the file was removed meanwhile.
+    The lock dies with its holder, so a killed process never looks alive (a pid could)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd

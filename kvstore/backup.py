@@ -112,6 +112,21 @@ def write_part(store_name: str, store: PersistenceStore, folder: Path) -> dict[s
             "log_records": records, **extra, "bytes": part.stat().st_size, "sha256": _sha256(part)}
 
 
+def write_manifest(folder: Path, parts: dict[str, Any], now: dt.datetime,
+                   extra: dict[str, Any]) -> None:
+    """Write (and fsync) ``folder``'s manifest for ``parts`` (entries of :func:`write_part`)."""
+    from . import __version__
+
+    manifest = {"format": "kvstore-backup", "version": VERSION, "kvstore_version": __version__,
+                "created_at": now.isoformat(), "stores": parts, **extra}
+    fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(manifest, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    fsync_dir(folder)
+
+
 def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
                   progress: Callable[[int], None] | None = None,
                   skip_unavailable: bool = False) -> Path:
@@ -121,8 +136,6 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
     :class:`StoreUnavailableError` naming it, and nothing is written; with
     ``skip_unavailable`` it is left out instead (the manifest lists it under ``skipped``).
     """
-    from . import __version__
-
     folder = Path(dest) if dest is not None else (core.config.backup.path or default_data_dir() / "backups")
     folder = folder.expanduser()
     make_private_dirs(folder)
@@ -149,16 +162,7 @@ def create_backup(core: "Core", dest: str | os.PathLike[str] | None = None,
             total += parts[store_name]["keys"]
             if progress is not None:
                 progress(total)
-        manifest = {"format": "kvstore-backup", "version": VERSION, "kvstore_version": __version__,
-                    "created_at": now.isoformat(), "stores": parts}
-        if skipped:
-            manifest["skipped"] = skipped
-        fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(manifest, fh, indent=2)
-            fh.flush()
-            os.fsync(fh.fileno())
-        fsync_dir(tmp)
+        write_manifest(tmp, parts, now, {"skipped": skipped} if skipped else {})
         final = folder / name
         os.replace(tmp, final)
         fsync_dir(folder)

@@ -42,6 +42,9 @@ class Lifecycle:
         journal.recover(self.core.stores,
                         lambda exc: self.core.emit_error("journal", "transaction", exc))
         self.core.journal = journal
+        from .restore import recover_restores  # a restore a killed process left halfway
+
+        recover_restores(self.core, lambda exc: self.core.emit_error("restore", "backup", exc))
         self.load_snapshot()
         if config.memory.autosave and config.memory.snapshot:
             self._start_thread("kvstore-autosave", "memory", config.memory.autosave,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Iterable
 
-from ._marks import MISSING
 
 if TYPE_CHECKING:
     from .store import PersistenceStore
@@ -41,14 +40,9 @@ def dump_logs(store: "PersistenceStore") -> list[LogRecords]:
 
 
 def _dump_rows(store: "PersistenceStore") -> list[Row]:
-    out: list[Row] = []
-    after = None
-    while True:
-        page = store._rows("", after, _PAGE)
-        if not page:
-            return out
-        out += [row for row in page if row[1] is not MISSING]
-        after = page[-1][0]
+    from .transfer import iter_rows
+
+    return [row for page in iter_rows(store, batch=_PAGE) for row in page]
 
 
 def _overwrite(store: "PersistenceStore", rows: Iterable[Row],

@@ -9,9 +9,17 @@
    raises :class:`~kvstore.backup.BackupError` naming the part and line; nothing has changed.
 3. Each store's keys and logs are replaced at once (``store._replace_all``: one transaction on
    SQLite and PostgreSQL, one script on Redis, staged files renamed together on the file
-   store), so a store that fails is left as it was. Before the first store changes, the others'
-   contents are copied into a temporary folder beside the backups; if a later store fails, the
-   earlier ones are put back from that copy before the error is raised.
+   store), so a store that fails is left as it was. The stores go SQLite first, Redis last;
+   before the first one changes, every store but the last is copied, as a backup, into a
+   ``.tmp-restore-*`` folder beside the backups; if a later store fails, the earlier ones are
+   put back from that copy before the error is raised. The copy is removed at the end, and
+   kept (the error names it) when putting a store back failed too.
+
+A crash: while the stores change, a marker in the copy folder names the backup, flock-held by
+the restoring process. A restore killed halfway (some stores restored, the file store partly
+renamed) is finished by the next manager that opens (:func:`recover_restores`, run next to the
+commit journal's recovery): it runs the restore again from the backup, so the stores end up all
+restored, never out of step.
 
 Logs: a backup made with manifest ``version`` 2 or later brings logs back exactly (records
 written since are gone, deleted logs come back, same numbers); one made before logs were backed
@@ -20,18 +28,22 @@ up (``version`` 1) leaves the stores' logs as they are.
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import secrets
 import shutil
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
-from ._fs import make_private_dirs
-from .backup import BackupError, verify_backup, write_part
+from ._fs import fsync_dir, make_private_dirs, open_abandoned
+from .backup import BackupError, verify_backup, write_manifest, write_part
 from .config import default_data_dir
-from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
+from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
+                     StoreUnavailableError)
 from .replacing import LogRecords, Row
 from .store import PersistenceStore, decode_stored
 from .stores.sqlite import SQLiteStore
@@ -40,9 +52,10 @@ from .transfer import _READER, Record, key_payload, log_payload, parse_record
 if TYPE_CHECKING:
     from .core import Core
 
-__all__ = ["restore_backup"]
+__all__ = ["restore_backup", "recover_restores"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_MARKER = "RESTORING"
 
 
 class _Part:
@@ -131,8 +144,8 @@ class _Part:
                 if rec.is_blob and store.serializer is not None:
                     store._decode(rec.name, payload)
             except KVStoreError as exc:
-                raise BackupError(f"{self._where(loc, rec)}: {exc}; the store {self.name!r} would "
-                                  "refuse it, nothing was changed") from exc
+                raise BackupError(f"{self._where(loc, rec)} (for store {self.name!r}): {exc}; "
+                                  "nothing was changed") from exc
             if rec.ttl is None or rec.ttl > 0:
                 keys += 1
         self._check_counts(len(seen), len(logs), records)
@@ -199,26 +212,89 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
             raise BackupError(f"{folder}: the backup has store {store_name!r}, which this "
                               f"manager does not have ({', '.join(core.stores)})")
     with_logs = isinstance(manifest.get("version"), int) and manifest["version"] >= 2
-    parts = [_Part(folder, name, info, core.stores[name], with_logs)
-             for name, info in manifest["stores"].items()]
-    counts = {part.name: part.validate() for part in parts}
+    # SQLite first (its copy is one online backup), Redis last (the one store that needs no
+    # copy: reading a big Redis back takes longest).
+    parts = sorted((_Part(folder, name, info, core.stores[name], with_logs)
+                    for name, info in manifest["stores"].items()),
+                   key=lambda p: 0 if isinstance(p.store, SQLiteStore) else 1 + p.store.optimistic)
+    counts = {name: 0 for name in manifest["stores"]}  # in the backup's order
+    counts.update((part.name, part.validate()) for part in parts)
     for part in parts:  # an unavailable store fails here, before anything changes
         part.store.exists("kvstore-restore-probe")
-    copies = _spare_folder(core) if len(parts) > 1 else None
+    copies = _spare_folder(core)
+    keep = False
     try:
-        # The stores a later failure would have to put back: all but the last.
-        try:
-            undo = {p.name: _Part(copies, p.name, write_part(p.name, p.store, copies), p.store,
-                                  True) for p in parts[:-1] if copies is not None}
-        except OSError as exc:
-            raise StoreUnavailableError(f"restore: cannot write the copy of the stores' current "
-                                        f"contents in {copies}: {exc}; nothing was changed") from exc
-        _replace(parts, undo, counts, progress)
+        undo = _copy_current(parts[:-1], copies) if len(parts) > 1 else {}
+        with _marked(copies, folder):
+            _replace(parts, undo, counts, progress, copies)
+    except BackupError as exc:
+        keep = getattr(exc, "copy_kept", False)
+        raise
     finally:
-        if copies is not None:
+        if not keep:
             shutil.rmtree(copies, ignore_errors=True)
     core.forget_routes()
     return counts
+
+
+@contextmanager
+def _marked(copies: Path, backup: Path) -> Iterator[None]:
+    """While the stores change: a marker naming the backup, flock-held by this process. A
+    manager that opens and can take the lock knows the restore was killed, and finishes it
+    (:func:`recover_restores`). A restore that ends, or fails as it reports, removes it."""
+    path = copies / _MARKER
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.write(fd, json.dumps({"backup": str(backup.resolve())}).encode())
+        os.fsync(fd)
+        fsync_dir(copies)
+        yield
+    finally:
+        os.unlink(path)
+        os.close(fd)
+
+
+def recover_restores(core: "Core", on_error: Callable[[BaseException], None] | None = None) -> int:
+    """Finish the restores a killed process left halfway (run when a manager opens, like the
+    commit journal's recovery): each is run again from its backup, so the stores end up all
+    restored. One that cannot be finished now (a store unavailable) is kept for the next open.
+    Returns how many were finished."""
+    spare = (core.config.backup.path or default_data_dir() / "backups").expanduser()
+    finished = 0
+    for marker in sorted(spare.glob(f".tmp-restore-*/{_MARKER}")):
+        fd = open_abandoned(marker)
+        if fd is None:  # its process is alive and still restoring (or has just finished)
+            continue
+        try:
+            data = os.read(fd, 1 << 16)
+            try:
+                if data:  # empty: killed before it was written, nothing had changed
+                    restore_backup(core, json.loads(data)["backup"])
+                    finished += 1
+            except Exception as exc:  # kept: the next manager tries again
+                if on_error is not None:
+                    on_error(exc)
+                continue
+            shutil.rmtree(marker.parent, ignore_errors=True)
+        finally:
+            os.close(fd)
+    return finished
+
+
+def _copy_current(parts: list[_Part], copies: Path) -> dict[str, _Part]:
+    """What the stores a later failure would put back hold now, as a backup in ``copies`` (a
+    restore killed halfway leaves it behind, restorable like any backup)."""
+    import datetime as dt
+
+    try:
+        infos = {p.name: write_part(p.name, p.store, copies) for p in parts}
+        write_manifest(copies, infos, dt.datetime.now(dt.timezone.utc),
+                       {"note": "the stores' contents before a restore, kept if it was stopped"})
+    except OSError as exc:
+        raise StoreUnavailableError(f"restore: cannot write the copy of the stores' current "
+                                    f"contents in {copies}: {exc}; nothing was changed") from exc
+    return {p.name: _Part(copies, p.name, infos[p.name], p.store, True) for p in parts}
 
 
 def _spare_folder(core: "Core") -> Path:
@@ -237,7 +313,7 @@ def _spare_folder(core: "Core") -> Path:
 
 
 def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
-             progress: Callable[[int], None] | None) -> None:
+             progress: Callable[[int], None] | None, copies: Path | None) -> None:
     done: list[_Part] = []
     total = 0
     for part in parts:
@@ -256,10 +332,16 @@ def _replace(parts: list[_Part], undo: dict[str, _Part], counts: dict[str, int],
             msg = (f"restore: store {part.name!r} failed ({type(exc).__name__}: {exc}); it was "
                    f"left as it was" + (f", and {back} put back as it was" if back else ""))
             if left:
-                raise BackupError(msg + f"; NOT put back (they hold the backup's contents): "
-                                  f"{', '.join(left)}") from exc
+                kept = BackupError(msg + f"; NOT put back (they hold the backup's contents): "
+                                   f"{', '.join(left)}; what they held before is kept in "
+                                   f"{copies} (restore it from there)")
+                kept.copy_kept = True  # type: ignore[attr-defined]
+                raise kept from exc
             error: Exception = BackupError(msg)
-            if isinstance(exc, KVStoreError):  # the same kind of error, saying what was done
+            # A store's own failure keeps its kind (unavailable...); data it refused is the
+            # backup's fault: BackupError.
+            if isinstance(exc, KVStoreError) and not isinstance(exc, (InvalidKeyError,
+                                                                      SerializationError)):
                 try:
                     error = type(exc)(msg)
                 except TypeError:

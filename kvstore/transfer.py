@@ -41,6 +41,15 @@ def iter_rows(store: PersistenceStore, prefix: str = "", after: str | None = Non
               batch: int = BATCH) -> Iterator[list[tuple[str, Any, float | None]]]:
     """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
     ``batch`` keys per query (one query per page where the store can: SQLite, PostgreSQL)."""
+    if type(store)._rows is PersistenceStore._rows:
+        # No native paging (Redis, files, memory): each page would list every key again (a
+        # million Redis keys: a thousand full SCANs), so the keys are listed once.
+        keys = sorted(k for k in store._keys(prefix) if after is None or k > after)
+        for i in range(0, len(keys), batch):
+            live = [row for row in store._snapshot(keys[i:i + batch]) if row[1] is not MISSING]
+            if live:
+                yield live
+        return
     while True:
         rows = store._rows(prefix, after, batch)
         if not rows:

@@ -87,18 +87,23 @@ def _fill(pm: PersistenceManager, n: int = 21) -> None:
         pm.stores[name].save_many({f"{prefix}{i:03d}": {"i": i, "at": (i, "x")} for i in range(n)})
 
 
+def _rechecksum(path: Path, store: str, **fields: Any) -> None:
+    """Make the manifest's size and sha256 of ``store``'s part match the part as it is now."""
+    manifest = json.loads((path / "manifest.json").read_text())
+    info = manifest["stores"][store]
+    info.update(fields)
+    data = (path / info["file"]).read_bytes()
+    info.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
 def _rewrite_part(path: Path, store: str, lines: list[str]) -> None:
     """Make ``store``'s part the JSON Lines ``lines``, with the manifest's size and checksum
     recomputed, as a damaged copy of a backup would be."""
-    manifest = json.loads((path / "manifest.json").read_text())
-    info = manifest["stores"][store]
+    info = json.loads((path / "manifest.json").read_text())["stores"][store]
     (path / info["file"]).unlink()
-    part = path / f"{store}.jsonl"
-    part.write_text("".join(lines), encoding="utf-8")
-    data = part.read_bytes()
-    info.update(file=part.name, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    info.pop("keys", None), info.pop("logs", None), info.pop("log_records", None)
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    (path / f"{store}.jsonl").write_text("".join(lines), encoding="utf-8")
+    _rechecksum(path, store, file=f"{store}.jsonl", keys=len(lines), logs=0, log_records=0)
 
 
 def _edit_sqlite_part(path: Path, sql: str, *params: Any) -> None:
@@ -110,10 +115,7 @@ def _edit_sqlite_part(path: Path, sql: str, *params: Any) -> None:
     con.execute(sql, params)
     con.commit()
     con.close()
-    manifest = json.loads((path / "manifest.json").read_text())
-    data = part.read_bytes()
-    manifest["stores"]["database"].update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    (path / "manifest.json").write_text(json.dumps(manifest))
+    _rechecksum(path, "database")
 
 
 def _raw_lines(store: Any) -> list[str]:
@@ -142,6 +144,18 @@ def test_a_part_with_one_damaged_line_changes_nothing(pm_redis, store):
     assert len(before[store][0]) == 22
 
 
+def test_a_part_missing_a_line_is_refused_by_its_counts(pm):
+    _fill(pm)
+    path = pm.backup()
+    part = path / "file.jsonl"
+    part.write_text("".join(part.read_text().splitlines(keepends=True)[1:]))  # one key less
+    _rechecksum(path, "file")  # the checksum matches the shortened part; the counts do not
+    before = _contents(pm)
+    with pytest.raises(BackupError, match="holds 20 keys, the manifest says 21"):
+        pm.restore(path)
+    assert _contents(pm) == before
+
+
 def test_a_sqlite_row_that_does_not_decode_changes_nothing(pm):
     _fill(pm)
     path = pm.backup()
@@ -165,7 +179,7 @@ def test_a_nul_key_part_into_postgresql_is_refused_and_nothing_changes(pm_pg):
     _rewrite_part(path, "database", [json.dumps(bad) + "\n", *lines[1:]])
     pm.save("config:x", "changed since")
     before = _contents(pm)
-    with pytest.raises(KVStoreError) as caught:
+    with pytest.raises(BackupError) as caught:
         pm.restore(path)
     assert "psycopg" not in type(caught.value).__module__
     assert "nul" in str(caught.value).lower()
@@ -446,15 +460,60 @@ def test_a_sqlite_tier_backup_with_a_nul_key_into_postgresql_changes_nothing(pm_
             source.save(f"prefs:s{i}", i)
         path = source.backup()
     # the key with NUL that SQLite could hold
-    _edit_sqlite_part(path, "INSERT INTO kvstore (key, value) VALUES (?, x'31')", "prefs:a\x00b")
+    _edit_sqlite_part(path, "INSERT INTO kvstore (key, value) VALUES (?, x'31')", "prefs:nul\x00b")
     for i in range(30):
         pm_pg.save(f"prefs:{i}", {"i": i})
     pm_pg.save("cache:c", 1), pm_pg.save("config:f", 2)
     before = _contents(pm_pg)
-    with pytest.raises(KVStoreError, match="(?i)nul"):
+    with pytest.raises(BackupError, match="(?i)nul"):
         pm_pg.restore(path)
     assert _contents(pm_pg) == before and len(before["database"][0]) == 30
     pm_pg.stores["database"].clear()  # a backup without that key restores across tiers
-    _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:a\x00b")
+    _edit_sqlite_part(path, "DELETE FROM kvstore WHERE key = ?", "prefs:nul\x00b")
     assert pm_pg.restore(path)["database"] == 5
     assert pm_pg.load("prefs:s3") == 3 and not pm_pg.exists("prefs:0")
+
+
+def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeypatch):
+    path = _changed_since_backup(pm)
+    before = _contents(pm)
+    db = pm.stores["database"]
+    real, calls = db._replace_from_file, []
+
+    def second_call_fails(*args: Any) -> None:  # the restore works, putting back does not
+        calls.append(args)
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real(*args)
+
+    monkeypatch.setattr(db, "_replace_from_file", second_call_fails)
+    monkeypatch.setattr(pm.stores["file"], "_replace_all", lambda rows, logs: 1 / 0)
+    with pytest.raises(BackupError, match="NOT put back.*database") as caught:
+        pm.restore(path)
+    kept = Path(str(caught.value).split("is kept in ")[1].split(" (")[0])
+    assert kept.name.startswith(".tmp-restore-") and (kept / "manifest.json").exists()
+    monkeypatch.undo()
+    assert pm.restore(kept) == {"cache": len(before["cache"][0]), "database": len(before["database"][0])}
+    assert _contents(pm) == before
+
+
+def test_a_restore_left_halfway_is_finished_once_its_process_is_gone(pm, tmp_path):
+    import fcntl
+
+    from kvstore.restore import recover_restores
+
+    path = _changed_since_backup(pm)
+    before = _contents(pm)
+    copies = tmp_path / "backups" / ".tmp-restore-killed"  # what a killed restore leaves
+    copies.mkdir()
+    fd = os.open(copies / "RESTORING", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, json.dumps({"backup": str(path)}).encode())
+    fcntl.flock(fd, fcntl.LOCK_EX)  # still held: its process is alive and restoring
+    assert recover_restores(pm._core) == 0 and _contents(pm) == before
+    os.close(fd)  # the process is gone
+    assert recover_restores(pm._core) == 1
+    finished = _contents(pm)
+    assert not copies.exists() and finished != before
+    pm.restore(path)
+    assert _contents(pm) == finished  # what the restore would have given
+    assert recover_restores(pm._core) == 0
