@@ -21,7 +21,7 @@ Image = tuple[str, Any, "float | None"]
 class Before:
     """One store's share of a transaction's undo information."""
 
-    __slots__ = ("token", "recorded", "images")
+    __slots__ = ("token", "recorded", "images", "marked")
 
     def __init__(self, token: str, recorded: bool = False) -> None:
         #: Names this commit (the same for every store of one transaction).
@@ -30,6 +30,9 @@ class Before:
         #: of the committer (it is removed once the record is); otherwise it only has to
         #: outlast the commit call.
         self.recorded = recorded
+        #: Set by a store that marks this commit under ``token`` (see ``_outcome``): recovery
+        #: asks it whether the commit was applied before undoing it.
+        self.marked = False
         #: The before-images of the written keys, once the store has read them under its lock.
         self.images: list[Image] | None = None
 

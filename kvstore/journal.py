@@ -45,8 +45,9 @@ _SUFFIX = ".kvjournal"
 _TEMP = ".kvjournal-tmp"
 _MISSING, _KEEP = "missing", "keep"
 
-#: One part of a record: (store name, its writes, its images, or None: the store's marker has them).
-RecordPart = tuple[str, list[Op], "list[Image] | None"]
+#: One part of a record: (store name, its writes, its images (None: the store's marker has
+#: them), whether the store marked the commit: recovery asks it whether it was applied).
+RecordPart = tuple[str, list[Op], "list[Image] | None", bool]
 
 
 def _pack_blob(blob: Any) -> Any:
@@ -79,8 +80,8 @@ class Journal:
         once complete, so a record recovery finds is always whole."""
         make_private_dirs(self.folder)
         record = [[name, [[k, _pack_blob(b), _pack_ttl(t)] for k, b, t in ops],
-                   None if images is None else [[k, _pack_blob(b), t] for k, b, t in images]]
-                  for name, ops, images in parts]
+                   None if images is None else [[k, _pack_blob(b), t] for k, b, t in images],
+                   marked] for name, ops, images, marked in parts]
         data = msgpack.packb({"version": 2, "token": token, "parts": record}, use_bin_type=True)
         name = secrets.token_hex(8)
         temp, path = self.folder / f"{name}{_TEMP}", self.folder / f"{name}{_SUFFIX}"
@@ -169,18 +170,20 @@ class Journal:
         token = record.get("token", "")
         kept: list[str] = []
         marked: list[PersistenceStore] = []
-        for name, ops, images in record["parts"]:
+        for name, ops, images, *flags in record["parts"]:
             store = stores.get(name)
             if store is None:
                 continue
             applied = [(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops]
-            if images is None:  # the store's marker says whether it ran, and what it replaced
-                before = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
+            before = None if images is None else [(k, _unpack_blob(b), t) for k, b, t in images]
+            if flags and flags[0]:  # the store's marker says whether it committed (for good)
+                found = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
                 marked.append(store)
-                if before is None:
+                if found is None:
                     continue
-            else:
-                before = [(k, _unpack_blob(b), t) for k, b, t in images]
+                before = before if before is not None else found
+            if before is None:
+                continue
             left = store._undo(applied, before)
             if left:
                 # A key that holds its image was never written (the store did not commit):

@@ -246,7 +246,8 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
         nonlocal handle
         if record:
             handle = journal.begin(token, [  # type: ignore[union-attr]
-                (p.name, p.ops, befores[p.name].images) for p in durable])
+                (p.name, p.ops, befores[p.name].images, befores[p.name].marked)
+                for p in durable])
 
     try:
         _commit_in_order(order, befores, locked)
@@ -268,10 +269,11 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
 
 
 def _forget(order: list[Part], befores: dict[str, Before]) -> None:
-    """Drop the optimistic stores' markers of a commit that is over (after its record)."""
+    """Drop the stores' markers of a journaled commit that is over (after its record)."""
     for p in order:
-        if p.store.optimistic and p.name in befores and befores[p.name].recorded:
-            p.store._forget(befores[p.name].token)
+        before = befores.get(p.name)
+        if before is not None and before.marked and before.recorded:
+            p.store._forget(before.token)
 
 
 def _commit_in_order(order: list[Part], befores: dict[str, Before],

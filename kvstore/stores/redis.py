@@ -506,6 +506,8 @@ class RedisStore(PersistenceStore):
             # before the journal records them (a save landing before the commit can be lost
             # to an undo; keep such keys on a single node).
             before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+        elif before is not None:
+            before.marked = True
         yield
         if before is not None and not self.cluster:
             self._commit_marked(ops, checks, before)
