@@ -238,7 +238,7 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     # Undo information for every part that could commit before another one fails: all but
     # the outermost, which commits last (and the outermost too, for the journal); an
     # optimistic store always marks its commit, so a lost reply can be settled.
-    befores = {p.name: Before(token, record) for p in written
+    befores = {p.name: Before(token, record, record or len(written) > 1) for p in written
                if record or p is not order[0] or p.store.optimistic}
     handle: Any = None
 
@@ -250,7 +250,7 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
                 for p in durable])
 
     try:
-        _commit_in_order(order, befores, locked)
+        _commit_in_order(order, befores, locked, record)
     except TransactionError as error:
         if handle is not None:
             if getattr(error, "outcome", None) == "in doubt":
@@ -277,7 +277,7 @@ def _forget(order: list[Part], befores: dict[str, Before]) -> None:
 
 
 def _commit_in_order(order: list[Part], befores: dict[str, Before],
-                     locked: Callable[[], None]) -> None:
+                     locked: Callable[[], None], recorded: bool) -> None:
     committed: list[Part] = []
     failure: list[Part] = []
     try:
@@ -302,9 +302,11 @@ def _commit_in_order(order: list[Part], befores: dict[str, Before],
             undone = ", ".join(p.name for p in committed) or "nothing had been written"
             if outcome == "in doubt":
                 msg = (f"transaction in doubt in store {name!r} ({type(exc).__name__}: {exc}); "
-                       f"rolled back: {undone}; {name!r} may or may not have applied its part: "
-                       "the commit journal keeps the record, and the next transaction or "
-                       f"manager to open settles it (undoes {name!r}'s part if it was applied)")
+                       f"rolled back: {undone}; {name!r} may or may not have applied its part "
+                       "(all of it or none of it): " + (
+                           "the commit journal keeps the record, and the next transaction or "
+                           f"manager to open settles it (undoes {name!r}'s part if it was "
+                           "applied)" if recorded else "no journal records this commit"))
             else:
                 msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
                        f"undone: every store is as it was (rolled back: {undone})")
