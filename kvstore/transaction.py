@@ -234,18 +234,25 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     record = journal is not None and (len(durable) > 1 or any(
         not p.store.crash_atomic and len(p.ops) > 1 for p in durable) or (
         len(written) > 1 and any(p.store.optimistic for p in durable)))
+    # Over servers only (PostgreSQL, Redis), the record goes where every machine sees it.
+    shared = next((j for j in (p.store._shared_journal() for p in durable) if j is not None),
+                  None) if record and all(p.store.shares_data for p in durable) else None
     token = secrets.token_hex(16)
     # Undo information for every part that could commit before another one fails: all but
     # the outermost, which commits last (and the outermost too, for the journal); an
     # optimistic store always marks its commit, so a lost reply can be settled.
     befores = {p.name: Before(token, record, record or len(written) > 1) for p in written
                if record or p is not order[0] or p.store.optimistic}
+    keeper = journal if shared is None else shared
+    if shared is not None:
+        for p in durable:
+            befores[p.name].holds_record = p.store._shared_journal() is shared
     handle: Any = None
 
     def locked() -> None:  # every lock held, nothing visible yet: record the commit
         nonlocal handle
         if record:
-            handle = journal.begin(token, [  # type: ignore[union-attr]
+            handle = keeper.begin(token, [  # type: ignore[union-attr]
                 (p.name, p.ops, befores[p.name].images, befores[p.name].marked)
                 for p in durable])
 
@@ -254,17 +261,19 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     except TransactionError as error:
         if handle is not None:
             if getattr(error, "outcome", None) == "in doubt":
-                journal.release(handle)  # type: ignore[union-attr]
+                keeper.release(handle)  # type: ignore[union-attr]
+                if shared is not None:
+                    journal.left.append(token)  # type: ignore[union-attr]
                 raise
-            journal.end(handle)  # type: ignore[union-attr]
+            keeper.end(handle)  # type: ignore[union-attr]
         _forget(order, befores)
         raise
     except BaseException:  # not a store's failure (KeyboardInterrupt): the undo ran
         if handle is not None:
-            journal.end(handle)  # type: ignore[union-attr]
+            keeper.end(handle)  # type: ignore[union-attr]
         raise
     if handle is not None:
-        journal.end(handle)  # type: ignore[union-attr]
+        keeper.end(handle)  # type: ignore[union-attr]
     _forget(order, befores)
 
 

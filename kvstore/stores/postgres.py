@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple, cast
 
 from .._commit import Before
+from .pg_journal import TableJournal, record_key
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
@@ -476,6 +477,15 @@ class PostgresStore(PersistenceStore):
                                      "VALUES (%(key)s, '')", {"key": _tx_key(before.token)})  # type: ignore[union-attr]
                         before.marked = True  # type: ignore[union-attr]
                     yield
+                    if before is not None and before.holds_record:  # committed together
+                        if conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s '
+                                        "RETURNING 1", {"key": record_key(before.token)}
+                                        ).fetchone() is None:
+                            # A recovery took the record (this committer's journal connection
+                            # died): it undoes the commit, so this part must not apply.
+                            raise StoreUnavailableError(
+                                f"PostgreSQL at {_mask(self.dsn)}: this commit's journal "
+                                "record was recovered meanwhile; nothing was written")
                     committing = True
             except self._connection_errors as exc:
                 if not (committing and marked):
@@ -567,6 +577,14 @@ class PostgresStore(PersistenceStore):
     def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
         # The images are in the journal's record: [] says "it committed".
         return [] if self._committed(token) else None
+
+    shares_data = True
+
+    def _shared_journal(self) -> Any:
+        journal = self.__dict__.get("_table_journal")
+        if journal is None:
+            journal = self.__dict__["_table_journal"] = TableJournal(self)
+        return journal
 
     def _forget(self, token: str) -> None:
         try:

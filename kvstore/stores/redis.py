@@ -506,6 +506,7 @@ class RedisStore(PersistenceStore):
         return names, args
 
     optimistic = True
+    shares_data = True
 
     @contextmanager
     def _committing(self, ops: list[Op], checks: list[Check],
