@@ -21,15 +21,24 @@ Image = tuple[str, Any, "float | None"]
 class Before:
     """One store's share of a transaction's undo information."""
 
-    __slots__ = ("token", "recorded", "images")
+    __slots__ = ("token", "recorded", "undoable", "images", "marked", "holds_record")
 
-    def __init__(self, token: str, recorded: bool = False) -> None:
+    def __init__(self, token: str, recorded: bool = False, undoable: bool = True) -> None:
         #: Names this commit (the same for every store of one transaction).
         self.token = token
         #: Whether the commit journal records this commit: a marker must then outlast a crash
         #: of the committer (it is removed once the record is); otherwise it only has to
         #: outlast the commit call.
         self.recorded = recorded
+        #: False when nothing can undo this store's part (it is the only one): a marker then
+        #: needs no images.
+        self.undoable = undoable
+        #: Set by a store that marks this commit under ``token`` (see ``_outcome``): recovery
+        #: asks it whether the commit was applied before undoing it.
+        self.marked = False
+        #: True when the commit's journal record is kept by this store (a shared journal): its
+        #: part deletes the record in the same transaction as its writes.
+        self.holds_record = False
         #: The before-images of the written keys, once the store has read them under its lock.
         self.images: list[Image] | None = None
 

@@ -45,8 +45,9 @@ _SUFFIX = ".kvjournal"
 _TEMP = ".kvjournal-tmp"
 _MISSING, _KEEP = "missing", "keep"
 
-#: One part of a record: (store name, its writes, its images, or None: the store's marker has them).
-RecordPart = tuple[str, list[Op], "list[Image] | None"]
+#: One part of a record: (store name, its writes, its images (None: the store's marker has
+#: them), whether the store marked the commit: recovery asks it whether it was applied).
+RecordPart = tuple[str, list[Op], "list[Image] | None", bool]
 
 
 def _pack_blob(blob: Any) -> Any:
@@ -70,18 +71,16 @@ class Journal:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        #: Records this process left in doubt; its next transaction settles them first.
-        self.left: list[Path] = []
+        #: Records this process left in doubt (paths; tokens of shared records); its next
+        #: transaction settles them first.
+        self.left: list[Any] = []
 
     def begin(self, token: str, parts: list[RecordPart]) -> tuple[Path, int]:
         """Write and fsync the record of a commit; returns the handle :meth:`end` takes. The
         record stays locked by this process until then. It appears under its final name only
         once complete, so a record recovery finds is always whole."""
         make_private_dirs(self.folder)
-        record = [[name, [[k, _pack_blob(b), _pack_ttl(t)] for k, b, t in ops],
-                   None if images is None else [[k, _pack_blob(b), t] for k, b, t in images]]
-                  for name, ops, images in parts]
-        data = msgpack.packb({"version": 2, "token": token, "parts": record}, use_bin_type=True)
+        data = pack_record(token, parts)
         name = secrets.token_hex(8)
         temp, path = self.folder / f"{name}{_TEMP}", self.folder / f"{name}{_SUFFIX}"
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -121,7 +120,7 @@ class Journal:
         try:
             names = sorted(os.listdir(self.folder))
         except FileNotFoundError:
-            return 0
+            names = []
         undone = 0
         for name in names:
             if name.endswith(_TEMP):
@@ -129,6 +128,21 @@ class Journal:
             elif name.endswith(_SUFFIX) and self._recover_one(self.folder / name, stores,
                                                               on_error):
                 undone += 1
+        return undone + self._recover_shared(stores, on_error)
+
+    def _recover_shared(self, stores: Mapping[str, PersistenceStore],
+                        on_error: Callable[[BaseException], None] | None) -> int:
+        """The records servers keep for every machine (see ``kvstore.stores.pg_journal``)."""
+        undone = 0
+        for store in {id(s): s for s in stores.values()}.values():
+            shared = store._shared_journal()
+            if shared is None:
+                continue
+            try:
+                undone += shared.recover(stores, on_error, self.left)
+            except Exception as exc:  # the server is down: the next try settles it
+                if on_error is not None:
+                    on_error(exc)
         return undone
 
     def _recover_one(self, path: Path, stores: Mapping[str, PersistenceStore],
@@ -146,51 +160,70 @@ class Journal:
                 return False
             with open(fd, "rb", closefd=False) as fh:
                 data = fh.read()
-            try:
-                kept = self._undo(msgpack.unpackb(data, raw=False), stores) if data else []
-            except Exception as exc:  # keep the record: the next try settles it
-                if on_error is not None:
-                    on_error(exc)
+            if not undo_record(data, stores, on_error):
                 return False
             _remove(path)
             if path in self.left:
                 self.left.remove(path)
-            if kept and on_error is not None:
-                on_error(TransactionError(
-                    f"recovered an interrupted transaction; left as they are (changed since "
-                    f"by another writer): {', '.join(kept)}"))
             return True
         finally:
             os.close(fd)
 
-    @staticmethod
-    def _undo(record: dict[str, Any], stores: Mapping[str, PersistenceStore]) -> list[str]:
-        """Undo every part of ``record``; the keys left alone (``store:key``)."""
-        token = record.get("token", "")
-        kept: list[str] = []
-        marked: list[PersistenceStore] = []
-        for name, ops, images in record["parts"]:
-            store = stores.get(name)
-            if store is None:
+
+def pack_record(token: str, parts: list[RecordPart]) -> bytes:
+    """A commit record (MessagePack): the token and every part."""
+    record = [[name, [[k, _pack_blob(b), _pack_ttl(t)] for k, b, t in ops],
+               None if images is None else [[k, _pack_blob(b), t] for k, b, t in images],
+               marked] for name, ops, images, marked in parts]
+    return bytes(msgpack.packb({"version": 2, "token": token, "parts": record}, use_bin_type=True))
+
+
+def undo_record(data: bytes, stores: Mapping[str, PersistenceStore],
+                on_error: Callable[[BaseException], None] | None) -> bool:
+    """Undo the commit recorded in ``data``; False when it cannot be done now (the error goes
+    to ``on_error``; keep the record). Keys left alone are reported to ``on_error`` too."""
+    try:
+        kept = _undo(msgpack.unpackb(data, raw=False), stores) if data else []
+    except Exception as exc:  # keep the record: the next try settles it
+        if on_error is not None:
+            on_error(exc)
+        return False
+    if kept and on_error is not None:
+        on_error(TransactionError(
+            f"recovered an interrupted transaction; left as they are (changed since by another "
+            f"writer): {', '.join(kept)}"))
+    return True
+
+
+def _undo(record: dict[str, Any], stores: Mapping[str, PersistenceStore]) -> list[str]:
+    """Undo every part of ``record``; the keys left alone (``store:key``)."""
+    token = record.get("token", "")
+    kept: list[str] = []
+    marked: list[PersistenceStore] = []
+    for name, ops, images, *flags in record["parts"]:
+        store = stores.get(name)
+        if store is None:
+            continue
+        applied = [(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops]
+        before = None if images is None else [(k, _unpack_blob(b), t) for k, b, t in images]
+        if flags and flags[0]:  # the store's marker says whether it committed (for good)
+            found = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
+            marked.append(store)
+            if found is None:
                 continue
-            applied = [(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops]
-            if images is None:  # the store's marker says whether it ran, and what it replaced
-                before = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
-                marked.append(store)
-                if before is None:
-                    continue
-            else:
-                before = [(k, _unpack_blob(b), t) for k, b, t in images]
-            left = store._undo(applied, before)
-            if left:
-                # A key that holds its image was never written (the store did not commit):
-                # nothing to report. Anything else was changed by another writer.
-                old = {k: b for k, b, _ in before}
-                now = {k: b for k, b, _ in store._snapshot(left)}
-                kept += [f"{name}:{k}" for k in left if not same_blob(now[k], old.get(k, MISSING))]
-        for store in marked:
-            store._forget(token)
-        return kept
+            before = before if before is not None else found
+        if before is None:
+            continue
+        left = store._undo(applied, before)
+        if left:
+            # A key that holds its image was never written (the store did not commit):
+            # nothing to report. Anything else was changed by another writer.
+            old = {k: b for k, b, _ in before}
+            now = {k: b for k, b, _ in store._snapshot(left)}
+            kept += [f"{name}:{k}" for k in left if not same_blob(now[k], old.get(k, MISSING))]
+    for store in marked:
+        store._forget(token)
+    return kept
 
 
 def _remove(path: Path) -> None:

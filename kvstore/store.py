@@ -670,6 +670,14 @@ class PersistenceStore(ABC):
     def _forget(self, token: str) -> None:
         """Drop what the commit named ``token`` recorded (it is over); best effort."""
 
+    #: True for a server every machine reaches (PostgreSQL, Redis): a transaction over such
+    #: stores only records its commit where they all can see it (:meth:`_shared_journal`).
+    shares_data: bool = False
+
+    def _shared_journal(self) -> Any:
+        """A commit journal other machines see, kept by this store (PostgreSQL), or None."""
+        return None
+
     def _exists(self, key: str) -> bool:
         return self._get(key) is not MISSING
 

@@ -234,48 +234,59 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     record = journal is not None and (len(durable) > 1 or any(
         not p.store.crash_atomic and len(p.ops) > 1 for p in durable) or (
         len(written) > 1 and any(p.store.optimistic for p in durable)))
+    # Over servers only (PostgreSQL, Redis), the record goes where every machine sees it.
+    shared = next((j for j in (p.store._shared_journal() for p in durable) if j is not None),
+                  None) if record and all(p.store.shares_data for p in durable) else None
     token = secrets.token_hex(16)
     # Undo information for every part that could commit before another one fails: all but
     # the outermost, which commits last (and the outermost too, for the journal); an
     # optimistic store always marks its commit, so a lost reply can be settled.
-    befores = {p.name: Before(token, record) for p in written
+    befores = {p.name: Before(token, record, record or len(written) > 1) for p in written
                if record or p is not order[0] or p.store.optimistic}
+    keeper = journal if shared is None else shared
+    if shared is not None:
+        for p in durable:
+            befores[p.name].holds_record = p.store._shared_journal() is shared
     handle: Any = None
 
     def locked() -> None:  # every lock held, nothing visible yet: record the commit
         nonlocal handle
         if record:
-            handle = journal.begin(token, [  # type: ignore[union-attr]
-                (p.name, p.ops, befores[p.name].images) for p in durable])
+            handle = keeper.begin(token, [  # type: ignore[union-attr]
+                (p.name, p.ops, befores[p.name].images, befores[p.name].marked)
+                for p in durable])
 
     try:
-        _commit_in_order(order, befores, locked)
+        _commit_in_order(order, befores, locked, record)
     except TransactionError as error:
         if handle is not None:
             if getattr(error, "outcome", None) == "in doubt":
-                journal.release(handle)  # type: ignore[union-attr]
+                keeper.release(handle)  # type: ignore[union-attr]
+                if shared is not None:
+                    journal.left.append(token)  # type: ignore[union-attr]
                 raise
-            journal.end(handle)  # type: ignore[union-attr]
+            keeper.end(handle)  # type: ignore[union-attr]
         _forget(order, befores)
         raise
     except BaseException:  # not a store's failure (KeyboardInterrupt): the undo ran
         if handle is not None:
-            journal.end(handle)  # type: ignore[union-attr]
+            keeper.end(handle)  # type: ignore[union-attr]
         raise
     if handle is not None:
-        journal.end(handle)  # type: ignore[union-attr]
+        keeper.end(handle)  # type: ignore[union-attr]
     _forget(order, befores)
 
 
 def _forget(order: list[Part], befores: dict[str, Before]) -> None:
-    """Drop the optimistic stores' markers of a commit that is over (after its record)."""
+    """Drop the stores' markers of a journaled commit that is over (after its record)."""
     for p in order:
-        if p.store.optimistic and p.name in befores and befores[p.name].recorded:
-            p.store._forget(befores[p.name].token)
+        before = befores.get(p.name)
+        if before is not None and before.marked and before.recorded:
+            p.store._forget(before.token)
 
 
 def _commit_in_order(order: list[Part], befores: dict[str, Before],
-                     locked: Callable[[], None]) -> None:
+                     locked: Callable[[], None], recorded: bool) -> None:
     committed: list[Part] = []
     failure: list[Part] = []
     try:
@@ -300,9 +311,11 @@ def _commit_in_order(order: list[Part], befores: dict[str, Before],
             undone = ", ".join(p.name for p in committed) or "nothing had been written"
             if outcome == "in doubt":
                 msg = (f"transaction in doubt in store {name!r} ({type(exc).__name__}: {exc}); "
-                       f"rolled back: {undone}; {name!r} may or may not have applied its part: "
-                       "the commit journal keeps the record, and the next transaction or "
-                       f"manager to open settles it (undoes {name!r}'s part if it was applied)")
+                       f"rolled back: {undone}; {name!r} may or may not have applied its part "
+                       "(all of it or none of it): " + (
+                           "the commit journal keeps the record, and the next transaction or "
+                           f"manager to open settles it (undoes {name!r}'s part if it was "
+                           "applied)" if recorded else "no journal records this commit"))
             else:
                 msg = (f"transaction failed in store {name!r} ({type(exc).__name__}: {exc}); "
                        f"undone: every store is as it was (rolled back: {undone})")

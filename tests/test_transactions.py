@@ -197,6 +197,84 @@ def test_processes_atomic_transactions_lose_nothing(data_dir):
             pm.stores["cache"].clear()
 
 
+# -- a commit whose Redis reply is lost: settled, never guessed ---------------------------------
+
+@pytest.fixture
+def pm_redis(data_dir):
+    if not REDIS_URL:
+        pytest.skip("needs KVSTORE_TEST_REDIS_URL")
+    config = {"persistence": {"categories": CATEGORIES, "redis": {
+        "url": REDIS_URL, "key_prefix": f"kvtest:{uuid.uuid4().hex[:8]}:", "ttl_default": None}}}
+    with PersistenceManager.from_config(config) as manager:
+        manager.save("preferences:k", "old")
+        manager.save("query_history:k", "old")
+        yield manager
+        manager.stores["cache"].clear()
+
+
+def _lose_reply(store: Any, *, run: bool) -> list[Any]:
+    """The next commit script's reply is lost: it ran (``run``) or never reached Redis. Returns
+    the arguments it was sent with, to deliver it late."""
+    import redis
+
+    real, sent = store._marked_script, []
+
+    def lost(**kwargs: Any) -> Any:
+        store._marked_script = real
+        sent.append(kwargs)
+        if run:
+            real(**kwargs)
+        raise redis.exceptions.TimeoutError("Timeout reading from socket")
+
+    store._marked_script = lost
+    return sent
+
+
+def _commit_both(pm: Any, value: str) -> None:
+    with pm.transaction() as tx:
+        tx.save("preferences:k", value)
+        tx.save("query_history:k", value)
+
+
+def test_a_commit_applied_whose_reply_was_lost_completes(pm_redis):
+    _lose_reply(pm_redis.stores["cache"], run=True)
+    _commit_both(pm_redis, "new")  # Redis applied it: the commit goes on, nothing raises
+    assert pm_redis.load("preferences:k") == "new" and pm_redis.load("query_history:k") == "new"
+
+
+def test_a_commit_whose_script_never_ran_is_undone_and_refused_if_it_arrives_late(pm_redis):
+    redis = pm_redis.stores["cache"]
+    sent = _lose_reply(redis, run=False)
+    with pytest.raises(TransactionError) as info:
+        _commit_both(pm_redis, "new")
+    assert info.value.outcome == "undone" and "'cache'" in str(info.value)
+    assert redis._marked_script(**sent[0]) == -1  # delivered late: it refuses to run
+    assert pm_redis.load("preferences:k") == "old" and pm_redis.load("query_history:k") == "old"
+
+
+def test_an_unreachable_redis_leaves_the_commit_in_doubt_until_the_next_transaction(pm_redis):
+    import redis as redis_py
+
+    redis = pm_redis.stores["cache"]
+    _lose_reply(redis, run=True)
+    settle = redis._settle_script
+    redis._settle_script = lambda **kw: (_ for _ in ()).throw(
+        redis_py.exceptions.ConnectionError("Connection refused"))
+    errors: list[Any] = []
+    pm_redis.on("error", errors.append)
+    with pytest.raises(TransactionError) as info:
+        _commit_both(pm_redis, "new")
+    assert info.value.outcome == "in doubt"
+    assert "next transaction or manager to open settles it" in str(info.value)
+    assert pm_redis.load("query_history:k") == "new"  # applied, while SQLite was rolled back
+    assert pm_redis.load("preferences:k") == "old"
+    redis._settle_script = settle  # Redis answers again
+    with pm_redis.transaction() as tx:  # any next transaction settles it first
+        tx.save("session:x", 1)
+    assert pm_redis.load("query_history:k") == "old" and pm_redis.load("preferences:k") == "old"
+    assert not pm_redis._core.journal.left
+
+
 # -- the manager's routed atomic methods --------------------------------------------------------
 
 

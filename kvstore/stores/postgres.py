@@ -24,9 +24,10 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, cast
 
 from .._commit import Before
+from .pg_journal import TableJournal, record_key
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
@@ -48,6 +49,11 @@ class Query(NamedTuple):
     fetch: str | None
     result: Callable[[Any], Any]
     data_error: Callable[[BaseException], BaseException] | None
+
+
+def _tx_key(token: str) -> str:
+    """The marker row of a transaction's commit, in the ``<table>_meta`` table."""
+    return f"tx:{token}"
 
 
 def _mask(dsn: str) -> str:
@@ -455,53 +461,138 @@ class PostgresStore(PersistenceStore):
     @contextmanager
     def _committing(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
+        # A transaction's part (before given, the commit journaled) also inserts a marker row
+        # named by its token: when COMMIT's reply is lost, that row says whether it committed.
+        marked = before is not None and before.recorded
+        if marked:
+            cast("PostgresStore", self._meta).ensure_table()
+        lost: BaseException | None = None
+        with self._conn() as conn:
+            committing = False
+            try:
+                with conn.transaction():
+                    self._commit_writes(conn, ops, checks, before)
+                    if marked:
+                        conn.execute(f'INSERT INTO "{self.table}_meta" (key, value) '
+                                     "VALUES (%(key)s, '')", {"key": _tx_key(before.token)})  # type: ignore[union-attr]
+                        before.marked = True  # type: ignore[union-attr]
+                    yield
+                    if before is not None and before.holds_record:  # committed together
+                        if conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s '
+                                        "RETURNING 1", {"key": record_key(before.token)}
+                                        ).fetchone() is None:
+                            # A recovery took the record (this committer's journal connection
+                            # died): it undoes the commit, so this part must not apply.
+                            raise StoreUnavailableError(
+                                f"PostgreSQL at {_mask(self.dsn)}: this commit's journal "
+                                "record was recovered meanwhile; nothing was written")
+                    committing = True
+            except self._connection_errors as exc:
+                if not (committing and marked):
+                    raise
+                lost = exc  # at COMMIT: maybe committed; settled below, off this connection
+        if lost is not None:
+            self._settle_commit(before.token, lost)  # type: ignore[union-attr]
+
+    def _commit_writes(self, conn: Any, ops: list[Op], checks: list[Check],
+                       before: Before | None) -> None:
+        """The checks, the before-images and the writes of :meth:`_committing`, on ``conn``
+        inside its transaction."""
         sql = self._sql
         now = self._clock()
+        if self.max_entries is not None and ops:
+            # The count first, as every inserting statement takes it: never a row lock
+            # held here while an evicting writer holding the count waits for that row.
+            conn.execute(f'SELECT 1 FROM "{self.table}_cap" FOR UPDATE')
+        keys = sorted({k for k, _ in checks} | {k for k, _, _ in ops})
+        if len(keys) > 1 or checks:
+            conn.execute(sql["lock_keys"], {"ns": self.table + ":", "keys": keys})
+        absent: set[str] = set()
+        if checks:
+            found = {k: bytes(v) for k, v in conn.execute(
+                sql["check"], {"keys": [k for k, _ in checks], "now": now}).fetchall()}
+            for key, expected in checks:
+                if not same_blob(found.get(key, MISSING), expected):
+                    raise conflict(key)
+                if expected is MISSING:
+                    absent.add(key)
+        final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
+        if before is not None:
+            before.images = self._locked_images(conn, list(final), now)
+        deletes = [k for k, (b, _) in final.items() if b is MISSING]
+        if deletes:
+            conn.execute(sql["delete"], {"keys": deletes, "now": now})
+        upserts: list[tuple[str, Any, float | None]] = []
+        for key, (blob, ttl) in final.items():
+            if blob is MISSING:
+                continue
+            exp = None if ttl is None or ttl is KEEP else now + ttl
+            if ttl is KEEP:
+                conn.execute(sql["set_keep"], {"key": key, "value": blob})
+            elif key in absent:
+                # Checked absent: no row to lock, so insert only if still absent (a
+                # plain save may have created it since the check).
+                row = conn.execute(sql["add"], {"key": key, "value": blob, "exp": exp,
+                                                "now": now}).fetchone()
+                if row is None:
+                    raise conflict(key)
+            else:
+                upserts.append((key, blob, exp))
+        if upserts:
+            conn.execute(sql["set_many"], {"keys": [k for k, _, _ in upserts],
+                                           "values": [b for _, b, _ in upserts],
+                                           "exps": [e for _, _, e in upserts]})
+
+    def _settle_commit(self, token: str, lost: BaseException) -> None:
+        """After COMMIT's reply was lost: returns when the transaction committed, raises
+        StoreUnavailableError when it did not (``in_doubt = True`` when that cannot be told)."""
+        try:
+            applied = self._committed(token)
+        except StoreUnavailableError as exc:
+            doubt = StoreUnavailableError(
+                f"PostgreSQL at {_mask(self.dsn)}: the reply to COMMIT was lost ({lost}) and it "
+                f"could not be asked whether the transaction committed ({exc})")
+            doubt.in_doubt = True  # type: ignore[attr-defined]
+            raise doubt from lost
+        if not applied:
+            raise StoreUnavailableError(f"PostgreSQL at {_mask(self.dsn)}: the connection was "
+                                        f"lost at COMMIT ({lost}); nothing was written") from lost
+
+    def _committed(self, token: str) -> bool:
+        """Whether the transaction that inserted the marker of ``token`` committed. Inserting
+        the same key waits until that transaction is over (a unique index), then either
+        conflicts (it committed) or succeeds (it did not, and never will): that insert is
+        rolled back."""
+        import psycopg
+
         with self._conn() as conn:
             with conn.transaction():
-                if self.max_entries is not None and ops:
-                    # The count first, as every inserting statement takes it: never a row lock
-                    # held here while an evicting writer holding the count waits for that row.
-                    conn.execute(f'SELECT 1 FROM "{self.table}_cap" FOR UPDATE')
-                keys = sorted({k for k, _ in checks} | {k for k, _, _ in ops})
-                if len(keys) > 1 or checks:
-                    conn.execute(sql["lock_keys"], {"ns": self.table + ":", "keys": keys})
-                absent: set[str] = set()
-                if checks:
-                    found = {k: bytes(v) for k, v in conn.execute(
-                        sql["check"], {"keys": [k for k, _ in checks], "now": now}).fetchall()}
-                    for key, expected in checks:
-                        if not same_blob(found.get(key, MISSING), expected):
-                            raise conflict(key)
-                        if expected is MISSING:
-                            absent.add(key)
-                final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
-                if before is not None:
-                    before.images = self._locked_images(conn, list(final), now)
-                deletes = [k for k, (b, _) in final.items() if b is MISSING]
-                if deletes:
-                    conn.execute(sql["delete"], {"keys": deletes, "now": now})
-                upserts: list[tuple[str, Any, float | None]] = []
-                for key, (blob, ttl) in final.items():
-                    if blob is MISSING:
-                        continue
-                    exp = None if ttl is None or ttl is KEEP else now + ttl
-                    if ttl is KEEP:
-                        conn.execute(sql["set_keep"], {"key": key, "value": blob})
-                    elif key in absent:
-                        # Checked absent: no row to lock, so insert only if still absent (a
-                        # plain save may have created it since the check).
-                        row = conn.execute(sql["add"], {"key": key, "value": blob, "exp": exp,
-                                                        "now": now}).fetchone()
-                        if row is None:
-                            raise conflict(key)
-                    else:
-                        upserts.append((key, blob, exp))
-                if upserts:
-                    conn.execute(sql["set_many"], {"keys": [k for k, _, _ in upserts],
-                                                   "values": [b for _, b, _ in upserts],
-                                                   "exps": [e for _, _, e in upserts]})
-                yield
+                conn.execute("SET LOCAL lock_timeout = '10s'")
+                row = conn.execute(f'INSERT INTO "{self.table}_meta" (key, value) VALUES '
+                                   "(%(key)s, '') ON CONFLICT (key) DO NOTHING RETURNING 1",
+                                   {"key": _tx_key(token)}).fetchone()
+                raise psycopg.Rollback()  # a tombstone is not needed: that transaction is over
+        return row is None
+
+    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+        # The images are in the journal's record: [] says "it committed".
+        return [] if self._committed(token) else None
+
+    shares_data = True
+
+    def _shared_journal(self) -> Any:
+        journal = self.__dict__.get("_table_journal")
+        if journal is None:
+            journal = self.__dict__["_table_journal"] = TableJournal(self)
+        return journal
+
+    def _forget(self, token: str) -> None:
+        try:
+            with self._conn() as conn:
+                conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s',
+                             {"key": _tx_key(token)})
+        except StoreUnavailableError:  # a row left behind is harmless; the next one is new
+            pass
 
     def _locked_images(self, conn: Any, keys: list[str], now: float
                        ) -> list[tuple[str, Any, float | None]]:

@@ -53,7 +53,6 @@ _TX = _RESERVED + "tx\x00"          # markers of transactions' commits (see _COM
 # How long a marker outlives its commit when nobody removes it: long enough for any stalled
 # delivery of the script, or any later recovery of a crashed committer, to find it.
 _MARKER_MS = 7 * 24 * 3600 * 1000
-_CALL_MARKER_MS = 10 * 60 * 1000  # a commit no journal records: only its own call asks
 
 # KEYS: the checked keys, then the written keys. ARGV[1]: how many checks; then per check a flag
 # ("m": must be absent, "v": must hold the next argument) and a blob; then per write a mode
@@ -83,10 +82,11 @@ for i = n + 1, last do
 end
 """
 _COMMIT = ("local n, a, last = tonumber(ARGV[1]), 2, #KEYS" + _CHECKS + _WRITES + "return 0\n")
-# A transaction's commit: as _COMMIT, plus one last key, the commit's marker, and its TTL in
-# ARGV[2] (the checks' flags start at ARGV[3]). Before writing, it records what every written
-# key held in the marker, a list: 'ran', then per distinct written key (in order) 'v' and the
-# blob and the PTTL, or 'm' '' '-2' for an absent key. It returns that list; the number of the
+# A transaction's commit: as _COMMIT, plus one last key, the commit's marker, its TTL in ARGV[2]
+# and in ARGV[3] '1' to keep the images in it (the checks' flags start at ARGV[4]). Before
+# writing, it reads what every written key holds: 'ran', then per distinct written key (in
+# order) 'v' and the blob and the PTTL, or 'm' '' '-2' for an absent key; the marker is a list
+# of these (or of 'ran' alone, for a commit nothing can undo). It returns them; the number of the
 # first failed check; or -1 when the marker was settled as "never ran" (see _SETTLE). A marker
 # that is already a list (this commit ran) is returned as it is: a commit runs once.
 _COMMIT_MARKED = """
@@ -94,7 +94,7 @@ local marker = KEYS[#KEYS]
 local kind = redis.call('TYPE', marker).ok
 if kind == 'list' then return redis.call('LRANGE', marker, 0, -1) end
 if kind ~= 'none' then return -1 end
-local n, a, last = tonumber(ARGV[1]), 3, #KEYS - 1
+local n, a, last = tonumber(ARGV[1]), 4, #KEYS - 1
 """ + _CHECKS + """
 local images, seen = {'ran'}, {}
 for i = n + 1, last do
@@ -114,8 +114,9 @@ for i = n + 1, last do
   end
 end
 """ + _WRITES + """
-for i = 1, #images, 300 do
-  redis.call('RPUSH', marker, unpack(images, i, math.min(i + 299, #images)))
+local kept = ARGV[3] == '1' and #images or 1
+for i = 1, kept, 300 do
+  redis.call('RPUSH', marker, unpack(images, i, math.min(i + 299, kept)))
 end
 redis.call('PEXPIRE', marker, ARGV[2])
 return images
@@ -151,6 +152,12 @@ while a <= #ARGV do
     a = a + 3 + n
   end
 end
+return 0
+"""
+# Drops the marker of a commit that is over, unless it is a tombstone (which must keep
+# refusing a late delivery of the script until it expires).
+_FORGET = """
+if redis.call('TYPE', KEYS[1]).ok == 'list' then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 # A new expiry for a live key, or none ("" in ARGV[1]); 0 when the key is missing.
@@ -256,7 +263,11 @@ class RedisStore(PersistenceStore):
         self._commit_script = self._client.register_script(_COMMIT)
         self._touch_script = self._client.register_script(_TOUCH)
         self._marked_script = self._client.register_script(_COMMIT_MARKED)
+        # A marker no journal records is only asked by its own call, within its settle
+        # attempts (three, each a reconnect and a socket timeout at most): it expires after.
+        self._settle_ms = int(max(10.0, 4 * (socket_timeout + connect_timeout)) * 1000)
         self._settle_script = self._client.register_script(_SETTLE)
+        self._forget_script = self._client.register_script(_FORGET)
 
     # -- connecting ----------------------------------------------------------------------------------
 
@@ -481,6 +492,7 @@ class RedisStore(PersistenceStore):
         return names, args
 
     optimistic = True
+    shares_data = True
 
     @contextmanager
     def _committing(self, ops: list[Op], checks: list[Check],
@@ -492,6 +504,8 @@ class RedisStore(PersistenceStore):
             # before the journal records them (a save landing before the commit can be lost
             # to an undo; keep such keys on a single node).
             before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+        elif before is not None:
+            before.marked = True
         yield
         if before is not None and not self.cluster:
             self._commit_marked(ops, checks, before)
@@ -515,7 +529,8 @@ class RedisStore(PersistenceStore):
         marker = self._marker(before.token)
         try:
             result = self._marked_script(keys=[*names, marker], args=[
-                args[0], _MARKER_MS if before.recorded else _CALL_MARKER_MS, *args[1:]])
+                args[0], _MARKER_MS if before.recorded else self._settle_ms,
+                "1" if before.undoable else "0", *args[1:]])
         except self._errors_to_catch as exc:
             result = self._settle(marker, exc)
         if isinstance(result, list):
@@ -550,7 +565,7 @@ class RedisStore(PersistenceStore):
         if self.cluster:
             return
         try:
-            self._client.delete(self._marker(token))
+            self._forget_script(keys=[self._marker(token)])
         except self._errors_to_catch:  # it expires on its own
             pass
 
