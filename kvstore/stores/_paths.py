@@ -74,11 +74,15 @@ class Root:
         return self.path.joinpath(*parts)
 
 
-def _is_link(dir_fd: int | None, name: str) -> bool:
+def _swapped(dir_fd: int | None, name: str) -> bool:
+    """After ``ENOTDIR`` from an ``O_DIRECTORY | O_NOFOLLOW`` open (Linux answers so for a link):
+    whether ``name`` is a link, or a folder or nothing by now (so it was one a moment ago), rather
+    than a file in the way."""
     try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
-        return False
+        return True
+    return stat.S_ISLNK(mode) or stat.S_ISDIR(mode)
 
 
 class _Link(Exception):
@@ -89,7 +93,7 @@ def _open_dir(dir_fd: int | None, name: str) -> int:
     try:
         return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _is_link(dir_fd, name)):
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _swapped(dir_fd, name)):
             raise _Link() from exc
         raise
 
