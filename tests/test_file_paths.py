@@ -8,6 +8,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -353,3 +354,66 @@ def test_any_text_key_round_trips_or_is_refused(key):
         s.close()
     finally:
         shutil.rmtree(area)
+
+
+# -- links and replaced folders (issue 21: every step walked from a descriptor) ----------------
+
+
+def test_a_linked_lock_namespace_or_lock_file_is_refused(area):
+    """``.kvstore-meta`` (the lock namespace) and ``.kvstore.lock`` are reached like any key's
+    file: a link there is refused, and nothing is created outside the store's folder."""
+    base = area / "store"
+    base.mkdir()
+    (base / ".kvstore-meta").symlink_to(area / "outside", target_is_directory=True)
+    store = FileStore(base_path=base)
+    store.save("k", 1)
+    with pytest.raises(InvalidKeyError) as err:
+        with store.lock("report", timeout=0):
+            pass
+    assert ".kvstore-meta" in str(err.value) and "symbolic link" in str(err.value)
+    store.close()
+    other = base / "second"  # a second store (inside the first's folder: files_outside)
+    other.mkdir()
+    (other / ".kvstore.lock").symlink_to(area / "outside" / "planted.lock")
+    store = FileStore(base_path=other)
+    with pytest.raises(InvalidKeyError) as err:
+        store.save("k", 1)
+    assert "'k'" in str(err.value) and ".kvstore.lock" in str(err.value)
+    assert store.load("k") is None  # reads take no lock
+    store.close()
+    assert files_outside(area) == [] and not (area / "outside" / "planted.lock").exists()
+
+
+def test_a_replaced_folder_is_used_from_the_next_call(area):
+    """The store's folder is looked up on every call, never held open: after a restore-style
+    swap (or a delete and recreate by hand) writes land in the folder that is there now, and
+    the lock file that excludes other writers is the new one."""
+    base = area / "store"
+    store = FileStore(base_path=base)
+    store.save("a/k", 1)
+    store.save("top", 1)
+    fresh = area / "fresh"
+    FileStore(base_path=fresh).save("a/k", 2)
+    os.rename(base, area / "old")
+    os.rename(fresh, base)
+    assert store.load("a/k") == 2 and store.load("top") is None
+    store.save("top", 3)
+    assert json.loads((base / "top.json").read_text()) == 3
+    assert not (area / "old" / "top.json").exists() or store.load("top") == 3
+    with store.lock("x", timeout=0):
+        assert (base / ".kvstore-meta").is_dir()
+    # A writer opened after the swap and one opened before it still exclude each other.
+    late = FileStore(base_path=base, fsync=False)
+    threads = [threading.Thread(target=lambda s=s: [s.incr("n") for _ in range(150)])
+               for s in (store, late)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert store.load("n") == 300
+    late.close()
+    shutil.rmtree(base)
+    store.save("b/c", 4)  # recreated, not written into the deleted folder
+    assert json.loads((base / "b" / "c.json").read_text()) == 4
+    assert sorted(store.keys()) == ["b/c"]
+    store.close()

@@ -87,13 +87,18 @@ def read(fh: IO[bytes], after: int, limit: int | None, what: str) -> list[tuple[
     ``what`` names the log in the error a damaged line raises."""
     out: list[tuple[int, Any]] = []
     previous = 0
+    skipping = after > 0
     for number, raw in enumerate(fh, 1):
         if not raw.endswith(b"\n"):
             break  # torn by a crash mid-append: not a record
-        head = _SEQ_HEAD.match(raw)
-        if head is not None and int(head.group(1)) <= after:
-            previous = int(head.group(1))  # skipped: no need to decode the record
-            continue
+        if skipping:
+            head = _SEQ_HEAD.match(raw)
+            if head is not None:
+                seq = int(head.group(1))
+                if seq <= after:
+                    previous = seq  # skipped: no need to decode the record
+                    continue
+                skipping = False
         try:
             entry = decode_json_text(raw)
             seq, record = int(entry["seq"]), entry["record"]

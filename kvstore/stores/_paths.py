@@ -1,12 +1,19 @@
-"""Race-free access to a FileStore's folder: every path is walked from a descriptor.
+"""Race-free access to a FileStore's folder: nothing inside it is ever reached through a link.
 
 Checking a path with ``lstat`` and then opening or renaming it by name leaves a gap in which a
 folder can be swapped for a symbolic link, and the open then follows it (issue 21: files were
-written outside ``base_path`` within seconds while two threads saved). Here the store's folder is
-held open (:class:`Root`), every folder below it is opened relative to its parent's descriptor
-with ``O_DIRECTORY | O_NOFOLLOW``, and every open, rename, link, unlink, mkdir, rmdir, stat and
-listing runs relative to the descriptor of the folder it acts in. A link met at any moment, even
-one swapped in mid-call, raises :class:`LinkRefused` and is never followed.
+written outside ``base_path`` within seconds while two threads saved). Here a path below the
+store's folder is walked one step at a time: the first step is opened by its full path with
+``O_NOFOLLOW`` (the store's own folder is named by the path the user configured, resolved once),
+each further folder relative to its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and
+every open, rename, link, unlink, mkdir, rmdir, stat and listing runs relative to the descriptor
+of the folder it acts in. A link met at any moment, even one swapped in mid-call, raises
+:class:`LinkRefused` and is never followed.
+
+The store's folder itself is looked up by path on every call, never held open: a folder that
+was replaced (a restore swaps in a new one; a person deletes and recreates it) is the one used
+from the next call on, and nothing is ever written into a folder that is no longer the store's.
+This costs no more than opening by path did: a key directly in the folder is one ``open``.
 
 Paths are given as ``parts``: the segments below the root, as the key mapping produced them.
 """
@@ -16,20 +23,20 @@ from __future__ import annotations
 import errno
 import os
 import stat
-import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
 from .._fs import make_private_dirs
 
-__all__ = ["Root", "Folder", "LinkRefused", "Parts", "open_folder", "open_file", "read_file",
-           "walk", "is_link"]
+__all__ = ["Root", "Folder", "LinkRefused", "Parts", "NOFOLLOW", "open_folder", "open_file",
+           "read_file", "read_at", "stat_file", "walk"]
 
 Parts = tuple[str, ...]
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | _CLOEXEC
-DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | NOFOLLOW
+_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+DIR_FLAGS = os.O_RDONLY | _DIRECTORY | NOFOLLOW
 # O_NONBLOCK: a FIFO planted under a key's name must not hang a read.
 _READ_FLAGS = os.O_RDONLY | NOFOLLOW | getattr(os, "O_NONBLOCK", 0)
 _MKDIR_TRIES = 5
@@ -43,117 +50,61 @@ class LinkRefused(Exception):
         self.path = path
 
 
-def is_link(dir_fd: int, name: str) -> bool:
-    try:
-        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
-
-
 class Root:
-    """The store's folder, held open for the store's life.
+    """Where a store's files live: ``base`` (the folder the user named, trusted as it is) and
+    the ``inner`` steps below it (the lock namespace ``.kvstore-meta``), which, like every
+    folder below ``base``, are walked without following a link."""
 
-    Each :meth:`fd` call checks, with one ``stat``, that ``path`` still names the folder the
-    descriptor holds, and reopens it when the folder was replaced (a restore swaps in a new one;
-    a person may delete and recreate it): writes never go to a folder that is no longer the
-    store's. A replaced descriptor is kept open until :meth:`close`, because another thread may
-    be using it that very moment (closing it could let the number name an unrelated file).
+    __slots__ = ("base", "inner", "path", "_prefix")
 
-    ``parent`` makes a nested root (the store's ``.kvstore-meta``): looked up and opened from the
-    parent's descriptor without following a link, like every other folder.
-    """
+    def __init__(self, base: Path, inner: Parts = ()) -> None:
+        self.base = base
+        self.inner = inner
+        self.path = base.joinpath(*inner)
+        self._prefix = os.path.join(base, "")  # "<base>/": joined to the first step's name
 
-    def __init__(self, path: Path, parent: Root | None = None) -> None:
-        self.path = path
-        self._parent = parent
-        self._fd: int | None = None
-        self._ident = (0, 0)
-        self._retired: list[int] = []
-        self._lock = threading.Lock()
-        #: Bumped on each (re)open, so descriptors of files inside (the flock file) follow it.
-        self.generation = 0
+    def full(self, name: str) -> str:
+        """The full path of ``name`` directly in ``base`` (a string: cheaper than a Path)."""
+        return self._prefix + name
 
-    def fd(self, create: bool = False) -> int | None:
-        """The folder's descriptor; ``None`` when the folder does not exist and ``create`` is
-        False (created with mode 0700 otherwise)."""
-        try:
-            st = self._lookup(create)
-        except FileNotFoundError:
-            if not create:
-                return None
-            self._make()
-            st = self._lookup(create)
-        if self._fd is not None and (st.st_ino, st.st_dev) == self._ident:
-            return self._fd
-        return self._reopen(create)
+    def child(self, name: str) -> Root:
+        return Root(self.base, self.inner + (name,))
 
-    def _lookup(self, create: bool) -> os.stat_result:
-        if self._parent is None:
-            return os.stat(self.path)
-        parent = self._parent.fd(create)
-        if parent is None:
-            raise FileNotFoundError(errno.ENOENT, "no such folder", str(self.path))
-        st = os.stat(self.path.name, dir_fd=parent, follow_symlinks=False)
-        if stat.S_ISLNK(st.st_mode):
-            raise LinkRefused(self.path)
-        return st
-
-    def _make(self) -> None:
-        if self._parent is None:
-            make_private_dirs(self.path)
-            return
-        parent = self._parent.fd(True)
-        assert parent is not None
-        try:
-            os.mkdir(self.path.name, 0o700, dir_fd=parent)
-        except FileExistsError:  # created meanwhile (or a link: refused by the open)
-            pass
-
-    def _reopen(self, create: bool) -> int:
-        with self._lock:
-            if self._parent is None:
-                fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _CLOEXEC)
-            else:
-                parent = self._parent.fd(create)
-                if parent is None:
-                    raise FileNotFoundError(errno.ENOENT, "no such folder", str(self.path))
-                fd = _open_dir(parent, self.path.name, self.path)
-            st = os.fstat(fd)
-            if self._fd is not None:
-                self._retired.append(self._fd)
-            self._fd, self._ident = fd, (st.st_ino, st.st_dev)
-            self.generation += 1
-            return fd
-
-    def close(self) -> None:
-        """Close every descriptor (the store reopens on its next call)."""
-        with self._lock:
-            for fd in self._retired + ([] if self._fd is None else [self._fd]):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self._fd, self._retired = None, []
+    def where(self, parts: Parts) -> Path:
+        return self.path.joinpath(*parts)
 
 
-def _open_dir(dir_fd: int, name: str, where: Path) -> int:
+def _swapped(dir_fd: int | None, name: str) -> bool:
+    """After ``ENOTDIR`` from an ``O_DIRECTORY | O_NOFOLLOW`` open (Linux answers so for a link):
+    whether ``name`` is a link, or a folder or nothing by now (so it was one a moment ago), rather
+    than a file in the way."""
+    try:
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except OSError:
+        return True
+    return stat.S_ISLNK(mode) or stat.S_ISDIR(mode)
+
+
+class _Link(Exception):
+    """A step is a link (its full path is added by the caller, only then: it costs a Path)."""
+
+
+def _open_dir(dir_fd: int | None, name: str) -> int:
     try:
         return os.open(name, DIR_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
-        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and is_link(dir_fd, name)):
-            raise LinkRefused(where) from exc
+        if exc.errno == errno.ELOOP or (exc.errno == errno.ENOTDIR and _swapped(dir_fd, name)):
+            raise _Link() from exc
         raise
 
 
 class Folder:
-    """An open folder below the root: ``with open_folder(...) as fd``, closed on exit (the root's
-    own descriptor is shared and stays open)."""
+    """An open folder: ``with open_folder(...) as fd``; the descriptor is closed on exit."""
 
-    __slots__ = ("fd", "_owned")
+    __slots__ = ("fd",)
 
-    def __init__(self, fd: int, owned: bool) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self._owned = owned
 
     def __enter__(self) -> int:
         return self.fd
@@ -162,9 +113,19 @@ class Folder:
         self.close()
 
     def close(self) -> None:
-        if self._owned:
-            self._owned = False
-            os.close(self.fd)
+        if self.fd >= 0:
+            fd, self.fd = self.fd, -1
+            os.close(fd)
+
+
+def _open_base(root: Root, create: bool) -> int | None:
+    try:
+        return os.open(root.base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
+    except FileNotFoundError:
+        if not create:
+            return None
+    make_private_dirs(root.base)
+    return os.open(root.base, os.O_RDONLY | _DIRECTORY | _CLOEXEC)
 
 
 def open_folder(root: Root, parts: Parts, create: bool = False) -> Folder | None:
@@ -174,30 +135,36 @@ def open_folder(root: Root, parts: Parts, create: bool = False) -> Folder | None
     folders are made (mode 0700) and a file in the way raises ``NotADirectoryError``. A step that
     is a symbolic link raises :class:`LinkRefused`.
     """
-    fd = root.fd(create)
-    if fd is None:
-        return None
-    owned = False
+    steps = root.inner + parts
+    if not steps:
+        base = _open_base(root, create)
+        return None if base is None else Folder(base)
+    # The first step by its full path (so the base needs no descriptor of its own), the rest
+    # relative to the folder above.
+    fd: int | None = None
+    i = 0
     try:
-        for i, name in enumerate(parts):
-            nxt = _step(fd, name, create, root.path.joinpath(*parts[:i + 1]))
-            if owned:
+        for i, name in enumerate(steps):
+            nxt = _step(fd, root.full(name) if fd is None else name, create, root)
+            if fd is not None:
                 os.close(fd)
-            if nxt is None:
-                owned = False
+            fd = nxt
+            if fd is None:
                 return None
-            fd, owned = nxt, True
-    except BaseException:
-        if owned:
+    except BaseException as exc:
+        if fd is not None:
             os.close(fd)
+        if isinstance(exc, _Link):
+            raise LinkRefused(root.base.joinpath(*steps[:i + 1])) from exc.__cause__
         raise
-    return Folder(fd, owned)
+    assert fd is not None
+    return Folder(fd)
 
 
-def _step(dir_fd: int, name: str, create: bool, where: Path) -> int | None:
+def _step(dir_fd: int | None, name: str, create: bool, root: Root) -> int | None:
     for _ in range(_MKDIR_TRIES):
         try:
-            return _open_dir(dir_fd, name, where)
+            return _open_dir(dir_fd, name)
         except FileNotFoundError:
             if not create:
                 return None
@@ -209,25 +176,61 @@ def _step(dir_fd: int, name: str, create: bool, where: Path) -> int | None:
             os.mkdir(name, 0o700, dir_fd=dir_fd)
         except FileExistsError:  # made meanwhile, or a link: the next open tells
             pass
+        except FileNotFoundError:
+            if dir_fd is not None:
+                raise
+            make_private_dirs(root.base)  # the store's folder itself is missing
     # Made and removed again each time (a folder swapped away under us): give up.
-    raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", str(where))
+    raise FileNotFoundError(errno.ENOENT, "folder keeps disappearing", name)
 
 
 def open_file(root: Root, parts: Parts, flags: int, create_dirs: bool = False) -> int | None:
     """A descriptor of the file ``parts`` (opened with ``O_NOFOLLOW``; created 0600 with
     ``O_CREAT``); ``None`` when it or a folder on the way does not exist."""
-    folder = open_folder(root, parts[:-1], create_dirs)
-    if folder is None:
-        return None
-    with folder as dir_fd:
-        try:
-            return os.open(parts[-1], flags | NOFOLLOW, 0o600, dir_fd=dir_fd)
-        except (FileNotFoundError, NotADirectoryError):
+    try:
+        if not root.inner and len(parts) == 1:  # directly in the store's folder: one open
+            try:
+                return _open_leaf(None, root.full(parts[0]), flags)
+            except FileNotFoundError:
+                if not create_dirs:
+                    return None
+                make_private_dirs(root.base)
+                return _open_leaf(None, root.full(parts[0]), flags)
+        folder = open_folder(root, parts[:-1], create_dirs)
+        if folder is None:
             return None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise LinkRefused(root.path.joinpath(*parts)) from exc
-            raise
+        with folder as dir_fd:
+            try:
+                return _open_leaf(dir_fd, parts[-1], flags)
+            except FileNotFoundError:
+                return None
+    except _Link as exc:
+        raise LinkRefused(root.where(parts)) from exc.__cause__
+
+
+def _open_leaf(dir_fd: int | None, name: str, flags: int) -> int | None:
+    try:
+        return os.open(name, flags | NOFOLLOW, 0o600, dir_fd=dir_fd)
+    except NotADirectoryError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _Link() from exc
+        raise
+
+
+def stat_file(root: Root, parts: Parts) -> os.stat_result | None:
+    """``lstat`` of the file ``parts``; ``None`` when it does not exist."""
+    try:
+        if not root.inner and len(parts) == 1:
+            return os.stat(root.full(parts[0]), follow_symlinks=False)
+        folder = open_folder(root, parts[:-1])
+        if folder is None:
+            return None
+        with folder as dir_fd:
+            return os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 def read_fd(fd: int) -> bytes | None:
@@ -235,8 +238,12 @@ def read_fd(fd: int) -> bytes | None:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         return None
-    chunks = [os.read(fd, st.st_size + 1)]
-    while chunks[-1]:  # the file grew (or the size was a hint only)
+    want = st.st_size + 1
+    data = os.read(fd, want)
+    if len(data) < want:  # a short read of a regular file: its end (the usual case)
+        return data
+    chunks = [data]
+    while chunks[-1]:  # the file grew meanwhile (a hand edit: kvstore replaces, never grows)
         chunks.append(os.read(fd, 65536))
     return b"".join(chunks)
 
@@ -257,8 +264,7 @@ def read_file(root: Root, parts: Parts) -> bytes | None:
 
 def read_at(dir_fd: int, name: str, size: int | None = None) -> bytes | None:
     """The first ``size`` bytes (all: None) of the regular file ``name`` in an open folder;
-    ``None`` when it is gone or is not a regular file. Links are not followed (``LinkRefused``
-    is not raised here: a listing skips them)."""
+    ``None`` when it is gone, is a link or is not a regular file (a listing skips those)."""
     try:
         fd = os.open(name, _READ_FLAGS, dir_fd=dir_fd)
     except OSError:
@@ -280,20 +286,12 @@ def walk(root: Root, match: Callable[[str], bool]) -> Iterator[tuple[int, str, P
     while stack:
         parts = stack.pop()
         try:
-            # A fresh descriptor even for the root: a listing reads from the descriptor's offset,
-            # which the root's shared descriptor would share between threads.
-            folder = open_folder(root, parts[:-1]) if parts else open_folder(root, ())
-            if folder is None:
-                continue
-            with folder as parent:
-                fd = os.open(parts[-1] if parts else ".", DIR_FLAGS, dir_fd=parent)
+            folder = open_folder(root, parts)
         except (LinkRefused, FileNotFoundError, NotADirectoryError):
             continue
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                continue
-            raise
-        try:
+        if folder is None:
+            continue
+        with folder as fd:
             with os.scandir(fd) as it:
                 entries = list(it)
             for entry in entries:
@@ -303,5 +301,3 @@ def walk(root: Root, match: Callable[[str], bool]) -> Iterator[tuple[int, str, P
                         stack.append(parts + (name,))
                 elif match(name) and entry.is_file(follow_symlinks=False):
                     yield fd, name, parts + (name,)
-        finally:
-            os.close(fd)

@@ -15,11 +15,12 @@ Key -> path. A key is split on ``/``; each part becomes one path segment:
 The mapping is exactly reversible (``keys()`` decodes paths back to keys; a hand-made file whose
 name is not the canonical encoding of its decoded key, e.g. ``a%2Fb.json``, is not listed) and
 every resolved path is checked to lie inside ``base_path``. Symbolic links inside the folder are
-never followed, not even one swapped in mid-call: the store holds ``base_path`` open and opens
-each folder below it from its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every
-open, rename, unlink, mkdir, stat and listing runs relative to a folder's descriptor (see
-:mod:`._paths`). A key whose path meets a link raises :class:`InvalidKeyError` naming the key and
-the link; ``keys()`` skips links. Case-insensitive file systems (macOS, Windows defaults) would
+never followed, not even one swapped in mid-call: each folder below ``base_path`` is opened from
+its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every open, rename, unlink, mkdir,
+stat and listing runs relative to a folder's descriptor (see :mod:`._paths`). A key whose path
+meets a link raises :class:`InvalidKeyError` naming the key and the link; ``keys()`` skips links.
+``base_path`` itself is looked up on every call, so a folder replaced while the store is open (a
+restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems (macOS, Windows defaults) would
 merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
@@ -62,7 +63,7 @@ from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_t
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
                      same_blob)
 from . import _atomic, _filelog
-from ._paths import NOFOLLOW, LinkRefused, Parts, Root, open_file, read_at, read_file, walk
+from ._paths import LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file, stat_file, walk
 
 __all__ = ["FileStore"]
 
@@ -164,9 +165,10 @@ class FileStore(PersistenceStore):
             base_path = Path(platformdirs.user_data_dir("kvstore", appauthor=False)) / "files"
         if _within is None:
             self.base_path = Path(os.path.expanduser(os.fspath(base_path))).resolve()
-        else:  # a nested store (the lock namespace): reached from its parent's descriptor
-            self.base_path = Path(base_path)
-        self._root = Root(self.base_path, _within)
+            self._root = Root(self.base_path)
+        else:  # a nested store (the lock namespace), walked to like any folder below the parent
+            self._root = _within.child(Path(base_path).name)
+            self.base_path = self._root.path
         self._base_depth = len(self.base_path.parts)
         self.format = format
         self._ext = _EXTENSIONS[format]
@@ -176,15 +178,16 @@ class FileStore(PersistenceStore):
         self._clock = clock
         self._thread_lock = threading.RLock()
         self._lock_fd: int | None = None
-        self._lock_owner = (0, 0)  # (pid, folder generation) the lock file was opened for
+        self._lock_owner = (0, 0, 0)  # (pid, inode, device) of the lock file descriptor
         self._lock_depth = 0
         self._path_for = lru_cache(maxsize=8192)(self._compute_path)
         try:
-            self._root.fd(create=True)
+            folder = open_folder(self._root, (), create=True)
+            assert folder is not None
+            folder.close()
             self._remove_stale_temp_files()
         except LinkRefused as exc:
-            raise StoreUnavailableError(f"FileStore folder {self.base_path}: {exc.path} is a "
-                                        "symbolic link") from exc
+            raise _link_error(exc.path) from exc
         except OSError as exc:
             raise StoreUnavailableError(f"FileStore folder {self.base_path}: "
                                         f"{exc.strerror or exc}") from exc
@@ -305,8 +308,10 @@ class FileStore(PersistenceStore):
         return path.parts[self._base_depth:]
 
     def _read(self, key: str) -> tuple[Any, float | None] | None:
-        with self._io(key):
-            data = read_file(self._root, self._rel(self._path_for(key)))
+        try:  # not `with self._io(key)`: the hottest path, and a generator costs a few µs
+            data = read_file(self._root, self._path_for(key).parts[self._base_depth:])
+        except (LinkRefused, OSError) as exc:
+            raise self._error(exc, key) from exc
         return None if data is None else self._parse(key, data)
 
     def _live(self, key: str) -> tuple[Any, float | None] | None:
@@ -316,8 +321,9 @@ class FileStore(PersistenceStore):
         return entry
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """Exclusive across threads (RLock) and processes (flock on the lock file)."""
+    def _locked(self, key: str = "") -> Iterator[None]:
+        """Exclusive across threads (RLock) and processes (flock on the lock file); an error
+        taking it names ``key``."""
         with self._thread_lock:
             if self._lock_depth:  # held already by this thread: a second flock would be undone
                 self._lock_depth += 1  # by the inner unlock
@@ -326,24 +332,34 @@ class FileStore(PersistenceStore):
                 finally:
                     self._lock_depth -= 1
                 return
-            base = self._root.fd(create=True)
-            assert base is not None
-            owner = (os.getpid(), self._root.generation)
-            if self._lock_fd is None or self._lock_owner != owner:
-                # Opened again in a child process (a flock is per open file) and when the
-                # folder was replaced (the old lock file no longer excludes anyone).
-                if self._lock_fd is not None and self._lock_owner[0] == os.getpid():
-                    os.close(self._lock_fd)
-                self._lock_fd = os.open(_LOCK_NAME, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o600,
-                                        dir_fd=base)
-                self._lock_owner = owner
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+            with self._io(key):
+                fd = self._lock_file()
             self._lock_depth = 1
             try:
                 yield
             finally:
                 self._lock_depth = 0
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int:
+        """The flock'ed descriptor of ``.kvstore.lock``. Opened again in a child process (a
+        flock belongs to an open file) and when the file at the path is another one than the
+        descriptor's (the folder was replaced, by a restore or by hand, maybe while this
+        process waited): the lock that excludes the others is the one in the folder now."""
+        while True:
+            fd = self._lock_fd
+            if fd is None or self._lock_owner[0] != os.getpid():
+                fd = open_file(self._root, (_LOCK_NAME,), os.O_RDWR | os.O_CREAT, True)
+                assert fd is not None  # O_CREAT, folder made
+                st = os.fstat(fd)
+                self._lock_fd, self._lock_owner = fd, (os.getpid(), st.st_ino, st.st_dev)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now = stat_file(self._root, (_LOCK_NAME,))
+            if now is not None and (os.getpid(), now.st_ino, now.st_dev) == self._lock_owner:
+                return fd
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+            self._lock_fd = None
 
     def _remove(self, path: Path) -> bool:
         """Delete a key's file (True when it was there) and the folders it leaves empty."""
@@ -366,14 +382,19 @@ class FileStore(PersistenceStore):
 
     @contextmanager
     def _io(self, key: str = "") -> Iterator[None]:
-        where = f"key {key!r}: " if key else ""
+        """File errors as kvstore's: a link met on the way is an :class:`InvalidKeyError`, any
+        other ``OSError`` a :class:`StoreUnavailableError`; both name the key."""
         try:
             yield
-        except LinkRefused as exc:
-            raise _link_error(exc.path, key) from exc
-        except OSError as exc:
-            what = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
-            raise StoreUnavailableError(f"{where}FileStore {self.base_path}: {what}") from exc
+        except (LinkRefused, OSError) as exc:
+            raise self._error(exc, key) from exc
+
+    def _error(self, exc: LinkRefused | OSError, key: str) -> InvalidKeyError | StoreUnavailableError:
+        if isinstance(exc, LinkRefused):
+            return _link_error(exc.path, key)
+        where = f"key {key!r}: " if key else ""
+        what = f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else exc
+        return StoreUnavailableError(f"{where}FileStore {self.base_path}: {what}")
 
     # -- byte-level operations -------------------------------------------------------------------------
 
@@ -398,7 +419,7 @@ class FileStore(PersistenceStore):
 
     def _set(self, key: str, blob: Any, ttl: float | None) -> None:
         data = self._file_bytes(key, blob, None if ttl is None else self._clock() + ttl)
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             self._write_files([(self._path_for(key), data)], [])
 
     def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
@@ -408,7 +429,7 @@ class FileStore(PersistenceStore):
             self._write_files(writes, [])
 
     def _delete(self, key: str) -> bool:
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             try:
                 live = self._live(key) is not None
             except CorruptDataError:  # unreadable, but it is there: deleting it is the fix
@@ -426,7 +447,7 @@ class FileStore(PersistenceStore):
         return max(entry[1] - self._clock(), 0.0)
 
     def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             entry = self._live(key)
             blob, expires = (MISSING, None) if entry is None else entry
             new, blob, expires = self._next_count(key, blob, expires, self._clock(), amount, ttl)
@@ -434,7 +455,7 @@ class FileStore(PersistenceStore):
         return new
 
     def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             if self._live(key) is not None:
                 return False
             expires = None if ttl is None else self._clock() + ttl
@@ -442,7 +463,7 @@ class FileStore(PersistenceStore):
         return True
 
     def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             entry = self._live(key)
             if entry is None or not _same(entry[0], expected):
                 return False
@@ -454,7 +475,7 @@ class FileStore(PersistenceStore):
         return True
 
     def _touch(self, key: str, ttl: float | None) -> bool:
-        with self._io(key), self._locked():
+        with self._io(key), self._locked(key):
             entry = self._live(key)
             if entry is None:
                 return False
@@ -577,7 +598,7 @@ class FileStore(PersistenceStore):
                          create_dirs=bool(flags & os.O_CREAT))
 
     def _log_append(self, name: str, blob: Any) -> int:
-        with self._io(name), self._locked():
+        with self._io(name), self._locked(name):
             fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
             assert fd is not None  # O_CREAT, folders made
             try:
@@ -616,7 +637,7 @@ class FileStore(PersistenceStore):
                 os.close(fd)
 
     def _log_delete(self, name: str) -> bool:
-        with self._io(name), self._locked():
+        with self._io(name), self._locked(name):
             return self._remove(self._log_path(name))
 
     def _log_names(self, prefix: str) -> list[str]:
@@ -669,7 +690,6 @@ class FileStore(PersistenceStore):
             if self._lock_fd is not None and self._lock_owner[0] == os.getpid():
                 os.close(self._lock_fd)
             self._lock_fd = None
-            self._root.close()
 
     # -- restores and log transfer (see kvstore.replacing) ---------------------------------------------
 
