@@ -58,8 +58,11 @@ class _FileFaults:
         real = self.real[name]
 
         def call(*args: Any, **kw: Any) -> Any:
+            # The file store works relative to folder descriptors (dir_fd=...), never by path.
+            fd = kw.get("dir_fd", kw.get("src_dir_fd"))
             touched = [a for a in args[:2] if isinstance(a, (str, os.PathLike))]
-            if any(str(a).startswith(self.base) for a in touched) and self._counts(name, args):
+            ours = fd is not None or any(str(a).startswith(self.base) for a in touched)
+            if ours and self._counts(name, args, fd):
                 self.calls += 1
                 if self.calls == self.fail_at:
                     raise OSError(errno.ENOSPC, "No space left on device (injected)", str(args[0]))
@@ -68,13 +71,17 @@ class _FileFaults:
         return call
 
     @staticmethod
-    def _counts(name: str, args: tuple[Any, ...]) -> bool:
+    def _counts(name: str, args: tuple[Any, ...], fd: int | None) -> bool:
         """The calls whose failure fails the restore: a new temp file, a hard link, a rename,
         the unlink of a key's file (not the clean-up of temp files, which never raises)."""
         if name == "open":
             return bool(args[1] & os.O_CREAT)
         if name == "unlink":
-            return os.path.lexists(args[0]) and not os.path.basename(args[0]).startswith(".tmp-")
+            try:
+                os.stat(args[0], dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                return False
+            return not os.path.basename(args[0]).startswith(".tmp-")
         return True
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
