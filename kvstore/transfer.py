@@ -41,7 +41,7 @@ def iter_rows(store: PersistenceStore, prefix: str = "", after: str | None = Non
               batch: int = BATCH) -> Iterator[list[tuple[str, Any, float | None]]]:
     """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
     ``batch`` keys per query (one query per page where the store can: SQLite, PostgreSQL)."""
-    if type(store)._rows is PersistenceStore._rows:
+    if getattr(store._rows, "__func__", None) is PersistenceStore._rows:  # (works through wrappers)
         # No native paging (Redis, files, memory): each page would list every key again (a
         # million Redis keys: a thousand full SCANs), so the keys are listed once.
         keys = sorted(k for k in store._keys(prefix) if after is None or k > after)
