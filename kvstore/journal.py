@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import msgpack
 
@@ -47,7 +47,7 @@ _MISSING, _KEEP = "missing", "keep"
 
 #: One part of a record: (store name, its writes, its images (None: the store's marker has
 #: them), whether the store marked the commit: recovery asks it whether it was applied).
-RecordPart = tuple[str, list[Op], "list[Image] | None", bool]
+RecordPart = tuple[str, list[Op], Optional[list[Image]], bool]
 
 
 def _pack_blob(blob: Any) -> Any:
