@@ -87,12 +87,27 @@ class TableJournal:
 
     def recover(self, stores: Mapping[str, PersistenceStore],
                 on_error: Callable[[BaseException], None] | None, left: list[Any]) -> int:
-        """Undo the records whose committer is gone (its lock is free); returns how many."""
-        self.store._meta.ensure_table()  # type: ignore[attr-defined]
-        with self.store._conn() as conn:
+        """Undo the records whose committer is gone (its lock is free); returns how many.
+        Waits at most a second for a connection (a manager opening while PostgreSQL is down
+        must not hang): StoreUnavailableError then, and the next transaction tries again."""
+        import psycopg
+
+        pool = self.store._pool
+        try:
+            conn = pool.getconn(timeout=1.0)
+        except self.store._pool_timeout as exc:
+            raise StoreUnavailableError(f"PostgreSQL at {self.store._describe()} is "
+                                        "unavailable: no connection within 1s") from exc
+        try:
             keys = [k for (k,) in conn.execute(
                 f"SELECT key FROM {self._meta} WHERE key >= %s AND key < %s",
                 (_PREFIX, _PREFIX[:-1] + ";")).fetchall()]
+        except psycopg.errors.UndefinedTable:  # no transaction ever recorded here
+            return 0
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(f"PostgreSQL: {exc}") from exc
+        finally:
+            pool.putconn(conn)
         undone = 0
         for key in keys:
             token = key[len(_PREFIX):]
