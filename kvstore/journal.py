@@ -29,7 +29,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 import msgpack
 
@@ -44,10 +44,11 @@ __all__ = ["Journal"]
 _SUFFIX = ".kvjournal"
 _TEMP = ".kvjournal-tmp"
 _MISSING, _KEEP = "missing", "keep"
+_SHARED = "shared records"  # in Journal.left: the servers' records could not be read yet
 
 #: One part of a record: (store name, its writes, its images (None: the store's marker has
 #: them), whether the store marked the commit: recovery asks it whether it was applied).
-RecordPart = tuple[str, list[Op], "list[Image] | None", bool]
+RecordPart = tuple[str, list[Op], Optional[list[Image]], bool]
 
 
 def _pack_blob(blob: Any) -> Any:
@@ -74,6 +75,12 @@ class Journal:
         #: Records this process left in doubt (paths; tokens of shared records); its next
         #: transaction settles them first.
         self.left: list[Any] = []
+        self._retry_at = 0.0
+
+    def pending(self) -> bool:
+        """Whether records left in doubt are due another try (every 2 s at most, so calls made
+        while a server is down do not each wait for it)."""
+        return bool(self.left) and time.monotonic() >= self._retry_at
 
     def begin(self, token: str, parts: list[RecordPart]) -> tuple[Path, int]:
         """Write and fsync the record of a commit; returns the handle :meth:`end` takes. The
@@ -128,7 +135,9 @@ class Journal:
             elif name.endswith(_SUFFIX) and self._recover_one(self.folder / name, stores,
                                                               on_error):
                 undone += 1
-        return undone + self._recover_shared(stores, on_error)
+        undone += self._recover_shared(stores, on_error)
+        self._retry_at = time.monotonic() + 2.0 if self.left else 0.0
+        return undone
 
     def _recover_shared(self, stores: Mapping[str, PersistenceStore],
                         on_error: Callable[[BaseException], None] | None) -> int:
@@ -140,9 +149,14 @@ class Journal:
                 continue
             try:
                 undone += shared.recover(stores, on_error, self.left)
-            except Exception as exc:  # the server is down: the next try settles it
+            except Exception as exc:  # the server is down: the next transaction tries again
+                if _SHARED not in self.left:
+                    self.left.append(_SHARED)
                 if on_error is not None:
                     on_error(exc)
+                return undone  # (the others most likely live on the same server: no waiting)
+        if _SHARED in self.left:
+            self.left.remove(_SHARED)
         return undone
 
     def _recover_one(self, path: Path, stores: Mapping[str, PersistenceStore],

@@ -179,7 +179,7 @@ class Transaction:
             part(name).checks.append((key, blob))
         if not parts:
             return
-        if core.journal is not None and core.journal.left:  # commits this process left in doubt
+        if core.journal is not None and core.journal.pending():  # what this process left in doubt
             core.journal.recover(core.stores, lambda exc: core.emit_error("journal", "transaction",
                                                                           exc))
         try:

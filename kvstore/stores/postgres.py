@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple, cast
 
 from .._commit import Before
-from .pg_journal import TableJournal, record_key
+from .pg_commit import CommitMarks
 from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
@@ -51,18 +51,13 @@ class Query(NamedTuple):
     data_error: Callable[[BaseException], BaseException] | None
 
 
-def _tx_key(token: str) -> str:
-    """The marker row of a transaction's commit, in the ``<table>_meta`` table."""
-    return f"tx:{token}"
-
-
 def _mask(dsn: str) -> str:
     from ..config import mask_secrets
 
     return mask_secrets(dsn)
 
 
-class PostgresStore(PersistenceStore):
+class PostgresStore(CommitMarks, PersistenceStore):
     """Keys in a PostgreSQL table.
 
     Args:
@@ -472,27 +467,18 @@ class PostgresStore(PersistenceStore):
             try:
                 with conn.transaction():
                     self._commit_writes(conn, ops, checks, before)
-                    if marked:
-                        conn.execute(f'INSERT INTO "{self.table}_meta" (key, value) '
-                                     "VALUES (%(key)s, '')", {"key": _tx_key(before.token)})  # type: ignore[union-attr]
-                        before.marked = True  # type: ignore[union-attr]
+                    if before is not None and marked:
+                        self._mark(conn, before)
                     yield
                     if before is not None and before.holds_record:  # committed together
-                        if conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s '
-                                        "RETURNING 1", {"key": record_key(before.token)}
-                                        ).fetchone() is None:
-                            # A recovery took the record (this committer's journal connection
-                            # died): it undoes the commit, so this part must not apply.
-                            raise StoreUnavailableError(
-                                f"PostgreSQL at {_mask(self.dsn)}: this commit's journal "
-                                "record was recovered meanwhile; nothing was written")
+                        self._take_record(conn, before)
                     committing = True
             except self._connection_errors as exc:
                 if not (committing and marked):
                     raise
                 lost = exc  # at COMMIT: maybe committed; settled below, off this connection
-        if lost is not None:
-            self._settle_commit(before.token, lost)  # type: ignore[union-attr]
+        if before is not None and lost is not None:
+            self._settle_commit(before.token, lost)
 
     def _commit_writes(self, conn: Any, ops: list[Op], checks: list[Check],
                        before: Before | None) -> None:
@@ -542,84 +528,6 @@ class PostgresStore(PersistenceStore):
             conn.execute(sql["set_many"], {"keys": [k for k, _, _ in upserts],
                                            "values": [b for _, b, _ in upserts],
                                            "exps": [e for _, _, e in upserts]})
-
-    def _settle_commit(self, token: str, lost: BaseException) -> None:
-        """After COMMIT's reply was lost: returns when the transaction committed, raises
-        StoreUnavailableError when it did not (``in_doubt = True`` when that cannot be told)."""
-        try:
-            applied = self._committed(token)
-        except StoreUnavailableError as exc:
-            doubt = StoreUnavailableError(
-                f"PostgreSQL at {_mask(self.dsn)}: the reply to COMMIT was lost ({lost}) and it "
-                f"could not be asked whether the transaction committed ({exc})")
-            doubt.in_doubt = True  # type: ignore[attr-defined]
-            raise doubt from lost
-        if not applied:
-            raise StoreUnavailableError(f"PostgreSQL at {_mask(self.dsn)}: the connection was "
-                                        f"lost at COMMIT ({lost}); nothing was written") from lost
-
-    def _committed(self, token: str) -> bool:
-        """Whether the transaction that inserted the marker of ``token`` committed. Inserting
-        the same key waits until that transaction is over (a unique index), then either
-        conflicts (it committed) or succeeds (it did not, and never will): that insert is
-        rolled back."""
-        import psycopg
-
-        with self._conn() as conn:
-            with conn.transaction():
-                conn.execute("SET LOCAL lock_timeout = '10s'")
-                row = conn.execute(f'INSERT INTO "{self.table}_meta" (key, value) VALUES '
-                                   "(%(key)s, '') ON CONFLICT (key) DO NOTHING RETURNING 1",
-                                   {"key": _tx_key(token)}).fetchone()
-                raise psycopg.Rollback()  # a tombstone is not needed: that transaction is over
-        return row is None
-
-    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
-        # The images are in the journal's record: [] says "it committed".
-        return [] if self._committed(token) else None
-
-    shares_data = True
-
-    def _shared_journal(self) -> Any:
-        journal = self.__dict__.get("_table_journal")
-        if journal is None:
-            journal = self.__dict__["_table_journal"] = TableJournal(self)
-        return journal
-
-    def _forget(self, token: str) -> None:
-        try:
-            with self._conn() as conn:
-                conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s',
-                             {"key": _tx_key(token)})
-        except StoreUnavailableError:  # a row left behind is harmless; the next one is new
-            pass
-
-    def _locked_images(self, conn: Any, keys: list[str], now: float
-                       ) -> list[tuple[str, Any, float | None]]:
-        """What ``keys`` hold, read with their rows locked until this transaction ends, so no
-        plain save can land between this read and the commit. A key without a row gets an
-        expired placeholder row (this transaction's own, overwritten or deleted by its writes):
-        a save racing to create it waits for the commit, and one that created it first is
-        locked and read on the next round."""
-        t = f'"{self.table}"'
-        found: dict[str, tuple[Any, float | None]] = {}
-        pending = sorted(keys)
-        while pending:
-            for key, value, exp in conn.execute(
-                    f"SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 FROM {t} "
-                    "WHERE key = ANY(%(keys)s) ORDER BY key FOR UPDATE", {"keys": pending}):
-                live = exp is None or exp > now
-                found[key] = (bytes(value), None if exp is None else max(exp - now, 0.001)) \
-                    if live else (MISSING, None)
-            pending = [k for k in pending if k not in found]
-            if pending:
-                for (key,) in conn.execute(
-                        f"INSERT INTO {t} (key, value, expires_at) SELECT k, ''::bytea, "
-                        "to_timestamp(0) FROM unnest(%(keys)s::text[]) AS u(k) "
-                        "ON CONFLICT (key) DO NOTHING RETURNING key", {"keys": pending}):
-                    found[key] = (MISSING, None)
-                pending = [k for k in pending if k not in found]
-        return [(key, *found[key]) for key in keys]
 
     def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         # COPY into a session-local staging table, then one upsert: the fastest way into

@@ -501,3 +501,19 @@ def test_a_commit_killed_on_one_machine_is_repaired_by_another(tmp_path, monkeyp
             pm.stores["database"].drop_table()
     assert not torn, f"{len(torn)} torn outcomes of {KILLS}: {torn[:3]}"
     assert last > KILLS  # machine A did commit transactions
+
+
+def test_opening_while_postgresql_is_down_waits_at_most_a_second_for_its_records(tmp_path,
+                                                                                 monkeypatch):
+    """The shared records are read when a manager opens; with PostgreSQL down that costs one
+    bounded wait (reported as an error event), never the full connect timeouts."""
+    from redis_servers import free_port
+
+    monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "data"))
+    config = {"persistence": {"postgres": {"dsn": f"postgresql://postgres@127.0.0.1:{free_port()}/x"},
+                              "categories": {"p": {"store": "database"}}}}
+    start = time.monotonic()
+    with PersistenceManager.from_config(config) as pm:
+        elapsed = time.monotonic() - start
+        assert pm._core.journal.left  # to be read again by the next transaction
+    assert elapsed < 3.0, elapsed
