@@ -21,7 +21,8 @@ import pytest
 from conftest import HAVE_REDIS_SERVER
 from kvstore import PersistenceManager, StoreUnavailableError, TransactionError
 
-pytestmark = pytest.mark.skipif(not HAVE_REDIS_SERVER, reason="redis-server / redis-cli not on PATH")
+pytestmark = pytest.mark.skipif(not HAVE_REDIS_SERVER,
+                                reason="redis-server / redis-cli not on PATH")
 
 RETRY = 0.3  # seconds before Redis is tried again (the default is 5)
 
@@ -46,8 +47,10 @@ def _config(tmp_path: Path, url: str) -> dict:
 
 
 @contextmanager
-def _manager(tmp_path: Path, server: object, retry_after: float = RETRY) -> Iterator[PersistenceManager]:
-    with PersistenceManager.from_config(_config(tmp_path, server.url)) as pm:  # type: ignore[attr-defined]
+def _manager(tmp_path: Path, server: object,
+             retry_after: float = RETRY) -> Iterator[PersistenceManager]:
+    url = server.url  # type: ignore[attr-defined]
+    with PersistenceManager.from_config(_config(tmp_path, url)) as pm:
         pm.stores["cache"].retry_after = retry_after
         yield pm
 
@@ -203,3 +206,31 @@ def test_fallback_writes_are_put_back_after_a_redis_outage(tmp_path, data_dir, s
         assert list(database._meta.keys("outage:")) == []
     with _manager(tmp_path, server) as other:  # another process's view
         assert other.load("q:a") == "during" and other.load("q:b") == "during"
+
+
+def test_the_async_front_follows_the_same_rule(tmp_path, data_dir, server):
+    """The asyncio manager runs the same FallbackStore in threads: an outage incr raises, a save
+    is served by the fallback and written back."""
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(_config(tmp_path, server.url)) as pm:
+            cache = pm.stores["cache"].sync
+            cache.retry_after = RETRY
+            assert await pm.incr("q:n") == 1
+            os.kill(server.proc.pid, signal.SIGSTOP)
+            try:
+                await pm.save("q:a", "during")
+                assert cache.using_fallback
+                with pytest.raises(StoreUnavailableError):
+                    await pm.incr("q:n")
+                assert await pm.load("q:a") == "during"
+            finally:
+                os.kill(server.proc.pid, signal.SIGCONT)
+            await asyncio.sleep(RETRY + 0.05)
+            assert await pm.incr("q:n") == 2
+            assert cache.primary.load("q:a") == "during"
+
+    asyncio.run(main())
