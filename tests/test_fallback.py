@@ -114,19 +114,24 @@ def test_a_list_keeps_every_item_across_an_outage(tmp_path, data_dir, server):
 def test_a_direct_redis_write_after_recovery_is_not_overwritten(tmp_path, data_dir, server):
     """Process A saves during the outage; process B, which never saw it, saves the same key
     to Redis after Redis is back and before A writes back. B's newer value stays (before: A's
-    write-back replaced it with the outage's value)."""
+    write-back replaced it with the outage's value), and B's incr of a key A saved during the
+    outage counts from A's value (before: from Redis's older one, then A's replaced it)."""
     with _manager(tmp_path, server) as a, _manager(tmp_path, server, retry_after=5.0) as b:
         a.save("q:k", "before")
+        a.save("q:c", 1)
         assert b.load("q:k") == "before"  # B is up to date and checked for outage writes just now
         with _stalled(server, a):
             a.save("q:k", "outage")
+            a.save("q:c", 10)
             a.save("q:only-outage", "outage")
         b.save("q:k", "direct")            # Redis is back; A has not written back yet
+        assert b.incr("q:c") == 11         # counts from the outage save, not from Redis's 1
         _recovered(a)
         for pm in (a, b):
             assert pm.load("q:k") == "direct"
             assert pm.load("q:only-outage") == "outage"
         assert a.stores["cache"].primary.load("q:k") == "direct"
+        assert a.load("q:c") == 11
 
 
 def test_an_outage_write_wins_over_what_redis_held_before(tmp_path, data_dir, server):
