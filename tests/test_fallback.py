@@ -38,19 +38,20 @@ def server(tmp_path: Path) -> Iterator[object]:
         srv.stop()
 
 
-def _config(tmp_path: Path, url: str) -> dict:
+def _config(tmp_path: Path, url: str, fallback: str = "database") -> dict:
     return {"persistence": {
         "sqlite": {"path": str(tmp_path / "app.db")},
+        "file": {"base_path": str(tmp_path / "files")},
         "redis": {"url": url, "socket_timeout": 0.3, "connect_timeout": 0.3,
-                  "fallback": "database"},
+                  "fallback": fallback},
         "categories": {"q": {"store": "cache", "ttl": "1h"}}}}
 
 
 @contextmanager
-def _manager(tmp_path: Path, server: object,
-             retry_after: float = RETRY) -> Iterator[PersistenceManager]:
+def _manager(tmp_path: Path, server: object, retry_after: float = RETRY,
+             fallback: str = "database") -> Iterator[PersistenceManager]:
     url = server.url  # type: ignore[attr-defined]
-    with PersistenceManager.from_config(_config(tmp_path, url)) as pm:
+    with PersistenceManager.from_config(_config(tmp_path, url, fallback)) as pm:
         pm.stores["cache"].retry_after = retry_after
         yield pm
 
@@ -187,11 +188,12 @@ def test_what_depends_on_redis_raises_during_the_outage(tmp_path, data_dir, serv
         assert pm.get_or_set("q:x", lambda: "computed") == "before"
 
 
-def test_fallback_writes_are_put_back_after_a_redis_outage(tmp_path, data_dir, server):
-    """Before: Redis answers. During (Redis frozen): writes go to the database tier, reads see
-    them. After (Redis back): every outage write is read from Redis, the database tier keeps no
+@pytest.mark.parametrize("fallback", ["database", "file", "memory"])
+def test_fallback_writes_are_put_back_after_a_redis_outage(tmp_path, data_dir, server, fallback):
+    """Before: Redis answers. During (Redis frozen): writes go to the fallback tier, reads see
+    them. After (Redis back): every outage write is read from Redis, the fallback keeps no
     stale copy nor outage record, and a second process sees the same."""
-    with _manager(tmp_path, server) as pm:
+    with _manager(tmp_path, server, fallback=fallback) as pm:
         pm.save("q:a", "before")
         pm.save("q:gone", "before")
         with _stalled(server, pm):
@@ -199,17 +201,18 @@ def test_fallback_writes_are_put_back_after_a_redis_outage(tmp_path, data_dir, s
             pm.save("q:b", "during", ttl=600)
             pm.delete("q:gone")
             assert pm.load("q:a") == "during" and pm.load("q:b") == "during"
-            assert pm.stores["database"].load("q:b") == "during"
+            assert pm.load_many(["q:a", "q:b"]) == {"q:a": "during", "q:b": "during"}
+            assert pm.stores[fallback].exists("q:b")
         _recovered(pm)
         assert pm.load("q:a") == "during"
         assert pm.load("q:b") == "during" and 500 < pm.ttl("q:b") <= 600
         assert not pm.exists("q:gone")
         primary = pm.stores["cache"].primary
         assert primary.load("q:a") == "during" and not primary.exists("q:gone")
-        database = pm.stores["database"]
-        assert not any(database.exists(k) for k in ("q:a", "q:b", "q:probe"))  # nothing stale
-        assert list(database._meta.keys("outage:")) == []
-    with _manager(tmp_path, server) as other:  # another process's view
+        tier = pm.stores[fallback]
+        assert not any(tier.exists(k) for k in ("q:a", "q:b", "q:probe"))  # nothing stale
+        assert list(tier._meta.keys("outage:")) == []
+    with _manager(tmp_path, server, fallback=fallback) as other:  # another process's view
         assert other.load("q:a") == "during" and other.load("q:b") == "during"
 
 

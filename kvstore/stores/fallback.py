@@ -179,6 +179,18 @@ class FallbackStore(PersistenceStore):
     def _check_key(self, key: Any) -> None:
         self.primary._check_key(key)
 
+    def _decode(self, key: str, blob: Any) -> Any:
+        # Bytes are the primary's encoding (also as copied to the fallback); anything else is
+        # the fallback's own form of a value it served (the file store's decoded JSON).
+        if isinstance(blob, (bytes, bytearray)):
+            return self.primary._decode(key, blob)
+        return self.fallback._decode(key, blob)
+
+    def _decode_many(self, found: Any) -> dict[str, Any]:
+        if all(isinstance(blob, (bytes, bytearray)) for blob in found.values()):
+            return self.primary._decode_many(found)  # its batch decoder
+        return {key: self._decode(key, blob) for key, blob in found.items()}
+
     def _get(self, key: str) -> Any:
         return self._read("_get", key)
 
