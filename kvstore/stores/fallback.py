@@ -97,10 +97,9 @@ class FallbackStore(PersistenceStore):
             except Exception:
                 pass
 
-    def _refused(self, key: str, exc: BaseException | None = None) -> StoreUnavailableError:
-        why = f" ({exc})" if exc is not None else ""
+    def _refused(self, key: str) -> StoreUnavailableError:
         return StoreUnavailableError(
-            f"key {key!r}: the primary store is unavailable{why} ({self.primary!r}); this "
+            f"key {key!r}: the primary store is unavailable ({self.primary!r}); this "
             "operation depends on the value it holds (incr, add, update, append, touch, "
             "get_or_set, locks, transactions that read or also write another store), which the "
             "fallback store cannot know, so nothing was written. save and delete keep working "
