@@ -143,9 +143,11 @@ def test_an_outage_write_wins_over_what_redis_held_before(tmp_path, data_dir, se
         pm.save("q:a", "before")
         pm.save("q:gone", "before")
         pm.save("q:short", "before")
+        pm.save_many({"q:d1": "before", "q:d2": "before"})
         with _stalled(server, pm):
             pm.save("q:a", "during")
             pm.delete("q:gone")
+            pm.delete_many(["q:d1", "q:d2"])
             pm.save("q:short", "during", ttl=0.2)
             pm.save_many({"q:m1": 1, "q:m2": 2}, ttl=600)
             with pm.transaction() as tx:  # writes only: a blind write too
@@ -155,6 +157,7 @@ def test_an_outage_write_wins_over_what_redis_held_before(tmp_path, data_dir, se
         primary = pm.stores["cache"].primary
         assert primary.load("q:a") == "during" and primary.load("q:tx") == "during"
         assert not primary.exists("q:gone") and not primary.exists("q:short")
+        assert primary.load_many(["q:d1", "q:d2"]) == {}
         assert primary.load_many(["q:m1", "q:m2"]) == {"q:m1": 1, "q:m2": 2}
         assert 500 < primary.ttl("q:m1") <= 600
 
