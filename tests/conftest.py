@@ -133,6 +133,22 @@ def _redis_case(tmp_path: Path) -> StoreCase:
                      {"kind": "redis", "url": REDIS_URL, "key_prefix": prefix})
 
 
+def _redis_fallback_case(tmp_path: Path) -> StoreCase:
+    """Redis behind ``redis.fallback`` (a FallbackStore over SQLite), Redis up: it must behave
+    exactly as Redis does, outage records checked on every write."""
+    from kvstore import SQLiteStore
+    from kvstore.stores.fallback import FallbackStore
+
+    c = _redis_case(tmp_path)
+    redis_build = c.build
+
+    def build(**kw: Any) -> Any:
+        return FallbackStore(redis_build(**kw), SQLiteStore(path=tmp_path / "fallback.db"))
+
+    c.kind, c.build, c.spec = "redis-fallback", build, None
+    return c
+
+
 def _postgres_case(tmp_path: Path) -> StoreCase:
     from kvstore import PostgresStore
 
@@ -147,7 +163,7 @@ def _postgres_case(tmp_path: Path) -> StoreCase:
 
 
 SYNC_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
-              "file-msgpack", "redis", "redis-cluster", "postgres"]
+              "file-msgpack", "redis", "redis-cluster", "postgres", "redis-fallback"]
 #: The async stores (kvstore.aio) run the same test bodies through tests/aio_facade.py.
 AIO_KINDS = ["aio-memory", "aio-sqlite-json", "aio-file-msgpack", "aio-redis", "aio-redis-cluster",
              "aio-postgres"]
@@ -178,6 +194,8 @@ def _make_case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Sto
         return _file_case(tmp_path, kind.split("-", 1)[1])
     if kind == "redis":
         return _redis_case(tmp_path)
+    if kind == "redis-fallback":
+        return _redis_fallback_case(tmp_path)
     if kind == "redis-cluster":
         url = request.getfixturevalue("redis_cluster_url")
         prefix = f"kvtest:{uuid.uuid4().hex[:8]}:"

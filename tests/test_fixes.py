@@ -205,56 +205,7 @@ def test_cli_backup_names_the_unavailable_store_or_skips_it(cli_env, redis_down,
     assert "cache" in manifest["skipped"] and manifest["stores"]["database"]["keys"] == 1
 
 
-# -- 2. writes made to the fallback during a Redis outage are readable after it ------------------
-
-
-@pytest.mark.slow
-def test_fallback_writes_are_put_back_after_a_redis_outage(data_dir, tmp_path):
-    """Before: Redis answers. During (Redis frozen): writes go to the database tier, reads see
-    them. After (Redis back): every outage write is read from Redis, the database tier keeps no
-    stale copy, and a second process sees the same."""
-    import signal
-
-    from conftest import HAVE_REDIS_SERVER
-
-    if not HAVE_REDIS_SERVER:
-        pytest.skip("redis-server / redis-cli not on PATH")
-    from redis_servers import RedisServer
-
-    server = RedisServer(tmp_path / "redis").start()
-    config = {"persistence": {
-        "sqlite": {"path": str(tmp_path / "app.db")},
-        "redis": {"url": server.url, "socket_timeout": 0.3, "connect_timeout": 0.3,
-                  "fallback": "database"},
-        "categories": {"q": {"store": "cache", "ttl": "1h"}}}}
-    try:
-        with PersistenceManager.from_config(config) as pm:
-            pm.save("q:a", "before")
-            pm.save("q:gone", "before")
-            os.kill(server.proc.pid, signal.SIGSTOP)
-            try:
-                pm.save("q:a", "during")          # routed to the fallback, no exception
-                pm.save("q:b", "during", ttl=600)
-                pm.delete("q:gone")
-                pm.append("q:log", 1)
-                assert pm.load("q:a") == "during" and pm.load("q:b") == "during"
-                assert pm.stores["database"].load("q:b") == "during"
-            finally:
-                os.kill(server.proc.pid, signal.SIGCONT)
-            time.sleep(pm.stores["cache"].retry_after + 0.1)
-            assert pm.load("q:a") == "during"      # put back at the first call after recovery
-            assert pm.load("q:b") == "during" and 500 < pm.ttl("q:b") <= 600
-            assert pm.load("q:log") == [1]
-            assert not pm.exists("q:gone")
-            primary = pm.stores["cache"].primary
-            assert primary.load("q:a") == "during" and primary.load("q:log") == [1]
-            assert not primary.exists("q:gone")
-            database = pm.stores["database"]
-            assert not any(database.exists(k) for k in ("q:a", "q:b", "q:log"))  # nothing stale
-        with PersistenceManager.from_config(config) as other:  # another process's view
-            assert other.load("q:a") == "during" and other.load("q:b") == "during"
-    finally:
-        server.stop()
+# -- 2. the Redis fallback's write-back: moved to tests/test_fallback.py ---------------------------
 
 
 # -- 4. a cross-store commit killed mid-way is all or nothing ------------------------------------

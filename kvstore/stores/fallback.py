@@ -1,12 +1,28 @@
 """FallbackStore: serve a tier from a second store while its server (Redis) is unavailable.
 
-Writes made while the primary is down go to the fallback store, and each written key is
-recorded in the fallback's lock namespace (``outage:<key>``). Once the primary answers again,
-the first call in any process that shares the fallback (at once in the process that saw the
-outage end, within ``retry_after`` seconds in the others) writes those keys back to the primary
-with their remaining TTLs (or deletes them there, for keys deleted or expired meanwhile), then
-removes them from the fallback. So after recovery every write made during the outage is read
-from the primary, and nothing stays behind in the fallback.
+One rule decides what works during an outage: **an operation that does not depend on the value
+Redis holds keeps working on the fallback store; one that does raises StoreUnavailableError**.
+
+- Reads (``load``, ``exists``, ``ttl``, ``keys``, ``load_many``) are served by the fallback, which
+  holds only what was written during the outage: a key written before it reads as missing.
+- Blind writes (``save``, ``delete``, ``save_many``, ``delete_many``, a transaction that read
+  nothing of this tier and writes only this tier) go to the fallback, and each is recorded with
+  its bytes (:mod:`kvstore.stores.outage`). ``delete`` then says whether the *fallback* held
+  the key.
+- Everything else raises, as it would without a fallback: ``incr``, ``add``, ``update``,
+  ``append``, ``touch``, ``get_or_set`` of a key not written during the outage, locks, a
+  transaction that read a key of this tier or also writes another store (its undo needs the
+  values Redis holds), ``clear``, logs, backups. Their answer would be computed from "missing"
+  instead of from what Redis holds, and written back over it: a count or a list that is wrong.
+
+Write-back: every call that writes to Redis (including ``incr``, ``add``, the compare-and-swap
+steps of ``update``, a transaction's commit, a snapshot for backups or undo) first writes back
+the outage writes still recorded for the keys it touches, so no write made directly to Redis is
+ever overwritten by an older outage write; besides, each process writes back every record at
+its first call after the outage and then at most every ``retry_after`` seconds, so reads from
+Redis see outage writes within that time. An outage write is written back with a
+compare-and-swap against what Redis held just before, so concurrent write-backs (several
+processes) and writers never interleave wrongly (see :mod:`kvstore.stores.outage`).
 """
 
 from __future__ import annotations
@@ -19,34 +35,35 @@ from typing import Any, Callable, Iterator
 from .._commit import Before
 from ..errors import StoreUnavailableError
 from ..store import MISSING, Check, Op, PersistenceStore
+from .outage import OutageRecords
 
 __all__ = ["FallbackStore"]
 
-_OUTAGE = "outage:"
 
+class _Outage:
+    """When the primary may be tried again, shared by a FallbackStore and its lock namespace."""
 
-def _written_keys(method: str, args: tuple[Any, ...]) -> list[str]:
-    if method == "_set_many":
-        return [key for key, _ in args[0]]
-    if method == "_delete_many":
-        return list(args[0])
-    return [args[0]]
+    def __init__(self) -> None:
+        self.down_until = 0.0   # monotonic; the primary failed, serve the fallback until then
+        self.next_check = 0.0   # monotonic; when to write back every outage record again
+        self.lock = threading.Lock()
 
 
 class FallbackStore(PersistenceStore):
     """Calls go to ``primary``; when it raises :class:`StoreUnavailableError`, the call and every
-    call for the next ``retry_after`` seconds go to ``fallback``, then ``primary`` is tried again.
+    call for the next ``retry_after`` seconds go to ``fallback`` (as the module docstring says:
+    reads and blind writes are served, the rest raises), then ``primary`` is tried again.
 
     Blobs are self-describing, so values written by the primary's serializer read back from the
-    fallback store (and vice versa). ``on_error(exc)`` is told each time the primary fails.
-    Keys written to the fallback while the primary was down are written back to the primary when
-    it is reachable again (see the module docstring).
+    fallback store. ``on_error(exc)`` is told each time the primary fails. With ``write_back``
+    (the default) the writes made to the fallback are written back to the primary once it is
+    reachable again, never over a newer write.
     """
 
     def __init__(self, primary: PersistenceStore, fallback: PersistenceStore, *,
                  retry_after: float = 5.0,
                  on_error: Callable[[BaseException], None] | None = None,
-                 write_back: bool = True) -> None:
+                 write_back: bool = True, _outage: _Outage | None = None) -> None:
         super().__init__(ttl_default=primary.ttl_default, serializer=None)
         self.serializer = primary.serializer
         self.primary = primary
@@ -56,112 +73,210 @@ class FallbackStore(PersistenceStore):
         self.durable = primary.durable
         self.optimistic = primary.optimistic
         self.crash_atomic = primary.crash_atomic and fallback.crash_atomic
-        self._down_until = 0.0
-        self._lock = threading.Lock()
-        self._write_back = write_back
-        self._next_check = 0.0  # when to look for outage writes to put back (monotonic)
+        # A lock namespace (given its parent's outage) serves nothing from the fallback: a lock
+        # taken in Redis before the outage cannot be seen there.
+        self._strict = _outage is not None
+        self._outage = _outage or _Outage()
+        self._records = OutageRecords(fallback._meta) if write_back and not self._strict else None
+        if not self._strict:  # opened now: _open_meta runs under the lock that opening takes
+            self._spaces = (primary._meta, fallback._meta)
 
     @property
     def using_fallback(self) -> bool:
-        return time.monotonic() < self._down_until
+        return time.monotonic() < self._outage.down_until
 
-    def _call(self, method: str, *args: Any) -> Any:
-        if self._down_until and time.monotonic() < self._down_until:
-            return self._on_fallback(method, args)
-        try:
-            if self._write_back and time.monotonic() >= self._next_check:
-                self._put_back()
-            result = getattr(self.primary, method)(*args)
-            if method == "_keys":
-                result = list(result)  # errors surface here, not halfway through iteration
-        except StoreUnavailableError as exc:
-            with self._lock:
-                self._down_until = time.monotonic() + self.retry_after
-                self._next_check = 0.0  # put back at the first call that succeeds again
-            if self.on_error is not None:
-                try:
-                    self.on_error(exc)
-                except Exception:
-                    pass
-            return self._on_fallback(method, args)
-        self._down_until = 0.0
-        return result
+    # -- routing ---------------------------------------------------------------------------------
 
-    _WRITES = frozenset({"_set", "_delete", "_incr", "_add", "_cas", "_touch", "_set_many",
-                         "_delete_many"})
+    def _down(self, exc: StoreUnavailableError) -> None:
+        outage = self._outage
+        with outage.lock:
+            outage.down_until = time.monotonic() + self.retry_after
+            outage.next_check = 0.0  # write everything back at the first call that succeeds
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                pass
 
-    def _on_fallback(self, method: str, args: tuple[Any, ...]) -> Any:
-        if method == "_clear":
-            raise StoreUnavailableError(
-                f"clear() needs the primary store, which is unavailable ({self.primary!r}): the "
-                "keys it holds cannot be seen from the fallback")
-        result = getattr(self.fallback, method)(*args)
-        if self._write_back and method in self._WRITES:
-            self._mark(_written_keys(method, args))
-        return result
+    def _refused(self, key: str) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"key {key!r}: the primary store is unavailable ({self.primary!r}); this "
+            "operation depends on the value it holds (incr, add, update, append, touch, "
+            "get_or_set, locks, transactions that read or also write another store), which the "
+            "fallback store cannot know, so nothing was written. save and delete keep working "
+            "on the fallback store during the outage.")
 
-    def _mark(self, keys: list[str]) -> None:
-        """Record keys written to the fallback during an outage (to put back later)."""
-        registry = self.fallback._meta
-        for key in keys:
-            registry._set(_OUTAGE + key, b"1", None)
-
-    def _put_back(self) -> None:
-        """Write the keys recorded during an outage back to the primary, then drop them from
-        the fallback. Runs under a lock shared by every process using the fallback."""
-        self._next_check = time.monotonic() + self.retry_after
-        registry = self.fallback._meta
-        marked = [k[len(_OUTAGE):] for k in registry._keys(_OUTAGE)]
-        if not marked:
+    def _write_back_due(self) -> None:
+        """Every ``retry_after`` seconds (and at once after an outage): write back every outage
+        record, so reads from the primary see them. Best effort: a failure is seen by the call."""
+        outage = self._outage
+        if self._records is None or time.monotonic() < outage.next_check:
             return
-        lock = self.fallback.lock("kvstore-fallback-put-back", ttl=60, timeout=30)
-        with lock:
-            for key in marked:
-                blob = self.fallback._get(key)
-                if blob is MISSING:  # deleted (or expired) during the outage
-                    self.primary._delete(key)
-                else:
-                    ttl = self.fallback._ttl(key)
-                    value = self.fallback._decode(key, blob)
-                    self.primary._set(key, self.primary._encode(key, value), ttl)
-                    self.fallback._cas(key, blob, MISSING, None)  # unless rewritten meanwhile
-                registry._delete(_OUTAGE + key)
+        outage.next_check = time.monotonic() + self.retry_after
+        try:
+            self._records.settle_all(self.primary, self.fallback)
+        except StoreUnavailableError:
+            outage.next_check = 0.0
+
+    def _pending(self, keys: list[str]) -> list[str]:
+        """Those of ``keys`` with an outage write not yet written back to the primary."""
+        if self._records is None or not keys:
+            return []
+        try:
+            return self._records.pending(keys)
+        except StoreUnavailableError as exc:
+            raise StoreUnavailableError(
+                f"key {keys[0]!r}: the fallback store ({self.fallback!r}) cannot be read to check "
+                f"for outage writes not yet written back to the primary; nothing was written: "
+                f"{exc}") from exc
+
+    def _settle(self, keys: list[str]) -> None:
+        """Write back the outage writes of ``keys`` (from _pending) before the primary writes
+        them."""
+        assert self._records is not None
+        for key in keys:
+            self._records.settle(key, self.primary, self.fallback)
+
+    def _read(self, method: str, *args: Any) -> Any:
+        if not self.using_fallback:
+            self._write_back_due()
+            try:
+                result = getattr(self.primary, method)(*args)
+                if method == "_keys":
+                    result = list(result)  # errors surface here, not halfway through iteration
+                return result
+            except StoreUnavailableError as exc:
+                self._down(exc)
+                if self._strict:
+                    raise
+        elif self._strict:
+            raise self._refused(str(args[0]))
+        return getattr(self.fallback, method)(*args)
+
+    def _write(self, method: str, keys: list[str], writes: list[Op] | None, *args: Any) -> Any:
+        """A write: to the primary after settling ``keys``. During an outage a blind write
+        (``writes``: what it writes) goes to the fallback and is recorded; any other raises."""
+        if not self.using_fallback:
+            self._write_back_due()
+            pending = self._pending(keys)
+            try:
+                if pending:
+                    self._settle(pending)
+                return getattr(self.primary, method)(*args)
+            except StoreUnavailableError as exc:
+                self._down(exc)
+                if writes is None or self._strict:
+                    raise
+        elif writes is None or self._strict:
+            raise self._refused(keys[0] if keys else "*")
+        result = getattr(self.fallback, method)(*args)
+        if self._records is not None:
+            self._records.record(writes)
+        return result
+
+    # -- the byte-level interface ---------------------------------------------------------------
 
     def _check_key(self, key: Any) -> None:
         self.primary._check_key(key)
 
+    def _decode(self, key: str, blob: Any) -> Any:
+        # Bytes are the primary's encoding (also as copied to the fallback); anything else is
+        # the fallback's own form of a value it served (the file store's decoded JSON).
+        if isinstance(blob, (bytes, bytearray)):
+            return self.primary._decode(key, blob)
+        return self.fallback._decode(key, blob)
+
+    def _decode_many(self, found: Any) -> dict[str, Any]:
+        if all(isinstance(blob, (bytes, bytearray)) for blob in found.values()):
+            return self.primary._decode_many(found)  # its batch decoder
+        return {key: self._decode(key, blob) for key, blob in found.items()}
+
     def _get(self, key: str) -> Any:
-        return self._call("_get", key)
-
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        self._call("_set", key, blob, ttl)
-
-    def _delete(self, key: str) -> bool:
-        return bool(self._call("_delete", key))
+        return self._read("_get", key)
 
     def _exists(self, key: str) -> bool:
-        return bool(self._call("_exists", key))
+        return bool(self._read("_exists", key))
 
     def _keys(self, prefix: str) -> Iterator[str]:
-        return iter(self._call("_keys", prefix))
+        return iter(self._read("_keys", prefix))
 
     def _ttl(self, key: str) -> float | None:
-        return self._call("_ttl", key)
+        return self._read("_ttl", key)
+
+    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+        return self._read("_get_many", keys)
+
+    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+        self._write("_set", [key], [(key, blob, ttl)], key, blob, ttl)
+
+    def _delete(self, key: str) -> bool:
+        return bool(self._write("_delete", [key], [(key, MISSING, None)], key))
+
+    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        self._write("_set_many", [k for k, _ in items], [(k, b, ttl) for k, b in items],
+                    items, ttl)
+
+    def _delete_many(self, keys: list[str]) -> int:
+        return int(self._write("_delete_many", keys, [(k, MISSING, None) for k in keys], keys))
 
     def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        return int(self._call("_incr", key, amount, ttl))
+        return int(self._write("_incr", [key], None, key, amount, ttl))
 
     def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        return bool(self._call("_add", key, blob, ttl))
+        return bool(self._write("_add", [key], None, key, blob, ttl))
 
     def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        return bool(self._call("_cas", key, expected, new, ttl))
+        return bool(self._write("_cas", [key], None, key, expected, new, ttl))
 
     def _touch(self, key: str, ttl: float | None) -> bool:
-        return bool(self._call("_touch", key, ttl))
+        return bool(self._write("_touch", [key], None, key, ttl))
+
+    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        # Before-images for an undo, and backups: what Redis holds, so not served by the fallback.
+        return self._write("_snapshot", keys, None, keys)
 
     def _clear(self, prefix: str) -> int:
-        return int(self._call("_clear", prefix))
+        if self.using_fallback:
+            raise StoreUnavailableError(
+                f"clear() needs the primary store, which is unavailable ({self.primary!r}): the "
+                "keys it holds cannot be seen from the fallback")
+        try:
+            if self._records is not None:
+                self._records.settle_all(self.primary, self.fallback, prefix)
+        except StoreUnavailableError as exc:
+            self._down(exc)
+            raise
+        return int(self._write("_clear", [], None, prefix))
+
+    @contextmanager
+    def _committing(self, ops: list[Op], checks: list[Check],
+                    before: Before | None = None) -> Iterator[None]:
+        # The store is chosen once, at the start; an outage during the commit fails it (and
+        # sends the next one to the fallback).
+        if self.using_fallback:
+            if checks or self._strict:
+                raise self._refused((checks or ops)[0][0])
+            with self.fallback._committing(ops, [], before):
+                yield
+            if self._records is not None:
+                self._records.record(ops)
+            return
+        touched = dict.fromkeys([k for k, _, _ in ops] + [k for k, _ in checks])
+        pending = self._pending(list(touched))
+        inner = False  # an error from the block (another store's part) is not the primary's
+        try:
+            if pending:
+                self._settle(pending)
+            with self.primary._committing(ops, checks, before):
+                try:
+                    yield
+                except BaseException:
+                    inner = True
+                    raise
+        except StoreUnavailableError as exc:
+            if not inner:
+                self._down(exc)
+            raise
 
     # Logs stay on the primary (a log's numbering cannot be split between two stores): while
     # it is down they raise StoreUnavailableError.
@@ -187,41 +302,13 @@ class FallbackStore(PersistenceStore):
     def _log_names(self, prefix: str) -> list[str]:
         return self.primary._log_names(prefix)
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        return self._call("_get_many", keys)
-
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        self._call("_set_many", items, ttl)
-
-    def _delete_many(self, keys: list[str]) -> int:
-        return int(self._call("_delete_many", keys))
-
-    @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
-                    before: Before | None = None) -> Iterator[None]:
-        # The store is chosen once, at the start; an outage during the commit fails it (and
-        # sends the next one to the fallback).
-        target = self.fallback if self.using_fallback else self.primary
-        try:
-            with target._committing(ops, checks, before):
-                yield
-            if target is self.fallback and self._write_back:
-                self._mark([key for key, _, _ in ops])
-        except StoreUnavailableError:
-            if target is self.primary:
-                with self._lock:
-                    self._down_until = time.monotonic() + self.retry_after
-            raise
-
     def _open_meta(self) -> "FallbackStore":
-        return FallbackStore(self.primary._meta, self.fallback._meta, retry_after=self.retry_after,
-                             write_back=False)  # locks are not written back
+        primary, fallback = self._spaces
+        return FallbackStore(primary, fallback, retry_after=self.retry_after, write_back=False,
+                             _outage=self._outage)
 
     def _lock_id(self) -> str:
         return self.primary._lock_id()
-
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
-        return self._call("_snapshot", keys)
 
     # Restores and log transfer need the primary: a restore into the fallback would be lost.
     def _replace_all(self, rows: Any, logs: Any) -> None:
