@@ -487,13 +487,18 @@ class FileStore(PersistenceStore):
             return None if entry is None else entry[1]
         return None if ttl is None else self._clock() + ttl
 
-    def _walk(self, ext: str | None = None) -> Iterator[tuple[int, str, Path]]:
+    def _listing(self, ext: str | None = None) -> Iterator[tuple[int, str, Path]]:
         """``(folder descriptor, file name, path)`` of every file with the extension, links
         and dot-folders skipped; the descriptor is valid until the next item."""
         suffix = ext or self._ext
         join = self.base_path.joinpath
         for fd, name, parts in walk(self._root, lambda n: n.endswith(suffix)):
             yield fd, name, join(*parts)
+
+    def _walk(self, ext: str | None = None) -> Iterator[Path]:
+        """The path of every file with the extension (see :meth:`_listing`)."""
+        for _, _, path in self._listing(ext):
+            yield path
 
     def _expiry_of(self, dir_fd: int, name: str) -> float | None | bool:
         """Expiry read from the file's first bytes (False: file gone or unreadable)."""
@@ -519,7 +524,7 @@ class FileStore(PersistenceStore):
         return None
 
     def _matching(self, prefix: str) -> Iterator[tuple[str, Path, float | None]]:
-        for fd, name, path in self._walk():
+        for fd, name, path in self._listing():
             key = self._key_for(path)
             if key is None or not key.startswith(prefix):
                 continue
@@ -638,7 +643,7 @@ class FileStore(PersistenceStore):
     def _log_names(self, prefix: str) -> list[str]:
         names = []
         with self._io():
-            for _, _, path in self._walk(_LOG_EXT):
+            for path in self._walk(_LOG_EXT):
                 key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
                 if key is not None and key.startswith(prefix):
                     names.append(key)
