@@ -20,8 +20,8 @@ its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every open, renam
 stat and listing runs relative to a folder's descriptor (see :mod:`._paths`). A key whose path
 meets a link raises :class:`InvalidKeyError` naming the key and the link; ``keys()`` skips links.
 ``base_path`` itself is looked up on every call, so a folder replaced while the store is open (a
-restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems (macOS, Windows defaults) would
-merge keys differing only in case: not supported.
+restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems
+(macOS, Windows defaults) would merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
 types JSON lacks are tagged objects (``{"__kv__": "datetime", "v": "..."}``). A key with a TTL
@@ -62,7 +62,8 @@ from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_t
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
                      same_blob)
 from . import _atomic, _filelog
-from ._paths import LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file, stat_file, walk
+from ._paths import (LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file,
+                     stat_file, walk)
 
 __all__ = ["FileStore"]
 
@@ -300,7 +301,7 @@ class FileStore(PersistenceStore):
             return data[10:], struct.unpack("<d", data[2:10])[0]
         return data, None
 
-    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) ----------
+    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) -------
 
     def _rel(self, path: Path) -> Parts:
         """The segments of ``path`` below ``base_path``."""
@@ -388,7 +389,8 @@ class FileStore(PersistenceStore):
         except (LinkRefused, OSError) as exc:
             raise self._error(exc, key) from exc
 
-    def _error(self, exc: LinkRefused | OSError, key: str) -> InvalidKeyError | StoreUnavailableError:
+    def _error(self, exc: LinkRefused | OSError,
+               key: str) -> InvalidKeyError | StoreUnavailableError:
         if isinstance(exc, LinkRefused):
             return _link_error(exc.path, key)
         where = f"key {key!r}: " if key else ""
@@ -575,7 +577,7 @@ class FileStore(PersistenceStore):
             with self._io():
                 self._publish(temps, deletes)
 
-    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ----------------
+    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ------------
     # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line. Appends run under the
     # folder's flock; reads take no lock (a line is visible once its newline is written).
 
