@@ -417,3 +417,15 @@ def test_a_replaced_folder_is_used_from_the_next_call(area):
     assert json.loads((base / "b" / "c.json").read_text()) == 4
     assert sorted(store.keys()) == ["b/c"]
     store.close()
+
+
+def test_a_fifo_under_a_keys_name_never_hangs_a_read(store, area):
+    """Only regular files are values: a FIFO planted as ``pipe.json`` reads as no key (an open
+    for reading would wait for a writer forever)."""
+    os.mkfifo(area / "store" / "pipe.json")
+    found: list[object] = []
+    reader = threading.Thread(target=lambda: found.append(store.load("pipe", "none")), daemon=True)
+    reader.start()
+    reader.join(5)
+    assert found == ["none"]
+    assert list(store.keys()) == []

@@ -186,7 +186,8 @@ def _step(dir_fd: int | None, name: str, create: bool, root: Root) -> int | None
 
 def open_file(root: Root, parts: Parts, flags: int, create_dirs: bool = False) -> int | None:
     """A descriptor of the file ``parts`` (opened with ``O_NOFOLLOW``; created 0600 with
-    ``O_CREAT``); ``None`` when it or a folder on the way does not exist."""
+    ``O_CREAT``); ``None`` when it or a folder on the way does not exist (never with ``O_CREAT``
+    and ``create_dirs``: a folder removed meanwhile raises its ``OSError``)."""
     try:
         if not root.inner and len(parts) == 1:  # directly in the store's folder: one open
             try:
@@ -203,6 +204,8 @@ def open_file(root: Root, parts: Parts, flags: int, create_dirs: bool = False) -
             try:
                 return _open_leaf(dir_fd, parts[-1], flags)
             except FileNotFoundError:
+                if flags & os.O_CREAT:  # the folder was removed since it was opened
+                    raise
                 return None
     except _Link as exc:
         raise LinkRefused(root.where(parts)) from exc.__cause__
@@ -212,6 +215,8 @@ def _open_leaf(dir_fd: int | None, name: str, flags: int) -> int | None:
     try:
         return os.open(name, flags | NOFOLLOW, 0o600, dir_fd=dir_fd)
     except NotADirectoryError:
+        if flags & os.O_CREAT:
+            raise
         return None
     except OSError as exc:
         if exc.errno == errno.ELOOP:

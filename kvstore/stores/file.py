@@ -20,8 +20,8 @@ its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every open, renam
 stat and listing runs relative to a folder's descriptor (see :mod:`._paths`). A key whose path
 meets a link raises :class:`InvalidKeyError` naming the key and the link; ``keys()`` skips links.
 ``base_path`` itself is looked up on every call, so a folder replaced while the store is open (a
-restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems (macOS, Windows defaults) would
-merge keys differing only in case: not supported.
+restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems
+(macOS, Windows defaults) would merge keys differing only in case: not supported.
 
 File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
 types JSON lacks are tagged objects (``{"__kv__": "datetime", "v": "..."}``). A key with a TTL
@@ -63,7 +63,8 @@ from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_t
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
                      same_blob)
 from . import _atomic, _filelog
-from ._paths import LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file, stat_file, walk
+from ._paths import (LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file,
+                     stat_file, walk)
 
 __all__ = ["FileStore"]
 
@@ -301,7 +302,7 @@ class FileStore(PersistenceStore):
             return data[10:], struct.unpack("<d", data[2:10])[0]
         return data, None
 
-    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) ----------
+    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) -------
 
     def _rel(self, path: Path) -> Parts:
         """The segments of ``path`` below ``base_path``."""
@@ -389,7 +390,8 @@ class FileStore(PersistenceStore):
         except (LinkRefused, OSError) as exc:
             raise self._error(exc, key) from exc
 
-    def _error(self, exc: LinkRefused | OSError, key: str) -> InvalidKeyError | StoreUnavailableError:
+    def _error(self, exc: LinkRefused | OSError,
+               key: str) -> InvalidKeyError | StoreUnavailableError:
         if isinstance(exc, LinkRefused):
             return _link_error(exc.path, key)
         where = f"key {key!r}: " if key else ""
@@ -488,13 +490,18 @@ class FileStore(PersistenceStore):
             return None if entry is None else entry[1]
         return None if ttl is None else self._clock() + ttl
 
-    def _walk(self, ext: str | None = None) -> Iterator[tuple[int, str, Path]]:
+    def _listing(self, ext: str | None = None) -> Iterator[tuple[int, str, Path]]:
         """``(folder descriptor, file name, path)`` of every file with the extension, links
         and dot-folders skipped; the descriptor is valid until the next item."""
         suffix = ext or self._ext
         join = self.base_path.joinpath
         for fd, name, parts in walk(self._root, lambda n: n.endswith(suffix)):
             yield fd, name, join(*parts)
+
+    def _walk(self, ext: str | None = None) -> Iterator[Path]:
+        """The path of every file with the extension (see :meth:`_listing`)."""
+        for _, _, path in self._listing(ext):
+            yield path
 
     def _expiry_of(self, dir_fd: int, name: str) -> float | None | bool:
         """Expiry read from the file's first bytes (False: file gone or unreadable)."""
@@ -520,7 +527,7 @@ class FileStore(PersistenceStore):
         return None
 
     def _matching(self, prefix: str) -> Iterator[tuple[str, Path, float | None]]:
-        for fd, name, path in self._walk():
+        for fd, name, path in self._listing():
             key = self._key_for(path)
             if key is None or not key.startswith(prefix):
                 continue
@@ -575,7 +582,7 @@ class FileStore(PersistenceStore):
             with self._io():
                 self._publish(temps, deletes)
 
-    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ----------------
+    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ------------
     # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line. Appends run under the
     # folder's flock; reads take no lock (a line is visible once its newline is written).
 
@@ -643,7 +650,7 @@ class FileStore(PersistenceStore):
     def _log_names(self, prefix: str) -> list[str]:
         names = []
         with self._io():
-            for _, _, path in self._walk(_LOG_EXT):
+            for path in self._walk(_LOG_EXT):
                 key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
                 if key is not None and key.startswith(prefix):
                     names.append(key)

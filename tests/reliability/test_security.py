@@ -123,7 +123,8 @@ def _tree(folder: Path) -> dict[str, bytes]:
     for where, _, names in os.walk(folder):
         for name in names:
             path = Path(where, name)
-            out[str(path.relative_to(folder))] = b"<link>" if path.is_symlink() else path.read_bytes()
+            rel = str(path.relative_to(folder))
+            out[rel] = b"<link>" if path.is_symlink() else path.read_bytes()
     return out
 
 
