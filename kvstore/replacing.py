@@ -86,6 +86,6 @@ def replace_files(store: "FileStore", rows: Iterable[Row], logs: Iterable[LogRec
     with store._io(), store._locked():
         old = [path for _, path, _ in store._matching("")]
         if logs is not None:
-            old += [path for _, _, path in store._walk(_LOG_EXT)]
+            old += list(store._walk(_LOG_EXT))
         deletes = [path for path in old if path not in writes]
         store._publish(store._stage(list(writes.items())), deletes)
