@@ -39,7 +39,7 @@ from .transfer import export_jsonl, export_logs
 if TYPE_CHECKING:
     from .core import Core
 
-__all__ = ["create_backup", "restore_backup", "prune_backups", "list_backups", "BackupError"]
+__all__ = ["create_backup", "prune_backups", "list_backups", "BackupError"]
 
 MANIFEST = "manifest.json"
 PREFIX = "kvstore-backup-"
@@ -237,15 +237,6 @@ def check_part(folder: Path, part: Path, store_name: str) -> None:
     if part.resolve().parent != folder.resolve():
         raise BackupError(f"{folder}: part {part.name} of store {store_name!r} is outside the "
                           "backup folder")
-
-
-def restore_backup(core: "Core", path: str | os.PathLike[str],
-                   progress: Callable[[int], None] | None = None) -> dict[str, int]:
-    """Replace the stores' keys and logs with a backup's, all or nothing (see
-    :func:`kvstore.restore.restore_backup`)."""
-    from .restore import restore_backup as restore
-
-    return restore(core, path, progress)
 
 
 def list_backups(folder: str | os.PathLike[str]) -> list[Path]:

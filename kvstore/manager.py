@@ -446,7 +446,7 @@ class PersistenceManager:
                 progress: Callable[[int], Any] | None = None) -> dict[str, int]:
         """Replace the durable stores' contents with backup ``path`` (verified first: a damaged
         or partial backup raises ``CorruptDataError`` and nothing changes). Returns keys per store."""
-        from .backup import restore_backup
+        from .restore import restore_backup
 
         return restore_backup(self._core, path, progress=progress)
 

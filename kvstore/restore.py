@@ -44,7 +44,7 @@ from .backup import BackupError, verify_backup, write_manifest, write_part
 from .config import default_data_dir
 from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
                      StoreUnavailableError)
-from .replacing import LogRecords, Row
+from .rows import LogRecords, Row
 from .store import PersistenceStore, decode_stored
 from .stores.sqlite import SQLiteStore
 from .transfer import _READER, Record, key_payload, log_payload, parse_record

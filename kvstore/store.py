@@ -289,6 +289,8 @@ class PersistenceStore(ABC):
             self._keys(prefix) if after is None else self._keys_after(prefix, after), limit))
         return self._snapshot(keys)
 
+    _rows.lists_every_key = True  # type: ignore[attr-defined]  # see kvstore.rows.iter_rows
+
     def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         """Bulk write ``(key, blob, ttl)`` rows atomically (imports, migrations, restores);
         stores with a faster bulk path than a transaction (PostgreSQL's COPY) override it."""
@@ -717,7 +719,7 @@ class PersistenceStore(ABC):
     def _replace_all(self, rows: Iterable[tuple[str, Any, float | None]],
                      logs: Iterable[tuple[str, list[Any]]] | None) -> None:
         """Replace every key by ``rows`` and, unless ``logs`` is None, every log by ``logs``
-        (see :mod:`kvstore.replacing`): a failure partway leaves the old contents."""
-        from .replacing import replace_generic
+        (see :mod:`kvstore.rows`): a failure partway leaves the old contents."""
+        from .rows import replace_generic
 
         replace_generic(self, rows, logs)

@@ -26,38 +26,15 @@ from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple
 
 from .errors import CorruptDataError, KVStoreError
 from .serializers import _TAG, Serializer, _json_hook, encode_json_text
-from .store import MISSING, PersistenceStore, decode_stored
+from .rows import BATCH, iter_rows
+from .store import PersistenceStore, decode_stored
 
 __all__ = ["iter_rows", "iter_records", "export_jsonl", "export_logs", "import_jsonl", "migrate",
            "copy_logs", "Progress"]
 
 Progress = Callable[[int], None]
-BATCH = 1000
 _READER = Serializer("json")  # reads json and msgpack blobs alike (the header says which)
 _PLAIN_JSON = Serializer("json").serialize(None)[:3]  # the header of uncompressed JSON
-
-
-def iter_rows(store: PersistenceStore, prefix: str = "", after: str | None = None,
-              batch: int = BATCH) -> Iterator[list[tuple[str, Any, float | None]]]:
-    """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
-    ``batch`` keys per query (one query per page where the store can: SQLite, PostgreSQL)."""
-    if getattr(store._rows, "__func__", None) is PersistenceStore._rows:  # (works through wrappers)
-        # No native paging (Redis, files, memory): each page would list every key again (a
-        # million Redis keys: a thousand full SCANs), so the keys are listed once.
-        keys = sorted(k for k in store._keys(prefix) if after is None or k > after)
-        for i in range(0, len(keys), batch):
-            live = [row for row in store._snapshot(keys[i:i + batch]) if row[1] is not MISSING]
-            if live:
-                yield live
-        return
-    while True:
-        rows = store._rows(prefix, after, batch)
-        if not rows:
-            return
-        live = [row for row in rows if row[1] is not MISSING]  # deleted or expired meanwhile
-        if live:
-            yield live
-        after = rows[-1][0]
 
 
 def iter_records(store: PersistenceStore, prefix: str = "", *, raw: bool = False,

@@ -410,7 +410,7 @@ class AsyncPersistenceManager:
         return await self._in_thread(self._life.backup, dest, None, skip_unavailable)
 
     async def restore(self, path: str | os.PathLike[str]) -> dict[str, int]:
-        from ..backup import restore_backup
+        from ..restore import restore_backup
 
         return await self._in_thread(restore_backup, self._core, path)
 

@@ -63,6 +63,7 @@ from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_t
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
                      same_blob)
 from . import _atomic, _filelog
+from ._filereplace import replace_files
 from ._paths import (LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file,
                      stat_file, walk)
 
@@ -698,12 +699,10 @@ class FileStore(PersistenceStore):
                 os.close(self._lock_fd)
             self._lock_fd = None
 
-    # -- restores and log transfer (see kvstore.replacing) ---------------------------------------------
+    # -- restores and log transfer (see kvstore.rows) --------------------------------------------------
 
     def _replace_all(self, rows: Any, logs: Any) -> None:
-        from ..replacing import replace_files
-
-        replace_files(self, rows, logs)
+        replace_files(self, rows, logs, _LOG_EXT)
 
     def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         # Headered bytes like every other store's, so a log moves to any store.

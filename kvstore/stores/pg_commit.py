@@ -19,15 +19,12 @@ recovery) undoes a record whose lock it can take, exactly as the local journal d
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import Any, Callable, Mapping
 
 from .._commit import Before
 from ..errors import StoreUnavailableError
 from ..journal import RecordPart, pack_record, undo_record
 from ..store import MISSING, PersistenceStore
-
-if TYPE_CHECKING:
-    from .postgres import PostgresStore
 
 __all__ = ["CommitMarks", "TableJournal", "marker_key", "record_key"]
 
@@ -45,7 +42,7 @@ def record_key(token: str) -> str:
 class TableJournal:
     """Commit records of transactions over server stores, in ``store``'s meta table."""
 
-    def __init__(self, store: "PostgresStore") -> None:
+    def __init__(self, store: Any) -> None:  # a PostgresStore (it imports this module)
         self.store = store
         self._meta = f'"{store.table}_meta"'
 
@@ -54,7 +51,7 @@ class TableJournal:
 
     def begin(self, token: str, parts: list[RecordPart]) -> Any:
         """Lock the commit's name for this session, then insert its record (committed)."""
-        self.store._meta.ensure_table()  # type: ignore[attr-defined]
+        self.store._meta.ensure_table()
         session = self.store._conn()
         conn = session.__enter__()
         try:
@@ -207,7 +204,7 @@ class CommitMarks:
     def _shared_journal(self) -> Any:
         journal = self.__dict__.get("_table_journal")
         if journal is None:
-            journal = self.__dict__["_table_journal"] = TableJournal(self)  # type: ignore[arg-type]
+            journal = self.__dict__["_table_journal"] = TableJournal(self)
         return journal
 
     def _forget(self, token: str) -> None:
