@@ -86,8 +86,10 @@ class TableJournal:
         session.__exit__(None, None, None)
 
     def recover(self, stores: Mapping[str, PersistenceStore],
-                on_error: Callable[[BaseException], None] | None, left: list[Any]) -> int:
-        """Undo the records whose committer is gone (its lock is free); returns how many.
+                on_error: Callable[[BaseException], None] | None, left: list[Any],
+                seen: set[str] | None = None) -> int:
+        """Undo the records whose committer is gone (its lock is free); returns how many, and
+        adds every record's token to ``seen``. One indexed query when there is none.
         Waits at most a second for a connection (a manager opening while PostgreSQL is down
         must not hang): StoreUnavailableError then, and the next transaction tries again."""
         import psycopg
@@ -111,6 +113,8 @@ class TableJournal:
         undone = 0
         for key in keys:
             token = key[len(_PREFIX):]
+            if seen is not None:
+                seen.add(token)
             with self.store._conn() as conn:
                 if not conn.execute(_TRY_LOCK, (self._lock_name(token),)).fetchone()[0]:
                     continue  # its committer is alive (on this machine or another)
