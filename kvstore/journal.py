@@ -10,13 +10,15 @@ the record until :meth:`Journal.end` removes it after the last store committed, 
 commit was undone in process.
 
 A process killed in between leaves the record behind, unlocked; the next manager to open the
-same configuration (:meth:`Journal.recover`) undoes it: a marked part is first settled (did
+same configuration (:meth:`Journal.recover`), and every running one within
+``journal.recover_interval`` (its background pass, see :mod:`kvstore.lifecycle`), undoes it:
+a marked part is first settled (did
 its script run? if not, it never will), then every key the transaction wrote that still
 holds exactly what it wrote gets its image back. A key changed since by another writer is left
 alone and reported (an error event naming it). A record whose process is alive is locked and
 never touched; so is a record a commit left *in doubt* (a store's reply lost, the store out of
-reach): it is released and kept, and the next transaction of that manager (or the next
-manager to open) settles it the same way.
+reach): it is released and kept, and the next transaction of that manager (or its
+background pass, or the next manager to open) settles it the same way.
 
 Records are MessagePack (``str`` and ``bytes`` kept apart), files of mode 0600 in a folder
 beside the configuration's database (see :func:`kvstore.config.journal_dir`).

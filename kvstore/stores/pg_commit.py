@@ -13,8 +13,9 @@ store's writes become visible. The committer's liveness is a session-level advis
 on a connection of its own from before the insert until the commit is over: it dies with that
 connection, whichever machine the process ran on. The PostgreSQL part of the commit deletes the
 record in its own transaction (it commits after Redis), so "record gone" and "committed" are
-one step. Any manager that opens (:meth:`TableJournal.recover`, called by the local journal's
-recovery) undoes a record whose lock it can take, exactly as the local journal does.
+one step. Any manager that opens, and every running one within ``journal.recover_interval``
+(:meth:`TableJournal.recover`, called by the local journal's recovery), undoes a record whose
+lock it can take, exactly as the local journal does.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class TableJournal:
     def __init__(self, store: "PostgresStore") -> None:
         self.store = store
         self._meta = f'"{store.table}_meta"'
+        self._table_seen = False  # the meta table exists (known once a query found it)
 
     def _lock_name(self, token: str) -> str:
         return f"kvstore-tx:{self.store.table}:{token}"
@@ -91,7 +93,8 @@ class TableJournal:
         """Undo the records whose committer is gone (its lock is free); returns how many, and
         adds every record's token to ``seen``. One indexed query when there is none.
         Waits at most a second for a connection (a manager opening while PostgreSQL is down
-        must not hang): StoreUnavailableError then, and the next transaction tries again."""
+        must not hang): StoreUnavailableError then, and the next pass or transaction tries
+        again."""
         import psycopg
 
         pool = self.store._pool
@@ -101,10 +104,18 @@ class TableJournal:
             raise StoreUnavailableError(f"PostgreSQL at {self.store._describe()} is "
                                         "unavailable: no connection within 1s") from exc
         try:
+            if not self._table_seen:
+                # Until the table exists (a committer creates it before its first record), ask
+                # the catalogue: a running manager's passes must not log an error every time.
+                if not conn.execute("SELECT to_regclass(%s) IS NOT NULL",
+                                    (self._meta,)).fetchone()[0]:
+                    return 0
+                self._table_seen = True
             keys = [k for (k,) in conn.execute(
                 f"SELECT key FROM {self._meta} WHERE key >= %s AND key < %s",
                 (_PREFIX, _PREFIX[:-1] + ";")).fetchall()]
-        except psycopg.errors.UndefinedTable:  # no transaction ever recorded here
+        except psycopg.errors.UndefinedTable:  # dropped meanwhile
+            self._table_seen = False
             return 0
         except psycopg.Error as exc:
             raise StoreUnavailableError(f"PostgreSQL: {exc}") from exc
