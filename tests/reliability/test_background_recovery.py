@@ -238,6 +238,36 @@ def test_a_commit_in_flight_is_never_undone_by_a_background_pass(setup, tmp_path
                 b.stores["database"].drop_table()
 
 
+COMMITS = int(os.environ.get("KVSTORE_RECOVER_COMMITS", "200"))
+
+
+@pytest.mark.parametrize("setup", ["local", "servers"])
+def test_passes_every_few_milliseconds_never_touch_live_commits(setup, tmp_path, monkeypatch):
+    """COMMITS transactions in a row while the committing manager and another one each run a
+    recovery pass every 5 ms: after each commit every key reads the new value (a pass that
+    took a live commit for a dead one would have put some back)."""
+    monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "data"))
+    config = _server_config(0.005) if setup == "servers" else _local_config(tmp_path, 0.005)
+    errors: list[BaseException] = []
+    wrong: list[Any] = []
+    with PersistenceManager.from_config(config) as a, PersistenceManager.from_config(config) as b:
+        try:
+            for pm in (a, b):
+                pm.on("error", lambda event: errors.append(event.error))
+            for n in range(COMMITS):
+                with a.transaction() as tx:
+                    for key in KEYS:
+                        tx.save(key, {"n": n})
+                if (values := _values(b)) != {key: n for key in KEYS}:
+                    wrong.append((n, values))
+        finally:
+            if setup == "servers":
+                b.stores["cache"].clear()
+                b.stores["database"].drop_table()
+    assert not wrong, f"{len(wrong)} of {COMMITS} commits were touched: {wrong[:3]}"
+    assert not errors
+
+
 # -- a server that is down is not asked every interval -------------------------------------------
 
 def test_failing_passes_back_off_and_a_good_one_resets_the_wait():
