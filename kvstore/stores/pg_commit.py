@@ -107,8 +107,8 @@ class TableJournal:
             if not self._table_seen:
                 # Until the table exists (a committer creates it before its first record), ask
                 # the catalogue: a running manager's passes must not log an error every time.
-                if not conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                                    (self._meta,)).fetchone()[0]:
+                row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._meta,)).fetchone()
+                if row is None or not row[0]:
                     return 0
                 self._table_seen = True
             keys = [k for (k,) in conn.execute(
