@@ -19,7 +19,7 @@ from .errors import ConfigError, InvalidTTLError
 from .store import parse_ttl
 
 __all__ = ["default_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
-           "CategoryConfig", "BackupConfig", "STORE_NAMES", "load_config", "parse_config",
+           "CategoryConfig", "BackupConfig", "JournalConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets"]
 
 STORE_NAMES = ("memory", "cache", "database", "file")
@@ -178,6 +178,13 @@ class BackupConfig:
     path: Path | None = None
 
 
+@dataclass(frozen=True)
+class JournalConfig:
+    #: How often a running manager undoes what a dead committer left half-done (None: only at
+    #: open and at its transactions).
+    recover_interval: float | None = 2.0
+
+
 @dataclass(frozen=True, repr=False)
 class Config(_MaskedRepr):
     """The whole ``persistence:`` section. ``Config()`` is the embedded default (no server)."""
@@ -191,6 +198,7 @@ class Config(_MaskedRepr):
     postgres: PostgresConfig | None = None
     categories: Mapping[str, CategoryConfig] = field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
+    journal: JournalConfig = JournalConfig()
 
 
 # ---------------------------------------------------------------------------- value checkers
@@ -346,9 +354,10 @@ _POSTGRES = {"dsn": _str, "table": _str, "ttl_default": _duration, "serializer":
 _CATEGORY = {"store": _store_name, "ttl": _duration}
 _BACKUP = {"enabled": _bool, "interval": _interval, "retention": lambda v, s: _int(v, s, 1),
            "path": _path}
+_JOURNAL = {"recover_interval": _duration}
 
 _TOP_LEVEL = ("default_store", "pickle_secret", "memory", "sqlite", "redis", "file", "postgres",
-              "categories", "backup")
+              "categories", "backup", "journal")
 
 
 def _close(word: str, target: str) -> bool:
@@ -411,6 +420,7 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
                   else _section(PostgresConfig, postgres, f"{p}.postgres", _POSTGRES)),
         categories=categories,
         backup=_section(BackupConfig, body.get("backup"), f"{p}.backup", _BACKUP),
+        journal=_section(JournalConfig, body.get("journal"), f"{p}.journal", _JOURNAL),
     )
     _check_consistency(config)
     return config

@@ -10,13 +10,15 @@ the record until :meth:`Journal.end` removes it after the last store committed, 
 commit was undone in process.
 
 A process killed in between leaves the record behind, unlocked; the next manager to open the
-same configuration (:meth:`Journal.recover`) undoes it: a marked part is first settled (did
+same configuration (:meth:`Journal.recover`), and every running one within
+``journal.recover_interval`` (its background pass, see :mod:`kvstore.lifecycle`), undoes it:
+a marked part is first settled (did
 its script run? if not, it never will), then every key the transaction wrote that still
 holds exactly what it wrote gets its image back. A key changed since by another writer is left
 alone and reported (an error event naming it). A record whose process is alive is locked and
 never touched; so is a record a commit left *in doubt* (a store's reply lost, the store out of
-reach): it is released and kept, and the next transaction of that manager (or the next
-manager to open) settles it the same way.
+reach): it is released and kept, and the next transaction of that manager (or its
+background pass, or the next manager to open) settles it the same way.
 
 Records are MessagePack (``str`` and ``bytes`` kept apart), files of mode 0600 in a folder
 beside the configuration's database (see :func:`kvstore.config.journal_dir`).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -76,6 +79,8 @@ class Journal:
         #: transaction settles them first.
         self.left: list[Any] = []
         self._retry_at = 0.0
+        # One recovery at a time in this process: the background pass and a transaction's.
+        self._recovering = threading.Lock()
 
     def pending(self) -> bool:
         """Whether records left in doubt are due another try (every 2 s at most, so calls made
@@ -115,8 +120,8 @@ class Journal:
     def release(self, handle: tuple[Path, int]) -> None:
         """The commit is in doubt: keep its record, unlocked, for :meth:`recover` to settle."""
         path, fd = handle
+        self.left.append(path)  # before the lock goes: a recovery that takes it then drops it
         os.close(fd)
-        self.left.append(path)
 
     def recover(self, stores: Mapping[str, PersistenceStore],
                 on_error: Callable[[BaseException], None] | None = None) -> int:
@@ -124,39 +129,55 @@ class Journal:
         how many. A record that cannot be undone now (a store unavailable) is kept for the
         next try; keys left alone because another writer changed them are reported to
         ``on_error`` as a :class:`TransactionError` naming them."""
-        try:
-            names = sorted(os.listdir(self.folder))
-        except FileNotFoundError:
-            names = []
-        undone = 0
-        for name in names:
-            if name.endswith(_TEMP):
-                _remove_unlocked(self.folder / name)  # killed while writing: nothing applied
-            elif name.endswith(_SUFFIX) and self._recover_one(self.folder / name, stores,
-                                                              on_error):
-                undone += 1
-        undone += self._recover_shared(stores, on_error)
-        self._retry_at = time.monotonic() + 2.0 if self.left else 0.0
-        return undone
+        with self._recovering:
+            # Only what was left before the folder is read can be known to be gone: a
+            # committing thread adds its record first, then its name here.
+            earlier = list(self.left)
+            try:
+                names = sorted(os.listdir(self.folder))
+            except FileNotFoundError:
+                names = []
+            undone = 0
+            for name in names:
+                if name.endswith(_TEMP):
+                    _remove_unlocked(self.folder / name)  # killed while writing: nothing applied
+                elif name.endswith(_SUFFIX) and self._recover_one(self.folder / name, stores,
+                                                                  on_error):
+                    undone += 1
+            # Settled by another manager meanwhile: no longer this process's to settle.
+            self._drop_left(earlier, lambda item: isinstance(item, Path) and item.name not in names)
+            undone += self._recover_shared(stores, on_error, earlier)
+            self._retry_at = time.monotonic() + 2.0 if self.left else 0.0
+            return undone
+
+    def _drop_left(self, earlier: list[Any], gone: Callable[[Any], bool]) -> None:
+        for item in [item for item in earlier if gone(item)]:
+            try:
+                self.left.remove(item)
+            except ValueError:  # (a committing thread only appends; nothing else removes)
+                pass
 
     def _recover_shared(self, stores: Mapping[str, PersistenceStore],
-                        on_error: Callable[[BaseException], None] | None) -> int:
+                        on_error: Callable[[BaseException], None] | None,
+                        earlier: list[Any]) -> int:
         """The records servers keep for every machine (see ``kvstore.stores.pg_journal``)."""
         undone = 0
+        seen: set[str] = set()
         for store in {id(s): s for s in stores.values()}.values():
             shared = store._shared_journal()
             if shared is None:
                 continue
             try:
-                undone += shared.recover(stores, on_error, self.left)
-            except Exception as exc:  # the server is down: the next transaction tries again
+                undone += shared.recover(stores, on_error, self.left, seen)
+            except Exception as exc:  # the server is down: the next try reads them again
                 if _SHARED not in self.left:
                     self.left.append(_SHARED)
                 if on_error is not None:
                     on_error(exc)
                 return undone  # (the others most likely live on the same server: no waiting)
-        if _SHARED in self.left:
-            self.left.remove(_SHARED)
+        # Every server answered: a token of this process's in-doubt commit that no server
+        # holds any more was settled by another manager (or machine).
+        self._drop_left(earlier, lambda item: isinstance(item, str) and item not in seen)
         return undone
 
     def _recover_one(self, path: Path, stores: Mapping[str, PersistenceStore],

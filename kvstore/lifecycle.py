@@ -1,9 +1,10 @@
 """What a manager does besides calls: memory snapshots, background jobs, closing the stores.
 
-:class:`Lifecycle` is shared by the synchronous and the asyncio managers: it loads the memory
-store's snapshot when a manager opens, saves it every ``memory.autosave`` and on close, runs
-scheduled backups, and closes the stores. Its jobs run in daemon threads of their own, so an
-event loop never waits for them.
+:class:`Lifecycle` is shared by the synchronous and the asyncio managers: it undoes what dead
+committers left half-done (when the manager opens, then every ``journal.recover_interval``),
+loads the memory store's snapshot when a manager opens, saves it every ``memory.autosave`` and
+on close, runs scheduled backups, and closes the stores. Its jobs run in daemon threads of
+their own, so an event loop never waits for them.
 """
 
 from __future__ import annotations
@@ -22,7 +23,11 @@ from .errors import KVStoreError
 from .serializers import Serializer
 from .stores.memory import MemoryStore
 
-__all__ = ["Lifecycle"]
+__all__ = ["Lifecycle", "RECOVER_BACKOFF"]
+
+#: The longest wait between background recovery passes while they keep failing (a store down):
+#: each failing pass doubles the wait, from ``journal.recover_interval`` up to this.
+RECOVER_BACKOFF = 30.0
 
 
 class Lifecycle:
@@ -36,7 +41,7 @@ class Lifecycle:
 
     def start(self) -> None:
         """Undo commits a crashed process left half-done, load the memory snapshot, then start
-        autosave and scheduled backups as configured."""
+        background recovery, autosave and scheduled backups as configured."""
         config = self.core.config
         journal = Journal(journal_dir(config))
         journal.recover(self.core.stores,
@@ -46,6 +51,10 @@ class Lifecycle:
 
         recover_restores(self.core, lambda exc: self.core.emit_error("restore", "backup", exc))
         self.load_snapshot()
+        if config.journal.recover_interval:
+            recovery = _Recovery(self.core, journal, config.journal.recover_interval)
+            self._start_thread("kvstore-recover", "transaction", recovery.interval, recovery.run,
+                               recovery.wait)
         if config.memory.autosave and config.memory.snapshot:
             self._start_thread("kvstore-autosave", "memory", config.memory.autosave,
                                self.save_snapshot)
@@ -114,9 +123,11 @@ class Lifecycle:
 
     # -- background work and closing ----------------------------------------------------------------
 
-    def _start_thread(self, name: str, store: str, interval: float, job: Callable[[], Any]) -> None:
+    def _start_thread(self, name: str, store: str, interval: float, job: Callable[[], Any],
+                      wait: Callable[[], float] | None = None) -> None:
+        """Run ``job`` every ``interval`` (or after ``wait()`` seconds) until close."""
         def loop() -> None:
-            while not self._stop.wait(interval):
+            while not self._stop.wait(interval if wait is None else wait()):
                 try:
                     job()
                 except Exception as exc:  # keep the application running; tell the listeners
@@ -143,6 +154,44 @@ class Lifecycle:
                 store.close()
             except Exception as exc:
                 self.core.emit_error("close", type(store).__name__, exc)
+
+
+class _Recovery:
+    """The background recovery pass: a running manager undoes, within about ``interval``, what
+    a committer that died (in another process, or on another machine sharing the servers) left
+    half-done, without waiting for a transaction of its own.
+
+    A record whose committer is alive is never touched (its ``flock``, or its PostgreSQL
+    advisory lock, is held), and that includes this manager's own commits in flight. A pass
+    costs one ``listdir`` of the journal folder, plus one indexed query per PostgreSQL store,
+    when there is nothing to repair. A pass that reports an error (a store down, its records
+    unreadable) doubles the wait before the next, up to :data:`RECOVER_BACKOFF`, so a server
+    that is down is not asked every ``interval`` and the error events slow down too.
+    """
+
+    def __init__(self, core: Core, journal: Journal, interval: float) -> None:
+        self.core, self.journal, self.interval = core, journal, interval
+        self._next = interval
+
+    def wait(self) -> float:
+        return self._next
+
+    def run(self) -> None:
+        failed = False
+
+        def report(exc: BaseException) -> None:
+            nonlocal failed
+            failed = True
+            self.core.emit_error("journal", "transaction", exc)
+
+        try:
+            self.journal.recover(self.core.stores, report)
+        except Exception:  # (reported by the thread's loop)
+            failed = True
+            raise
+        finally:
+            self._next = min(self._next * 2, max(self.interval, RECOVER_BACKOFF)) if failed \
+                else self.interval
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -261,9 +261,9 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     except TransactionError as error:
         if handle is not None:
             if getattr(error, "outcome", None) == "in doubt":
-                keeper.release(handle)  # type: ignore[union-attr]
-                if shared is not None:
+                if shared is not None:  # named first: a recovery may settle it once released
                     journal.left.append(token)  # type: ignore[union-attr]
+                keeper.release(handle)  # type: ignore[union-attr]
                 raise
             keeper.end(handle)  # type: ignore[union-attr]
         _forget(order, befores)

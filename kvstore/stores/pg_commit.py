@@ -13,8 +13,9 @@ store's writes become visible. The committer's liveness is a session-level advis
 on a connection of its own from before the insert until the commit is over: it dies with that
 connection, whichever machine the process ran on. The PostgreSQL part of the commit deletes the
 record in its own transaction (it commits after Redis), so "record gone" and "committed" are
-one step. Any manager that opens (:meth:`TableJournal.recover`, called by the local journal's
-recovery) undoes a record whose lock it can take, exactly as the local journal does.
+one step. Any manager that opens, and every running one within ``journal.recover_interval``
+(:meth:`TableJournal.recover`, called by the local journal's recovery), undoes a record whose
+lock it can take, exactly as the local journal does.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class TableJournal:
     def __init__(self, store: Any) -> None:  # a PostgresStore (it imports this module)
         self.store = store
         self._meta = f'"{store.table}_meta"'
+        self._table_seen = False  # the meta table exists (known once a query found it)
 
     def _lock_name(self, token: str) -> str:
         return f"kvstore-tx:{self.store.table}:{token}"
@@ -83,10 +85,13 @@ class TableJournal:
         session.__exit__(None, None, None)
 
     def recover(self, stores: Mapping[str, PersistenceStore],
-                on_error: Callable[[BaseException], None] | None, left: list[Any]) -> int:
-        """Undo the records whose committer is gone (its lock is free); returns how many.
+                on_error: Callable[[BaseException], None] | None, left: list[Any],
+                seen: set[str] | None = None) -> int:
+        """Undo the records whose committer is gone (its lock is free); returns how many, and
+        adds every record's token to ``seen``. One indexed query when there is none.
         Waits at most a second for a connection (a manager opening while PostgreSQL is down
-        must not hang): StoreUnavailableError then, and the next transaction tries again."""
+        must not hang): StoreUnavailableError then, and the next pass or transaction tries
+        again."""
         import psycopg
 
         pool = self.store._pool
@@ -96,10 +101,18 @@ class TableJournal:
             raise StoreUnavailableError(f"PostgreSQL at {self.store._describe()} is "
                                         "unavailable: no connection within 1s") from exc
         try:
+            if not self._table_seen:
+                # Until the table exists (a committer creates it before its first record), ask
+                # the catalogue: a running manager's passes must not log an error every time.
+                row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._meta,)).fetchone()
+                if row is None or not row[0]:
+                    return 0
+                self._table_seen = True
             keys = [k for (k,) in conn.execute(
                 f"SELECT key FROM {self._meta} WHERE key >= %s AND key < %s",
                 (_PREFIX, _PREFIX[:-1] + ";")).fetchall()]
-        except psycopg.errors.UndefinedTable:  # no transaction ever recorded here
+        except psycopg.errors.UndefinedTable:  # dropped meanwhile
+            self._table_seen = False
             return 0
         except psycopg.Error as exc:
             raise StoreUnavailableError(f"PostgreSQL: {exc}") from exc
@@ -108,6 +121,8 @@ class TableJournal:
         undone = 0
         for key in keys:
             token = key[len(_PREFIX):]
+            if seen is not None:
+                seen.add(token)
             with self.store._conn() as conn:
                 if not conn.execute(_TRY_LOCK, (self._lock_name(token),)).fetchone()[0]:
                     continue  # its committer is alive (on this machine or another)
