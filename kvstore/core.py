@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from .config import Config
 from .errors import ConfigError, InvalidArgumentError, InvalidKeyError, KVStoreError
 from .store import MISSING, PersistenceStore, parse_ttl
+from .storemap import StoreMap
 
 __all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS", "memo_keys"]
 
@@ -89,14 +90,46 @@ class Core:
 
     def __init__(self, config: Config, stores: Mapping[str, PersistenceStore]) -> None:
         self.config = config
-        self.stores: dict[str, PersistenceStore] = dict(stores)
-        self.stats: dict[str, StoreStats] = {name: StoreStats() for name in self.stores}
+        self.stats: dict[str, StoreStats] = {name: StoreStats() for name in stores}
         self.listeners: dict[str, list[Callable[[Event], Any]]] = {e: [] for e in EVENTS}
         # category -> Entry: routing costs one dict lookup; recently used keys -> Entry too.
         self._routes: dict[str, Entry] = {}
         self.key_routes: dict[str, Entry] = {}
         #: The commit journal (set by the manager's Lifecycle; None: commits are not recorded).
         self.journal: Any = None
+        self.stores: StoreMap[PersistenceStore] = StoreMap(dict(stores), self._store_changed)
+
+    def replace_stores(self, stores: Mapping[str, PersistenceStore]) -> None:
+        """Use ``stores`` from now on (``pm.stores = {...}``)."""
+        for name, store in stores.items():
+            self._check_store(name, store)
+        self.stores = StoreMap(dict(stores), self._store_changed)
+        self.forget_routes()
+
+    def _check_store(self, name: str, store: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"stores[{name!r}]: a store's name must be a non-empty str")
+        if not isinstance(store, PersistenceStore):
+            raise ConfigError(f"stores[{name!r}]: {store!r} is not a PersistenceStore")
+
+    def _store_changed(self, name: str, store: PersistenceStore | None) -> PersistenceStore | None:
+        """``pm.stores[name] = store`` (None: ``del``): checked, then routing forgets what it
+        cached so the next call goes to the new store."""
+        if store is None:
+            users = [f"category {c!r}" for c, spec in self.config.categories.items()
+                     if spec.store == name]
+            if name == self.config.default_store:
+                users.append("default_store")
+            if users:
+                raise ConfigError(f"del stores[{name!r}]: {', '.join(users)} routes to it; "
+                                  f"assign another store instead")
+        else:
+            self._check_store(name, store)
+        self._routes.clear()
+        self.key_routes.clear()
+        if store is not None:
+            self.stats.setdefault(name, StoreStats())
+        return store
 
     # -- routing ---------------------------------------------------------------------------------
 

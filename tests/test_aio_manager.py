@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from conftest import HAVE_REDIS_SERVER, POSTGRES_DSN, REDIS_URL
-from kvstore import (ConflictError, LockTimeout, NotAListError, PersistenceManager,
+from kvstore import (ConfigError, ConflictError, LockTimeout, NotAListError, PersistenceManager,
                      StoreUnavailableError)
 from kvstore.aio import AsyncPersistenceManager
 
@@ -316,3 +316,23 @@ def test_postgres_tier_runs_on_the_asyncio_pool(data_dir):
     finally:
         with PersistenceManager.from_config(config) as pm:
             pm.stores["database"].drop_table()
+
+
+def test_assigning_a_store_takes_effect_for_the_next_call(config):
+    from kvstore import MemoryStore
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save("config:k", "old")  # routes (and caches) config -> the file store
+            old, other = pm.stores["file"], MemoryStore()
+            pm.stores["file"] = other  # a synchronous store: the manager wraps it
+            await pm.save("config:k", "new")
+            assert other.load("config:k") == "new" and await old.load("config:k") == "old"
+            assert await pm.load("config:k") == "new"
+            async with pm.transaction() as tx:  # transactions commit on the new store too
+                tx.save("config:t", 1)
+            assert other.load("config:t") == 1
+            with pytest.raises(ConfigError, match="'file'.*routes to it"):
+                del pm.stores["file"]
+
+    run(main())

@@ -43,7 +43,6 @@ def fake_redis_pm(data_dir):
     manager.stores["cache"].close()
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=3600)
     manager.stores["cache"] = redis
-    manager._forget_routes()
     yield manager
     redis.clear()
     manager.close()
@@ -377,3 +376,21 @@ def test_redis_down_falls_back_when_configured(data_dir):
         assert pm.stores["database"].load("q:1") == {"v": 1}
         assert 3500 < pm.stores["database"].ttl("q:1") <= 3600
     assert errors and isinstance(errors[0].error, StoreUnavailableError)
+
+
+def test_assigning_a_store_takes_effect_for_the_next_call(pm):
+    from kvstore import MemoryStore
+
+    pm.save("preferences:u1", "old")  # routes (and caches) preferences -> the SQLite store
+    old, other = pm.stores["database"], MemoryStore()
+    pm.stores["database"] = other
+    pm.save("preferences:u1", "new")
+    assert other.load("preferences:u1") == "new" and old.load("preferences:u1") == "old"
+    assert pm.load("preferences:u1") == "new"
+    assert pm.stats()["database"]["saves"] == 2
+    with pytest.raises(ConfigError, match="'database'.*routes to it"):
+        del pm.stores["database"]
+    with pytest.raises(ConfigError, match="stores\\['cache'\\]"):
+        pm.stores["cache"] = {"not": "a store"}
+    assert pm.stores["database"] is other and "database" in pm.stores
+    old.close()
