@@ -50,7 +50,14 @@ class Route:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """What a listener registered with :meth:`PersistenceManager.on` receives."""
+    """What a listener registered with :meth:`PersistenceManager.on` receives.
+
+    ``name`` is the event (``save``, ``load``, ``delete``, ``error``). An ``error`` event's
+    ``operation`` names what failed: the call (``"save"``, ``"load"``, ``"save_many"``, ...),
+    ``"transaction"`` (a read in one), ``"commit"``, or a background job (``"snapshot"``,
+    ``"fallback"``, ``"journal"``, ``"restore"``, ``"close"``, a scheduled job's name); the
+    same names on the synchronous and the asyncio manager. Other events leave it None.
+    """
 
     name: str
     key: str | None
@@ -58,6 +65,7 @@ class Event:
     size: int | None = None
     duration: float = 0.0
     error: BaseException | None = None
+    operation: str | None = None
 
     def __getitem__(self, field: str) -> Any:
         """``event["key"]`` works as well as ``event.key``."""
@@ -276,7 +284,7 @@ class Core:
         """Tell the ``error`` listeners (without counting: background jobs use this)."""
         listeners = self.listeners["error"]
         if listeners:
-            self.emit(listeners, Event("error", key, store, None, 0.0, exc))
+            self.emit(listeners, Event("error", key, store, None, 0.0, exc, op))
 
     def failed(self, op: str, entry: Entry, exc: BaseException, key: str | None = None) -> None:
         """Count an error of a call on ``entry``'s store and tell the listeners."""

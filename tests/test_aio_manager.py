@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import HAVE_REDIS_SERVER, POSTGRES_DSN, REDIS_URL
-from kvstore import (ConfigError, ConflictError, LockTimeout, NotAListError, PersistenceManager,
-                     StoreUnavailableError)
+from kvstore import (ConfigError, ConflictError, KVStoreError, LockTimeout, NotAListError,
+                     PersistenceManager, StoreUnavailableError)
 from kvstore.aio import AsyncPersistenceManager
 
 CATEGORIES = {
@@ -239,6 +239,22 @@ def test_events_fire_like_the_synchronous_manager(config):
             await pm.save("config:e", 1)
             await pm.load("config:e")
             assert seen == [("save", "config:e", "file"), ("load", "config:e", "file")]
+
+    run(main())
+
+
+def test_error_events_name_the_operation_like_the_synchronous_manager(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            errors: list[Any] = []
+            await pm.on("error", errors.append)
+            for call in (lambda: pm.save("config:bad", object()),
+                         lambda: pm.append("config:text", 1),
+                         lambda: pm.incr("config:text")):
+                await pm.save("config:text", "not a number")
+                with pytest.raises(KVStoreError):
+                    await call()
+            assert [e.operation for e in errors] == ["save", "append", "incr"]
 
     run(main())
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kvstore import (ConfigError, PersistenceManager, SerializationError, StoreUnavailableError,
-                     TransactionError)
+from kvstore import (ConfigError, KVStoreError, PersistenceManager, SerializationError,
+                     StoreUnavailableError, TransactionError)
 from kvstore.manager import Event
 
 CATEGORIES = {
@@ -185,6 +185,19 @@ def test_error_event_and_error_stats(pm):
     assert errors and isinstance(errors[0].error, SerializationError)
     assert errors[0].key == "preferences:bad" and errors[0].store == "database"
     assert pm.stats()["database"]["errors"] == 1
+
+
+def test_error_events_name_the_operation_that_failed(pm):
+    errors: list[Event] = []
+    pm.on("error", errors.append)
+    for call in (lambda: pm.save("preferences:bad", object()),
+                 lambda: pm.append("preferences:text", 1),
+                 lambda: pm.incr("preferences:text")):
+        pm.stores["database"].save("preferences:text", "not a number")
+        with pytest.raises(KVStoreError):
+            call()
+    assert [e.operation for e in errors] == ["save", "append", "incr"]
+    assert errors[0]["operation"] == "save"
 
 
 def test_unknown_event_is_refused(pm):
