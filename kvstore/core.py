@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
-from .errors import ConfigError, InvalidArgumentError, InvalidKeyError, KVStoreError
+from .errors import ConfigError, InvalidArgumentError, InvalidKeyError
 from .store import MISSING, PersistenceStore, parse_ttl
 from .storemap import StoreMap
 
@@ -290,16 +290,6 @@ class Core:
         """Count an error of a call on ``entry``'s store and tell the listeners."""
         entry.stats.errors += 1
         self.emit_error(op, entry.name, exc, key)
-
-    def size_of(self, entry: Entry, value: Any) -> int | None:
-        """Bytes ``value`` takes once encoded, for ``save`` events (only computed when a
-        listener wants it)."""
-        if not self.listeners["save"] or entry.store.serializer is None:
-            return None
-        try:
-            return len(entry.store._encode("size", value))
-        except KVStoreError:
-            return None
 
     def saved(self, entry: Entry, keys: list[str], start: float = 0.0,
               size: int | None = None) -> None:

@@ -109,14 +109,16 @@ class PersistenceManager:
         listeners = self._on_save
         start = time.perf_counter() if listeners else 0.0
         try:
-            st.save(key, value, ttl if ttl is not None else entry.ttl)
+            if listeners:  # measure the blob written, rather than encoding the value again
+                size = st._save_sized(key, value, ttl if ttl is not None else entry.ttl)
+            else:
+                st.save(key, value, ttl if ttl is not None else entry.ttl)
         except KVStoreError as exc:
             self._fail("save", entry, exc, key)
             raise
         entry.stats.saves += 1
         if listeners:
-            self._core.emit(listeners, Event("save", key, entry.name,
-                                             self._core.size_of(entry, value),
+            self._core.emit(listeners, Event("save", key, entry.name, size,
                                              time.perf_counter() - start))
         return True
 

@@ -352,3 +352,21 @@ def test_assigning_a_store_takes_effect_for_the_next_call(config):
                 del pm.stores["file"]
 
     run(main())
+
+
+def test_a_save_with_a_listener_encodes_the_value_once(config):
+    from test_manager import _CountingSerializer
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            st = pm.stores["database"].sync
+            st.serializer = counting = _CountingSerializer(st.serializer)
+            sizes: list[Any] = []
+            await pm.on("save", lambda e: sizes.append(e.size))
+            await pm.save("preferences:c", {"a": [1, 2]})
+            assert counting.calls == 1
+            assert sizes == [len(counting.inner.serialize({"a": [1, 2]}))]
+            assert await pm.load("preferences:c") == {"a": [1, 2]}
+
+    run(main())
+

@@ -407,3 +407,30 @@ def test_assigning_a_store_takes_effect_for_the_next_call(pm):
         pm.stores["cache"] = {"not": "a store"}
     assert pm.stores["database"] is other and "database" in pm.stores
     old.close()
+
+
+class _CountingSerializer:
+    """A store's serializer, counting how often a value is encoded."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def serialize(self, data: object) -> bytes:
+        self.calls += 1
+        return self.inner.serialize(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_save_with_a_listener_encodes_the_value_once(pm):
+    st = pm.stores["database"]
+    st.serializer = counting = _CountingSerializer(st.serializer)
+    sizes: list[int | None] = []
+    pm.on("save", lambda e: sizes.append(e.size))
+    value = {"theme": "dark", "langs": ["en", "de"]}
+    pm.save("preferences:u1", value)
+    assert counting.calls == 1
+    assert sizes == [len(counting.inner.serialize(value))]
+    assert pm.load("preferences:u1") == value
+

@@ -188,8 +188,9 @@ class AsyncPersistenceManager:
     async def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         entry, st = self._at(key, store)
         start = time.perf_counter()
-        await self._call("save", entry, key, st.save(key, value, self._core.ttl_arg(entry, ttl)))
-        self._core.saved(entry, [key], start, self._core.size_of(entry, value))
+        size = await self._call("save", entry, key,
+                                st._save_sized(key, value, self._core.ttl_arg(entry, ttl)))
+        self._core.saved(entry, [key], start, size)
         return True
 
     @overload
