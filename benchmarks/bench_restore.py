@@ -35,7 +35,6 @@ def main() -> None:
                 pm.stores["cache"].close()
                 pm.stores["cache"] = RedisStore(url=args.redis, ttl_default=None,
                                                 key_prefix=f"bench:{uuid.uuid4().hex[:6]}:")
-                pm._forget_routes()
             for name, prefix, n in (("database", "p", args.keys), ("file", "f", args.files),
                                     ("cache", "c", args.cache)):
                 store = pm.stores[name]

@@ -6,6 +6,14 @@
 ...     store.load("session:1")
 True
 {'user': 'ann'}
+
+A store from one URL string (``memory://``, ``sqlite:///path.db``, ``file:///folder``,
+``redis://...``, ``postgresql://...``; see :func:`kvstore.stores.opening.open_url`):
+
+>>> import kvstore
+>>> with kvstore.open_url("memory://?max_entries=100") as store:
+...     store.max_entries
+100
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:  # the lazily loaded names below, for type checkers and IDEs
     from .manager import PersistenceManager
+    from .stores.opening import open_url
     from .stores.file import FileStore
     from .stores.postgres import PostgresStore
     from .stores.redis import RedisStore
@@ -37,7 +46,7 @@ __all__ = [
     "KVStoreError", "ConfigError", "SerializationError", "StoreUnavailableError",
     "TransactionError", "CorruptDataError", "InvalidKeyError", "InvalidTTLError",
     "NotAnIntegerError", "ConflictError", "LockTimeout", "LockNotOwnedError", "NotAListError",
-    "InvalidArgumentError", "Lock",
+    "InvalidArgumentError", "Lock", "open_url",
 ]
 
 # Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast.
@@ -47,6 +56,7 @@ _LAZY = {
     "RedisStore": ".stores.redis",
     "PostgresStore": ".stores.postgres",
     "PersistenceManager": ".manager",
+    "open_url": ".stores.opening",
 }
 
 

@@ -22,8 +22,9 @@ import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
 from .config import Config
-from .errors import ConfigError, InvalidArgumentError, InvalidKeyError, KVStoreError
+from .errors import ConfigError, InvalidArgumentError, InvalidKeyError
 from .store import MISSING, PersistenceStore, parse_ttl
+from .storemap import StoreMap
 
 __all__ = ["Core", "Entry", "Route", "Event", "StoreStats", "EVENTS", "memo_keys"]
 
@@ -49,7 +50,14 @@ class Route:
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """What a listener registered with :meth:`PersistenceManager.on` receives."""
+    """What a listener registered with :meth:`PersistenceManager.on` receives.
+
+    ``name`` is the event (``save``, ``load``, ``delete``, ``error``). An ``error`` event's
+    ``operation`` names what failed: the call (``"save"``, ``"load"``, ``"save_many"``, ...),
+    ``"transaction"`` (a read in one), ``"commit"``, or a background job (``"snapshot"``,
+    ``"fallback"``, ``"journal"``, ``"restore"``, ``"close"``, a scheduled job's name); the
+    same names on the synchronous and the asyncio manager. Other events leave it None.
+    """
 
     name: str
     key: str | None
@@ -57,6 +65,7 @@ class Event:
     size: int | None = None
     duration: float = 0.0
     error: BaseException | None = None
+    operation: str | None = None
 
     def __getitem__(self, field: str) -> Any:
         """``event["key"]`` works as well as ``event.key``."""
@@ -89,14 +98,46 @@ class Core:
 
     def __init__(self, config: Config, stores: Mapping[str, PersistenceStore]) -> None:
         self.config = config
-        self.stores: dict[str, PersistenceStore] = dict(stores)
-        self.stats: dict[str, StoreStats] = {name: StoreStats() for name in self.stores}
+        self.stats: dict[str, StoreStats] = {name: StoreStats() for name in stores}
         self.listeners: dict[str, list[Callable[[Event], Any]]] = {e: [] for e in EVENTS}
         # category -> Entry: routing costs one dict lookup; recently used keys -> Entry too.
         self._routes: dict[str, Entry] = {}
         self.key_routes: dict[str, Entry] = {}
         #: The commit journal (set by the manager's Lifecycle; None: commits are not recorded).
         self.journal: Any = None
+        self.stores: StoreMap[PersistenceStore] = StoreMap(dict(stores), self._store_changed)
+
+    def replace_stores(self, stores: Mapping[str, PersistenceStore]) -> None:
+        """Use ``stores`` from now on (``pm.stores = {...}``)."""
+        for name, store in stores.items():
+            self._check_store(name, store)
+        self.stores = StoreMap(dict(stores), self._store_changed)
+        self.forget_routes()
+
+    def _check_store(self, name: str, store: Any) -> None:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"stores[{name!r}]: a store's name must be a non-empty str")
+        if not isinstance(store, PersistenceStore):
+            raise ConfigError(f"stores[{name!r}]: {store!r} is not a PersistenceStore")
+
+    def _store_changed(self, name: str, store: PersistenceStore | None) -> PersistenceStore | None:
+        """``pm.stores[name] = store`` (None: ``del``): checked, then routing forgets what it
+        cached so the next call goes to the new store."""
+        if store is None:
+            users = [f"category {c!r}" for c, spec in self.config.categories.items()
+                     if spec.store == name]
+            if name == self.config.default_store:
+                users.append("default_store")
+            if users:
+                raise ConfigError(f"del stores[{name!r}]: {', '.join(users)} routes to it; "
+                                  f"assign another store instead")
+        else:
+            self._check_store(name, store)
+        self._routes.clear()
+        self.key_routes.clear()
+        if store is not None:
+            self.stats.setdefault(name, StoreStats())
+        return store
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -243,22 +284,12 @@ class Core:
         """Tell the ``error`` listeners (without counting: background jobs use this)."""
         listeners = self.listeners["error"]
         if listeners:
-            self.emit(listeners, Event("error", key, store, None, 0.0, exc))
+            self.emit(listeners, Event("error", key, store, None, 0.0, exc, op))
 
     def failed(self, op: str, entry: Entry, exc: BaseException, key: str | None = None) -> None:
         """Count an error of a call on ``entry``'s store and tell the listeners."""
         entry.stats.errors += 1
         self.emit_error(op, entry.name, exc, key)
-
-    def size_of(self, entry: Entry, value: Any) -> int | None:
-        """Bytes ``value`` takes once encoded, for ``save`` events (only computed when a
-        listener wants it)."""
-        if not self.listeners["save"] or entry.store.serializer is None:
-            return None
-        try:
-            return len(entry.store._encode("size", value))
-        except KVStoreError:
-            return None
 
     def saved(self, entry: Entry, keys: list[str], start: float = 0.0,
               size: int | None = None) -> None:

@@ -16,7 +16,7 @@ import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, TypeVar, overload
+from typing import Any, Callable, Iterable, Iterator, Mapping, MutableMapping, TypeVar, overload
 
 from . import flows
 from .astype import from_dict
@@ -75,24 +75,21 @@ class PersistenceManager:
         return cls(data if isinstance(data, Config) else parse_config(data))
 
     @property
-    def stores(self) -> dict[str, PersistenceStore]:
-        """The stores by name: ``memory``, ``cache``, ``database``, ``file``."""
+    def stores(self) -> MutableMapping[str, PersistenceStore]:
+        """The stores by name: ``memory``, ``cache``, ``database``, ``file``. It reads like a
+        dict; ``pm.stores["cache"] = other`` takes effect for the very next call (the old store
+        is not closed: close it yourself)."""
         return self._core.stores
 
     @stores.setter
     def stores(self, stores: Mapping[str, PersistenceStore]) -> None:
-        self._core.stores = dict(stores)
-        self._core.forget_routes()
+        self._core.replace_stores(stores)
 
     # -- routing -------------------------------------------------------------------------------------
 
     def route(self, key: str) -> Route:
         """Which store and TTL ``key`` goes to, and why."""
         return self._core.route(key)
-
-    def _forget_routes(self) -> None:
-        """Drop cached routes (after ``stores`` changed)."""
-        self._core.forget_routes()
 
     def _fail(self, op: str, entry: Entry, exc: KVStoreError, key: str | None = None) -> None:
         if not isinstance(exc, _NOT_STORE_ERRORS):
@@ -112,14 +109,16 @@ class PersistenceManager:
         listeners = self._on_save
         start = time.perf_counter() if listeners else 0.0
         try:
-            st.save(key, value, ttl if ttl is not None else entry.ttl)
+            if listeners:  # measure the blob written, rather than encoding the value again
+                size = st._save_sized(key, value, ttl if ttl is not None else entry.ttl)
+            else:
+                st.save(key, value, ttl if ttl is not None else entry.ttl)
         except KVStoreError as exc:
             self._fail("save", entry, exc, key)
             raise
         entry.stats.saves += 1
         if listeners:
-            self._core.emit(listeners, Event("save", key, entry.name,
-                                             self._core.size_of(entry, value),
+            self._core.emit(listeners, Event("save", key, entry.name, size,
                                              time.perf_counter() - start))
         return True
 

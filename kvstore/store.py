@@ -149,6 +149,16 @@ def same_blob(current: Any, expected: Any) -> bool:
 _BYTES = (bytes, bytearray, memoryview, str)
 
 
+def blob_size(store: "PersistenceStore", blob: Any) -> int | None:
+    """Bytes ``blob`` (what ``store`` writes for a value) takes; None for a store that keeps
+    objects as they are. A text blob (the file store's JSON) counts its UTF-8 bytes."""
+    if store.serializer is None:
+        return None
+    if isinstance(blob, str) and not blob.isascii():
+        return len(blob.encode())
+    return len(blob)
+
+
 class PersistenceStore(ABC):
     """A key-value store with TTLs. Every store has the same methods and semantics.
 
@@ -236,6 +246,19 @@ class PersistenceStore(ABC):
         seconds = self._resolve_ttl(ttl)
         self._set(key, self._encode(key, value), seconds)
         return True
+
+    def _save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
+        """:meth:`save`, returning the bytes written (None: the store keeps objects as they are),
+        for a ``save`` event's ``size``: the value is encoded once, and what is measured is
+        exactly what was written."""
+        if type(self).save is not PersistenceStore.save:  # a subclass's own save: run it as is
+            self.save(key, value, ttl)
+            return None
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        blob = self._encode(key, value)
+        self._set(key, blob, seconds)
+        return blob_size(self, blob)
 
     def load(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` when it is missing or expired."""

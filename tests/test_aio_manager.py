@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from conftest import HAVE_REDIS_SERVER, POSTGRES_DSN, REDIS_URL
-from kvstore import (ConflictError, LockTimeout, NotAListError, PersistenceManager,
-                     StoreUnavailableError)
+from kvstore import (ConfigError, ConflictError, KVStoreError, LockTimeout, NotAListError,
+                     PersistenceManager, StoreUnavailableError)
 from kvstore.aio import AsyncPersistenceManager
 
 CATEGORIES = {
@@ -243,6 +243,22 @@ def test_events_fire_like_the_synchronous_manager(config):
     run(main())
 
 
+def test_error_events_name_the_operation_like_the_synchronous_manager(config):
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            errors: list[Any] = []
+            await pm.on("error", errors.append)
+            for call in (lambda: pm.save("config:bad", object()),
+                         lambda: pm.append("config:text", 1),
+                         lambda: pm.incr("config:text")):
+                await pm.save("config:text", "not a number")
+                with pytest.raises(KVStoreError):
+                    await call()
+            assert [e.operation for e in errors] == ["save", "append", "incr"]
+
+    run(main())
+
+
 def test_backup_from_the_async_manager(config, tmp_path):
     async def main() -> Any:
         async with AsyncPersistenceManager.from_config(config) as pm:
@@ -316,3 +332,41 @@ def test_postgres_tier_runs_on_the_asyncio_pool(data_dir):
     finally:
         with PersistenceManager.from_config(config) as pm:
             pm.stores["database"].drop_table()
+
+
+def test_assigning_a_store_takes_effect_for_the_next_call(config):
+    from kvstore import MemoryStore
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save("config:k", "old")  # routes (and caches) config -> the file store
+            old, other = pm.stores["file"], MemoryStore()
+            pm.stores["file"] = other  # a synchronous store: the manager wraps it
+            await pm.save("config:k", "new")
+            assert other.load("config:k") == "new" and await old.load("config:k") == "old"
+            assert await pm.load("config:k") == "new"
+            async with pm.transaction() as tx:  # transactions commit on the new store too
+                tx.save("config:t", 1)
+            assert other.load("config:t") == 1
+            with pytest.raises(ConfigError, match="'file'.*routes to it"):
+                del pm.stores["file"]
+
+    run(main())
+
+
+def test_a_save_with_a_listener_encodes_the_value_once(config):
+    from test_manager import _CountingSerializer
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            st = pm.stores["database"].sync
+            st.serializer = counting = _CountingSerializer(st.serializer)
+            sizes: list[Any] = []
+            await pm.on("save", lambda e: sizes.append(e.size))
+            await pm.save("preferences:c", {"a": [1, 2]})
+            assert counting.calls == 1
+            assert sizes == [len(counting.inner.serialize({"a": [1, 2]}))]
+            assert await pm.load("preferences:c") == {"a": [1, 2]}
+
+    run(main())
+

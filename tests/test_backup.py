@@ -134,7 +134,6 @@ def test_backup_with_redis_cache(pm):
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=3600)
     pm.stores["cache"].close()
     pm.stores["cache"] = redis
-    pm._forget_routes()
     try:
         _fill(pm)
         path = pm.backup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -167,3 +168,21 @@ def test_relative_paths_are_relative_to_the_yaml_file(tmp_path, monkeypatch):
     config = load_config(folder / "kv.yaml")
     assert config.sqlite.path == (folder / "data" / "kv.db").resolve()
     assert config.file.base_path == Path("/abs/files")
+
+
+def test_open_url_is_exported_at_the_top_level_and_loads_lazily(tmp_path):
+    import subprocess
+    import sys
+
+    code = (  # a fresh interpreter: importing kvstore must not import the opener or a driver
+        "import sys, kvstore\n"
+        "assert 'kvstore.stores.opening' not in sys.modules and 'redis' not in sys.modules\n"
+        "from kvstore import open_url\n"
+        "assert 'open_url' in kvstore.__all__ and open_url is kvstore.open_url\n"
+        f"store = open_url('sqlite:///{tmp_path}/app.db')\n"
+        "store.save('a:1', 1); print(type(store).__name__, store.load('a:1')); store.close()\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["SQLiteStore", "1"]

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kvstore import (ConfigError, PersistenceManager, SerializationError, StoreUnavailableError,
-                     TransactionError)
+from kvstore import (ConfigError, KVStoreError, PersistenceManager, SerializationError,
+                     StoreUnavailableError, TransactionError)
 from kvstore.manager import Event
 
 CATEGORIES = {
@@ -43,7 +43,6 @@ def fake_redis_pm(data_dir):
     manager.stores["cache"].close()
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=3600)
     manager.stores["cache"] = redis
-    manager._forget_routes()
     yield manager
     redis.clear()
     manager.close()
@@ -186,6 +185,19 @@ def test_error_event_and_error_stats(pm):
     assert errors and isinstance(errors[0].error, SerializationError)
     assert errors[0].key == "preferences:bad" and errors[0].store == "database"
     assert pm.stats()["database"]["errors"] == 1
+
+
+def test_error_events_name_the_operation_that_failed(pm):
+    errors: list[Event] = []
+    pm.on("error", errors.append)
+    for call in (lambda: pm.save("preferences:bad", object()),
+                 lambda: pm.append("preferences:text", 1),
+                 lambda: pm.incr("preferences:text")):
+        pm.stores["database"].save("preferences:text", "not a number")
+        with pytest.raises(KVStoreError):
+            call()
+    assert [e.operation for e in errors] == ["save", "append", "incr"]
+    assert errors[0]["operation"] == "save"
 
 
 def test_unknown_event_is_refused(pm):
@@ -377,3 +389,48 @@ def test_redis_down_falls_back_when_configured(data_dir):
         assert pm.stores["database"].load("q:1") == {"v": 1}
         assert 3500 < pm.stores["database"].ttl("q:1") <= 3600
     assert errors and isinstance(errors[0].error, StoreUnavailableError)
+
+
+def test_assigning_a_store_takes_effect_for_the_next_call(pm):
+    from kvstore import MemoryStore
+
+    pm.save("preferences:u1", "old")  # routes (and caches) preferences -> the SQLite store
+    old, other = pm.stores["database"], MemoryStore()
+    pm.stores["database"] = other
+    pm.save("preferences:u1", "new")
+    assert other.load("preferences:u1") == "new" and old.load("preferences:u1") == "old"
+    assert pm.load("preferences:u1") == "new"
+    assert pm.stats()["database"]["saves"] == 2
+    with pytest.raises(ConfigError, match="'database'.*routes to it"):
+        del pm.stores["database"]
+    with pytest.raises(ConfigError, match="stores\\['cache'\\]"):
+        pm.stores["cache"] = {"not": "a store"}
+    assert pm.stores["database"] is other and "database" in pm.stores
+    old.close()
+
+
+class _CountingSerializer:
+    """A store's serializer, counting how often a value is encoded."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner, self.calls = inner, 0
+
+    def serialize(self, data: object) -> bytes:
+        self.calls += 1
+        return self.inner.serialize(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_save_with_a_listener_encodes_the_value_once(pm):
+    st = pm.stores["database"]
+    st.serializer = counting = _CountingSerializer(st.serializer)
+    sizes: list[int | None] = []
+    pm.on("save", lambda e: sizes.append(e.size))
+    value = {"theme": "dark", "langs": ["en", "de"]}
+    pm.save("preferences:u1", value)
+    assert counting.calls == 1
+    assert sizes == [len(counting.inner.serialize(value))]
+    assert pm.load("preferences:u1") == value
+

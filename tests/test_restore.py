@@ -53,7 +53,6 @@ def pm_redis(pm):
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=3600)
     pm.stores["cache"].close()
     pm.stores["cache"] = redis
-    pm._forget_routes()
     yield pm
     redis.clear()
     for name in redis.logs():

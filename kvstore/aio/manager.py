@@ -34,6 +34,7 @@ from ..lifecycle import Lifecycle
 from ..store import TTL, PersistenceStore, check_paging
 from ..stores.memory import MemoryStore
 from ..stores.opening import open_stores
+from ..storemap import StoreMap
 from ..transaction import UNSTAGED, Transaction, attempts
 from .store import AsyncLock, AsyncLog, AsyncStore, InlineStore, ThreadStore
 
@@ -131,8 +132,11 @@ class AsyncPersistenceManager:
         self._executor = ThreadPoolExecutor(
             max_workers=max_workers or min(32, (os.cpu_count() or 1) + 4),
             thread_name_prefix="kvstore-aio")
-        self.stores: dict[str, AsyncStore] = {
-            name: async_store(st, self._executor) for name, st in core.stores.items()}
+        #: The stores by name, awaitable. ``apm.stores["cache"] = store`` (a synchronous store
+        #: or an :class:`AsyncStore`) takes effect for the very next call; the old one stays open.
+        self.stores: StoreMap[AsyncStore] = StoreMap(
+            {name: async_store(st, self._executor) for name, st in core.stores.items()},
+            self._store_changed)
         self._life = Lifecycle(core)
         self._life.start()
 
@@ -147,6 +151,16 @@ class AsyncPersistenceManager:
         return cls(data if isinstance(data, Config) else parse_config(data), **options)
 
     # -- plumbing ---------------------------------------------------------------------------------
+
+    def _store_changed(self, name: str, store: Any) -> AsyncStore | None:
+        # The core keeps the synchronous store (transactions and backups run on it) and forgets
+        # its cached routes; this map keeps the async face of the same store.
+        if store is None:
+            del self._core.stores[name]
+            return None
+        astore = store if isinstance(store, AsyncStore) else None
+        self._core.stores[name] = astore.sync if astore is not None else store
+        return astore if astore is not None else async_store(store, self._executor)
 
     def _at(self, key: str, store: str | None) -> tuple[Entry, AsyncStore]:
         entry = self._core.entry(key, store)
@@ -174,8 +188,9 @@ class AsyncPersistenceManager:
     async def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         entry, st = self._at(key, store)
         start = time.perf_counter()
-        await self._call("save", entry, key, st.save(key, value, self._core.ttl_arg(entry, ttl)))
-        self._core.saved(entry, [key], start, self._core.size_of(entry, value))
+        size = await self._call("save", entry, key,
+                                st._save_sized(key, value, self._core.ttl_arg(entry, ttl)))
+        self._core.saved(entry, [key], start, size)
         return True
 
     @overload

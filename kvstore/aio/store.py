@@ -22,7 +22,7 @@ from .._marks import KEEP, MISSING
 from ..errors import InvalidArgumentError
 from ..locking import _UNSET, Lock, check_timeout
 from ..logs import check_page
-from ..store import TTL, PersistenceStore, check_paging, parse_ttl
+from ..store import TTL, PersistenceStore, blob_size, check_paging, parse_ttl
 
 __all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "AsyncLog", "arun"]
 
@@ -105,6 +105,15 @@ class AsyncStore:
         seconds = self._resolve_ttl(ttl)
         await self._set(key, self._encode(key, value), seconds)
         return True
+
+    async def _save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
+        """:meth:`save`, returning the bytes written (None: the store keeps objects as they are),
+        for a ``save`` event's ``size`` (the value encoded once)."""
+        self._check_key(key)
+        seconds = self._resolve_ttl(ttl)
+        blob = self._encode(key, value)
+        await self._set(key, blob, seconds)
+        return blob_size(self.sync, blob)
 
     async def load(self, key: str, default: Any = None) -> Any:
         self._check_key(key)

@@ -96,7 +96,6 @@ def test_a_fault_at_any_step_of_a_restore_leaves_every_store_as_it_was(tmp_path,
     redis = _redis_build(REDIS_URL, f"kvtest:{uuid.uuid4().hex[:8]}:")(ttl_default=None)
     pm.stores["cache"].close()
     pm.stores["cache"] = redis
-    pm._forget_routes()
     rng = random.Random(int(os.environ.get("KVSTORE_TEST_SEED", "21")))
     try:
         _write(pm, "old")
