@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ..errors import StoreUnavailableError
 from ..stores.postgres import _PAGE, PostgresStore, Query, _mask
@@ -106,12 +106,18 @@ class AsyncPostgresStore(AsyncStore):
         return int(await self._run(self.sync._q_incr(key, amount, ttl)))
 
     async def _keys(self, prefix: str) -> list[str]:
-        found: list[str] = []
+        return [key async for page in self._key_pages(prefix, None) for key in page]
+
+    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
+        # One ordered query per page, starting after the last key seen (as the sync twin).
+        after = start_after or ""
         while True:
-            page = await self._run(self.sync._q_keys(prefix, found[-1] if found else ""))
-            found += page
+            page = await self._run(self.sync._q_keys(prefix, after))
+            if page:
+                yield page
+                after = page[-1]
             if len(page) < _PAGE:
-                return found
+                return
 
     async def _clear(self, prefix: str) -> int:
         return int(await self._run(self.sync._q_clear(prefix)))
