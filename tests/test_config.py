@@ -167,3 +167,34 @@ def test_relative_paths_are_relative_to_the_yaml_file(tmp_path, monkeypatch):
     config = load_config(folder / "kv.yaml")
     assert config.sqlite.path == (folder / "data" / "kv.db").resolve()
     assert config.file.base_path == Path("/abs/files")
+
+
+def test_file_section_takes_serializer_like_every_store_section(tmp_path):
+    """API.md: every store section takes ``serializer:``; for ``file:`` it sets the encoding
+    of each file (the same as ``format:``), compression included."""
+    from kvstore import PersistenceManager
+
+    for serializer, ext in [("msgpack", ".msgpack"), ("json+gzip", ".json")]:
+        base = tmp_path / serializer
+        body = {"persistence": {"file": {"base_path": str(base), "serializer": serializer},
+                                "categories": {"config": {"store": "file"}}}}
+        assert parse_config(body).file.format == serializer.split("+")[0]
+        with PersistenceManager.from_config(body) as pm:
+            pm.save("config:ui", {"font": 14})
+            assert pm.load("config:ui") == {"font": 14}
+            assert pm.stores["file"].serializer.name == serializer
+        assert [p.suffix for p in base.rglob("config*ui*")] == [ext]
+    agreed = {"persistence": {"file": {"serializer": "msgpack", "format": "msgpack"}}}
+    assert parse_config(agreed).file.format == "msgpack"
+
+
+@pytest.mark.parametrize("file_section, message", [
+    ({"serializer": "msgpack", "format": "json"},
+     "persistence.file.serializer: 'msgpack' disagrees with persistence.file.format: 'json'"),
+    ({"serializer": "pickle"}, "persistence.file.serializer: pickle needs persistence.pickle_secret"),
+    ({"serializer": "yaml"}, "persistence.file.serializer"),
+])
+def test_file_serializer_mistakes_name_the_setting(file_section, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"persistence": {"file": file_section}})
+    assert message in str(err.value)

@@ -47,7 +47,7 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
                                              max_entries=c.sqlite.max_entries)
         opened["file"] = FileStore(base_path=c.file.base_path or data_dir / "files",
                                    format=c.file.format, ttl_default=c.file.ttl_default,
-                                   secret=secret)
+                                   serializer=c.file.serializer, secret=secret)
         if c.redis is not None:
             from .redis import RedisStore
 
