@@ -198,3 +198,18 @@ def test_file_serializer_mistakes_name_the_setting(file_section, message):
     with pytest.raises(ConfigError) as err:
         parse_config({"persistence": {"file": file_section}})
     assert message in str(err.value)
+
+
+def test_sqlite_url_opens_the_table_it_names(tmp_path):
+    """``sqlite:///app.db?table=custom`` (adapters, one-string configs) opens that table; a
+    misspelt option is refused instead of silently opening the default table."""
+    from kvstore import ConfigError, SQLiteStore
+    from kvstore.stores.opening import open_url
+
+    db = tmp_path / "app.db"
+    SQLiteStore(path=db, table="custom").save("k", 1)
+    store = open_url(f"sqlite://{db}?table=custom")
+    assert (store.table, store.load("k")) == ("custom", 1)
+    store.close()
+    with pytest.raises(ConfigError, match="'tabel'"):
+        open_url(f"sqlite://{db}?tabel=custom")
