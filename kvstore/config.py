@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -152,6 +152,7 @@ class FileConfig:
     base_path: Path | None = None
     format: str = "json"
     ttl_default: float | None = None
+    serializer: str | None = None  # as the other sections; sets format (its part before "+")
 
 
 @dataclass(frozen=True, repr=False)
@@ -327,6 +328,20 @@ def _serializer(value: Any, setting: str) -> str:
     return _choice(value, setting, SERIALIZERS)
 
 
+def _file_section(value: Any, setting: str) -> FileConfig:
+    """``file:`` takes ``serializer:`` as every store section does (json, msgpack, pickle, each
+    optionally ``+gzip``), or the older ``format:``; given both, they must name one encoding."""
+    data = _mapping(value, setting)
+    config: FileConfig = _section(FileConfig, data, setting, _FILE)
+    if config.serializer is None:
+        return config
+    base = config.serializer.split("+")[0]
+    if "format" in data and config.format != base:
+        raise ConfigError(f"{setting}.serializer: {config.serializer!r} disagrees with "
+                          f"{setting}.format: {config.format!r} (give only one of them)")
+    return replace(config, format=base)
+
+
 def _interval(value: Any, setting: str) -> float:
     if isinstance(value, str) and value.strip().lower() in BACKUP_INTERVALS:
         return BACKUP_INTERVALS[value.strip().lower()]
@@ -348,7 +363,7 @@ _REDIS = {"url": _str, "ttl_default": _duration, "serializer": _serializer, "key
           "max_connections": lambda v, s: _int(v, s, 1), "pool_timeout": _number,
           "fallback": lambda v, s: None if v is None else _store_name(v, s)}
 _FILE = {"base_path": _path, "format": lambda v, s: _choice(v, s, ("json", "msgpack", "pickle")),
-         "ttl_default": _duration}
+         "ttl_default": _duration, "serializer": _serializer}
 _POSTGRES = {"dsn": _str, "table": _str, "ttl_default": _duration, "serializer": _serializer,
              "max_entries": lambda v, s: _opt_int(v, s, 1)}
 _CATEGORY = {"store": _store_name, "ttl": _duration}
@@ -415,7 +430,7 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
         memory=_section(MemoryConfig, body.get("memory"), f"{p}.memory", _MEMORY),
         sqlite=_section(SQLiteConfig, body.get("sqlite"), f"{p}.sqlite", _SQLITE),
         redis=None if "redis" not in body else _section(RedisConfig, redis, f"{p}.redis", _REDIS),
-        file=_section(FileConfig, body.get("file"), f"{p}.file", _FILE),
+        file=_file_section(body.get("file"), f"{p}.file"),
         postgres=(None if "postgres" not in body
                   else _section(PostgresConfig, postgres, f"{p}.postgres", _POSTGRES)),
         categories=categories,
@@ -443,7 +458,7 @@ def _check_consistency(config: Config) -> None:
                    ("postgres", config.postgres.serializer if config.postgres else None)]
     for section, name in serializers:
         if name and name.startswith("pickle") and not config.pickle_secret:
-            key = "format" if section == "file" else "serializer"
+            key = "format" if section == "file" and not config.file.serializer else "serializer"
             raise ConfigError(f"{p}.{section}.{key}: pickle needs persistence.pickle_secret "
                               "(unsigned pickle would let stored data run code)")
 

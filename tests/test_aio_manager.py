@@ -351,6 +351,46 @@ def test_assigning_a_store_takes_effect_for_the_next_call(config):
             with pytest.raises(ConfigError, match="'file'.*routes to it"):
                 del pm.stores["file"]
 
+
+def _counting_keys(sync: Any) -> list[int]:
+    """Make ``sync``'s key listing count every key it hands out; returns the counter."""
+    listed = [0]
+    keys, keys_after = sync._keys, sync._keys_after
+
+    def counted(found: Any) -> Any:
+        for key in found:
+            listed[0] += 1
+            yield key
+
+    sync._keys = lambda prefix, *a: counted(keys(prefix, *a))
+    sync._keys_after = lambda prefix, after: counted(keys_after(prefix, after))
+    return listed
+
+
+def test_async_keys_stopped_early_do_not_list_every_key(data_dir):
+    """50,000 keys in SQLite: taking 10 through the async store or the manager reads one page,
+    not all 50,000 (the synchronous keys() pages the same way)."""
+    config = {"persistence": {"categories": {"preferences": {"store": "database"},
+                                             "session": {"store": "memory"}}}}
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            database = pm.stores["database"]
+            database.sync.save_many({f"preferences:{i:05d}": i for i in range(50_000)})
+            listed = _counting_keys(database.sync)
+            taken = []
+            async for key in pm.keys("preferences:"):
+                taken.append(key)
+                if len(taken) == 10:
+                    break
+            assert taken == [f"preferences:{i:05d}" for i in range(10)]
+            assert listed[0] <= 2_000, f"{listed[0]} keys listed to take 10"
+            listed[0] = 0
+            async for key, value in database.items("preferences:", start_after="preferences:30000"):
+                assert (key, value) == ("preferences:30001", 30001)
+                break
+            assert listed[0] <= 2_000, f"{listed[0]} keys listed to take 1 item"
+
     run(main())
 
 
@@ -370,3 +410,54 @@ def test_a_save_with_a_listener_encodes_the_value_once(config):
 
     run(main())
 
+
+def test_async_manager_merges_paged_stores_in_order(data_dir):
+    """Keys of several stores come back as one sorted listing, paged by start_after/limit,
+    across more than one page of each store."""
+    config = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
+                                             "c": {"store": "file"}}}}
+    names = ([f"a:{i:04d}" for i in range(1_500)] + [f"b:{i:04d}" for i in range(2_100)]
+             + [f"c:{i:02d}" for i in range(30)])
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save_many({name: 1 for name in names})
+            assert [k async for k in pm.keys()] == sorted(names)
+            page = [k async for k in pm.keys(start_after="a:1490", limit=20)]
+            assert page == sorted(names)[1_491:1_511]
+            assert [k async for k, _ in pm.items("b:", limit=3)] == ["b:0000", "b:0001", "b:0002"]
+
+    run(main())
+
+
+@pytest.mark.skipif(not POSTGRES_DSN, reason="KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL")
+def test_async_postgres_keys_page_by_query(data_dir):
+    """The asyncio PostgreSQL driver runs one ordered query per page: taking 10 of 2,500 keys
+    is one query, a full listing is three."""
+    table = f"kvtest_{uuid.uuid4().hex[:8]}"
+    config = {"persistence": {"postgres": {"dsn": POSTGRES_DSN, "table": table},
+                              "categories": {"prefs": {"store": "database"}}}}
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            database = pm.stores["database"]
+            await pm.save_many({f"prefs:{i:04d}": i for i in range(2_500)})
+            queries = [0]
+            q_keys = database.sync._q_keys
+
+            def counted(*args: Any) -> Any:
+                queries[0] += 1
+                return q_keys(*args)
+
+            database.sync._q_keys = counted
+            async for _ in pm.keys("prefs:"):
+                break
+            assert queries[0] == 1
+            assert len([k async for k in pm.keys("prefs:", start_after="prefs:0499")]) == 2_000
+            assert queries[0] == 4
+
+    try:
+        run(main())
+    finally:
+        with PersistenceManager.from_config(config) as pm:
+            pm.stores["database"].drop_table()

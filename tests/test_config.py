@@ -186,3 +186,49 @@ def test_open_url_is_exported_at_the_top_level_and_loads_lazily(tmp_path):
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["SQLiteStore", "1"]
+
+
+def test_file_section_takes_serializer_like_every_store_section(tmp_path):
+    """API.md: every store section takes ``serializer:``; for ``file:`` it sets the encoding
+    of each file (the same as ``format:``), compression included."""
+    from kvstore import PersistenceManager
+
+    for serializer, ext in [("msgpack", ".msgpack"), ("json+gzip", ".json")]:
+        base = tmp_path / serializer
+        body = {"persistence": {"file": {"base_path": str(base), "serializer": serializer},
+                                "categories": {"config": {"store": "file"}}}}
+        assert parse_config(body).file.format == serializer.split("+")[0]
+        with PersistenceManager.from_config(body) as pm:
+            pm.save("config:ui", {"font": 14})
+            assert pm.load("config:ui") == {"font": 14}
+            assert pm.stores["file"].serializer.name == serializer
+        assert [p.suffix for p in base.rglob("config*ui*")] == [ext]
+    agreed = {"persistence": {"file": {"serializer": "msgpack", "format": "msgpack"}}}
+    assert parse_config(agreed).file.format == "msgpack"
+
+
+@pytest.mark.parametrize("file_section, message", [
+    ({"serializer": "msgpack", "format": "json"},
+     "persistence.file.serializer: 'msgpack' disagrees with persistence.file.format: 'json'"),
+    ({"serializer": "pickle"}, "persistence.file.serializer: pickle needs persistence.pickle_secret"),
+    ({"serializer": "yaml"}, "persistence.file.serializer"),
+])
+def test_file_serializer_mistakes_name_the_setting(file_section, message):
+    with pytest.raises(ConfigError) as err:
+        parse_config({"persistence": {"file": file_section}})
+    assert message in str(err.value)
+
+
+def test_sqlite_url_opens_the_table_it_names(tmp_path):
+    """``sqlite:///app.db?table=custom`` (adapters, one-string configs) opens that table; a
+    misspelt option is refused instead of silently opening the default table."""
+    from kvstore import ConfigError, SQLiteStore
+    from kvstore.stores.opening import open_url
+
+    db = tmp_path / "app.db"
+    SQLiteStore(path=db, table="custom").save("k", 1)
+    store = open_url(f"sqlite://{db}?table=custom")
+    assert (store.table, store.load("k")) == ("custom", 1)
+    store.close()
+    with pytest.raises(ConfigError, match="'tabel'"):
+        open_url(f"sqlite://{db}?tabel=custom")

@@ -517,3 +517,41 @@ def test_a_restore_left_halfway_is_finished_once_its_process_is_gone(pm, tmp_pat
     pm.restore(path)
     assert _contents(pm) == finished  # what the restore would have given
     assert recover_restores(pm._core) == 0
+
+
+def test_backup_and_restore_a_sqlite_tier_with_its_own_table(tmp_path):
+    """A database tier ``SQLiteStore(table="custom")`` backs up, restores and migrates its own
+    table (no raw sqlite3 error about a missing ``kvstore`` table), leaving another table in
+    the same file alone."""
+    from kvstore import FileStore, MemoryStore, SQLiteStore
+    from kvstore.config import parse_config
+
+    db = tmp_path / "app.db"
+    neighbour = SQLiteStore(path=db)  # the default "kvstore" table, same file
+    neighbour.save("other:x", "kept")
+    config = parse_config({"persistence": {"categories": CATEGORIES,
+                                           "backup": {"path": str(tmp_path / "backups")}}})
+    stores = {"memory": MemoryStore(), "cache": MemoryStore(serializer="msgpack"),
+              "database": SQLiteStore(path=db, table="custom"),
+              "file": FileStore(base_path=tmp_path / "files")}
+    with PersistenceManager(config, stores=stores) as pm:
+        pm.save_many({f"prefs:{i}": {"n": i} for i in range(300)})
+        pm.log("prefs:audit").append("created")
+        folder = pm.backup()
+        pm.save("prefs:0", "changed")
+        pm.save("prefs:new", 1)
+        pm.delete("prefs:5")
+        counts = pm.restore(folder)
+        assert counts["database"] == 300
+        assert pm.load("prefs:0") == {"n": 0}
+        assert pm.load("prefs:5") == {"n": 5}
+        assert not pm.exists("prefs:new")
+        assert [r for _, r in pm.log("prefs:audit").read()] == ["created"]
+        assert pm.stats()["database"]["saves"] >= 300
+        copy = SQLiteStore(path=tmp_path / "copy.db", table="moved")
+        assert migrate(pm.stores["database"], copy) == 300
+        assert copy.load("prefs:7") == {"n": 7}
+        copy.close()
+    assert neighbour.load("other:x") == "kept"
+    assert list(neighbour.keys()) == ["other:x"]
+    neighbour.close()

@@ -36,6 +36,7 @@ from ..stores.memory import MemoryStore
 from ..stores.opening import open_stores
 from ..storemap import StoreMap
 from ..transaction import UNSTAGED, Transaction, attempts
+from . import paging
 from .store import AsyncLock, AsyncLog, AsyncStore, InlineStore, ThreadStore
 
 __all__ = ["AsyncPersistenceManager", "AsyncTransaction", "async_store"]
@@ -227,26 +228,30 @@ class AsyncPersistenceManager:
                    ) -> AsyncIterator[str]:
         """``async for key in pm.keys(prefix)``: as the synchronous ``keys`` (sorted, paged)."""
         check_paging(start_after, limit)
-        found: list[str] = []
-        for name in self._core.store_names_for_prefix(prefix, store):
-            entry = self._core.named(name)
-            found += await self._call("keys", entry, None,
-                                      self.stores[name]._keys_checked(prefix, start_after, limit))
-        merged = sorted(set(found))
-        for key in merged if limit is None else merged[:limit]:
+        sources = [self._reported("keys", self._core.named(name),
+                                  self.stores[name].keys(prefix, start_after))
+                   for name in self._core.store_names_for_prefix(prefix, store)]
+        async for key in paging.merge(sources, limit):
             yield key
 
     async def items(self, prefix: str = "", store: str | None = None,
                     start_after: str | None = None, limit: int | None = None,
                     batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
         """``async for key, value in pm.items(prefix)``: sorted by key, ``batch`` at a time."""
-        keys = [key async for key in self.keys(prefix, store, start_after, limit)]
-        for i in range(0, len(keys), batch):
-            chunk = keys[i:i + batch]
+        async for chunk in paging.chunks(self.keys(prefix, store, start_after, limit), batch):
             found = await self.load_many(chunk, store)
             for key in chunk:
                 if key in found:
                     yield key, found[key]
+
+    async def _reported(self, op: str, entry: Entry, items: AsyncIterator[T]) -> AsyncIterator[T]:
+        """``items``, a store error on the way counted and reported as :meth:`_call` does."""
+        while True:
+            try:
+                item = await self._call(op, entry, None, anext(items))
+            except StopAsyncIteration:
+                return
+            yield item
 
     def log(self, name: str, store: str | None = None) -> AsyncLog:
         """The append-only log ``name`` in its category's store, awaited (see AsyncLog)."""

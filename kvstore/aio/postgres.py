@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any
+from typing import Any, AsyncIterator
 
 from ..errors import StoreUnavailableError
 from ..stores.postgres import _PAGE, PostgresStore, Query, _mask
@@ -105,13 +105,16 @@ class AsyncPostgresStore(AsyncStore):
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         return int(await self._run(self.sync._q_incr(key, amount, ttl)))
 
-    async def _keys(self, prefix: str) -> list[str]:
-        found: list[str] = []
+    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
+        # One ordered query per page, starting after the last key seen (as the sync twin).
+        after = start_after or ""
         while True:
-            page = await self._run(self.sync._q_keys(prefix, found[-1] if found else ""))
-            found += page
+            page = await self._run(self.sync._q_keys(prefix, after))
+            if page:
+                yield page
+                after = page[-1]
             if len(page) < _PAGE:
-                return found
+                return
 
     async def _clear(self, prefix: str) -> int:
         return int(await self._run(self.sync._q_clear(prefix)))

@@ -18,6 +18,7 @@ from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable, Iterable, Mapping
 
 from .. import flows
+from . import paging
 from .._marks import KEEP, MISSING
 from ..errors import InvalidArgumentError
 from ..locking import _UNSET, Lock, check_timeout
@@ -130,28 +131,29 @@ class AsyncStore:
 
     async def keys(self, prefix: str = "", start_after: str | None = None,
                    limit: int | None = None) -> AsyncIterator[str]:
-        """Live keys starting with ``prefix``, sorted (``async for key in store.keys(...)``)."""
-        for key in await self._keys_checked(prefix, start_after, limit):
+        """Live keys starting with ``prefix``, sorted (``async for key in store.keys(...)``),
+        fetched 1,000 at a time: stopping early does not list the rest."""
+        self.sync._check_prefix(prefix)
+        check_paging(start_after, limit)
+        async for key in paging.flatten(self._key_pages(prefix, start_after), limit):
             yield key
 
     async def items(self, prefix: str = "", start_after: str | None = None,
                     limit: int | None = None, batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
         """``(key, value)`` for :meth:`keys`, sorted, ``batch`` keys per round trip."""
-        keys = await self._keys_checked(prefix, start_after, limit)
-        for i in range(0, len(keys), batch):
-            found = await self.load_many(keys[i:i + batch])
-            for key in keys[i:i + batch]:
+        async for chunk in paging.chunks(self.keys(prefix, start_after, limit), batch):
+            found = await self.load_many(chunk)
+            for key in chunk:
                 if key in found:
                     yield key, found[key]
 
-    async def _keys_checked(self, prefix: str, start_after: str | None = None,
-                            limit: int | None = None) -> list[str]:
-        self.sync._check_prefix(prefix)
-        check_paging(start_after, limit)
+    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
+        """Sorted pages of the live keys with ``prefix`` after ``start_after``. Stores that
+        page by key override this; this default lists the keys once (Redis SCAN has no order)."""
         found = await self._keys(prefix)
-        if start_after is not None:
-            found = found[bisect.bisect_right(found, start_after):]
-        return found if limit is None else found[:limit]
+        start = 0 if start_after is None else bisect.bisect_right(found, start_after)
+        for i in range(start, len(found), paging.PAGE):
+            yield found[i:i + paging.PAGE]
 
     async def _log_names_checked(self, prefix: str) -> list[str]:
         self.sync._check_prefix(prefix)
@@ -349,8 +351,18 @@ class ThreadStore(AsyncStore):
         if self._queue and self._workers < self._concurrency:  # queued as this one stopped
             self._start(loop)
 
-    async def _keys(self, prefix: str) -> list[str]:
-        return await self._run(lambda: sorted(self.sync._keys(prefix)))
+    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
+        # The twin's own key iterator, resumed a page per thread hop: SQLite and PostgreSQL
+        # then run one short ordered query per page, as the synchronous keys() does.
+        sync = self.sync
+        found = await self._run(lambda: sync._keys(prefix) if start_after is None
+                                else sync._keys_after(prefix, start_after))
+        while True:
+            page = await self._run(paging.take_page, found)
+            if page:
+                yield page
+            if len(page) < paging.PAGE:
+                return
 
     def _open_meta(self) -> AsyncStore:
         return type(self)(self.sync._meta, self._executor, self._concurrency)

@@ -47,7 +47,7 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
                                              max_entries=c.sqlite.max_entries)
         opened["file"] = FileStore(base_path=c.file.base_path or data_dir / "files",
                                    format=c.file.format, ttl_default=c.file.ttl_default,
-                                   secret=secret)
+                                   serializer=c.file.serializer, secret=secret)
         if c.redis is not None:
             from .redis import RedisStore
 
@@ -90,7 +90,7 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
     dogpile's ``arguments``):
 
     - ``memory://``
-    - ``sqlite:///absolute/path/app.db`` (``sqlite://relative/path.db``)
+    - ``sqlite:///absolute/path/app.db`` (``sqlite://relative/path.db``; ``?table=name``)
     - ``file:///absolute/folder``
     - ``redis://...``, ``rediss://...``, ``redis+cluster://...``, ``redis+sentinel://...``
       (``?key_prefix=app:`` sets the key prefix; ``?max_connections=50&pool_timeout=5`` the
@@ -118,6 +118,11 @@ def open_url(url: str, **options: Any) -> PersistenceStore:
             if not bound.isdigit():
                 raise ConfigError(f"store URL {url!r}: max_entries={bound!r} is not a positive int")
             options.setdefault("max_entries", int(bound))
+        if scheme == "sqlite" and "table" in query:  # sqlite:///app.db?table=custom
+            options.setdefault("table", query.pop("table"))
+        if scheme in ("memory", "sqlite") and query:  # dropped silently, it opened another table
+            raise ConfigError(f"store URL {url!r}: unknown option {next(iter(query))!r} "
+                              "(max_entries" + (", table)" if scheme == "sqlite" else ")"))
         url = f"{scheme}://{rest}" + (f"?{'&'.join(f'{k}={v}' for k, v in query.items())}"
                                       if query else "")
     if scheme == "memory":
