@@ -110,18 +110,22 @@ def start_cluster(folder: Path, size: int = 3) -> RedisCluster:
             node_dir = folder / f"node-{i}"
             nodes.append(RedisServer(node_dir, port, extra=(
                 "--cluster-enabled", "yes", "--cluster-config-file", str(node_dir / "nodes.conf"),
-                "--cluster-node-timeout", "2000")).start())
+                # Long enough that a busy 2-core machine stalling a node never gets it marked
+                # as failed (the cluster then answers "The cluster is down"); no test fails over.
+                "--cluster-node-timeout", "30000")).start())
         subprocess.run(["redis-cli", "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in nodes], "--cluster-yes"],
                        check=True, capture_output=True, timeout=60)
         deadline = time.monotonic() + 30
-        while True:
-            info = subprocess.run(["redis-cli", "-p", str(nodes[0].port), "cluster", "info"],
-                                  capture_output=True, text=True, timeout=10).stdout
-            if "cluster_state:ok" in info:
+        while True:  # every node must see the whole cluster, not just the first one
+            infos = [subprocess.run(["redis-cli", "-p", str(n.port), "cluster", "info"],
+                                    capture_output=True, text=True, timeout=10).stdout
+                     for n in nodes]
+            if all("cluster_state:ok" in info and f"cluster_known_nodes:{size}" in info
+                   and "cluster_slots_ok:16384" in info for info in infos):
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster did not become ok: {info}")
+                raise RuntimeError(f"cluster did not become ok: {infos}")
             time.sleep(0.2)
         return RedisCluster(nodes)
     except BaseException:
