@@ -105,6 +105,9 @@ class AsyncPostgresStore(AsyncStore):
     async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
         return int(await self._run(self.sync._q_incr(key, amount, ttl)))
 
+    async def _keys(self, prefix: str) -> list[str]:
+        return [key async for page in self._key_pages(prefix, None) for key in page]
+
     async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
         # One ordered query per page, starting after the last key seen (as the sync twin).
         after = start_after or ""

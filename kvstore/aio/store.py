@@ -351,6 +351,9 @@ class ThreadStore(AsyncStore):
         if self._queue and self._workers < self._concurrency:  # queued as this one stopped
             self._start(loop)
 
+    async def _keys(self, prefix: str) -> list[str]:
+        return await self._run(lambda: sorted(self.sync._keys(prefix)))
+
     async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
         # The twin's own key iterator, resumed a page per thread hop: SQLite and PostgreSQL
         # then run one short ordered query per page, as the synchronous keys() does.
