@@ -63,7 +63,7 @@ def bench_file(folder: Path, n: int, reads: int, report: Report) -> None:
 def _fill_file(log: Any, count: int) -> None:
     """Write ``count`` records into a file-store log at once (the setup of the read test)."""
     log.delete()
-    blob = log.store._log_encode(log.name, RECORD)
+    blob = log.store.encode_record(log.name, RECORD)
     path = log.store._log_path(log.name)
     with open(path, "w") as fh:
         for i in range(count):
@@ -80,7 +80,7 @@ def bench_sqlite(folder: Path, n: int, reads: int, report: Report) -> None:
     con.execute("PRAGMA synchronous = NORMAL")
     con.execute("CREATE TABLE log (name TEXT, seq INTEGER, value BLOB, PRIMARY KEY (name, seq)) "
                 "WITHOUT ROWID")
-    blob = store._log_encode("bench", RECORD)
+    blob = store.encode_record("bench", RECORD)
 
     def raw_append() -> None:
         for _ in range(n):
@@ -127,7 +127,7 @@ def bench_redis(url: str, n: int, reads: int, report: Report) -> None:
         lambda: [raw.rpush(prefix + "raw", msgpack.packb(RECORD)) for _ in range(n)], n), False)
     log.delete()
     raw.delete(prefix + "raw")
-    blob = store._log_encode("bench", RECORD)
+    blob = store.encode_record("bench", RECORD)
     for i in range(0, reads, 10_000):
         raw.rpush(store._log_key("bench"), *[blob] * 10_000)
         raw.rpush(prefix + "raw", *[packed] * 10_000)

@@ -63,7 +63,7 @@ def _stat_check(pm: Any) -> Callable[[], Any]:
 
 def _query_check(pm: Any) -> Callable[[], Any]:
     store = pm.stores["database"]
-    store._meta.ensure_table()
+    store.meta.ensure_table()
 
     def check() -> Any:  # is there any record at all (what a pass asks first)
         with store._conn() as conn:

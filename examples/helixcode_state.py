@@ -35,7 +35,7 @@ def main(data_dir: str) -> None:
         pm.load("state:session")
         pm.save("editor:buffer", "print('hello')")       # memory, autosaved to the snapshot
         time.sleep(1.5)
-        blob = pm.stores["database"]._get("state:session")
+        blob = pm.stores["database"].raw_get("state:session")
         print(f"stored as {Serializer.detect(blob)}: {len(blob)} bytes for "
               f"{len(Serializer('json').serialize(session))} bytes of JSON")
         backup = pm.backup(Path(data_dir) / "backups")

@@ -217,7 +217,7 @@ class Core:
         groups: dict[str, tuple[Entry, list[str]]] = {}
         for key in keys:
             entry = self.entry(key, store)
-            entry.store._check_key(key)
+            entry.store.check_key(key)
             groups.setdefault(entry.name, (entry, []))[1].append(key)
         return list(groups.values())
 
@@ -232,10 +232,10 @@ class Core:
         for key, value in items.items():
             entry = self.entry(key, store)
             st = entry.store
-            st._check_key(key)
-            seconds = st._resolve_ttl(self.ttl_arg(entry, ttl))
+            st.check_key(key)
+            seconds = st.resolve_ttl(self.ttl_arg(entry, ttl))
             batch = batches.setdefault((entry.name, seconds), (entry, seconds, []))
-            batch[2].append((key, st._encode(key, value)))
+            batch[2].append((key, st.encode(key, value)))
         return list(batches.values())
 
     # -- TTL rules ------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ Requests:
 
 - :class:`Call` ``(space, method, args)``: call a byte-level method (``_get``, ``_add``,
   ``_cas``, ``_set``) of the store (``DATA``) or of its lock namespace (``META``, see
-  :attr:`PersistenceStore._meta`).
+  :attr:`PersistenceStore.meta`).
 - :class:`Sleep` ``(seconds)``: wait before trying again.
 - :class:`Compute` ``(fn)``: call the user's factory (awaited by the async driver if it is a
   coroutine function).
@@ -79,7 +79,7 @@ def run(store: Any, flow: Flow) -> Any:
             try:
                 kind = type(request)
                 if kind is Call:
-                    target = store if request.space == DATA else store._meta
+                    target = store if request.space == DATA else store.meta
                     result = getattr(target, request.method)(*request.args)
                 elif kind is Sleep:
                     time.sleep(request.seconds)
@@ -106,14 +106,14 @@ def update(store: Any, key: str, fn: Callable[[Any], Any], default: Any, ttl: An
     propagates and nothing is written. Returns ``new``.
     """
     for attempt in itertools.count():
-        blob = yield Call(DATA, "_get", (key,))
-        current = default if blob is MISSING else store._decode(key, blob)
+        blob = yield Call(DATA, "raw_get", (key,))
+        current = default if blob is MISSING else store.decode(key, blob)
         new = fn(current)
-        new_blob = store._encode(key, new)
+        new_blob = store.encode(key, new)
         if blob is MISSING:
-            done = yield Call(DATA, "_add", (key, new_blob, new_ttl if ttl is KEEP else ttl))
+            done = yield Call(DATA, "raw_add", (key, new_blob, new_ttl if ttl is KEEP else ttl))
         else:
-            done = yield Call(DATA, "_cas", (key, blob, new_blob, ttl))
+            done = yield Call(DATA, "raw_cas", (key, blob, new_blob, ttl))
         if done:
             return new
         yield Sleep(backoff(attempt))
@@ -138,10 +138,10 @@ def touch(key: str, ttl: float | None) -> Flow:
     """Give a live key a new expiry (None: none); False when it is missing. For stores without a
     native expire command."""
     for attempt in itertools.count():
-        blob = yield Call(DATA, "_get", (key,))
+        blob = yield Call(DATA, "raw_get", (key,))
         if blob is MISSING:
             return False
-        if (yield Call(DATA, "_cas", (key, blob, blob, ttl))):
+        if (yield Call(DATA, "raw_cas", (key, blob, blob, ttl))):
             return True
         yield Sleep(backoff(attempt))
 
@@ -155,30 +155,30 @@ def get_or_set(store: Any, key: str, factory: Callable[[], Any], ttl: float | No
     ``lock_ttl`` seconds: if it dies, a waiter takes over once that expires. Raises
     :class:`LockTimeout` when neither the value nor the lock came within ``timeout``.
     """
-    blob = yield Call(DATA, "_get", (key,))
+    blob = yield Call(DATA, "raw_get", (key,))
     if blob is not MISSING:
-        return store._decode(key, blob)
+        return store.decode(key, blob)
     name, token = "fill:" + key, new_token()
     deadline = time.monotonic() + timeout
     for attempt in itertools.count():
-        if (yield Call(META, "_add", (name, token, lock_ttl))):
+        if (yield Call(META, "raw_add", (name, token, lock_ttl))):
             try:
-                blob = yield Call(DATA, "_get", (key,))  # filled while we took the lock?
+                blob = yield Call(DATA, "raw_get", (key,))  # filled while we took the lock?
                 if blob is not MISSING:
-                    return store._decode(key, blob)
+                    return store.decode(key, blob)
                 value = yield Compute(factory)
-                yield Call(DATA, "_set", (key, store._encode(key, value), ttl))
+                yield Call(DATA, "raw_set", (key, store.encode(key, value), ttl))
                 return value
             finally:
-                yield Call(META, "_cas", (name, token, MISSING, None))
+                yield Call(META, "raw_cas", (name, token, MISSING, None))
         left = deadline - time.monotonic()
         if left <= 0:
             raise LockTimeout(f"get_or_set {key!r}: another caller has been computing the value "
                               f"for more than {timeout:g}s")
         yield Sleep(min(_poll(attempt), left))
-        blob = yield Call(DATA, "_get", (key,))
+        blob = yield Call(DATA, "raw_get", (key,))
         if blob is not MISSING:
-            return store._decode(key, blob)
+            return store.decode(key, blob)
 
 
 # -- locks (in the store's lock namespace) ----------------------------------------------------------
@@ -193,7 +193,7 @@ def acquire(name: str, token: bytes, ttl: float, timeout: float | None, blocking
     """Take lock ``name`` for ``ttl`` seconds; True when taken, False after ``timeout``."""
     deadline = None if timeout is None else time.monotonic() + timeout
     for attempt in itertools.count():
-        if (yield Call(META, "_add", (name, token, ttl))):
+        if (yield Call(META, "raw_add", (name, token, ttl))):
             return True
         if not blocking:
             return False
@@ -208,14 +208,14 @@ def acquire(name: str, token: bytes, ttl: float, timeout: float | None, blocking
 
 def lookup(name: str) -> Flow:
     """True when lock ``name`` is held by anyone."""
-    return (yield Call(META, "_get", (name,))) is not MISSING
+    return (yield Call(META, "raw_get", (name,))) is not MISSING
 
 
 def release(name: str, token: bytes) -> Flow:
     """Delete lock ``name`` only if ``token`` still holds it; True when it did."""
-    return (yield Call(META, "_cas", (name, token, MISSING, None)))
+    return (yield Call(META, "raw_cas", (name, token, MISSING, None)))
 
 
 def extend(name: str, token: bytes, ttl: float) -> Flow:
     """Reset lock ``name`` to expire ``ttl`` seconds from now, if ``token`` still holds it."""
-    return (yield Call(META, "_cas", (name, token, token, ttl)))
+    return (yield Call(META, "raw_cas", (name, token, token, ttl)))

@@ -164,7 +164,7 @@ class Journal:
         undone = 0
         seen: set[str] = set()
         for store in {id(s): s for s in stores.values()}.values():
-            shared = store._shared_journal()
+            shared = store.shared_journal()
             if shared is None:
                 continue
             try:
@@ -242,22 +242,22 @@ def _undo(record: dict[str, Any], stores: Mapping[str, PersistenceStore]) -> lis
         applied = [(k, _unpack_blob(b), _unpack_ttl(t)) for k, b, t in ops]
         before = None if images is None else [(k, _unpack_blob(b), t) for k, b, t in images]
         if flags and flags[0]:  # the store's marker says whether it committed (for good)
-            found = store._outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
+            found = store.raw_outcome(token, list(dict.fromkeys(k for k, _, _ in applied)))
             marked.append(store)
             if found is None:
                 continue
             before = before if before is not None else found
         if before is None:
             continue
-        left = store._undo(applied, before)
+        left = store.raw_undo(applied, before)
         if left:
             # A key that holds its image was never written (the store did not commit):
             # nothing to report. Anything else was changed by another writer.
             old = {k: b for k, b, _ in before}
-            now = {k: b for k, b, _ in store._snapshot(left)}
+            now = {k: b for k, b, _ in store.raw_snapshot(left)}
             kept += [f"{name}:{k}" for k in left if not same_blob(now[k], old.get(k, MISSING))]
     for store in marked:
-        store._forget(token)
+        store.raw_forget(token)
     return kept
 
 

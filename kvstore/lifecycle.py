@@ -116,7 +116,7 @@ class Lifecycle:
                     ops.append((key, value, None))
                 elif ttl - elapsed > 0:
                     ops.append((key, value, ttl - elapsed))
-            memory._apply(ops)
+            memory.raw_apply(ops)
         except (KVStoreError, KeyError, TypeError, ValueError) as exc:
             # A damaged snapshot must not stop the application; the error event says why.
             self.core.emit_error("snapshot", "memory", exc)

@@ -49,7 +49,7 @@ class Lock:
         self.ttl = ttl
         self.timeout = timeout
         self._key = "lock:" + name
-        store._meta._check_key(self._key)
+        store.meta.check_key(self._key)
         self._local = threading.local()
 
     # Each step is a flow (see kvstore.flows), so AsyncLock runs the very same steps awaited.
@@ -76,13 +76,13 @@ class Lock:
 
     def _extending(self, ttl: Any) -> flows.Flow:
         token = self._token
-        seconds = self.ttl if ttl is None else self.store._resolve_ttl(ttl)
+        seconds = self.ttl if ttl is None else self.store.resolve_ttl(ttl)
         if token is None or not (yield from flows.extend(self._key, token, seconds)):
             raise LockNotOwnedError(f"lock {self.name!r} is not held (or expired); cannot extend")
 
     def _owned(self) -> flows.Flow:
         token = self._token
-        return token is not None and (yield flows.Call(flows.META, "_get", (self._key,))) == token
+        return token is not None and (yield flows.Call(flows.META, "raw_get", (self._key,))) == token
 
     def _timed_out(self) -> LockTimeout:
         return LockTimeout(f"lock {self.name!r} not acquired within {self.timeout:g}s")

@@ -32,13 +32,13 @@ class Log:
     """An append-only log named ``name`` in ``store``."""
 
     def __init__(self, store: Any, name: str) -> None:
-        store._check_key(name)
+        store.check_key(name)
         self.store = store
         self.name = name
 
     def append(self, record: Any) -> int:
         """Add ``record`` at the end; returns its sequence number (1 for the first)."""
-        return int(self.store._log_append(self.name, self.store._log_encode(self.name, record)))
+        return int(self.store.raw_log_append(self.name, self.store.encode_record(self.name, record)))
 
     def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         """``(seq, record)`` for the records with ``seq > after``, oldest first, at most
@@ -46,8 +46,8 @@ class Log:
         check_page(after, limit)
         if limit == 0:
             return []
-        rows = self.store._log_read(self.name, after, limit)
-        return [(seq, self.store._log_decode(self.name, blob)) for seq, blob in rows]
+        rows = self.store.raw_log_read(self.name, after, limit)
+        return [(seq, self.store.decode_record(self.name, blob)) for seq, blob in rows]
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         """Every ``(seq, record)``, read a page at a time."""
@@ -60,11 +60,11 @@ class Log:
             after = page[-1][0]
 
     def __len__(self) -> int:
-        return int(self.store._log_len(self.name))
+        return int(self.store.raw_log_len(self.name))
 
     def delete(self) -> bool:
         """Remove the whole log; True when it existed."""
-        return bool(self.store._log_delete(self.name))
+        return bool(self.store.raw_log_delete(self.name))
 
     def __repr__(self) -> str:
         return f"Log({self.name!r}, store={type(self.store).__name__})"

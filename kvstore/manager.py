@@ -110,7 +110,7 @@ class PersistenceManager:
         start = time.perf_counter() if listeners else 0.0
         try:
             if listeners:  # measure the blob written, rather than encoding the value again
-                size = st._save_sized(key, value, ttl if ttl is not None else entry.ttl)
+                size = st.save_sized(key, value, ttl if ttl is not None else entry.ttl)
             else:
                 st.save(key, value, ttl if ttl is not None else entry.ttl)
         except KVStoreError as exc:
@@ -243,7 +243,7 @@ class PersistenceManager:
         """
         for entry, seconds, encoded in self._core.plan_save_many(items, ttl, store):
             start = time.perf_counter()
-            self._call("save_many", entry, None, entry.store._set_many, encoded, seconds)
+            self._call("save_many", entry, None, entry.store.raw_set_many, encoded, seconds)
             self._core.saved(entry, [k for k, _ in encoded], start)
 
     def load_many(self, keys: Iterable[str], store: str | None = None) -> dict[str, Any]:
@@ -287,9 +287,9 @@ class PersistenceManager:
         gets its category's TTL (else the store's default)."""
         entry = self._core.entry(key, store)
         st = entry.store
-        st._check_key(key)
-        st._check_amount(key, amount)
-        value = self._call("incr", entry, key, st._incr, key, amount,
+        st.check_key(key)
+        st.check_amount(key, amount)
+        value = self._call("incr", entry, key, st.raw_incr, key, amount,
                            self._core.new_key_ttl(entry))
         self._core.saved(entry, [key])
         return value

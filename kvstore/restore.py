@@ -7,7 +7,7 @@
    key (or log name) passes that store's key check, its value decodes, a log's records are
    numbered 1, 2, 3 ..., no key comes twice, and the counts match the manifest. Anything wrong
    raises :class:`~kvstore.backup.BackupError` naming the part and line; nothing has changed.
-3. Each store's keys and logs are replaced at once (``store._replace_all``: one transaction on
+3. Each store's keys and logs are replaced at once (``store.raw_replace_all``: one transaction on
    SQLite and PostgreSQL, one script on Redis, staged files renamed together on the file
    store), so a store that fails is left as it was. The stores go SQLite first, Redis last;
    before the first one changes, every store but the last is copied, as a backup, into a
@@ -125,7 +125,7 @@ class _Part:
         last_log = None
         for loc, rec in self.records():
             try:
-                store._check_key(rec.name)
+                store.check_key(rec.name)
                 if rec.is_log:
                     if rec.name != last_log and rec.name in logs:
                         raise BackupError(f"log {rec.name!r}: its records are not together")
@@ -142,7 +142,7 @@ class _Part:
                 seen.add(rec.name)
                 payload = key_payload(store, rec)
                 if rec.is_blob and store.serializer is not None:
-                    store._decode(rec.name, payload)
+                    store.decode(rec.name, payload)
             except KVStoreError as exc:
                 raise BackupError(f"{self._where(loc, rec)} (for store {self.name!r}): {exc}; "
                                   "nothing was changed") from exc
@@ -168,7 +168,7 @@ class _Part:
             return
         rows, logs = self.rows(), self.logs()
         try:
-            self.store._replace_all(rows, logs)
+            self.store.raw_replace_all(rows, logs)
         finally:  # a store that stopped reading halfway leaves no part open (or locked)
             for reader in (rows, logs):
                 if reader is not None:

@@ -2,7 +2,7 @@
 
 - :func:`iter_rows` pages through every live ``(key, blob, ttl)`` of a store (exports, backups,
   migrations, restores' pre-restore copies).
-- :func:`replace_generic` backs ``store._replace_all(rows, logs)`` for stores with no native way
+- :func:`replace_generic` backs ``store.raw_replace_all(rows, logs)`` for stores with no native way
   to swap everything at once (memory, Redis Cluster, wrappers): a copy of the old contents
   first, then clear and write; on any failure the copy is written back before the error
   propagates. SQLite and PostgreSQL replace in one database transaction and Redis in one script
@@ -36,17 +36,17 @@ def iter_rows(store: Store, prefix: str = "", after: str | None = None,
               batch: int = BATCH) -> Iterator[list[Row]]:
     """Pages of ``(key, blob, ttl)`` of the live keys with ``prefix`` after ``after``, sorted,
     ``batch`` keys per query (one query per page where the store can: SQLite, PostgreSQL)."""
-    if getattr(store._rows, "lists_every_key", False):  # the base's: no native paging
+    if getattr(store.raw_rows, "lists_every_key", False):  # the base's: no native paging
         # (Redis, files, memory): each page would list every key again (a million Redis keys:
         # a thousand full SCANs), so the keys are listed once.
-        keys = sorted(k for k in store._keys(prefix) if after is None or k > after)
+        keys = sorted(k for k in store.raw_keys(prefix) if after is None or k > after)
         for i in range(0, len(keys), batch):
-            live = [row for row in store._snapshot(keys[i:i + batch]) if row[1] is not MISSING]
+            live = [row for row in store.raw_snapshot(keys[i:i + batch]) if row[1] is not MISSING]
             if live:
                 yield live
         return
     while True:
-        rows = store._rows(prefix, after, batch)
+        rows = store.raw_rows(prefix, after, batch)
         if not rows:
             return
         live = [row for row in rows if row[1] is not MISSING]  # deleted or expired meanwhile
@@ -57,22 +57,22 @@ def iter_rows(store: Store, prefix: str = "", after: str | None = None,
 
 def dump_logs(store: Store) -> list[LogRecords]:
     """Every log of ``store`` as ``(name, [blob, ...])``, ready for its own ``_log_append``."""
-    return [(name, [store._log_blob_in(name, blob) for _, blob in store._log_blobs(name)])
-            for name in store._log_names("")]
+    return [(name, [store.raw_log_blob_in(name, blob) for _, blob in store.raw_log_blobs(name)])
+            for name in store.raw_log_names("")]
 
 
 def _overwrite(store: Store, rows: Iterable[Row],
                logs: Iterable[LogRecords] | None) -> None:
-    store._clear("")
+    store.raw_clear("")
     it = iter(rows)
     while batch := list(itertools.islice(it, BATCH)):
-        store._put_rows(batch)
+        store.raw_put_rows(batch)
     if logs is not None:
-        for name in store._log_names(""):
-            store._log_delete(name)
+        for name in store.raw_log_names(""):
+            store.raw_log_delete(name)
         for name, blobs in logs:
             for blob in blobs:
-                store._log_append(name, blob)
+                store.raw_log_append(name, blob)
 
 
 def replace_generic(store: Store, rows: Iterable[Row],

@@ -227,7 +227,7 @@ class Serializer:
         ConfigError: unknown format or compression, or pickle without a secret.
     """
 
-    __slots__ = ("format", "compression", "_secret", "_header", "_encode", "_decode_body")
+    __slots__ = ("format", "compression", "_secret", "_header", "encode", "_decode_body")
 
     def __init__(self, format: str = "json", compression: str | None = None,
                  secret: bytes | str | None = None) -> None:

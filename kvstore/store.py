@@ -184,14 +184,14 @@ class PersistenceStore(ABC):
 
     #: Raise InvalidKeyError unless every store can hold ``key`` (the rule of kvstore.keyrules);
     #: a store with limits of its own (the file store's paths) calls it first, then adds them.
-    _check_key = staticmethod(check_key)
+    check_key = staticmethod(check_key)
 
-    def _resolve_ttl(self, ttl: TTL) -> float | None:
+    def resolve_ttl(self, ttl: TTL) -> float | None:
         if ttl is None:
             return self.ttl_default
         return parse_ttl(ttl)
 
-    def _encode(self, key: str, value: Any) -> Any:
+    def encode(self, key: str, value: Any) -> Any:
         """The bytes stored for ``value``. Integers are stored as ASCII digits, so that ``incr``
         is one native operation everywhere (``INCRBY``, one SQL statement)."""
         serializer = self.serializer
@@ -204,13 +204,13 @@ class PersistenceStore(ABC):
         except SerializationError as exc:
             raise SerializationError(f"key {key!r}: {exc}; nothing was written") from exc.__cause__
 
-    def _decode(self, key: str, blob: Any) -> Any:
+    def decode(self, key: str, blob: Any) -> Any:
         serializer = self.serializer
         if serializer is None:
             return blob
         return decode_stored(key, blob, serializer)
 
-    def _check_amount(self, key: str, amount: Any) -> None:
+    def check_amount(self, key: str, amount: Any) -> None:
         if type(amount) is not int:
             raise NotAnIntegerError(f"incr {key!r}: amount must be an int, got {amount!r}")
 
@@ -223,14 +223,14 @@ class PersistenceStore(ABC):
             current = 0
             expires = None if ttl is None else now + ttl
         else:
-            current = self._decode(key, blob)
+            current = self.decode(key, blob)
             if type(current) is not int:
                 raise NotAnIntegerError(f"incr {key!r}: stored value is a "
                                         f"{type(current).__name__}, not an int")
         new = current + amount
-        return new, self._encode(key, new), expires
+        return new, self.encode(key, new), expires
 
-    def _check_prefix(self, prefix: Any) -> None:
+    def check_prefix(self, prefix: Any) -> None:
         check_key_text(prefix, "prefix")
 
     # -- the public interface ------------------------------------------------------------------
@@ -242,49 +242,49 @@ class PersistenceStore(ABC):
             InvalidKeyError / InvalidTTLError (both ``ValueError``), SerializationError (nothing
             is written), StoreUnavailableError.
         """
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        self._set(key, self._encode(key, value), seconds)
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        self.raw_set(key, self.encode(key, value), seconds)
         return True
 
-    def _save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
+    def save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
         """:meth:`save`, returning the bytes written (None: the store keeps objects as they are),
         for a ``save`` event's ``size``: the value is encoded once, and what is measured is
         exactly what was written."""
         if type(self).save is not PersistenceStore.save:  # a subclass's own save: run it as is
             self.save(key, value, ttl)
             return None
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        blob = self._encode(key, value)
-        self._set(key, blob, seconds)
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        blob = self.encode(key, value)
+        self.raw_set(key, blob, seconds)
         return blob_size(self, blob)
 
     def load(self, key: str, default: Any = None) -> Any:
         """The value stored under ``key``, or ``default`` when it is missing or expired."""
-        self._check_key(key)
-        blob = self._get(key)
+        self.check_key(key)
+        blob = self.raw_get(key)
         if blob is MISSING:
             return default
-        return self._decode(key, blob)
+        return self.decode(key, blob)
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; True when a live key existed."""
-        self._check_key(key)
-        return self._delete(key)
+        self.check_key(key)
+        return self.raw_delete(key)
 
     def exists(self, key: str) -> bool:
         """True when ``key`` holds a live (unexpired) value."""
-        self._check_key(key)
-        return self._exists(key)
+        self.check_key(key)
+        return self.raw_exists(key)
 
     def keys(self, prefix: str = "", start_after: str | None = None,
              limit: int | None = None) -> Iterator[str]:
         """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain),
         sorted. Pages: ``start_after`` (the last key of the previous page) and ``limit``."""
-        self._check_prefix(prefix)
+        self.check_prefix(prefix)
         check_paging(start_after, limit)
-        found = self._keys(prefix) if start_after is None else self._keys_after(prefix, start_after)
+        found = self.raw_keys(prefix) if start_after is None else self.raw_keys_after(prefix, start_after)
         return found if limit is None else itertools.islice(found, limit)
 
     def items(self, prefix: str = "", start_after: str | None = None, limit: int | None = None,
@@ -298,54 +298,54 @@ class PersistenceStore(ABC):
             chunk = list(itertools.islice(keys, batch))
             if not chunk:
                 return
-            found = self._decode_many(self._get_many(chunk))
+            found = self.decode_many(self.raw_get_many(chunk))
             for key in chunk:
                 if key in found:  # deleted or expired meanwhile: left out
                     yield key, found[key]
 
-    def _rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
+    def raw_rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
         """One page of stored rows, sorted by key: ``(key, blob, ttl)`` for up to ``limit`` keys
         with ``prefix`` after ``after``; a row whose blob is MISSING (expired, deleted) still
         moves the page on. Exports, backups and migrations stream through this; stores that
         can read key and value in one query do."""
         keys = list(itertools.islice(
-            self._keys(prefix) if after is None else self._keys_after(prefix, after), limit))
-        return self._snapshot(keys)
+            self.raw_keys(prefix) if after is None else self.raw_keys_after(prefix, after), limit))
+        return self.raw_snapshot(keys)
 
-    _rows.lists_every_key = True  # type: ignore[attr-defined]  # see kvstore.rows.iter_rows
+    raw_rows.lists_every_key = True  # type: ignore[attr-defined]  # see kvstore.rows.iter_rows
 
-    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+    def raw_put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         """Bulk write ``(key, blob, ttl)`` rows atomically (imports, migrations, restores);
         stores with a faster bulk path than a transaction (PostgreSQL's COPY) override it."""
-        self._apply(rows)
+        self.raw_apply(rows)
 
-    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+    def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Live keys with ``prefix`` sorting after ``start_after`` (stores that page by key
         start there instead of skipping)."""
-        return itertools.dropwhile(lambda k: k <= start_after, self._keys(prefix))
+        return itertools.dropwhile(lambda k: k <= start_after, self.raw_keys(prefix))
 
     def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
         """Store every item in one round trip / one transaction, all with the same ``ttl``.
 
         Every key is checked and every value encoded before anything is written.
         """
-        encoded, seconds = self._encoded_items(items, ttl)
+        encoded, seconds = self.encoded_items(items, ttl)
         if encoded:
-            self._set_many(encoded, seconds)
+            self.raw_set_many(encoded, seconds)
 
     def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """``{key: value}`` for the keys found (missing and expired keys are left out)."""
-        wanted = self._checked_keys(keys)
-        return self._decode_many(self._get_many(wanted)) if wanted else {}
+        wanted = self.checked_keys(keys)
+        return self.decode_many(self.raw_get_many(wanted)) if wanted else {}
 
-    def _decode_many(self, found: Mapping[str, Any]) -> dict[str, Any]:
+    def decode_many(self, found: Mapping[str, Any]) -> dict[str, Any]:
         """``_decode`` over a batch of ``{key: blob}``: blobs in the serializer's own plain
         format go straight to its body decoder; any other blob (a counter's digits, another
         format, a damaged one) takes the one-value path, whose errors name the key."""
         serializer = self.serializer
-        if (serializer is None or type(self)._decode is not PersistenceStore._decode
+        if (serializer is None or type(self).decode is not PersistenceStore.decode
                 or (shortcut := serializer.body_decoder()) is None):
-            decode_one = self._decode  # no serializer, its own (the file store's JSON), pickle
+            decode_one = self.decode  # no serializer, its own (the file store's JSON), pickle
             return {key: decode_one(key, blob) for key, blob in found.items()}
         head, body = shortcut
         values = {}
@@ -361,16 +361,16 @@ class PersistenceStore(ABC):
 
     def delete_many(self, keys: Iterable[str]) -> int:
         """Delete the keys; returns how many live keys existed."""
-        wanted = self._checked_keys(keys)
-        return self._delete_many(wanted) if wanted else 0
+        wanted = self.checked_keys(keys)
+        return self.raw_delete_many(wanted) if wanted else 0
 
-    def _encoded_items(self, items: Mapping[str, Any], ttl: TTL
+    def encoded_items(self, items: Mapping[str, Any], ttl: TTL
                        ) -> tuple[list[tuple[str, Any]], float | None]:
         """``save_many``'s checks: every key checked and value encoded, and the TTL."""
-        seconds = self._resolve_ttl(ttl)
-        check, serializer = self._check_key, self.serializer
+        seconds = self.resolve_ttl(ttl)
+        check, serializer = self.check_key, self.serializer
         # check() returns None or raises: the conditions below only run it, in the same pass.
-        if serializer is not None and type(self)._encode is PersistenceStore._encode:
+        if serializer is not None and type(self).encode is PersistenceStore.encode:
             encode = serializer.batch_encoder()
             try:  # integers are ASCII digits, as in _encode
                 return [(key, b"%d" % value if type(value) is int else encode(value))
@@ -378,21 +378,21 @@ class PersistenceStore(ABC):
             except SerializationError:
                 pass  # again, one value at a time, so that the error names the key
         # Also a store with its own encoding (the file store's JSON), or none (memory).
-        encode_one = self._encode
+        encode_one = self.encode
         return [(key, encode_one(key, value)) for key, value in items.items()
                 if check(key) is None], seconds
 
-    def _checked_keys(self, keys: Iterable[str]) -> list[str]:
+    def checked_keys(self, keys: Iterable[str]) -> list[str]:
         """The distinct keys, in order, each checked."""
         wanted = list(dict.fromkeys(keys))
         for key in wanted:
-            self._check_key(key)
+            self.check_key(key)
         return wanted
 
     def ttl(self, key: str) -> float | None:
         """Seconds left before ``key`` expires; None when it has no expiry or does not exist."""
-        self._check_key(key)
-        return self._ttl(key)
+        self.check_key(key)
+        return self.raw_ttl(key)
 
     def incr(self, key: str, amount: int = 1) -> int:
         """Add ``amount`` to the integer at ``key`` atomically (also across processes).
@@ -400,14 +400,14 @@ class PersistenceStore(ABC):
         A missing key starts at 0 and gets the store's ``ttl_default``; an existing key keeps its
         TTL. Raises :class:`NotAnIntegerError` when the stored value is not an integer.
         """
-        self._check_key(key)
-        self._check_amount(key, amount)
-        return self._incr(key, amount, self.ttl_default)
+        self.check_key(key)
+        self.check_amount(key, amount)
+        return self.raw_incr(key, amount, self.ttl_default)
 
     def clear(self, prefix: str = "") -> int:
         """Remove every key starting with ``prefix``; returns how many live keys were removed."""
-        self._check_prefix(prefix)
-        return self._clear(prefix)
+        self.check_prefix(prefix)
+        return self.raw_clear(prefix)
 
     # -- atomic operations (safe across threads, processes and, on servers, machines) -----------
 
@@ -416,9 +416,9 @@ class PersistenceStore(ABC):
 
         Returns True when it was written, False when the key already held a value.
         """
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        return bool(self._add(key, self._encode(key, value), seconds))
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        return bool(self.raw_add(key, self.encode(key, value), seconds))
 
     def update(self, key: str, fn: Callable[[Any], Any], default: Any = None,
                ttl: TTL = None) -> Any:
@@ -436,7 +436,7 @@ class PersistenceStore(ABC):
 
     def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
                 new_ttl: float | None) -> Any:
-        self._check_key(key)
+        self.check_key(key)
         if not callable(fn):
             raise InvalidArgumentError(f"update {key!r}: fn must be callable, got {fn!r}")
         seconds = KEEP if ttl is None else parse_ttl(ttl)
@@ -452,15 +452,15 @@ class PersistenceStore(ABC):
         return self._append(key, item, ttl, self.ttl_default)
 
     def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
-        self._check_key(key)
+        self.check_key(key)
         seconds = KEEP if ttl is None else parse_ttl(ttl)
         return int(flows.run(self, flows.append(self, key, item, seconds, new_ttl)))
 
     def touch(self, key: str, ttl: TTL = None) -> bool:
         """Give an existing key a new TTL (``None``: the store's ``ttl_default``, which may be
         "no expiry"); False when the key is missing."""
-        self._check_key(key)
-        return bool(self._touch(key, self._resolve_ttl(ttl)))
+        self.check_key(key)
+        return bool(self.raw_touch(key, self.resolve_ttl(ttl)))
 
     def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None, *,
                    lock_ttl: float | str = 30.0, timeout: float | None = None) -> Any:
@@ -476,12 +476,12 @@ class PersistenceStore(ABC):
 
         A factory that raises saves nothing and propagates; a waiter then computes in turn.
         """
-        self._check_key(key)
+        self.check_key(key)
         if not callable(factory):
             raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
         hold = parse_ttl(lock_ttl, "lock_ttl")
         wait = check_timeout(timeout)
-        return flows.run(self, flows.get_or_set(self, key, factory, self._resolve_ttl(ttl), hold,
+        return flows.run(self, flows.get_or_set(self, key, factory, self.resolve_ttl(ttl), hold,
                                                 hold if wait is None else wait))
 
     def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None) -> Lock:
@@ -495,7 +495,7 @@ class PersistenceStore(ABC):
         (None: as long as it takes). Locks live apart from the keys: ``keys()`` and ``clear()``
         never see them, and a lock may share its name with a key.
         """
-        self._check_key(name)
+        self.check_key(name)
         return Lock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
 
     # -- logs (append-only records; see kvstore.logs) ----------------------------------------------
@@ -509,33 +509,33 @@ class PersistenceStore(ABC):
 
     def logs(self, prefix: str = "") -> Iterator[str]:
         """Names of the logs starting with ``prefix``, sorted."""
-        self._check_prefix(prefix)
-        return iter(self._log_names(prefix))
+        self.check_prefix(prefix)
+        return iter(self.raw_log_names(prefix))
 
-    def _log_encode(self, name: str, record: Any) -> Any:
-        return self._encode(name, record)
+    def encode_record(self, name: str, record: Any) -> Any:
+        return self.encode(name, record)
 
-    def _log_decode(self, name: str, blob: Any) -> Any:
-        return self._decode(name, blob)
+    def decode_record(self, name: str, blob: Any) -> Any:
+        return self.decode(name, blob)
 
     @abstractmethod
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         """Append atomically; the new record's sequence number (dense: 1, 2, 3 ...)."""
 
     @abstractmethod
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         """``(seq, blob)`` with ``seq > after``, oldest first, at most ``limit``."""
 
     @abstractmethod
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         """How many records the log holds."""
 
     @abstractmethod
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         """Remove the log; True when it existed."""
 
     @abstractmethod
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         """Names of the logs starting with ``prefix``, sorted."""
 
     def close(self) -> None:
@@ -550,36 +550,36 @@ class PersistenceStore(ABC):
     # -- what each store implements --------------------------------------------------------------
 
     @abstractmethod
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         """The stored blob, or MISSING when absent or expired."""
 
     @abstractmethod
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         """Store the blob, expiring ``ttl`` seconds from now (None: never)."""
 
     @abstractmethod
-    def _delete(self, key: str) -> bool:
+    def raw_delete(self, key: str) -> bool:
         """Remove the key; True when a live key existed."""
 
     @abstractmethod
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def raw_keys(self, prefix: str) -> Iterator[str]:
         """Live keys starting with ``prefix``."""
 
     @abstractmethod
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         """Seconds left, None for no expiry or missing."""
 
     @abstractmethod
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         """Atomic add; a missing key starts at 0, expiring ``ttl`` seconds from now (None: never);
         an existing key keeps its expiry."""
 
     @abstractmethod
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         """Remove keys with ``prefix``; how many live keys were removed."""
 
     @abstractmethod
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: "Before | None" = None) -> AbstractContextManager[None]:
         """A context manager that applies ``ops`` atomically, provided every check holds.
 
@@ -605,7 +605,7 @@ class PersistenceStore(ABC):
         """
 
     @abstractmethod
-    def _open_meta(self) -> "PersistenceStore":
+    def open_meta(self) -> "PersistenceStore":
         """A sibling store for lock records (``lock:<name>``, ``fill:<key>``), sharing this
         store's connections, that this store's ``keys()``, ``clear()`` and backups never see."""
 
@@ -617,51 +617,51 @@ class PersistenceStore(ABC):
     crash_atomic: bool = True
 
     @property
-    def _meta(self) -> "PersistenceStore":
+    def meta(self) -> "PersistenceStore":
         """The lock namespace (opened on first use)."""
         meta = self.__dict__.get("_meta_store")
         if meta is None:
             with _META_LOCK:
                 meta = self.__dict__.get("_meta_store")
                 if meta is None:
-                    meta = self._open_meta()
+                    meta = self.open_meta()
                     self.__dict__["_meta_store"] = meta
         return meta
 
-    def _lock_id(self) -> str:
+    def lock_id(self) -> str:
         """Names this store's write lock; transactions take several stores' locks in the order
         of these names, so two transactions never wait for each other in a circle."""
         return f"{type(self).__name__}:{id(self)}"
 
-    def _apply(self, ops: list[Op]) -> None:
+    def raw_apply(self, ops: list[Op]) -> None:
         """Apply writes atomically, unconditionally (imports, migrations, snapshots)."""
-        with self._committing(ops, []):
+        with self.raw_commit(ops, []):
             pass
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         """Set-if-absent: store ``blob`` unless the key holds a live value."""
         try:
-            with self._committing([(key, blob, ttl)], [(key, MISSING)]):
+            with self.raw_commit([(key, blob, ttl)], [(key, MISSING)]):
                 pass
         except ConflictError:
             return False
         return True
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         """Compare-and-swap: replace the live blob ``expected`` by ``new`` (MISSING: delete it)
         with ``ttl`` (seconds, None, or KEEP). False when the key holds anything else."""
         try:
-            with self._committing([(key, new, ttl)], [(key, expected)]):
+            with self.raw_commit([(key, new, ttl)], [(key, expected)]):
                 pass
         except ConflictError:
             return False
         return True
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         """New expiry for a live key; False when missing."""
         return bool(flows.run(self, flows.touch(key, ttl)))
 
-    def _undo(self, applied: list[Op], before: list[tuple[str, Any, float | None]]) -> list[str]:
+    def raw_undo(self, applied: list[Op], before: list[tuple[str, Any, float | None]]) -> list[str]:
         """Put back what ``before`` (the images read by :meth:`_committing`) held for the keys
         that ``applied`` wrote, key by key and only where a key still holds exactly what was
         written (a compare-and-swap): a newer write by someone else is left alone. Returns the
@@ -673,73 +673,73 @@ class PersistenceStore(ABC):
         for key, blob in written.items():
             old_blob, old_ttl = old.get(key, (MISSING, None))
             if blob is MISSING:
-                done = old_blob is MISSING or self._add(key, old_blob, old_ttl)
+                done = old_blob is MISSING or self.raw_add(key, old_blob, old_ttl)
             else:
-                done = self._cas(key, blob, old_blob, old_ttl)
+                done = self.raw_cas(key, blob, old_blob, old_ttl)
             if not done:
                 kept.append(key)
         return kept
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         """The current state of ``keys`` as ops that :meth:`_apply` can restore later (not
         atomic by itself: :meth:`_committing` calls it under the store's lock)."""
-        return [(key, self._get(key), self._ttl(key)) for key in keys]
+        return [(key, self.raw_get(key), self.raw_ttl(key)) for key in keys]
 
-    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+    def raw_outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
         """For an optimistic store: whether the commit named ``token`` (see
         :meth:`_committing`) was applied, settling it for good. Its before-images of ``keys``
         when it was, None when it was not (and now never will be). Raises
         :class:`StoreUnavailableError` when the store cannot be asked."""
         raise NotImplementedError(f"{type(self).__name__} does not mark its commits")
 
-    def _forget(self, token: str) -> None:
+    def raw_forget(self, token: str) -> None:
         """Drop what the commit named ``token`` recorded (it is over); best effort."""
 
     #: True for a server every machine reaches (PostgreSQL, Redis): a transaction over such
     #: stores only records its commit where they all can see it (:meth:`_shared_journal`).
     shares_data: bool = False
 
-    def _shared_journal(self) -> Any:
+    def shared_journal(self) -> Any:
         """A commit journal other machines see, kept by this store (PostgreSQL), or None."""
         return None
 
-    def _exists(self, key: str) -> bool:
-        return self._get(key) is not MISSING
+    def raw_exists(self, key: str) -> bool:
+        return self.raw_get(key) is not MISSING
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         found = {}
         for key in keys:
-            blob = self._get(key)
+            blob = self.raw_get(key)
             if blob is not MISSING:
                 found[key] = blob
         return found
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         for key, blob in items:
-            self._set(key, blob, ttl)
+            self.raw_set(key, blob, ttl)
 
-    def _delete_many(self, keys: list[str]) -> int:
-        return sum(1 for key in keys if self._delete(key))
+    def raw_delete_many(self, keys: list[str]) -> int:
+        return sum(1 for key in keys if self.raw_delete(key))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self._describe()})"
+        return f"{type(self).__name__}({self.describe()})"
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return ""
 
     # -- restores and log transfer (kvstore.restore, kvstore.transfer) -----------------------------
 
-    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+    def raw_log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         """``(seq, blob)`` of log ``name`` as stored: serializer bytes (backups, raw exports)."""
-        return self._log_read(name, after, limit)
+        return self.raw_log_read(name, after, limit)
 
-    def _log_blob_in(self, name: str, blob: Any) -> Any:
+    def raw_log_blob_in(self, name: str, blob: Any) -> Any:
         """What ``_log_append`` takes for a record held as serializer bytes ``blob``."""
         if self.serializer is None and isinstance(blob, (bytes, bytearray)):
             return decode_stored(name, blob, Serializer("json"))  # reads every format's header
         return blob
 
-    def _replace_all(self, rows: Iterable[tuple[str, Any, float | None]],
+    def raw_replace_all(self, rows: Iterable[tuple[str, Any, float | None]],
                      logs: Iterable[tuple[str, list[Any]]] | None) -> None:
         """Replace every key by ``rows`` and, unless ``logs`` is None, every log by ``logs``
         (see :mod:`kvstore.rows`): a failure partway leaves the old contents."""

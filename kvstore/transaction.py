@@ -74,8 +74,8 @@ class Transaction:
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         entry = self._entry(key, store)
-        entry.store._check_key(key)
-        entry.store._resolve_ttl(ttl)  # a bad TTL fails now, inside the block, not at commit
+        entry.store.check_key(key)
+        entry.store.resolve_ttl(ttl)  # a bad TTL fails now, inside the block, not at commit
         self._staged[(entry.name, key)] = (value, ttl)
         return True
 
@@ -120,7 +120,7 @@ class Transaction:
 
     def _recorded(self, entry: Entry, key: str) -> Any:
         """The blob read earlier (repeatable reads), or UNSTAGED; checks the key first."""
-        entry.store._check_key(key)
+        entry.store.check_key(key)
         return self._reads.get((entry.name, key), UNSTAGED)
 
     def _remember(self, entry: Entry, key: str, blob: Any, start: float) -> Any:
@@ -132,7 +132,7 @@ class Transaction:
     def _value(entry: Entry, key: str, blob: Any, default: Any, as_type: Any) -> Any:
         if blob is MISSING:
             return default
-        value = entry.store._decode(key, blob)
+        value = entry.store.decode(key, blob)
         return value if as_type is None else from_dict(as_type, value)
 
     def _read(self, entry: Entry, key: str) -> Any:
@@ -140,7 +140,7 @@ class Transaction:
         if blob is not UNSTAGED:
             return blob
         start = time.perf_counter()
-        return self._remember(entry, key, self._call(entry, key, lambda: entry.store._get(key)),
+        return self._remember(entry, key, self._call(entry, key, lambda: entry.store.raw_get(key)),
                               start)
 
     def _call(self, entry: Entry, key: str, fn: Callable[[], Any]) -> Any:
@@ -173,8 +173,8 @@ class Transaction:
             if value is MISSING:
                 p.ops.append((key, MISSING, None))
                 continue
-            seconds = p.store._resolve_ttl(ttl if ttl is not None else core.ttl_for(key, name))
-            p.ops.append((key, p.store._encode(key, value), seconds))
+            seconds = p.store.resolve_ttl(ttl if ttl is not None else core.ttl_for(key, name))
+            p.ops.append((key, p.store.encode(key, value), seconds))
         for (name, key), blob in self._reads.items():
             part(name).checks.append((key, blob))
         if not parts:
@@ -228,14 +228,14 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     transaction or manager settles it). Either has ``store`` and ``outcome`` attributes.
     """
     # Outermost first: stores holding locks, in lock-name order; optimistic stores innermost.
-    order = sorted(parts, key=lambda p: (p.store.optimistic, p.store._lock_id()))
+    order = sorted(parts, key=lambda p: (p.store.optimistic, p.store.lock_id()))
     durable = [p for p in order if p.ops and p.store.durable]
     written = [p for p in order if p.ops]
     record = journal is not None and (len(durable) > 1 or any(
         not p.store.crash_atomic and len(p.ops) > 1 for p in durable) or (
         len(written) > 1 and any(p.store.optimistic for p in durable)))
     # Over servers only (PostgreSQL, Redis), the record goes where every machine sees it.
-    shared = next((j for j in (p.store._shared_journal() for p in durable) if j is not None),
+    shared = next((j for j in (p.store.shared_journal() for p in durable) if j is not None),
                   None) if record and all(p.store.shares_data for p in durable) else None
     token = secrets.token_hex(16)
     # Undo information for every part that could commit before another one fails: all but
@@ -246,7 +246,7 @@ def commit_parts(parts: list[Part], journal: Journal | None = None) -> None:
     keeper = journal if shared is None else shared
     if shared is not None:
         for p in durable:
-            befores[p.name].holds_record = p.store._shared_journal() is shared
+            befores[p.name].holds_record = p.store.shared_journal() is shared
     handle: Any = None
 
     def locked() -> None:  # every lock held, nothing visible yet: record the commit
@@ -282,7 +282,7 @@ def _forget(order: list[Part], befores: dict[str, Before]) -> None:
     for p in order:
         before = befores.get(p.name)
         if before is not None and before.marked and before.recorded:
-            p.store._forget(before.token)
+            p.store.raw_forget(before.token)
 
 
 def _commit_in_order(order: list[Part], befores: dict[str, Before],
@@ -300,7 +300,7 @@ def _commit_in_order(order: list[Part], befores: dict[str, Before],
         for p in reversed(committed):
             images = befores[p.name].images if p.name in befores else None
             try:
-                kept += [f"{p.name}:{key}" for key in p.store._undo(p.ops, images or [])]
+                kept += [f"{p.name}:{key}" for key in p.store.raw_undo(p.ops, images or [])]
             except Exception:  # keep going: restore as much as possible
                 kept.append(f"{p.name}:*")
         if isinstance(exc, ConflictError) and not committed:
@@ -335,7 +335,7 @@ def _part(p: Part, before: Before | None, committed: list[Part],
     """One store's part, remembering whether it committed, or failed on its own."""
     inner = False
     try:
-        with p.store._committing(p.ops, p.checks, before):
+        with p.store.raw_commit(p.ops, p.checks, before):
             try:
                 yield
             except BaseException:

@@ -40,7 +40,7 @@ _PLAIN_JSON = Serializer("json").serialize(None)[:3]  # the header of uncompress
 def iter_records(store: PersistenceStore, prefix: str = "", *, raw: bool = False,
                  batch: int = BATCH) -> Iterator[tuple[str, Any, float | None]]:
     """``(key, value, ttl)`` for every live key; with ``raw=True`` the stored blob, not the value."""
-    decode = store._decode
+    decode = store.decode
     for rows in iter_rows(store, prefix, batch=batch):
         for key, blob, ttl in rows:
             yield key, (blob if raw else decode(key, blob)), ttl
@@ -65,8 +65,8 @@ def log_pages(store: PersistenceStore, name: str, *, raw: bool = True, after: in
     """Pages of ``(seq, blob)`` of log ``name`` after ``after``, oldest first: serializer bytes
     with ``raw``, else ``(seq, record)``."""
     while True:
-        page = store._log_blobs(name, after, batch) if raw else [
-            (seq, store._log_decode(name, b)) for seq, b in store._log_read(name, after, batch)]
+        page = store.raw_log_blobs(name, after, batch) if raw else [
+            (seq, store.decode_record(name, b)) for seq, b in store.raw_log_read(name, after, batch)]
         if not page:
             return
         yield page
@@ -78,7 +78,7 @@ def export_logs(store: PersistenceStore, out: IO[str], prefix: str = "", *,
     """Write every record of the logs named with ``prefix`` (``{"log", "seq", "record"}``, or
     ``"blob"`` with ``raw``); returns ``(logs, records)``."""
     logs = records = 0
-    for name in store._log_names(prefix):
+    for name in store.raw_log_names(prefix):
         logs += 1
         head = '{"log":' + json.dumps(name, ensure_ascii=False) + ',"seq":'
         for page in log_pages(store, name, raw=raw):
@@ -102,7 +102,7 @@ def export_jsonl(store: PersistenceStore, out: IO[str], prefix: str = "", *, raw
     written by :func:`export_logs`.
     """
     count = 0
-    decode = store._decode
+    decode = store.decode
     for rows in iter_rows(store, prefix):
         lines = []
         for key, blob, ttl in rows:
@@ -158,17 +158,17 @@ def parse_record(line: str, where: str) -> Record:
 def key_payload(target: PersistenceStore, rec: Record) -> Any:
     """What ``target`` stores for a key record."""
     if not rec.is_blob:
-        return target._encode(rec.name, rec.payload)
+        return target.encode(rec.name, rec.payload)
     if target.serializer is None:  # a MemoryStore that holds objects
         return decode_stored(rec.name, rec.payload, _READER)
     return rec.payload
 
 
 def log_payload(target: PersistenceStore, rec: Record) -> Any:
-    """What ``target._log_append`` takes for a log record."""
+    """What ``target.raw_log_append`` takes for a log record."""
     if rec.is_blob:
-        return target._log_blob_in(rec.name, rec.payload)
-    return target._log_encode(rec.name, rec.payload)
+        return target.raw_log_blob_in(rec.name, rec.payload)
+    return target.encode_record(rec.name, rec.payload)
 
 
 class _LogAppender:
@@ -182,13 +182,13 @@ class _LogAppender:
             where: str) -> None:
         slot = (id(target), name)
         if slot not in self.next:
-            self.next[slot] = target._log_len(name) + 1
+            self.next[slot] = target.raw_log_len(name) + 1
         expected = self.next[slot]
         if seq > expected:
             raise CorruptDataError(f"{where}: log {name!r} record {seq} follows record "
                                    f"{expected - 1}: records are missing")
         if seq == expected:
-            target._log_append(name, blob())
+            target.raw_log_append(name, blob())
             self.next[slot] = expected + 1
             self.count += 1
 
@@ -208,7 +208,7 @@ def import_jsonl(store: PersistenceStore | Callable[[str], PersistenceStore],
 
     def flush(target: PersistenceStore, ops: list[tuple[str, Any, float | None]]) -> None:
         nonlocal count
-        target._put_rows(ops)
+        target.raw_put_rows(ops)
         count += len(ops)
         ops.clear()
         if progress is not None:
@@ -219,7 +219,7 @@ def import_jsonl(store: PersistenceStore | Callable[[str], PersistenceStore],
             continue
         rec = parse_record(line, f"{source}:{number}")
         target = route(rec.name)
-        target._check_key(rec.name)
+        target.check_key(rec.name)
         if rec.is_log:
             appender.add(target, rec.name, rec.seq, lambda: log_payload(target, rec),
                          f"{source}:{number}")
@@ -245,14 +245,14 @@ def copy_logs(source: PersistenceStore, target: PersistenceStore, prefix: str = 
     """Append to ``target``'s logs named with ``prefix`` the records of ``source``'s that it
     lacks (by number: a rerun copies nothing twice); returns how many records were copied."""
     # A MemoryStore holding objects gives records, not bytes.
-    convert = target._log_encode if source.serializer is None else target._log_blob_in
+    convert = target.encode_record if source.serializer is None else target.raw_log_blob_in
     copied = 0
-    for name in source._log_names(prefix):
-        target._check_key(name)
-        have = target._log_len(name)
+    for name in source.raw_log_names(prefix):
+        target.check_key(name)
+        have = target.raw_log_len(name)
         for page in log_pages(source, name, after=have, batch=batch):
             for _, blob in page:
-                target._log_append(name, convert(name, blob))
+                target.raw_log_append(name, convert(name, blob))
             copied += len(page)
     return copied
 
@@ -277,11 +277,11 @@ def migrate(source: PersistenceStore, target: PersistenceStore, prefix: str = ""
     for rows in iter_rows(source, prefix, done_up_to or None, batch):
         ops = []
         for key, blob, ttl in rows:
-            target._check_key(key)
+            target.check_key(key)
             if not same_bytes:
-                blob = target._encode(key, source._decode(key, blob))
+                blob = target.encode(key, source.decode(key, blob))
             ops.append((key, blob, ttl))
-        target._put_rows(ops)
+        target.raw_put_rows(ops)
         count += len(ops)
         if ckpt is not None:
             tmp = ckpt.with_name(ckpt.name + ".tmp")

@@ -2,8 +2,8 @@
 
 :class:`Blocking` gives an :class:`~kvstore.aio.AsyncStore` the synchronous interface by
 running each coroutine on one event loop in a background thread, so the conformance suite's
-very test bodies (threads included) exercise the async stores. Private byte-level attributes
-(``_get``, ``_encode``, ``_committing``...) are the synchronous twin's: the async front commits
+very test bodies (threads included) exercise the async stores. The backend contract's
+byte-level methods (``raw_get``, ``raw_commit``...) and private attributes are the synchronous twin's: the async front commits
 transactions through it.
 """
 
@@ -114,7 +114,7 @@ class Blocking:
         if name in _AWAITED:
             method = getattr(self.astore, name)
             return lambda *a, **k: run(method(*a, **k))
-        if name.startswith("_") or not hasattr(self.astore, name):
+        if name.startswith(("_", "raw_")) or not hasattr(self.astore, name):
             return getattr(self.astore.sync, name)
         return getattr(self.astore, name)
 

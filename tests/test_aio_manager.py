@@ -355,15 +355,15 @@ def test_assigning_a_store_takes_effect_for_the_next_call(config):
 def _counting_keys(sync: Any) -> list[int]:
     """Make ``sync``'s key listing count every key it hands out; returns the counter."""
     listed = [0]
-    keys, keys_after = sync._keys, sync._keys_after
+    keys, keys_after = sync.raw_keys, sync.raw_keys_after
 
     def counted(found: Any) -> Any:
         for key in found:
             listed[0] += 1
             yield key
 
-    sync._keys = lambda prefix, *a: counted(keys(prefix, *a))
-    sync._keys_after = lambda prefix, after: counted(keys_after(prefix, after))
+    sync.raw_keys = lambda prefix, *a: counted(keys(prefix, *a))
+    sync.raw_keys_after = lambda prefix, after: counted(keys_after(prefix, after))
     return listed
 
 

@@ -344,11 +344,11 @@ def test_lock_rejects_bad_arguments(store):
 
 def test_committing_applies_all_ops_when_the_checks_hold(store):
     store.save("a", 1, ttl=100)
-    blob = store._get("a")
-    ops = [("a", store._encode("a", 2), KEEP), ("b", store._encode("b", 3), None),
+    blob = store.raw_get("a")
+    ops = [("a", store.encode("a", 2), KEEP), ("b", store.encode("b", 3), None),
            ("c", MISSING, None)]
     store.save("c", 0)
-    with store._committing(ops, [("a", blob), ("new", MISSING)]):
+    with store.raw_commit(ops, [("a", blob), ("new", MISSING)]):
         pass
     assert store.load("a") == 2 and 90 < store.ttl("a") <= 100
     assert store.load("b") == 3 and not store.exists("c")
@@ -356,14 +356,14 @@ def test_committing_applies_all_ops_when_the_checks_hold(store):
 
 def test_committing_conflict_writes_nothing(store):
     store.save("a", 1)
-    blob = store._get("a")
+    blob = store.raw_get("a")
     store.save("a", 2)  # another writer, after our read
     with pytest.raises(ConflictError):
-        with store._committing([("b", store._encode("b", 1), None)], [("a", blob)]):
+        with store.raw_commit([("b", store.encode("b", 1), None)], [("a", blob)]):
             pass
     store.save("x", 1)
     with pytest.raises(ConflictError):  # checked absent, but created meanwhile
-        with store._committing([("b", store._encode("b", 1), None)], [("x", MISSING)]):
+        with store.raw_commit([("b", store.encode("b", 1), None)], [("x", MISSING)]):
             pass
     assert not store.exists("b") and store.load("a") == 2
 
@@ -371,8 +371,8 @@ def test_committing_conflict_writes_nothing(store):
 def test_committing_block_raising_writes_nothing(store):
     store.save("a", 1)
     with pytest.raises(RuntimeError):
-        with store._committing([("a", store._encode("a", 2), None),
-                                ("b", store._encode("b", 2), None)], []):
+        with store.raw_commit([("a", store.encode("a", 2), None),
+                                ("b", store.encode("b", 2), None)], []):
             raise RuntimeError("a later store failed")
     assert store.load("a") == 1 and not store.exists("b")
 

@@ -214,7 +214,7 @@ def test_fallback_writes_are_put_back_after_a_redis_outage(tmp_path, data_dir, s
         assert primary.load("q:a") == "during" and not primary.exists("q:gone")
         tier = pm.stores[fallback]
         assert not any(tier.exists(k) for k in ("q:a", "q:b", "q:probe"))  # nothing stale
-        assert list(tier._meta.keys("outage:")) == []
+        assert list(tier.meta.keys("outage:")) == []
     with _manager(tmp_path, server, fallback=fallback) as other:  # another process's view
         assert other.load("q:a") == "during" and other.load("q:b") == "during"
 

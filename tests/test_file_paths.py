@@ -252,7 +252,7 @@ def test_failed_apply_changes_nothing(store, area, monkeypatch):
     monkeypatch.setattr(_atomic, "_write", flaky)
     from kvstore.store import MISSING
     with pytest.raises(Exception):
-        store._apply([("a", store._encode("a", 10), None), ("c", store._encode("c", 3), None),
+        store.raw_apply([("a", store.encode("a", 10), None), ("c", store.encode("c", 3), None),
                       ("b", MISSING, None)])
     assert store.load("a") == 1 and store.load("b") == 2 and not store.exists("c")
     assert [n for _, _, names in os.walk(area) for n in names if n.startswith(".tmp-")] == []

@@ -315,10 +315,10 @@ def test_manager_routes_logs_by_category(data_dir):
 def test_bulk_rows_round_trip(case, store):
     if not case.serializes:
         pytest.skip("a MemoryStore without serializer holds objects, not blobs")
-    rows = [(f"r{i:02d}", store._encode(f"r{i:02d}", {"i": i}), None if i % 2 else 100.0)
+    rows = [(f"r{i:02d}", store.encode(f"r{i:02d}", {"i": i}), None if i % 2 else 100.0)
             for i in range(20)]
-    rows.append(("r00", store._encode("r00", "last wins"), None))
-    store._put_rows(rows)
+    rows.append(("r00", store.encode("r00", "last wins"), None))
+    store.raw_put_rows(rows)
     assert store.load("r00") == "last wins" and store.load("r05") == {"i": 5}
     assert 90 < store.ttl("r04") <= 100 and store.ttl("r05") is None
     from kvstore.transfer import iter_rows

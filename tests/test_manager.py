@@ -256,7 +256,7 @@ def test_unencodable_value_fails_the_commit_before_any_write(pm):
 def _fail_commit(store, at):
     """Make ``store`` fail its part of a commit: on entering (before it writes anything) or at
     COMMIT, after every store nested inside it has already committed."""
-    real = store._committing
+    real = store.raw_commit
 
     @contextmanager
     def broken(ops, checks, *rest):
@@ -266,7 +266,7 @@ def _fail_commit(store, at):
             yield
             raise StoreUnavailableError("simulated failure at commit")
 
-    store._committing = broken
+    store.raw_commit = broken
 
 
 @pytest.mark.parametrize("at", ["enter", "exit"])

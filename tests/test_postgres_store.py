@@ -140,7 +140,7 @@ def test_manager_database_tier_uses_postgres(table, tmp_path, monkeypatch):
             tx.save("config:c", "file")
         assert pm.load("prefs:a") == "after" and pm.load("prefs:b") == "new"
 
-        real = pm.stores["file"]._committing
+        real = pm.stores["file"].raw_commit
 
         @contextlib.contextmanager
         def broken(ops, checks, *rest):
@@ -148,7 +148,7 @@ def test_manager_database_tier_uses_postgres(table, tmp_path, monkeypatch):
                 yield  # PostgreSQL, nested inside, has committed by now
                 raise OSError("disk full")
 
-        pm.stores["file"]._committing = broken
+        pm.stores["file"].raw_commit = broken
         with pytest.raises(TransactionError):
             with pm.transaction() as tx:
                 tx.save("prefs:a", "lost")

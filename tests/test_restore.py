@@ -368,7 +368,7 @@ def test_migrate_carries_logs(pm_redis, target):
     assert counts["log_records"] == 0
 
 
-# -- the primitive: store._replace_all on every store --------------------------------------------------
+# -- the primitive: store.raw_replace_all on every store --------------------------------------------------
 
 
 @pytest.fixture(params=SYNC_KINDS)
@@ -395,14 +395,14 @@ def _state(store: Any) -> Any:
 
 def test_replace_all_swaps_keys_and_logs(replaceable):
     s = replaceable
-    rows = [("old:b", s._encode("old:b", "new b"), None), ("new:c", s._encode("new:c", [3]), 100.0)]
-    logs = [("log:1", [s._log_encode("log:1", "only")]),
-            ("log:3", [s._log_encode("log:3", r) for r in ({"y": 1}, "z")])]
-    s._replace_all(iter(rows), iter(logs))
+    rows = [("old:b", s.encode("old:b", "new b"), None), ("new:c", s.encode("new:c", [3]), 100.0)]
+    logs = [("log:1", [s.encode_record("log:1", "only")]),
+            ("log:3", [s.encode_record("log:3", r) for r in ({"y": 1}, "z")])]
+    s.raw_replace_all(iter(rows), iter(logs))
     assert _state(s) == ({"old:b": ("new b", False), "new:c": ([3], True)},
                          {"log:1": [(1, "only")], "log:3": [(1, {"y": 1}), (2, "z")]})
     assert 90 < s.ttl("new:c") <= 100 and s.log("log:3").append("next") == 3
-    s._replace_all(iter([]), None)  # logs=None: logs stay
+    s.raw_replace_all(iter([]), None)  # logs=None: logs stay
     assert list(s.keys()) == [] and list(s.logs()) == ["log:1", "log:3"]
 
 
@@ -414,10 +414,10 @@ def test_replace_all_failing_partway_leaves_the_old_contents(replaceable):
         for i in range(50):
             if i == 30:
                 raise OSError(5, "Input/output error")
-            yield f"new:{i:02d}", s._encode(f"new:{i:02d}", i), None
+            yield f"new:{i:02d}", s.encode(f"new:{i:02d}", i), None
 
     with pytest.raises(OSError):
-        s._replace_all(rows(), iter([("log:9", [s._log_encode("log:9", 1)])]))
+        s.raw_replace_all(rows(), iter([("log:9", [s.encode_record("log:9", 1)])]))
     assert _state(s) == before
 
 
@@ -487,7 +487,7 @@ def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeyp
         real(*args)
 
     monkeypatch.setattr(db, "_replace_from_file", second_call_fails)
-    monkeypatch.setattr(pm.stores["file"], "_replace_all", lambda rows, logs: 1 / 0)
+    monkeypatch.setattr(pm.stores["file"], "raw_replace_all", lambda rows, logs: 1 / 0)
     with pytest.raises(BackupError, match="NOT put back.*database") as caught:
         pm.restore(path)
     kept = Path(str(caught.value).split("is kept in ")[1].split(" (")[0])

@@ -96,7 +96,7 @@ class AsyncTransaction(Transaction):
             return blob
         start = time.perf_counter()
         try:
-            blob = await self._astores[entry.name]._get(key)
+            blob = await self._astores[entry.name].raw_get(key)
         except KVStoreError as exc:
             self._core.failed("transaction", entry, exc, key)
             raise
@@ -106,7 +106,7 @@ class AsyncTransaction(Transaction):
         """Stage a delete (unlike the synchronous ``tx.delete``, it does not say whether the key
         existed: that would be a read; use ``await tx.exists(key)``)."""
         entry = self._entry(key, store)
-        entry.store._check_key(key)
+        entry.store.check_key(key)
         self._staged[(entry.name, key)] = (MISSING, None)
 
     async def commit_async(self) -> None:
@@ -190,7 +190,7 @@ class AsyncPersistenceManager:
         entry, st = self._at(key, store)
         start = time.perf_counter()
         size = await self._call("save", entry, key,
-                                st._save_sized(key, value, self._core.ttl_arg(entry, ttl)))
+                                st.save_sized(key, value, self._core.ttl_arg(entry, ttl)))
         self._core.saved(entry, [key], start, size)
         return True
 
@@ -280,7 +280,7 @@ class AsyncPersistenceManager:
         for entry, seconds, encoded in self._core.plan_save_many(items, ttl, store):
             start = time.perf_counter()
             await self._call("save_many", entry, None,
-                             self.stores[entry.name]._set_many(encoded, seconds))
+                             self.stores[entry.name].raw_set_many(encoded, seconds))
             self._core.saved(entry, [k for k, _ in encoded], start)
 
     async def load_many(self, keys: Iterable[str], store: str | None = None) -> dict[str, Any]:

@@ -75,37 +75,37 @@ class AsyncPostgresStore(AsyncStore):
             raise self._unavailable(exc)
         return q.result(rows)
 
-    async def _get(self, key: str) -> Any:
+    async def raw_get(self, key: str) -> Any:
         return await self._run(self.sync._q_get(key))
 
-    async def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    async def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         return await self._run(self.sync._q_get_many(keys))
 
-    async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    async def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         await self._run(self.sync._q_set(key, blob, ttl))
         purge = self.sync._q_purge()
         if purge is not None:
             await self._run(purge)
 
-    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    async def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         await self._run(self.sync._q_set_many(items, ttl))
 
-    async def _delete(self, key: str) -> bool:
-        return await self._delete_many([key]) == 1
+    async def raw_delete(self, key: str) -> bool:
+        return await self.raw_delete_many([key]) == 1
 
-    async def _delete_many(self, keys: list[str]) -> int:
+    async def raw_delete_many(self, keys: list[str]) -> int:
         return int(await self._run(self.sync._q_delete_many(keys)))
 
-    async def _exists(self, key: str) -> bool:
+    async def raw_exists(self, key: str) -> bool:
         return bool(await self._run(self.sync._q_exists(key)))
 
-    async def _ttl(self, key: str) -> float | None:
+    async def raw_ttl(self, key: str) -> float | None:
         return await self._run(self.sync._q_ttl(key))
 
-    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    async def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         return int(await self._run(self.sync._q_incr(key, amount, ttl)))
 
-    async def _keys(self, prefix: str) -> list[str]:
+    async def raw_keys(self, prefix: str) -> list[str]:
         return [key async for page in self._key_pages(prefix, None) for key in page]
 
     async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
@@ -119,21 +119,21 @@ class AsyncPostgresStore(AsyncStore):
             if len(page) < _PAGE:
                 return
 
-    async def _clear(self, prefix: str) -> int:
+    async def raw_clear(self, prefix: str) -> int:
         return int(await self._run(self.sync._q_clear(prefix)))
 
-    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    async def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         return bool(await self._run(self.sync._q_add(key, blob, ttl)))
 
-    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    async def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         return bool(await self._run(self.sync._q_cas(key, expected, new, ttl)))
 
-    async def _touch(self, key: str, ttl: float | None) -> bool:
+    async def raw_touch(self, key: str, ttl: float | None) -> bool:
         return bool(await self._run(self.sync._q_touch(key, ttl)))
 
-    def _open_meta(self) -> "AsyncPostgresStore":
+    def open_meta(self) -> "AsyncPostgresStore":
         meta = copy.copy(self)  # the same pool, the twin's lock table
-        meta._twin(self.sync._meta)
+        meta._twin(self.sync.meta)
         meta._ready = False
         return meta
 

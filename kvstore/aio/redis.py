@@ -102,7 +102,7 @@ class AsyncRedisStore(AsyncStore):
     def _k(self, key: str) -> str:
         return self._prefix + key
 
-    async def _get(self, key: str) -> Any:
+    async def raw_get(self, key: str) -> Any:
         """Reads requested in the same turn of the event loop go out together, as one MGET
         (per slot on a cluster): 64 tasks loading cost one round trip, not 64."""
         future = asyncio.get_running_loop().create_future()
@@ -142,7 +142,7 @@ class AsyncRedisStore(AsyncStore):
             if not future.done():
                 future.set_result(blob)
 
-    async def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    async def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         if self._gate is not None:
             await self._do(self._client.set(self._prefix + key, blob,
                                             px=None if ttl is None else _ms(ttl)))
@@ -154,13 +154,13 @@ class AsyncRedisStore(AsyncStore):
         except self._cluster_error as exc:
             raise self.sync._unavailable(exc) from exc
 
-    async def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    async def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         names = [self._k(k) for k in keys]
         r = self._client
         blobs = await self._do(r.mget_nonatomic(names) if self.sync.cluster else r.mget(names))
         return {k: b for k, b in zip(keys, blobs) if b is not None}
 
-    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    async def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         await self._ready()  # a cluster pipeline built before discovery goes to a dead node
         pipe = self._client.pipeline(transaction=not self.sync.cluster)
         px = None if ttl is None else _ms(ttl)
@@ -168,30 +168,30 @@ class AsyncRedisStore(AsyncStore):
             pipe.set(self._k(key), blob, px=px)
         await self._do(pipe.execute())
 
-    async def _delete(self, key: str) -> bool:
+    async def raw_delete(self, key: str) -> bool:
         return bool(await self._do(self._client.delete(self._k(key))))
 
-    async def _delete_many(self, keys: list[str]) -> int:
+    async def raw_delete_many(self, keys: list[str]) -> int:
         return await self._remove([self._k(k) for k in keys], "delete")
 
     async def _remove(self, names: list[str], command: str) -> int:
         # redis.asyncio's cluster client splits DEL/UNLINK across slots by itself.
         return int(await self._do(getattr(self._client, command)(*names)))
 
-    async def _exists(self, key: str) -> bool:
+    async def raw_exists(self, key: str) -> bool:
         return bool(await self._do(self._client.exists(self._k(key))))
 
-    async def _ttl(self, key: str) -> float | None:
+    async def raw_ttl(self, key: str) -> float | None:
         ms = await self._do(self._client.pttl(self._k(key)))
         return None if ms is None or ms < 0 else ms / 1000.0
 
-    async def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    async def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         name = self._k(key)
         try:
             if ttl is None:
                 return int(await self._do(self._client.incrby(name, amount)))
             await self._ready()  # see _set_many
-            pipe = self._client.pipeline(transaction=True)  # see RedisStore._incr
+            pipe = self._client.pipeline(transaction=True)  # see RedisStore.raw_incr
             pipe.set(name, 0, nx=True, px=_ms(ttl))
             pipe.incrby(name, amount)
             return int((await self._do(pipe.execute()))[1])
@@ -215,45 +215,45 @@ class AsyncRedisStore(AsyncStore):
             raise self.sync._unavailable(exc) from exc
         return names
 
-    async def _keys(self, prefix: str) -> list[str]:
+    async def raw_keys(self, prefix: str) -> list[str]:
         n = len(self._prefix)
         return sorted(name[n:] for name in await self._scan(prefix))
 
-    async def _clear(self, prefix: str) -> int:
+    async def raw_clear(self, prefix: str) -> int:
         names = await self._scan(prefix)
         removed = 0
         for i in range(0, len(names), 500):
             removed += await self._remove(names[i:i + 500], "unlink")
         return removed
 
-    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    async def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         return bool(await self._do(self._client.set(self._k(key), blob, nx=True,
                                                     px=None if ttl is None else _ms(ttl))))
 
-    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    async def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         names, args = self.sync._commit_args([(key, expected)], [(key, new, ttl)])
         return int(await self._do(self._commit_script(keys=names, args=args))) == 0
 
-    async def _touch(self, key: str, ttl: float | None) -> bool:
+    async def raw_touch(self, key: str, ttl: float | None) -> bool:
         if ttl is not None:
             return bool(await self._do(self._client.pexpire(self._k(key), _ms(ttl))))
         return bool(await self._do(self._touch_script(keys=[self._k(key)], args=[""])))
 
     # Logs: the same Redis lists as RedisStore's (see there), awaited.
-    async def _log_append(self, name: str, blob: Any) -> int:
+    async def raw_log_append(self, name: str, blob: Any) -> int:
         return int(await self._do(self._client.rpush(self.sync._log_key(name), blob)))
 
-    async def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    async def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         end = -1 if limit is None else after + limit - 1
         blobs = await self._do(self._client.lrange(self.sync._log_key(name), after, end))
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
 
-    async def _log_len(self, name: str) -> int:
+    async def raw_log_len(self, name: str) -> int:
         return int(await self._do(self._client.llen(self.sync._log_key(name))))
 
-    def _open_meta(self) -> "AsyncRedisStore":
+    def open_meta(self) -> "AsyncRedisStore":
         meta = copy.copy(self)
-        meta._twin(self.sync._meta)
+        meta._twin(self.sync.meta)
         meta._prefix = meta.sync.key_prefix
         meta._pending, meta._flushing = [], set()
         meta._init_lock = None  # the client is shared: so is its initialization

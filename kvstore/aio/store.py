@@ -46,7 +46,7 @@ async def arun(store: "AsyncStore", flow: flows.Flow) -> Any:
 
 async def _perform(store: "AsyncStore", request: Any) -> Any:
     if type(request) is flows.Call:
-        target = store if request.space == flows.DATA else store._meta
+        target = store if request.space == flows.DATA else store.meta
         return await getattr(target, request.method)(*request.args)
     if type(request) is flows.Sleep:
         return await asyncio.sleep(request.seconds)
@@ -66,11 +66,11 @@ class AsyncStore:
         self.sync = sync
         self._meta_store: AsyncStore | None = None
         # The twin's rules, bound here: one call less on every operation.
-        self._check_key = sync._check_key  # type: ignore[method-assign]
-        self._encode = sync._encode  # type: ignore[method-assign]
-        self._decode = sync._decode  # type: ignore[method-assign]
-        self._log_encode = sync._log_encode
-        self._log_decode = sync._log_decode
+        self.check_key = sync.check_key  # type: ignore[method-assign]
+        self.encode = sync.encode  # type: ignore[method-assign]
+        self.decode = sync.decode  # type: ignore[method-assign]
+        self.encode_record = sync.encode_record
+        self.decode_record = sync.decode_record
 
     @property
     def ttl_default(self) -> float | None:
@@ -81,59 +81,59 @@ class AsyncStore:
         return self.sync.serializer
 
     # The rules come from the synchronous twin (flows call these on the store they run on).
-    def _check_key(self, key: Any) -> None:
-        self.sync._check_key(key)
+    def check_key(self, key: Any) -> None:
+        self.sync.check_key(key)
 
-    def _resolve_ttl(self, ttl: TTL) -> float | None:
-        return self.sync._resolve_ttl(ttl)
+    def resolve_ttl(self, ttl: TTL) -> float | None:
+        return self.sync.resolve_ttl(ttl)
 
-    def _encode(self, key: str, value: Any) -> Any:
-        return self.sync._encode(key, value)
+    def encode(self, key: str, value: Any) -> Any:
+        return self.sync.encode(key, value)
 
-    def _decode(self, key: str, blob: Any) -> Any:
-        return self.sync._decode(key, blob)
+    def decode(self, key: str, blob: Any) -> Any:
+        return self.sync.decode(key, blob)
 
     @property
-    def _meta(self) -> "AsyncStore":
+    def meta(self) -> "AsyncStore":
         if self._meta_store is None:
-            self._meta_store = self._open_meta()
+            self._meta_store = self.open_meta()
         return self._meta_store
 
     # -- the public interface ------------------------------------------------------------------
 
     async def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        await self._set(key, self._encode(key, value), seconds)
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        await self.raw_set(key, self.encode(key, value), seconds)
         return True
 
-    async def _save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
+    async def save_sized(self, key: str, value: Any, ttl: TTL = None) -> int | None:
         """:meth:`save`, returning the bytes written (None: the store keeps objects as they are),
         for a ``save`` event's ``size`` (the value encoded once)."""
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        blob = self._encode(key, value)
-        await self._set(key, blob, seconds)
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        blob = self.encode(key, value)
+        await self.raw_set(key, blob, seconds)
         return blob_size(self.sync, blob)
 
     async def load(self, key: str, default: Any = None) -> Any:
-        self._check_key(key)
-        blob = await self._get(key)
-        return default if blob is MISSING else self._decode(key, blob)
+        self.check_key(key)
+        blob = await self.raw_get(key)
+        return default if blob is MISSING else self.decode(key, blob)
 
     async def delete(self, key: str) -> bool:
-        self._check_key(key)
-        return bool(await self._delete(key))
+        self.check_key(key)
+        return bool(await self.raw_delete(key))
 
     async def exists(self, key: str) -> bool:
-        self._check_key(key)
-        return bool(await self._exists(key))
+        self.check_key(key)
+        return bool(await self.raw_exists(key))
 
     async def keys(self, prefix: str = "", start_after: str | None = None,
                    limit: int | None = None) -> AsyncIterator[str]:
         """Live keys starting with ``prefix``, sorted (``async for key in store.keys(...)``),
         fetched 1,000 at a time: stopping early does not list the rest."""
-        self.sync._check_prefix(prefix)
+        self.sync.check_prefix(prefix)
         check_paging(start_after, limit)
         async for key in paging.flatten(self._key_pages(prefix, start_after), limit):
             yield key
@@ -150,48 +150,48 @@ class AsyncStore:
     async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
         """Sorted pages of the live keys with ``prefix`` after ``start_after``. Stores that
         page by key override this; this default lists the keys once (Redis SCAN has no order)."""
-        found = await self._keys(prefix)
+        found = await self.raw_keys(prefix)
         start = 0 if start_after is None else bisect.bisect_right(found, start_after)
         for i in range(start, len(found), paging.PAGE):
             yield found[i:i + paging.PAGE]
 
     async def _log_names_checked(self, prefix: str) -> list[str]:
-        self.sync._check_prefix(prefix)
-        return await self._log_names(prefix)
+        self.sync.check_prefix(prefix)
+        return await self.raw_log_names(prefix)
 
     async def save_many(self, items: Mapping[str, Any], ttl: TTL = None) -> None:
-        encoded, seconds = self.sync._encoded_items(items, ttl)
+        encoded, seconds = self.sync.encoded_items(items, ttl)
         if encoded:
-            await self._set_many(encoded, seconds)
+            await self.raw_set_many(encoded, seconds)
 
     async def load_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        wanted = self.sync._checked_keys(keys)
-        return self.sync._decode_many(await self._get_many(wanted)) if wanted else {}
+        wanted = self.sync.checked_keys(keys)
+        return self.sync.decode_many(await self.raw_get_many(wanted)) if wanted else {}
 
     async def delete_many(self, keys: Iterable[str]) -> int:
-        wanted = self.sync._checked_keys(keys)
-        return int(await self._delete_many(wanted)) if wanted else 0
+        wanted = self.sync.checked_keys(keys)
+        return int(await self.raw_delete_many(wanted)) if wanted else 0
 
     async def ttl(self, key: str) -> float | None:
-        self._check_key(key)
-        return await self._ttl(key)
+        self.check_key(key)
+        return await self.raw_ttl(key)
 
     async def incr(self, key: str, amount: int = 1) -> int:
         return await self._increment(key, amount, self.ttl_default)
 
     async def _increment(self, key: str, amount: int, new_ttl: float | None) -> int:
-        self._check_key(key)
-        self.sync._check_amount(key, amount)
-        return int(await self._incr(key, amount, new_ttl))
+        self.check_key(key)
+        self.sync.check_amount(key, amount)
+        return int(await self.raw_incr(key, amount, new_ttl))
 
     async def clear(self, prefix: str = "") -> int:
-        self.sync._check_prefix(prefix)
-        return int(await self._clear(prefix))
+        self.sync.check_prefix(prefix)
+        return int(await self.raw_clear(prefix))
 
     async def add(self, key: str, value: Any, ttl: TTL = None) -> bool:
-        self._check_key(key)
-        seconds = self._resolve_ttl(ttl)
-        return bool(await self._add(key, self._encode(key, value), seconds))
+        self.check_key(key)
+        seconds = self.resolve_ttl(ttl)
+        return bool(await self.raw_add(key, self.encode(key, value), seconds))
 
     async def update(self, key: str, fn: Callable[[Any], Any], default: Any = None,
                      ttl: TTL = None) -> Any:
@@ -199,7 +199,7 @@ class AsyncStore:
 
     async def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
                       new_ttl: float | None) -> Any:
-        self._check_key(key)
+        self.check_key(key)
         if not callable(fn):
             raise InvalidArgumentError(f"update {key!r}: fn must be callable, got {fn!r}")
         seconds = KEEP if ttl is None else parse_ttl(ttl)
@@ -209,29 +209,29 @@ class AsyncStore:
         return await self._append(key, item, ttl, self.ttl_default)
 
     async def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
-        self._check_key(key)
+        self.check_key(key)
         seconds = KEEP if ttl is None else parse_ttl(ttl)
         return int(await arun(self, flows.append(self, key, item, seconds, new_ttl)))
 
     async def touch(self, key: str, ttl: TTL = None) -> bool:
-        self._check_key(key)
-        return bool(await self._touch(key, self._resolve_ttl(ttl)))
+        self.check_key(key)
+        return bool(await self.raw_touch(key, self.resolve_ttl(ttl)))
 
     async def get_or_set(self, key: str, factory: Callable[[], Any], ttl: TTL = None, *,
                          lock_ttl: float | str = 30.0, timeout: float | None = None) -> Any:
         """As the synchronous ``get_or_set``; ``factory`` may be a coroutine function."""
-        self._check_key(key)
+        self.check_key(key)
         if not callable(factory):
             raise InvalidArgumentError(f"get_or_set {key!r}: factory must be callable")
         hold = parse_ttl(lock_ttl, "lock_ttl")
         wait = check_timeout(timeout)
-        return await arun(self, flows.get_or_set(self, key, factory, self._resolve_ttl(ttl), hold,
+        return await arun(self, flows.get_or_set(self, key, factory, self.resolve_ttl(ttl), hold,
                                                  hold if wait is None else wait))
 
     def lock(self, name: str, ttl: float | str = 30.0, timeout: float | None = None
              ) -> "AsyncLock":
         """``async with store.lock("job", ttl=30, timeout=5): ...``"""
-        self._check_key(name)
+        self.check_key(name)
         return AsyncLock(self, name, parse_ttl(ttl, "lock ttl"), check_timeout(timeout))
 
     def log(self, name: str) -> "AsyncLog":
@@ -243,20 +243,20 @@ class AsyncStore:
             yield name
 
     # Logs run the twin's own operations in a worker thread unless a store does better.
-    async def _log_append(self, name: str, blob: Any) -> int:
-        return await asyncio.to_thread(self.sync._log_append, name, blob)
+    async def raw_log_append(self, name: str, blob: Any) -> int:
+        return await asyncio.to_thread(self.sync.raw_log_append, name, blob)
 
-    async def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
-        return await asyncio.to_thread(self.sync._log_read, name, after, limit)
+    async def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return await asyncio.to_thread(self.sync.raw_log_read, name, after, limit)
 
-    async def _log_len(self, name: str) -> int:
-        return await asyncio.to_thread(self.sync._log_len, name)
+    async def raw_log_len(self, name: str) -> int:
+        return await asyncio.to_thread(self.sync.raw_log_len, name)
 
-    async def _log_delete(self, name: str) -> bool:
-        return await asyncio.to_thread(self.sync._log_delete, name)
+    async def raw_log_delete(self, name: str) -> bool:
+        return await asyncio.to_thread(self.sync.raw_log_delete, name)
 
-    async def _log_names(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self.sync._log_names, prefix)
+    async def raw_log_names(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self.sync.raw_log_names, prefix)
 
     async def close(self) -> None:
         """Close the asynchronous connections (the synchronous twin is closed by its owner)."""
@@ -272,26 +272,26 @@ class AsyncStore:
 
     # -- what each async store implements: the byte-level operations, awaited --------------------
 
-    async def _get(self, key: str) -> Any: raise NotImplementedError
-    async def _set(self, key: str, blob: Any, ttl: float | None) -> None: raise NotImplementedError
-    async def _delete(self, key: str) -> bool: raise NotImplementedError
-    async def _exists(self, key: str) -> bool: raise NotImplementedError
-    async def _keys(self, prefix: str) -> list[str]: raise NotImplementedError
-    async def _ttl(self, key: str) -> float | None: raise NotImplementedError
-    async def _incr(self, key: str, amount: int, ttl: float | None) -> int: raise NotImplementedError
-    async def _clear(self, prefix: str) -> int: raise NotImplementedError
-    async def _add(self, key: str, blob: Any, ttl: float | None) -> bool: raise NotImplementedError
-    async def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool: raise NotImplementedError
-    async def _touch(self, key: str, ttl: float | None) -> bool: raise NotImplementedError
-    async def _get_many(self, keys: list[str]) -> dict[str, Any]: raise NotImplementedError
-    async def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None: raise NotImplementedError
-    async def _delete_many(self, keys: list[str]) -> int: raise NotImplementedError
-    def _open_meta(self) -> "AsyncStore": raise NotImplementedError
+    async def raw_get(self, key: str) -> Any: raise NotImplementedError
+    async def raw_set(self, key: str, blob: Any, ttl: float | None) -> None: raise NotImplementedError
+    async def raw_delete(self, key: str) -> bool: raise NotImplementedError
+    async def raw_exists(self, key: str) -> bool: raise NotImplementedError
+    async def raw_keys(self, prefix: str) -> list[str]: raise NotImplementedError
+    async def raw_ttl(self, key: str) -> float | None: raise NotImplementedError
+    async def raw_incr(self, key: str, amount: int, ttl: float | None) -> int: raise NotImplementedError
+    async def raw_clear(self, prefix: str) -> int: raise NotImplementedError
+    async def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool: raise NotImplementedError
+    async def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool: raise NotImplementedError
+    async def raw_touch(self, key: str, ttl: float | None) -> bool: raise NotImplementedError
+    async def raw_get_many(self, keys: list[str]) -> dict[str, Any]: raise NotImplementedError
+    async def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None: raise NotImplementedError
+    async def raw_delete_many(self, keys: list[str]) -> int: raise NotImplementedError
+    def open_meta(self) -> "AsyncStore": raise NotImplementedError
 
 
-_BYTE_LEVEL = ("_get", "_set", "_delete", "_exists", "_ttl", "_incr", "_clear", "_add", "_cas",
-               "_touch", "_get_many", "_set_many", "_delete_many", "_log_append", "_log_read",
-               "_log_len", "_log_delete", "_log_names")
+_BYTE_LEVEL = ("raw_get", "raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
+               "raw_touch", "raw_get_many", "raw_set_many", "raw_delete_many", "raw_log_append", "raw_log_read",
+               "raw_log_len", "raw_log_delete", "raw_log_names")
 
 
 class ThreadStore(AsyncStore):
@@ -351,15 +351,15 @@ class ThreadStore(AsyncStore):
         if self._queue and self._workers < self._concurrency:  # queued as this one stopped
             self._start(loop)
 
-    async def _keys(self, prefix: str) -> list[str]:
-        return await self._run(lambda: sorted(self.sync._keys(prefix)))
+    async def raw_keys(self, prefix: str) -> list[str]:
+        return await self._run(lambda: sorted(self.sync.raw_keys(prefix)))
 
     async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
         # The twin's own key iterator, resumed a page per thread hop: SQLite and PostgreSQL
         # then run one short ordered query per page, as the synchronous keys() does.
         sync = self.sync
-        found = await self._run(lambda: sync._keys(prefix) if start_after is None
-                                else sync._keys_after(prefix, start_after))
+        found = await self._run(lambda: sync.raw_keys(prefix) if start_after is None
+                                else sync.raw_keys_after(prefix, start_after))
         while True:
             page = await self._run(paging.take_page, found)
             if page:
@@ -367,8 +367,8 @@ class ThreadStore(AsyncStore):
             if len(page) < paging.PAGE:
                 return
 
-    def _open_meta(self) -> AsyncStore:
-        return type(self)(self.sync._meta, self._executor, self._concurrency)
+    def open_meta(self) -> AsyncStore:
+        return type(self)(self.sync.meta, self._executor, self._concurrency)
 
 
 def _settle(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -407,20 +407,20 @@ class AsyncLog:
     ``async for seq, record in log``."""
 
     def __init__(self, store: AsyncStore, name: str) -> None:
-        store._check_key(name)
+        store.check_key(name)
         self.store = store
         self.name = name
 
     async def append(self, record: Any) -> int:
         store = self.store
-        return int(await store._log_append(self.name, store._log_encode(self.name, record)))
+        return int(await store.raw_log_append(self.name, store.encode_record(self.name, record)))
 
     async def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         check_page(after, limit)
         if limit == 0:
             return []
-        rows = await self.store._log_read(self.name, after, limit)
-        return [(seq, self.store._log_decode(self.name, blob)) for seq, blob in rows]
+        rows = await self.store.raw_log_read(self.name, after, limit)
+        return [(seq, self.store.decode_record(self.name, blob)) for seq, blob in rows]
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, Any]]:
         after = 0
@@ -433,10 +433,10 @@ class AsyncLog:
             after = page[-1][0]
 
     async def length(self) -> int:
-        return int(await self.store._log_len(self.name))
+        return int(await self.store.raw_log_len(self.name))
 
     async def delete(self) -> bool:
-        return bool(await self.store._log_delete(self.name))
+        return bool(await self.store.raw_log_delete(self.name))
 
 
 class AsyncLock(Lock):

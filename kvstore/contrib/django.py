@@ -128,7 +128,7 @@ class KVStoreCache(BaseCache):
     def _cull(self) -> Flow:
         if not self._cull_configured:
             return
-        keys = sorted((yield _do("_keys", "")))
+        keys = sorted((yield _do("raw_keys", "")))
         if len(keys) >= self._max_entries:  # room for the key about to be written
             if self._cull_frequency == 0:
                 yield _do("clear")
@@ -162,8 +162,8 @@ class KVStoreCache(BaseCache):
         ttl = self._ttl(timeout)
         if ttl is False:
             return (yield _do("delete", key))
-        self.store._check_key(key)
-        return bool((yield _do("_touch", key, ttl)))  # None: no expiry (not the store's default)
+        self.store.check_key(key)
+        return bool((yield _do("raw_touch", key, ttl)))  # None: no expiry (not the store's default)
 
     def _delete(self, key: Any, version: Any = None) -> Flow:
         return (yield _do("delete", self.make_and_validate_key(key, version=version)))

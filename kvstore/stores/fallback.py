@@ -77,9 +77,9 @@ class FallbackStore(PersistenceStore):
         # taken in Redis before the outage cannot be seen there.
         self._strict = _outage is not None
         self._outage = _outage or _Outage()
-        self._records = OutageRecords(fallback._meta) if write_back and not self._strict else None
+        self._records = OutageRecords(fallback.meta) if write_back and not self._strict else None
         if not self._strict:  # opened now: _open_meta runs under the lock that opening takes
-            self._spaces = (primary._meta, fallback._meta)
+            self._spaces = (primary.meta, fallback.meta)
 
     @property
     def using_fallback(self) -> bool:
@@ -142,7 +142,7 @@ class FallbackStore(PersistenceStore):
             self._write_back_due()
             try:
                 result = getattr(self.primary, method)(*args)
-                if method == "_keys":
+                if method == "raw_keys":
                     result = list(result)  # errors surface here, not halfway through iteration
                 return result
             except StoreUnavailableError as exc:
@@ -176,66 +176,66 @@ class FallbackStore(PersistenceStore):
 
     # -- the byte-level interface ---------------------------------------------------------------
 
-    def _check_key(self, key: Any) -> None:
-        self.primary._check_key(key)
+    def check_key(self, key: Any) -> None:
+        self.primary.check_key(key)
 
-    def _decode(self, key: str, blob: Any) -> Any:
+    def decode(self, key: str, blob: Any) -> Any:
         # Bytes are the primary's encoding (also as copied to the fallback); anything else is
         # the fallback's own form of a value it served (the file store's decoded JSON).
         if isinstance(blob, (bytes, bytearray)):
-            return self.primary._decode(key, blob)
-        return self.fallback._decode(key, blob)
+            return self.primary.decode(key, blob)
+        return self.fallback.decode(key, blob)
 
-    def _decode_many(self, found: Any) -> dict[str, Any]:
+    def decode_many(self, found: Any) -> dict[str, Any]:
         if all(isinstance(blob, (bytes, bytearray)) for blob in found.values()):
-            return self.primary._decode_many(found)  # its batch decoder
-        return {key: self._decode(key, blob) for key, blob in found.items()}
+            return self.primary.decode_many(found)  # its batch decoder
+        return {key: self.decode(key, blob) for key, blob in found.items()}
 
-    def _get(self, key: str) -> Any:
-        return self._read("_get", key)
+    def raw_get(self, key: str) -> Any:
+        return self._read("raw_get", key)
 
-    def _exists(self, key: str) -> bool:
-        return bool(self._read("_exists", key))
+    def raw_exists(self, key: str) -> bool:
+        return bool(self._read("raw_exists", key))
 
-    def _keys(self, prefix: str) -> Iterator[str]:
-        return iter(self._read("_keys", prefix))
+    def raw_keys(self, prefix: str) -> Iterator[str]:
+        return iter(self._read("raw_keys", prefix))
 
-    def _ttl(self, key: str) -> float | None:
-        return self._read("_ttl", key)
+    def raw_ttl(self, key: str) -> float | None:
+        return self._read("raw_ttl", key)
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
-        return self._read("_get_many", keys)
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
+        return self._read("raw_get_many", keys)
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
-        self._write("_set", [key], [(key, blob, ttl)], key, blob, ttl)
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
+        self._write("raw_set", [key], [(key, blob, ttl)], key, blob, ttl)
 
-    def _delete(self, key: str) -> bool:
-        return bool(self._write("_delete", [key], [(key, MISSING, None)], key))
+    def raw_delete(self, key: str) -> bool:
+        return bool(self._write("raw_delete", [key], [(key, MISSING, None)], key))
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        self._write("_set_many", [k for k, _ in items], [(k, b, ttl) for k, b in items],
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+        self._write("raw_set_many", [k for k, _ in items], [(k, b, ttl) for k, b in items],
                     items, ttl)
 
-    def _delete_many(self, keys: list[str]) -> int:
-        return int(self._write("_delete_many", keys, [(k, MISSING, None) for k in keys], keys))
+    def raw_delete_many(self, keys: list[str]) -> int:
+        return int(self._write("raw_delete_many", keys, [(k, MISSING, None) for k in keys], keys))
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
-        return int(self._write("_incr", [key], None, key, amount, ttl))
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
+        return int(self._write("raw_incr", [key], None, key, amount, ttl))
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        return bool(self._write("_add", [key], None, key, blob, ttl))
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
+        return bool(self._write("raw_add", [key], None, key, blob, ttl))
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        return bool(self._write("_cas", [key], None, key, expected, new, ttl))
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+        return bool(self._write("raw_cas", [key], None, key, expected, new, ttl))
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
-        return bool(self._write("_touch", [key], None, key, ttl))
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
+        return bool(self._write("raw_touch", [key], None, key, ttl))
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         # Before-images for an undo, and backups: what Redis holds, so not served by the fallback.
-        return self._write("_snapshot", keys, None, keys)
+        return self._write("raw_snapshot", keys, None, keys)
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         if self.using_fallback:
             raise StoreUnavailableError(
                 f"clear() needs the primary store, which is unavailable ({self.primary!r}): the "
@@ -246,17 +246,17 @@ class FallbackStore(PersistenceStore):
         except StoreUnavailableError as exc:
             self._down(exc)
             raise
-        return int(self._write("_clear", [], None, prefix))
+        return int(self._write("raw_clear", [], None, prefix))
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # The store is chosen once, at the start; an outage during the commit fails it (and
         # sends the next one to the fallback).
         if self.using_fallback:
             if checks or self._strict:
                 raise self._refused((checks or ops)[0][0])
-            with self.fallback._committing(ops, [], before):
+            with self.fallback.raw_commit(ops, [], before):
                 yield
             if self._records is not None:
                 self._records.record(ops)
@@ -267,7 +267,7 @@ class FallbackStore(PersistenceStore):
         try:
             if pending:
                 self._settle(pending)
-            with self.primary._committing(ops, checks, before):
+            with self.primary.raw_commit(ops, checks, before):
                 try:
                     yield
                 except BaseException:
@@ -281,54 +281,54 @@ class FallbackStore(PersistenceStore):
     # Logs stay on the primary (a log's numbering cannot be split between two stores): while
     # it is down they raise StoreUnavailableError.
 
-    def _log_encode(self, name: str, record: Any) -> Any:
-        return self.primary._log_encode(name, record)
+    def encode_record(self, name: str, record: Any) -> Any:
+        return self.primary.encode_record(name, record)
 
-    def _log_decode(self, name: str, blob: Any) -> Any:
-        return self.primary._log_decode(name, blob)
+    def decode_record(self, name: str, blob: Any) -> Any:
+        return self.primary.decode_record(name, blob)
 
-    def _log_append(self, name: str, blob: Any) -> int:
-        return self.primary._log_append(name, blob)
+    def raw_log_append(self, name: str, blob: Any) -> int:
+        return self.primary.raw_log_append(name, blob)
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
-        return self.primary._log_read(name, after, limit)
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return self.primary.raw_log_read(name, after, limit)
 
-    def _log_len(self, name: str) -> int:
-        return self.primary._log_len(name)
+    def raw_log_len(self, name: str) -> int:
+        return self.primary.raw_log_len(name)
 
-    def _log_delete(self, name: str) -> bool:
-        return self.primary._log_delete(name)
+    def raw_log_delete(self, name: str) -> bool:
+        return self.primary.raw_log_delete(name)
 
-    def _log_names(self, prefix: str) -> list[str]:
-        return self.primary._log_names(prefix)
+    def raw_log_names(self, prefix: str) -> list[str]:
+        return self.primary.raw_log_names(prefix)
 
-    def _open_meta(self) -> "FallbackStore":
+    def open_meta(self) -> "FallbackStore":
         primary, fallback = self._spaces
         return FallbackStore(primary, fallback, retry_after=self.retry_after, write_back=False,
                              _outage=self._outage)
 
-    def _lock_id(self) -> str:
-        return self.primary._lock_id()
+    def lock_id(self) -> str:
+        return self.primary.lock_id()
 
     # Restores and log transfer need the primary: a restore into the fallback would be lost.
-    def _replace_all(self, rows: Any, logs: Any) -> None:
-        self.primary._replace_all(rows, logs)
+    def raw_replace_all(self, rows: Any, logs: Any) -> None:
+        self.primary.raw_replace_all(rows, logs)
 
-    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
-        return self.primary._log_blobs(name, after, limit)
+    def raw_log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        return self.primary.raw_log_blobs(name, after, limit)
 
-    def _log_blob_in(self, name: str, blob: Any) -> Any:
-        return self.primary._log_blob_in(name, blob)
+    def raw_log_blob_in(self, name: str, blob: Any) -> Any:
+        return self.primary.raw_log_blob_in(name, blob)
 
-    def _outcome(self, token: str, keys: list[str]) -> Any:
+    def raw_outcome(self, token: str, keys: list[str]) -> Any:
         # A marked commit only ever ran on the primary (the fallback holds locks instead).
-        return self.primary._outcome(token, keys)
+        return self.primary.raw_outcome(token, keys)
 
-    def _forget(self, token: str) -> None:
-        self.primary._forget(token)
+    def raw_forget(self, token: str) -> None:
+        self.primary.raw_forget(token)
 
     def close(self) -> None:
         self.primary.close()
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"primary={self.primary!r}, fallback={type(self.fallback).__name__}"

@@ -194,7 +194,7 @@ class FileStore(PersistenceStore):
             raise StoreUnavailableError(f"FileStore folder {self.base_path}: "
                                         f"{exc.strerror or exc}") from exc
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"base_path={str(self.base_path)!r}, format={self.format!r}"
 
     # -- keys and paths ----------------------------------------------------------------------------
@@ -219,8 +219,8 @@ class FileStore(PersistenceStore):
             raise InvalidKeyError(f"key {key!r} would leave the store's folder")
         return path
 
-    def _check_key(self, key: Any) -> None:
-        super()._check_key(key)
+    def check_key(self, key: Any) -> None:
+        super().check_key(key)
         self._path_for(key)
 
     def _key_for(self, path: Path) -> str | None:
@@ -238,19 +238,19 @@ class FileStore(PersistenceStore):
 
     # -- encoding ------------------------------------------------------------------------------------
 
-    def _encode(self, key: str, value: Any) -> Any:
+    def encode(self, key: str, value: Any) -> Any:
         if not self._plain_json:
-            return super()._encode(key, value)
+            return super().encode(key, value)
         try:
             return encode_json_text(value, indent=2)
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"key {key!r}: cannot serialize {type(value).__name__} "
                                      f"with json: {exc}; nothing was written") from exc
 
-    def _decode(self, key: str, blob: Any) -> Any:
+    def decode(self, key: str, blob: Any) -> Any:
         if type(blob) is _Decoded:
             return blob.value
-        return super()._decode(key, blob)
+        return super().decode(key, blob)
 
     def _file_bytes(self, key: str, blob: Any, expires: float | None) -> bytes:
         if self._plain_json:
@@ -265,7 +265,7 @@ class FileStore(PersistenceStore):
                     + blob + "}\n").encode("utf-8")
         if isinstance(blob, str):  # JSON text from a plain-JSON FileStore (same-store transfer)
             assert self.serializer is not None
-            blob = PersistenceStore._encode(self, key, decode_json_text(blob))
+            blob = PersistenceStore.encode(self, key, decode_json_text(blob))
         if expires is None:
             return bytes(blob)
         return _TTL_MAGIC + struct.pack("<d", expires) + bytes(blob)
@@ -401,7 +401,7 @@ class FileStore(PersistenceStore):
 
     # -- byte-level operations -------------------------------------------------------------------------
 
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         entry = self._read(key)
         if entry is None:
             return MISSING
@@ -420,18 +420,18 @@ class FileStore(PersistenceStore):
         except (OSError, CorruptDataError, InvalidKeyError, LinkRefused):
             pass  # best effort: the key is invisible either way
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         data = self._file_bytes(key, blob, None if ttl is None else self._clock() + ttl)
         with self._io(key), self._locked(key):
             self._write_files([(self._path_for(key), data)], [])
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         expires = None if ttl is None else self._clock() + ttl
         writes = [(self._path_for(k), self._file_bytes(k, b, expires)) for k, b in items]
         with self._io(), self._locked():
             self._write_files(writes, [])
 
-    def _delete(self, key: str) -> bool:
+    def raw_delete(self, key: str) -> bool:
         with self._io(key), self._locked(key):
             try:
                 live = self._live(key) is not None
@@ -440,16 +440,16 @@ class FileStore(PersistenceStore):
             removed = self._remove(self._path_for(key))
         return live and removed
 
-    def _exists(self, key: str) -> bool:
+    def raw_exists(self, key: str) -> bool:
         return self._live(key) is not None
 
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         entry = self._live(key)
         if entry is None or entry[1] is None:
             return None
         return max(entry[1] - self._clock(), 0.0)
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         with self._io(key), self._locked(key):
             entry = self._live(key)
             blob, expires = (MISSING, None) if entry is None else entry
@@ -457,7 +457,7 @@ class FileStore(PersistenceStore):
             self._write_files([(self._path_for(key), self._file_bytes(key, blob, expires))], [])
         return new
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         with self._io(key), self._locked(key):
             if self._live(key) is not None:
                 return False
@@ -465,7 +465,7 @@ class FileStore(PersistenceStore):
             self._write_files([(self._path_for(key), self._file_bytes(key, blob, expires))], [])
         return True
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         with self._io(key), self._locked(key):
             entry = self._live(key)
             if entry is None or not _same(entry[0], expected):
@@ -477,7 +477,7 @@ class FileStore(PersistenceStore):
                 self._write_files([(path, self._file_bytes(key, new, self._expiry(ttl, entry)))], [])
         return True
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         with self._io(key), self._locked(key):
             entry = self._live(key)
             if entry is None:
@@ -537,7 +537,7 @@ class FileStore(PersistenceStore):
                 continue
             yield key, path, expires
 
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def raw_keys(self, prefix: str) -> Iterator[str]:
         now = self._clock()
         with self._io():
             found = sorted(self._matching(prefix))
@@ -545,7 +545,7 @@ class FileStore(PersistenceStore):
             if expires is None or expires > now:
                 yield key
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         live = 0
         with self._io(), self._locked():
             now = self._clock()
@@ -555,7 +555,7 @@ class FileStore(PersistenceStore):
         return live
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # Under the store's flock: check, read the before-images, write every temp file, run
         # the caller's block, then publish (all renames, or none). The block runs outside
@@ -568,7 +568,7 @@ class FileStore(PersistenceStore):
                         raise conflict(key)
                 final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
                 if before is not None:  # every writer takes the flock: nobody comes between
-                    before.images = self._snapshot(list(final))
+                    before.images = self.raw_snapshot(list(final))
                 writes = [(self._path_for(k), self._file_bytes(
                               k, b, self._expiry(t, self._live(k) if t is KEEP else None)))
                           for k, (b, t) in final.items() if b is not MISSING]
@@ -591,21 +591,21 @@ class FileStore(PersistenceStore):
         path = self._path_for(name)  # cached
         return path.with_name(path.name[: -len(self._ext)] + _LOG_EXT)
 
-    def _log_encode(self, name: str, record: Any) -> Any:
+    def encode_record(self, name: str, record: Any) -> Any:
         try:
             return encode_json_text(record)
         except (TypeError, ValueError, RecursionError) as exc:
             raise SerializationError(f"log {name!r}: cannot serialize {type(record).__name__} "
                                      f"as JSON: {exc}; nothing was written") from exc
 
-    def _log_decode(self, name: str, blob: Any) -> Any:
+    def decode_record(self, name: str, blob: Any) -> Any:
         return blob  # _log_read has decoded the line
 
     def _log_open(self, name: str, flags: int) -> int | None:
         return open_file(self._root, self._rel(self._log_path(name)), flags,
                          create_dirs=bool(flags & os.O_CREAT))
 
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         with self._io(name), self._locked(name):
             fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
             assert fd is not None  # O_CREAT, folders made
@@ -625,7 +625,7 @@ class FileStore(PersistenceStore):
                 os.close(fd)
             return seq
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         with self._io(name):
             fd = self._log_open(name, os.O_RDONLY)
             if fd is None:
@@ -633,7 +633,7 @@ class FileStore(PersistenceStore):
             with os.fdopen(fd, "rb") as fh:
                 return _filelog.read(fh, after, limit, f"log {name!r} ({self._log_path(name)})")
 
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         """The number the last line holds (a damaged line counts: it keeps its number)."""
         with self._io(name):
             fd = self._log_open(name, os.O_RDONLY)
@@ -644,11 +644,11 @@ class FileStore(PersistenceStore):
             finally:
                 os.close(fd)
 
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         with self._io(name), self._locked(name):
             return self._remove(self._log_path(name))
 
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         names = []
         with self._io():
             for path in self._walk(_LOG_EXT):
@@ -657,14 +657,14 @@ class FileStore(PersistenceStore):
                     names.append(key)
         return sorted(names)
 
-    def _open_meta(self) -> "FileStore":
+    def open_meta(self) -> "FileStore":
         return FileStore(base_path=self.base_path / _META_DIR, format="msgpack",
                          fsync=self._fsync, clock=self._clock, _within=self._root)
 
-    def _lock_id(self) -> str:
+    def lock_id(self) -> str:
         return f"file:{self.base_path}"
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         """Headered serializer blobs (bytes, like every other store), so a snapshot can be
         applied to any store: a migration, a transaction's rollback, a raw export."""
         now = self._clock()
@@ -676,7 +676,7 @@ class FileStore(PersistenceStore):
             else:
                 value = entry[0]
                 if type(value) is _Decoded:
-                    value = PersistenceStore._encode(self, key, value.value)
+                    value = PersistenceStore.encode(self, key, value.value)
                 out.append((key, value, None if entry[1] is None else max(entry[1] - now, 0.0)))
         return out
 
@@ -701,17 +701,17 @@ class FileStore(PersistenceStore):
 
     # -- restores and log transfer (see kvstore.rows) --------------------------------------------------
 
-    def _replace_all(self, rows: Any, logs: Any) -> None:
+    def raw_replace_all(self, rows: Any, logs: Any) -> None:
         replace_files(self, rows, logs, _LOG_EXT)
 
-    def _log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+    def raw_log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         # Headered bytes like every other store's, so a log moves to any store.
-        return [(seq, PersistenceStore._encode(self, name, record))
-                for seq, record in self._log_read(name, after, limit)]
+        return [(seq, PersistenceStore.encode(self, name, record))
+                for seq, record in self.raw_log_read(name, after, limit)]
 
-    def _log_blob_in(self, name: str, blob: Any) -> Any:
+    def raw_log_blob_in(self, name: str, blob: Any) -> Any:
         assert self.serializer is not None
-        return self._log_encode(name, decode_stored(name, blob, self.serializer))
+        return self.encode_record(name, decode_stored(name, blob, self.serializer))
 
 
 _LOG_EXT = ".jsonl"

@@ -52,7 +52,7 @@ class MemoryStore(PersistenceStore):
         self._lock = threading.RLock()
         self._logs: dict[str, list[Any]] = {}
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         return f"max_entries={self.max_entries!r}, entries={len(self._data)}"
 
     # Fast path: the memory store is the hot tier, so `load` avoids the generic indirections.
@@ -60,7 +60,7 @@ class MemoryStore(PersistenceStore):
         # The key rule (kvstore.keyrules) inline for the common short ASCII key; the rest calls it.
         if (type(key) is not str or not key.isascii() or "\x00" in key
                 or not 0 < len(key) <= SHORT_KEY):
-            self._check_key(key)
+            self.check_key(key)
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -73,7 +73,7 @@ class MemoryStore(PersistenceStore):
                 self._data.move_to_end(key)
         if self.serializer is None:
             return value
-        return self._decode(key, value)
+        return self.decode(key, value)
 
     def _live(self, key: str, now: float) -> tuple[Any, float | None] | None:
         """The entry for key if live; drops it when expired. Caller holds the lock."""
@@ -83,7 +83,7 @@ class MemoryStore(PersistenceStore):
             return None
         return entry
 
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         with self._lock:
             entry = self._live(key, self._clock())
             if entry is None:
@@ -92,7 +92,7 @@ class MemoryStore(PersistenceStore):
                 self._data.move_to_end(key)
             return entry[0]
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         with self._lock:  # one lock for the batch, not one per key
             now = self._clock()
             found = {}
@@ -113,17 +113,17 @@ class MemoryStore(PersistenceStore):
             while len(data) > self.max_entries:
                 data.popitem(last=False)
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         with self._lock:
             self._put(key, blob, None if ttl is None else self._clock() + ttl)
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         with self._lock:
             expires = None if ttl is None else self._clock() + ttl
             for key, blob in items:
                 self._put(key, blob, expires)
 
-    def _delete(self, key: str) -> bool:
+    def raw_delete(self, key: str) -> bool:
         with self._lock:
             entry = self._live(key, self._clock())
             if entry is None:
@@ -131,15 +131,15 @@ class MemoryStore(PersistenceStore):
             del self._data[key]
             return True
 
-    def _delete_many(self, keys: list[str]) -> int:
+    def raw_delete_many(self, keys: list[str]) -> int:
         with self._lock:
-            return sum(1 for key in keys if self._delete(key))
+            return sum(1 for key in keys if self.raw_delete(key))
 
-    def _exists(self, key: str) -> bool:
+    def raw_exists(self, key: str) -> bool:
         with self._lock:
             return self._live(key, self._clock()) is not None
 
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def raw_keys(self, prefix: str) -> Iterator[str]:
         # A snapshot, so callers may modify the store while iterating.
         with self._lock:
             now = self._clock()
@@ -149,31 +149,31 @@ class MemoryStore(PersistenceStore):
 
     # -- logs: a list per name ------------------------------------------------------------------
 
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         with self._lock:
             records = self._logs.setdefault(name, [])
             records.append(blob)
             return len(records)
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         with self._lock:
             records = self._logs.get(name, [])
             end = len(records) if limit is None else after + limit
             return [(after + 1 + i, blob) for i, blob in enumerate(records[after:end])]
 
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         with self._lock:
             return len(self._logs.get(name, ()))
 
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         with self._lock:
             return self._logs.pop(name, None) is not None
 
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         with self._lock:
             return sorted(n for n in self._logs if n.startswith(prefix))
 
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
@@ -181,7 +181,7 @@ class MemoryStore(PersistenceStore):
                 return None
             return max(entry[1] - now, 0.0)
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
@@ -190,7 +190,7 @@ class MemoryStore(PersistenceStore):
             self._put(key, blob, expires)
             return new
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         with self._lock:
             now = self._clock()
             if self._live(key, now) is not None:
@@ -198,7 +198,7 @@ class MemoryStore(PersistenceStore):
             self._put(key, blob, None if ttl is None else now + ttl)
             return True
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
@@ -217,7 +217,7 @@ class MemoryStore(PersistenceStore):
         else:
             self._put(key, blob, None if ttl is None else now + ttl)
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         with self._lock:
             now = self._clock()
             entry = self._live(key, now)
@@ -226,7 +226,7 @@ class MemoryStore(PersistenceStore):
             self._data[key] = (entry[0], None if ttl is None else now + ttl)
             return True
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         with self._lock:
             now = self._clock()
             doomed = [k for k in self._data if k.startswith(prefix)]
@@ -237,7 +237,7 @@ class MemoryStore(PersistenceStore):
             return removed
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # Everything under the store's lock; nothing can fail once the checks pass, so the
         # writes are made after the block (the other stores of a transaction) succeeded.
@@ -248,16 +248,16 @@ class MemoryStore(PersistenceStore):
                 if not same_blob(MISSING if entry is None else entry[0], expected):
                     raise conflict(key)
             if before is not None:  # the lock is held until the writes are made
-                before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+                before.images = self.raw_snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
             yield
             now = self._clock()
             for key, blob, ttl in ops:
                 self._write(key, blob, ttl, self._live(key, now), now)
 
-    def _open_meta(self) -> "MemoryStore":
+    def open_meta(self) -> "MemoryStore":
         return MemoryStore(clock=self._clock)
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         with self._lock:
             now = self._clock()
             out: list[tuple[str, Any, float | None]] = []

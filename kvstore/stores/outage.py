@@ -74,41 +74,41 @@ class OutageRecords:
         them: a write-back that runs in between then sees the older record, or none)."""
         records = [(PREFIX + key, _record(blob, ttl)) for key, blob, ttl in writes]
         if len(records) == 1:
-            self.registry._set(records[0][0], records[0][1], None)
+            self.registry.raw_set(records[0][0], records[0][1], None)
         elif records:
-            self.registry._set_many(records, None)
+            self.registry.raw_set_many(records, None)
 
     def pending(self, keys: list[str]) -> list[str]:
         """Those of ``keys`` that have an outage write not yet written back."""
         if len(keys) == 1:
-            return keys if self.registry._get(PREFIX + keys[0]) is not MISSING else []
-        found = self.registry._get_many([PREFIX + key for key in keys])
+            return keys if self.registry.raw_get(PREFIX + keys[0]) is not MISSING else []
+        found = self.registry.raw_get_many([PREFIX + key for key in keys])
         return [key for key in keys if PREFIX + key in found]
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key (starting with ``prefix``) with an outage write not yet written back."""
-        return [name[len(PREFIX):] for name in self.registry._keys(PREFIX + prefix)]
+        return [name[len(PREFIX):] for name in self.registry.raw_keys(PREFIX + prefix)]
 
     def settle(self, key: str, primary: PersistenceStore, fallback: PersistenceStore) -> None:
         """Write ``key``'s outage write back to ``primary`` and drop it from ``fallback`` (see
         the module docstring); nothing to do when it has no record."""
         name = PREFIX + key
         for _ in range(_ATTEMPTS):
-            current = primary._get(key)         # first: see the module docstring
-            record = self.registry._get(name)
+            current = primary.raw_get(key)         # first: see the module docstring
+            record = self.registry.raw_get(name)
             if record is MISSING:
                 return
             blob, left, expired = _parse(name, record)
             if blob is MISSING or expired:     # deleted, or expired, during the outage
-                written = current is MISSING or primary._cas(key, current, MISSING, None)
+                written = current is MISSING or primary.raw_cas(key, current, MISSING, None)
             elif current is MISSING:
-                written = primary._add(key, blob, left)
+                written = primary.raw_add(key, blob, left)
             else:
-                written = primary._cas(key, current, blob, left)
+                written = primary.raw_cas(key, current, blob, left)
             if not written:
                 continue  # the primary changed since it was read: read it again
-            if self.registry._cas(name, record, MISSING, None):
-                fallback._delete(key)  # the copy served during the outage: nothing stays behind
+            if self.registry.raw_cas(name, record, MISSING, None):
+                fallback.raw_delete(key)  # the copy served during the outage: nothing stays behind
                 return
             # A newer outage write replaced the record meanwhile: write that one back too.
         raise StoreUnavailableError(f"outage write of key {key!r} could not be written back: "

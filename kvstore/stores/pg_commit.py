@@ -45,7 +45,7 @@ class TableJournal:
 
     def __init__(self, store: Any) -> None:  # a PostgresStore (it imports this module)
         self.store = store
-        self._meta = f'"{store.table}_meta"'
+        self.meta = f'"{store.table}_meta"'
         self._table_seen = False  # the meta table exists (known once a query found it)
 
     def _lock_name(self, token: str) -> str:
@@ -53,12 +53,12 @@ class TableJournal:
 
     def begin(self, token: str, parts: list[RecordPart]) -> Any:
         """Lock the commit's name for this session, then insert its record (committed)."""
-        self.store._meta.ensure_table()
+        self.store.meta.ensure_table()
         session = self.store._conn()
         conn = session.__enter__()
         try:
             conn.execute(_LOCK, (self._lock_name(token),))
-            conn.execute(f"INSERT INTO {self._meta} (key, value) VALUES (%s, %s)",
+            conn.execute(f"INSERT INTO {self.meta} (key, value) VALUES (%s, %s)",
                          (record_key(token), pack_record(token, parts)))
         except BaseException as exc:
             session.__exit__(type(exc), exc, exc.__traceback__)
@@ -70,7 +70,7 @@ class TableJournal:
         here when it was undone); the lock is released with it."""
         token, session, conn = handle
         try:
-            conn.execute(f"DELETE FROM {self._meta} WHERE key = %s", (record_key(token),))
+            conn.execute(f"DELETE FROM {self.meta} WHERE key = %s", (record_key(token),))
         except Exception:  # the record of an undone commit: recovery finds nothing to undo
             pass
         self.release(handle)
@@ -98,18 +98,18 @@ class TableJournal:
         try:
             conn = pool.getconn(timeout=1.0)
         except self.store._pool_timeout as exc:
-            raise StoreUnavailableError(f"PostgreSQL at {self.store._describe()} is "
+            raise StoreUnavailableError(f"PostgreSQL at {self.store.describe()} is "
                                         "unavailable: no connection within 1s") from exc
         try:
             if not self._table_seen:
                 # Until the table exists (a committer creates it before its first record), ask
                 # the catalogue: a running manager's passes must not log an error every time.
-                row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self._meta,)).fetchone()
+                row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.meta,)).fetchone()
                 if row is None or not row[0]:
                     return 0
                 self._table_seen = True
             keys = [k for (k,) in conn.execute(
-                f"SELECT key FROM {self._meta} WHERE key >= %s AND key < %s",
+                f"SELECT key FROM {self.meta} WHERE key >= %s AND key < %s",
                 (_PREFIX, _PREFIX[:-1] + ";")).fetchall()]
         except psycopg.errors.UndefinedTable:  # dropped meanwhile
             self._table_seen = False
@@ -130,10 +130,10 @@ class TableJournal:
                     # The row stays locked while it is undone: a committer that is still alive
                     # (only its journal connection died) waits, then finds it gone and aborts.
                     with conn.transaction():
-                        row = conn.execute(f"SELECT value FROM {self._meta} WHERE key = %s "
+                        row = conn.execute(f"SELECT value FROM {self.meta} WHERE key = %s "
                                            "FOR UPDATE", (key,)).fetchone()
                         if row is not None and undo_record(bytes(row[0]), stores, on_error):
-                            conn.execute(f"DELETE FROM {self._meta} WHERE key = %s", (key,))
+                            conn.execute(f"DELETE FROM {self.meta} WHERE key = %s", (key,))
                             undone += 1
                             if token in left:
                                 left.remove(token)
@@ -154,7 +154,7 @@ class CommitMarks:
     # Provided by PostgresStore.
     table: str
     dsn: str
-    _meta: PersistenceStore
+    meta: PersistenceStore
 
     def _conn(self) -> Any:
         raise NotImplementedError
@@ -210,19 +210,19 @@ class CommitMarks:
                 raise psycopg.Rollback()  # a tombstone is not needed: that transaction is over
         return row is None
 
-    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+    def raw_outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
         # The images are in the journal's record: [] says "it committed".
         return [] if self._committed(token) else None
 
     shares_data = True
 
-    def _shared_journal(self) -> Any:
+    def shared_journal(self) -> Any:
         journal = self.__dict__.get("_table_journal")
         if journal is None:
             journal = self.__dict__["_table_journal"] = TableJournal(self)
         return journal
 
-    def _forget(self, token: str) -> None:
+    def raw_forget(self, token: str) -> None:
         try:
             with self._conn() as conn:
                 conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s',

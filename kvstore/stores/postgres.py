@@ -204,11 +204,11 @@ class PostgresStore(CommitMarks, PersistenceStore):
                        "FOR UPDATE"),
         }
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
         return f"dsn={_mask(self.dsn)!r}, table={self.table!r}{bound}"
 
-    def _lock_id(self) -> str:
+    def lock_id(self) -> str:
         return f"postgres:{_mask(self.dsn)}:{self.table}"
 
     # -- connections and errors ----------------------------------------------------------------------
@@ -400,37 +400,37 @@ class PostgresStore(CommitMarks, PersistenceStore):
         self._last_purge = now
         return self._q("purge", {"now": now}, None)
 
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         return self._run(self._q_get(key))
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         return self._run(self._q_get_many(keys))
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         self._run(self._q_set(key, blob, ttl))
         purge = self._q_purge()
         if purge is not None:
             self._run(purge)
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         self._run(self._q_set_many(items, ttl))
 
-    def _delete_many(self, keys: list[str]) -> int:
+    def raw_delete_many(self, keys: list[str]) -> int:
         return int(self._run(self._q_delete_many(keys)))
 
-    def _delete(self, key: str) -> bool:
-        return self._delete_many([key]) == 1
+    def raw_delete(self, key: str) -> bool:
+        return self.raw_delete_many([key]) == 1
 
-    def _exists(self, key: str) -> bool:
+    def raw_exists(self, key: str) -> bool:
         return bool(self._run(self._q_exists(key)))
 
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         return self._run(self._q_ttl(key))
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         return int(self._run(self._q_incr(key, amount, ttl)))
 
-    def _keys(self, prefix: str, after: str = "") -> Iterator[str]:
+    def raw_keys(self, prefix: str, after: str = "") -> Iterator[str]:
         while True:
             page = self._run(self._q_keys(prefix, after))
             yield from page
@@ -438,29 +438,29 @@ class PostgresStore(CommitMarks, PersistenceStore):
                 return
             after = page[-1]
 
-    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        return self._keys(prefix, start_after)
+    def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return self.raw_keys(prefix, start_after)
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         return int(self._run(self._q_clear(prefix)))
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         return bool(self._run(self._q_add(key, blob, ttl)))
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         return bool(self._run(self._q_cas(key, expected, new, ttl)))
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         return bool(self._run(self._q_touch(key, ttl)))
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # A transaction's part (before given, the commit journaled) also inserts a marker row
         # named by its token: when COMMIT's reply is lost, that row says whether it committed.
         marked = before is not None and before.recorded
         if marked:
-            cast("PostgresStore", self._meta).ensure_table()
+            cast("PostgresStore", self.meta).ensure_table()
         lost: BaseException | None = None
         with self._conn() as conn:
             committing = False
@@ -529,7 +529,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
                                            "values": [b for _, b, _ in upserts],
                                            "exps": [e for _, _, e in upserts]})
 
-    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+    def raw_put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         # COPY into a session-local staging table, then one upsert: the fastest way into
         # PostgreSQL, in one transaction.
         now = self._clock()
@@ -563,24 +563,24 @@ class PostgresStore(CommitMarks, PersistenceStore):
                 cur = conn.execute(sql[name], params)
                 return cur.fetchone() if fetch == "one" else cur.fetchall() if fetch else cur.rowcount
 
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         return int(self._log_exec("log_append", {"name": name, "value": blob}, "one", True)[0])
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         rows = self._log_exec("log_read", {"name": name, "after": after, "limit": limit}, "all")
         return [(int(seq), bytes(value)) for seq, value in rows]
 
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         return int(self._log_exec("log_len", {"name": name}, "one")[0])
 
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         return int(self._log_exec("log_delete", {"name": name}, None)) > 0
 
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         rows = self._log_exec("log_names", {"lo": prefix, "hi": prefix_upper_bound(prefix)}, "all")
         return [n for (n,) in rows]
 
-    def _open_meta(self) -> "PostgresStore":
+    def open_meta(self) -> "PostgresStore":
         # Same pool, its own table.
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
@@ -593,7 +593,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         meta.close = lambda: None  # type: ignore[method-assign]  # the pool is this store's
         return meta
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
         with self._conn() as conn:
             rows = conn.execute(self._sql["snapshot"], {"keys": keys, "now": now}).fetchall()
@@ -613,11 +613,11 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     # -- restores: everything replaced in one transaction ---------------------------------------------
 
-    def _replace_all(self, rows: Any, logs: Any) -> None:
+    def raw_replace_all(self, rows: Any, logs: Any) -> None:
         import datetime as dt
 
         if logs is not None:
-            self._log_len("")  # creates the log table on first use
+            self.raw_log_len("")  # creates the log table on first use
         t, lt, now = f'"{self.table}"', f'"{self.table}_log"', self._clock()
         at = lambda ttl: None if ttl is None else dt.datetime.fromtimestamp(  # noqa: E731
             now + ttl, dt.timezone.utc)

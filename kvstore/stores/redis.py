@@ -178,7 +178,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
         except self._errors_to_catch + (self._redis.exceptions.RedisClusterException,) as exc:
             raise StoreUnavailableError(f"Redis at {_mask_url(url)} is unavailable: {exc}") from exc
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         extra = ", cluster=True" if self.cluster else ""
         return f"url={_mask_url(self.url)!r}, key_prefix={self.key_prefix!r}{extra}"
 
@@ -211,15 +211,15 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def _k(self, key: str) -> str:
         return self.key_prefix + key
 
-    def _check_key(self, key: Any) -> None:
-        super()._check_key(key)
+    def check_key(self, key: Any) -> None:
+        super().check_key(key)
         if self._guard and (self.key_prefix + key).startswith(_RESERVED):
             raise InvalidKeyError(f"key {key!r} is in kvstore's reserved namespace "
                                   "(locks and logs)")
 
     # get and set catch errors inline: a generator-based context manager costs more than
     # everything else kvstore adds to a round trip.
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         try:
             blob = self._client.get(self.key_prefix + key)
         except self._errors_to_catch as exc:
@@ -228,13 +228,13 @@ class RedisStore(MarkedCommits, PersistenceStore):
             raise self._unavailable(exc) from exc
         return MISSING if blob is None else blob
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         with self._call() as r:
             names = [self._k(k) for k in keys]
             blobs = r.mget_nonatomic(names) if self.cluster else r.mget(names)
         return {k: b for k, b in zip(keys, blobs) if b is not None}
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         try:
             if ttl is None:
                 self._client.set(self.key_prefix + key, blob)
@@ -250,7 +250,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
         # groups by node); atomic per slot only.
         return r.pipeline(transaction=not self.cluster)
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         with self._call() as r:
             if ttl is None and not self.cluster:  # one MSET: atomic, and the fewest bytes
                 prefix, args = self.key_prefix, list[Any]()
@@ -269,24 +269,24 @@ class RedisStore(MarkedCommits, PersistenceStore):
                     command("SET", prefix + key, blob, "PX", px)
             pipe.execute()
 
-    def _delete(self, key: str) -> bool:
+    def raw_delete(self, key: str) -> bool:
         with self._call() as r:
             return bool(r.delete(self._k(key)))
 
-    def _delete_many(self, keys: list[str]) -> int:
+    def raw_delete_many(self, keys: list[str]) -> int:
         with self._call() as r:
             return self._remove(r, [self._k(k) for k in keys], "delete")
 
-    def _exists(self, key: str) -> bool:
+    def raw_exists(self, key: str) -> bool:
         with self._call() as r:
             return bool(r.exists(self._k(key)))
 
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         with self._call() as r:
             ms = r.pttl(self._k(key))
         return None if ms is None or ms < 0 else ms / 1000.0
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         name = self._k(key)
         try:
             with self._call() as r:
@@ -313,13 +313,13 @@ class RedisStore(MarkedCommits, PersistenceStore):
                 continue
             yield name
 
-    def _keys(self, prefix: str) -> Iterator[str]:
+    def raw_keys(self, prefix: str) -> Iterator[str]:
         with self._call() as r:
             names = list(self._scan(r, prefix))
         n = self._prefix_len
         return iter(sorted(name[n:] for name in names))
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         removed = 0
         with self._call() as r:
             batch: list[str] = []
@@ -344,15 +344,15 @@ class RedisStore(MarkedCommits, PersistenceStore):
 
     # -- atomic operations ---------------------------------------------------------------------------
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         with self._call() as r:
             return bool(r.set(self._k(key), blob, nx=True, px=None if ttl is None else _ms(ttl)))
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         with self._call():
             return self._run_commit([(key, expected)], [(key, new, ttl)]) is None
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         with self._call() as r:
             if ttl is not None:
                 return bool(r.pexpire(self._k(key), _ms(ttl)))
@@ -389,7 +389,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
     shares_data = True
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # Nothing to lock: the caller's block runs first, then one script checks and writes
         # (and, for a transaction, returns the before-images and records them in a marker).
@@ -397,7 +397,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
             # A script cannot span slots, so a cluster has no marker: the images are read here,
             # before the journal records them (a save landing before the commit can be lost
             # to an undo; keep such keys on a single node).
-            before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+            before.images = self.raw_snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
         elif before is not None:
             before.marked = True
         yield
@@ -423,19 +423,19 @@ class RedisStore(MarkedCommits, PersistenceStore):
             if failed is not None:
                 raise conflict(failed)
             return
-        before = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+        before = self.raw_snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
         for key, expected in checks:  # fail early, before any slot is written
-            if not same_blob(self._get(key), expected):
+            if not same_blob(self.raw_get(key), expected):
                 raise conflict(key)
         applied: list[Op] = []
         for slot_checks, slot_ops in slots.values():
             failed = self._run_commit(slot_checks, slot_ops)
             if failed is not None:
-                self._undo(applied, before)
+                self.raw_undo(applied, before)
                 raise conflict(failed)
             applied.extend(slot_ops)
 
-    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+    def raw_put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         # Bulk writes: one MSET for the keys without expiry and SET ... PX for the others, in
         # one MULTI/EXEC (atomic on a single node; per node on a cluster), one round trip.
         rows = list({key: (key, blob, ttl) for key, blob, ttl in rows}.values())  # last wins
@@ -461,25 +461,25 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def _log_key(self, name: str) -> str:
         return _LOG + self.key_prefix + name
 
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         with self._call() as r:
             return int(r.rpush(self._log_key(name), blob))
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         end = -1 if limit is None else after + limit - 1
         with self._call() as r:
             blobs = r.lrange(self._log_key(name), after, end)
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
 
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         with self._call() as r:
             return int(r.llen(self._log_key(name)))
 
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         with self._call() as r:
             return bool(r.delete(self._log_key(name)))
 
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         start = len(_LOG + self.key_prefix)
         with self._call() as r:
             found = r.scan_iter(match=_glob_escape(self._log_key(prefix)) + "*", count=_SCAN_COUNT)
@@ -487,7 +487,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
                      for n in found]
         return sorted(n[start:] for n in names)
 
-    def _open_meta(self) -> "RedisStore":
+    def open_meta(self) -> "RedisStore":
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
         meta.key_prefix = _META + self.key_prefix
@@ -496,10 +496,10 @@ class RedisStore(MarkedCommits, PersistenceStore):
         meta.serializer = None
         return meta
 
-    def _lock_id(self) -> str:
+    def lock_id(self) -> str:
         return f"redis:{_mask_url(self.url)}:{self.key_prefix}"
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         with self._call() as r:
             pipe = r.pipeline(transaction=False)
             for key in keys:
@@ -517,9 +517,9 @@ class RedisStore(MarkedCommits, PersistenceStore):
 
     # -- restores: everything replaced by one script ---------------------------------------------------
 
-    def _replace_all(self, rows: Any, logs: Any) -> None:
+    def raw_replace_all(self, rows: Any, logs: Any) -> None:
         if self.cluster:  # a script cannot span slots: copy first, put back on failure
-            return super()._replace_all(rows, logs)
+            return super().raw_replace_all(rows, logs)
         args: list[Any] = [_glob_escape(self.key_prefix) + "*", _RESERVED if self._guard else "",
                            "" if logs is None else _glob_escape(self._log_key("")) + "*"]
         for key, blob, ttl in rows:

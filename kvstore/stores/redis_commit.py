@@ -6,7 +6,7 @@ written keys held before. When its reply is lost (a timeout, a dropped connectio
 is settled, never guessed: a second script (:data:`SETTLE`) finds the marker (the commit ran:
 it goes on) or leaves a tombstone that makes the first script refuse to run should it still
 arrive (it did not: every store is put back). The journal's recovery asks the same question
-(:meth:`MarkedCommits._outcome`) before undoing a crashed committer's Redis part.
+(:meth:`MarkedCommits.raw_outcome`) before undoing a crashed committer's Redis part.
 """
 
 from __future__ import annotations
@@ -191,12 +191,12 @@ class MarkedCommits:
         doubt.in_doubt = True  # type: ignore[attr-defined]
         raise doubt from lost
 
-    def _outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
+    def raw_outcome(self, token: str, keys: list[str]) -> list[tuple[str, Any, float | None]] | None:
         with self._call():
             result = self._settle_script(keys=[self._marker(token)], args=[_MARKER_MS])
         return _images(keys, result) if isinstance(result, list) else None
 
-    def _forget(self, token: str) -> None:
+    def raw_forget(self, token: str) -> None:
         if self.cluster:
             return
         try:

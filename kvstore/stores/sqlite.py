@@ -232,12 +232,12 @@ class SQLiteStore(PersistenceStore):
             conn.execute(q.bound_set, (self.max_entries,))
         conn.execute(q.bound_evict)
 
-    def _describe(self) -> str:
+    def describe(self) -> str:
         table = "" if self.table == "kvstore" else f", table={self.table!r}"
         bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
         return f"path={str(self.path)!r}{table}{bound}"
 
-    def _lock_id(self) -> str:
+    def lock_id(self) -> str:
         return f"sqlite:{self.path}"
 
     # -- connections -------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ class SQLiteStore(PersistenceStore):
 
     # The hot paths catch errors inline: a generator-based context manager costs about as much
     # as the primary-key lookup itself.
-    def _get(self, key: str) -> Any:
+    def raw_get(self, key: str) -> Any:
         try:
             row = self._conn().execute(self._q.get, (key,)).fetchone()
         except sqlite3.Error as exc:
@@ -342,10 +342,10 @@ class SQLiteStore(PersistenceStore):
                     chunk) if row[2] is None or row[2] > now)
         return rows
 
-    def _get_many(self, keys: list[str]) -> dict[str, Any]:
+    def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         return {key: value for key, value, _ in self._live_rows(keys, self._clock())}
 
-    def _set(self, key: str, blob: Any, ttl: float | None) -> None:
+    def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         now = self._clock()
         try:
             conn = self._conn()
@@ -355,14 +355,14 @@ class SQLiteStore(PersistenceStore):
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
 
-    def _set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
+    def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         exp = None if ttl is None else self._clock() + ttl
         with self._errors():
             conn = self._conn()
             with self._write(conn):
                 conn.executemany(self._q.set, [(key, blob, exp) for key, blob in items])
 
-    def _put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
+    def raw_put_rows(self, rows: list[tuple[str, Any, float | None]]) -> None:
         now = self._clock()
         with self._errors():
             conn = self._conn()
@@ -370,12 +370,12 @@ class SQLiteStore(PersistenceStore):
                 conn.executemany(self._q.set, [(k, b, None if t is None else now + t)
                                                for k, b, t in rows])
 
-    def _delete(self, key: str) -> bool:
+    def raw_delete(self, key: str) -> bool:
         with self._errors():
             row = self._conn().execute(self._q.delete, (key,)).fetchone()
         return row is not None and (row[0] is None or row[0] > self._clock())
 
-    def _delete_many(self, keys: list[str]) -> int:
+    def raw_delete_many(self, keys: list[str]) -> int:
         now = self._clock()
         live = 0
         with self._errors():
@@ -386,14 +386,14 @@ class SQLiteStore(PersistenceStore):
                     live += row is not None and (row[0] is None or row[0] > now)
         return live
 
-    def _exists(self, key: str) -> bool:
+    def raw_exists(self, key: str) -> bool:
         try:
             row = self._conn().execute(self._q.expiry, (key,)).fetchone()
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
         return row is not None and (row[0] is None or row[0] > self._clock())
 
-    def _ttl(self, key: str) -> float | None:
+    def raw_ttl(self, key: str) -> float | None:
         try:
             row = self._conn().execute(self._q.expiry, (key,)).fetchone()
         except sqlite3.Error as exc:
@@ -403,7 +403,7 @@ class SQLiteStore(PersistenceStore):
             return None
         return float(row[0] - now)
 
-    def _incr(self, key: str, amount: int, ttl: float | None) -> int:
+    def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         # Read, add, write under BEGIN IMMEDIATE: the write lock is held across the whole
         # read-modify-write, so increments from other threads and processes are never lost.
         q = self._q
@@ -418,14 +418,14 @@ class SQLiteStore(PersistenceStore):
                 conn.execute(q.set, (key, blob, exp))
         return new
 
-    def _add(self, key: str, blob: Any, ttl: float | None) -> bool:
+    def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         now = self._clock()
         with self._errors():
             cur = self._conn().execute(self._q.add, (key, blob, None if ttl is None else now + ttl,
                                                      now))
         return cur.rowcount == 1
 
-    def _cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
+    def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         now = self._clock()
         q = self._q
         with self._errors():
@@ -439,7 +439,7 @@ class SQLiteStore(PersistenceStore):
                                            expected, now))
         return cur.rowcount == 1
 
-    def _touch(self, key: str, ttl: float | None) -> bool:
+    def raw_touch(self, key: str, ttl: float | None) -> bool:
         now = self._clock()
         with self._errors():
             cur = self._conn().execute(self._q.touch, (None if ttl is None else now + ttl, key, now))
@@ -455,7 +455,7 @@ class SQLiteStore(PersistenceStore):
             return low, [lo]
         return f"{low} AND key < ?", [lo, hi]
 
-    def _keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
+    def raw_keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
         # Paged by key, one short query per page: a million keys stream with flat memory and
         # no read transaction held open while the caller works.
         while True:
@@ -472,7 +472,7 @@ class SQLiteStore(PersistenceStore):
                 return
             after = rows[-1][0]
 
-    def _rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
+    def raw_rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
         where, params = self._range(prefix, after)
         with self._errors():
@@ -483,10 +483,10 @@ class SQLiteStore(PersistenceStore):
         return [(k, v if e is None or e > now else MISSING, None if e is None else e - now)
                 for k, v, e in rows]
 
-    def _keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
-        return self._keys(prefix, start_after)
+    def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
+        return self.raw_keys(prefix, start_after)
 
-    def _clear(self, prefix: str) -> int:
+    def raw_clear(self, prefix: str) -> int:
         where, params = self._range(prefix)
         with self._errors():
             conn = self._conn()
@@ -498,7 +498,7 @@ class SQLiteStore(PersistenceStore):
         return int(live)
 
     @contextmanager
-    def _committing(self, ops: list[Op], checks: list[Check],
+    def raw_commit(self, ops: list[Op], checks: list[Check],
                     before: Before | None = None) -> Iterator[None]:
         # One BEGIN IMMEDIATE transaction: the checks, the before-images, the writes and the
         # caller's block run under SQLite's write lock; COMMIT at the end, ROLLBACK on any
@@ -515,7 +515,7 @@ class SQLiteStore(PersistenceStore):
                         if not same_blob(found.get(key, MISSING), expected):
                             raise conflict(key)
                 if before is not None:  # under the lock: no other writer can come in between
-                    before.images = self._snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
+                    before.images = self.raw_snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
                 for key, blob, ttl in ops:
                     if blob is MISSING:
                         conn.execute(q.delete_any, (key,))
@@ -535,34 +535,34 @@ class SQLiteStore(PersistenceStore):
             self._log_ready = True
         return conn
 
-    def _log_append(self, name: str, blob: Any) -> int:
+    def raw_log_append(self, name: str, blob: Any) -> int:
         # One statement under BEGIN IMMEDIATE: the next number and the insert, atomically.
         with self._errors():
             conn = self._log_conn()
             with self._write(conn):
                 return int(conn.execute(self._q.log_append, (name, blob)).fetchone()[0])
 
-    def _log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         with self._errors():
             return [(int(seq), bytes(value)) for seq, value in self._log_conn().execute(
                 self._q.log_read, (name, after, -1 if limit is None else limit))]
 
-    def _log_len(self, name: str) -> int:
+    def raw_log_len(self, name: str) -> int:
         with self._errors():
             return int(self._log_conn().execute(self._q.log_len, (name,)).fetchone()[0])
 
-    def _log_delete(self, name: str) -> bool:
+    def raw_log_delete(self, name: str) -> bool:
         with self._errors():
             conn = self._log_conn()
             with self._write(conn):
                 return conn.execute(self._q.log_delete, (name,)).rowcount > 0
 
-    def _log_names(self, prefix: str) -> list[str]:
+    def raw_log_names(self, prefix: str) -> list[str]:
         hi = prefix_upper_bound(prefix)
         with self._errors():
             return [n for (n,) in self._log_conn().execute(self._q.log_names, (prefix, hi, hi))]
 
-    def _open_meta(self) -> "SQLiteStore":
+    def open_meta(self) -> "SQLiteStore":
         # Same file and connections (the sibling calls this store's _conn), its own table.
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
@@ -575,7 +575,7 @@ class SQLiteStore(PersistenceStore):
         meta._create_table()
         return meta
 
-    def _snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+    def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
         found = {key: (value, None if exp is None else exp - now)
                  for key, value, exp in self._live_rows(keys, now)}
@@ -610,7 +610,7 @@ class SQLiteStore(PersistenceStore):
 
     # -- restores: everything replaced in one transaction ---------------------------------------------
 
-    def _replace_all(self, rows: Any, logs: Any) -> None:
+    def raw_replace_all(self, rows: Any, logs: Any) -> None:
         q = self._q
         with self._errors():
             conn = self._log_conn() if logs is not None else self._conn()

@@ -41,7 +41,7 @@ def _context() -> Any:
 
 
 def _halting(committing: Any, conn: Any) -> Any:
-    """``store._committing`` that, once that store committed, says so and waits to be killed:
+    """``store.raw_commit`` that, once that store committed, says so and waits to be killed:
     the stores that commit after it never do."""
     @contextmanager
     def halted(*args: Any, **kwargs: Any) -> Iterator[None]:
@@ -61,7 +61,7 @@ def _machine_a(folder: str, config: dict[str, Any], n: int, conn: Any) -> None:
             for key in KEYS:
                 tx.save(key, {"n": n})
         for store in {id(s): s for s in pm.stores.values()}.values():
-            store._committing = _halting(store._committing, conn)  # type: ignore[method-assign]
+            store.raw_commit = _halting(store.raw_commit, conn)  # type: ignore[method-assign]
         with pm.transaction() as tx:
             for key in KEYS:
                 tx.save(key, {"n": n + 1})
@@ -214,7 +214,7 @@ def test_a_commit_in_flight_is_never_undone_by_a_background_pass(setup, tmp_path
                 return wrapped
 
             for store in {id(s): s for s in a.stores.values()}.values():
-                store._committing = held(store._committing)  # type: ignore[method-assign]
+                store.raw_commit = held(store.raw_commit)  # type: ignore[method-assign]
 
             def commit() -> None:
                 with a.transaction() as tx:

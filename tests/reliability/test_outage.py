@@ -238,7 +238,7 @@ def test_fallback_loses_no_acknowledged_write_over_repeated_outages(tmp_path, mo
             primary = pm.stores["cache"].primary
             keys = {op[1] for op in ops}
             final = primary.load_many(sorted(keys))
-            assert list(pm.stores["database"]._meta.keys("outage:")) == []
+            assert list(pm.stores["database"].meta.keys("outage:")) == []
             assert not any(pm.stores["database"].exists(k) for k in keys)  # nothing stale
     finally:
         server.stop()

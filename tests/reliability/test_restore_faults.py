@@ -126,7 +126,7 @@ def test_a_fault_at_any_step_of_a_restore_leaves_every_store_as_it_was(tmp_path,
                     def unavailable(*args: Any, **kw: Any) -> None:
                         raise StoreUnavailableError("Redis went away (injected)")
 
-                    m.setattr(redis, "_replace_all", unavailable)
+                    m.setattr(redis, "raw_replace_all", unavailable)
                 with pytest.raises(KVStoreError, match=f"store '{where}' failed"):
                     pm.restore(path)
                 pm.stores["database"]._conn().execute("DROP TRIGGER IF EXISTS temp.boom")

@@ -1,0 +1,53 @@
+"""The synchronous front is generated from the asyncio one: the checked-in files are current."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOL = ROOT / "tools" / "async_to_sync.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("async_to_sync", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_generated_sync_front_is_current():
+    done = subprocess.run([sys.executable, str(TOOL), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_conversion_rules():
+    source = (
+        "import asyncio  # async only\n"
+        "from .lock_async import AsyncLockOps\n"
+        "class AsyncStoreOps:\n"
+        "    async def load(self, key):\n"
+        "        async with self.guard():\n"
+        "            blob = await self.raw_get(key)\n"
+        "        # sync: return self.fast(blob)\n"
+        "        return await self.slow(blob)  # async only\n"
+        "    async def __aenter__(self):\n"
+        "        await asyncio.sleep(0.1)\n"
+        "        async for k in self.keys():\n"
+        "            raise StopAsyncIteration\n")
+    out = _tool().convert(source, "x_async.py").splitlines()
+    assert out[0].startswith("# Generated from x_async.py")
+    assert out[1:] == [
+        "from .lock_sync import LockOps",
+        "class StoreOps:",
+        "    def load(self, key):",
+        "        with self.guard():",
+        "            blob = self.raw_get(key)",
+        "        return self.fast(blob)",
+        "    def __enter__(self):",
+        "        time.sleep(0.1)",
+        "        for k in self.keys():",
+        "            raise StopIteration",
+    ]
