@@ -360,3 +360,12 @@ def test_shown_repr_convention() -> None:
                                                              "setup": "a = 1; b = 2"}
     assert _shown_repr("# atomic, also across processes") is None
     assert _shown_repr("# {}") == "{}"
+
+
+def test_server_blocks_get_the_test_servers(monkeypatch) -> None:
+    block = Block("python", 'open_url("redis://127.0.0.1:6379/0")\n', 1, "s", {"needs": "redis"})
+    monkeypatch.setenv("KVSTORE_TEST_REDIS_URL", "redis://10.0.0.9:6380/3")
+    assert _servers(block, block.text) == 'open_url("redis://10.0.0.9:6380/3")\n'
+    monkeypatch.delenv("KVSTORE_TEST_REDIS_URL")
+    with pytest.raises(pytest.skip.Exception, match="needs redis: set KVSTORE_TEST_REDIS_URL"):
+        _servers(block, block.text)
