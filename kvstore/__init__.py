@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # the lazily loaded names below, for type checkers and IDEs
     from .stores.redis import RedisStore
     from .stores.sqlite import SQLiteStore
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "PersistenceManager", "PersistenceStore",
