@@ -57,7 +57,7 @@ def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = N
 
         return AsyncRedisStore(store)
     if type(store) is PostgresStore:
-        from .postgres import AsyncPostgresStore
+        from ..stores.postgres.aio import AsyncPostgresStore
 
         return AsyncPostgresStore(store)
     if isinstance(store, MemoryStore):

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from .._commit import Before
-from ..errors import StoreUnavailableError
-from ..journal import RecordPart, pack_record, undo_record
-from ..store import MISSING, PersistenceStore
+from ..._commit import Before
+from ...errors import StoreUnavailableError
+from ...journal import RecordPart, pack_record, undo_record
+from ...store import MISSING, PersistenceStore
 
 __all__ = ["CommitMarks", "TableJournal", "marker_key", "record_key"]
 
@@ -97,7 +97,7 @@ class TableJournal:
         pool = self.store._pool
         try:
             conn = pool.getconn(timeout=1.0)
-        except self.store._pool_timeout as exc:
+        except self.store.pool_timeout_error as exc:
             raise StoreUnavailableError(f"PostgreSQL at {self.store.describe()} is "
                                         "unavailable: no connection within 1s") from exc
         try:
@@ -148,7 +148,7 @@ def marker_key(token: str) -> str:
 
 
 class CommitMarks:
-    """Mixed into :class:`~kvstore.stores.postgres.PostgresStore`: what its ``_committing``
+    """Mixed into :class:`~kvstore.stores.postgres.PostgresStore`: what its ``raw_commit``
     needs for transactions, and what the journals ask it."""
 
     # Provided by PostgresStore.
@@ -160,7 +160,7 @@ class CommitMarks:
         raise NotImplementedError
 
     def _where(self) -> str:
-        from ..config import mask_secrets
+        from ...config import mask_secrets
 
         return f"PostgreSQL at {mask_secrets(self.dsn)}"
 
