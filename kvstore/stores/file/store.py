@@ -43,6 +43,7 @@ class FileStore(PersistenceStore):
 
     durable = True
     crash_atomic = False  # one rename per key: a multi-key commit goes through the journal
+    own_encoding = True  # encode/decode below: plain JSON files (the batch shortcuts are off)
 
     def __init__(self, base_path: str | os.PathLike[str] | None = None, format: str = "json",
                  ttl_default: TTL = None, *, serializer: SerializerSpec | None = None,
