@@ -80,12 +80,12 @@ class PostgresStore(CommitMarks, PersistenceStore):
         self._ready = False
         self._ready_lock = threading.Lock()
         self.queries = Queries(table, clock)
-        self._pool = ConnectionPool(
+        self.pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)),
                     "application_name": f"kvstore:{table}"},
             name=f"kvstore-{table}")
-        self._pool.open(wait=False)
+        self.pool.open(wait=False)
 
     def describe(self) -> str:
         bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
@@ -97,9 +97,10 @@ class PostgresStore(CommitMarks, PersistenceStore):
     # -- connections and errors ----------------------------------------------------------------------
 
     @contextmanager
-    def _conn(self) -> Iterator[Any]:
-        """A pooled connection; connection failures become StoreUnavailableError."""
-        pool = self._pool
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection (``with store.connection() as conn``); connection failures become
+        StoreUnavailableError."""
+        pool = self.pool
         try:
             conn: Any = pool.getconn()
         except self.pool_timeout_error as exc:
@@ -125,7 +126,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     def ensure_table(self) -> None:
         """Create the table (and its index) now if it does not exist yet."""
-        with self._conn():
+        with self.connection():
             pass
 
     def _create_table(self, conn: Any) -> None:
@@ -200,7 +201,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
     # asyncio pool.
 
     def _run(self, q: Query) -> Any:
-        with self._conn() as conn:
+        with self.connection() as conn:
             try:
                 cur = conn.execute(q.sql, q.params)
             except self.data_errors as exc:
@@ -270,7 +271,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         if marked:
             cast("PostgresStore", self.meta).ensure_table()
         lost: BaseException | None = None
-        with self._conn() as conn:
+        with self.connection() as conn:
             committing = False
             try:
                 with conn.transaction():
@@ -341,7 +342,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         # COPY into a session-local staging table, then one upsert: the fastest way into
         # PostgreSQL, in one transaction.
         now = self._clock()
-        with self._conn() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS kvstore_staging (n int, key text, "
                          "value bytea, exp float8) ON COMMIT DELETE ROWS")
             with conn.cursor().copy("COPY kvstore_staging (n, key, value, exp) FROM STDIN") as copy:
@@ -358,7 +359,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
     def _log_exec(self, name: str, params: dict[str, Any], fetch: str | None,
                   locked: bool = False) -> Any:
         sql = self.queries.sql
-        with self._conn() as conn:
+        with self.connection() as conn:
             if not self.__dict__.get("_log_ready"):
                 with conn.transaction():
                     conn.execute(sql["log_lock"], {"ns": "kvstore-create:", "name": self.table})
@@ -403,14 +404,14 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
-        with self._conn() as conn:
+        with self.connection() as conn:
             rows = conn.execute(self.queries.sql["snapshot"], {"keys": keys, "now": now}).fetchall()
         found = {k: (bytes(v), None if e is None else max(float(e) - now, 0.001)) for k, v, e in rows}
         return [(key, *found.get(key, (MISSING, None))) for key in keys]
 
     def drop_table(self) -> None:
         """Drop the table and everything in it, with its logs and locks (tests, migrations)."""
-        with self._conn() as conn:
+        with self.connection() as conn:
             conn.execute(self.queries.sql["drop"])
             for sibling in (f"{self.table}_log", f"{self.table}_meta", f"{self.table}_cap"):
                 conn.execute(f'DROP TABLE IF EXISTS "{sibling}"')
@@ -430,7 +431,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         at = lambda ttl: None if ttl is None else dt.datetime.fromtimestamp(  # noqa: E731
             now + ttl, dt.timezone.utc)
         try:
-            with self._conn() as conn, conn.transaction():
+            with self.connection() as conn, conn.transaction():
                 # Writers wait for the new contents; readers see the old ones until COMMIT.
                 conn.execute(f"LOCK TABLE {t}{', ' + lt if logs is not None else ''} IN EXCLUSIVE MODE")
                 conn.execute(f"DELETE FROM {t}")
@@ -450,4 +451,4 @@ class PostgresStore(CommitMarks, PersistenceStore):
                                   f"being restored ({exc}); nothing was changed") from exc
 
     def close(self) -> None:
-        self._pool.close()
+        self.pool.close()
