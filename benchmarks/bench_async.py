@@ -61,7 +61,7 @@ def bench_redis(url: str, n: int, report: Report) -> None:
     import redis.asyncio
 
     from kvstore import RedisStore
-    from kvstore.aio.redis import AsyncRedisStore
+    from kvstore.stores.redis.aio import AsyncRedisStore
 
     prefix = f"kvbench:{uuid.uuid4().hex[:6]}:"
     sync = RedisStore(url=url, key_prefix=prefix, ttl_default=None)

@@ -129,7 +129,7 @@ def bench_redis(url: str, n: int, reads: int, report: Report) -> None:
     raw.delete(prefix + "raw")
     blob = store.encode_record("bench", RECORD)
     for i in range(0, reads, 10_000):
-        raw.rpush(store._log_key("bench"), *[blob] * 10_000)
+        raw.rpush(store.log_key("bench"), *[blob] * 10_000)
         raw.rpush(prefix + "raw", *[packed] * 10_000)
     report.add("redis", "read 100k", "RedisStore log", measure(lambda: log.read(), reads, 1), True)
     report.add("redis", "read 100k", "raw LRANGE + msgpack", measure(

@@ -35,7 +35,7 @@ def main() -> None:
     table = f"kvbench_{uuid.uuid4().hex[:6]}"
     store = PostgresStore(dsn=args.dsn, table=table)
     store.save("warm", 1)
-    sql = store._sql
+    sql = store.queries.sql
     keys = [f"user:{i}" for i in range(n)]
     raw_keys = [f"raw:{k}" for k in keys]
     batches = [keys[i:i + 100] for i in range(0, n, 100)]

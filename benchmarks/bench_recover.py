@@ -66,7 +66,7 @@ def _query_check(pm: Any) -> Callable[[], Any]:
     store.meta.ensure_table()
 
     def check() -> Any:  # is there any record at all (what a pass asks first)
-        with store._conn() as conn:
+        with store.connection() as conn:
             return conn.execute(f'SELECT 1 FROM "{store.table}_meta" WHERE key >= %s AND '
                                 "key < %s LIMIT 1", ("journal:", "journal;")).fetchone()
 

@@ -164,7 +164,7 @@ class _Part:
     def replace(self) -> None:
         """Replace the store's keys (and logs) with this part's."""
         if self.path.suffix == ".sqlite3" and isinstance(self.store, SQLiteStore):
-            self.store._replace_from_file(self.path, self._table(), self.with_logs)
+            self.store.replace_from_file(self.path, self._table(), self.with_logs)
             return
         rows, logs = self.rows(), self.logs()
         try:

@@ -7,7 +7,7 @@
   first, then clear and write; on any failure the copy is written back before the error
   propagates. SQLite and PostgreSQL replace in one database transaction and Redis in one script
   (their own ``_replace_all``); the file store stages every file and renames them together
-  (:mod:`kvstore.stores._filereplace`).
+  (:mod:`kvstore.stores.file.replace`).
 
 ``rows`` are ``(key, blob, ttl)`` ready for the store (``ttl`` seconds from now, None: no
 expiry); ``logs`` are ``(name, [blob, ...])`` ready for the store's ``_log_append``, records in

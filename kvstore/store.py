@@ -182,6 +182,10 @@ class PersistenceStore(ABC):
 
     # -- helpers shared by every store ---------------------------------------------------------
 
+    #: True for a store that encodes values its own way (overrides ``encode`` and ``decode``:
+    #: the file store's plain JSON files): the batch paths then go value by value through them.
+    own_encoding = False
+
     #: Raise InvalidKeyError unless every store can hold ``key`` (the rule of kvstore.keyrules);
     #: a store with limits of its own (the file store's paths) calls it first, then adds them.
     check_key = staticmethod(check_key)
@@ -343,7 +347,7 @@ class PersistenceStore(ABC):
         format go straight to its body decoder; any other blob (a counter's digits, another
         format, a damaged one) takes the one-value path, whose errors name the key."""
         serializer = self.serializer
-        if (serializer is None or type(self).decode is not PersistenceStore.decode
+        if (serializer is None or self.own_encoding
                 or (shortcut := serializer.body_decoder()) is None):
             decode_one = self.decode  # no serializer, its own (the file store's JSON), pickle
             return {key: decode_one(key, blob) for key, blob in found.items()}
@@ -370,7 +374,7 @@ class PersistenceStore(ABC):
         seconds = self.resolve_ttl(ttl)
         check, serializer = self.check_key, self.serializer
         # check() returns None or raises: the conditions below only run it, in the same pass.
-        if serializer is not None and type(self).encode is PersistenceStore.encode:
+        if serializer is not None and not self.own_encoding:
             encode = serializer.batch_encoder()
             try:  # integers are ASCII digits, as in _encode
                 return [(key, b"%d" % value if type(value) is int else encode(value))

@@ -214,7 +214,7 @@ def _aio_case(c: StoreCase) -> StoreCase:
     from aio_facade import Blocking
 
     from kvstore.aio import async_store
-    from kvstore.aio.redis import AsyncRedisStore
+    from kvstore.stores.redis.aio import AsyncRedisStore
 
     sync_build, fake = c.build, c.kind == "redis" and REDIS_URL is None
 

@@ -311,7 +311,7 @@ def test_a_frozen_redis_never_stalls_the_event_loop(config, tmp_path):
 
 @pytest.mark.skipif(not POSTGRES_DSN, reason="KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL")
 def test_postgres_tier_runs_on_the_asyncio_pool(data_dir):
-    from kvstore.aio.postgres import AsyncPostgresStore
+    from kvstore.stores.postgres.aio import AsyncPostgresStore
 
     table = f"kvtest_{uuid.uuid4().hex[:8]}"
     config = {"persistence": {"postgres": {"dsn": POSTGRES_DSN, "table": table},
@@ -443,13 +443,13 @@ def test_async_postgres_keys_page_by_query(data_dir):
             database = pm.stores["database"]
             await pm.save_many({f"prefs:{i:04d}": i for i in range(2_500)})
             queries = [0]
-            q_keys = database.sync._q_keys
+            q_keys = database.sync.queries.keys
 
             def counted(*args: Any) -> Any:
                 queries[0] += 1
                 return q_keys(*args)
 
-            database.sync._q_keys = counted
+            database.sync.queries.keys = counted
             async for _ in pm.keys("prefs:"):
                 break
             assert queries[0] == 1

@@ -238,9 +238,9 @@ def test_no_temp_files_after_saves_and_stale_ones_are_swept(store, area):
 def test_failed_apply_changes_nothing(store, area, monkeypatch):
     store.save("a", 1)
     store.save("b", 2)
-    from kvstore.stores import _atomic
+    from kvstore.stores.file import atomic
 
-    real = _atomic._write
+    real = atomic._write
     calls = []
 
     def flaky(dir_fd, data, fsync):  # the disk fills up at the second temp file
@@ -249,7 +249,7 @@ def test_failed_apply_changes_nothing(store, area, monkeypatch):
             raise OSError(28, "No space left on device")
         return real(dir_fd, data, fsync)
 
-    monkeypatch.setattr(_atomic, "_write", flaky)
+    monkeypatch.setattr(atomic, "_write", flaky)
     from kvstore.store import MISSING
     with pytest.raises(Exception):
         store.raw_apply([("a", store.encode("a", 10), None), ("c", store.encode("c", 3), None),

@@ -55,7 +55,7 @@ def test_prefix_uses_the_primary_key_index(table):
 
     with PostgresStore(dsn=POSTGRES_DSN, table=table) as store:
         store.save_many({f"user:{i}": i for i in range(2000)})
-        with store._conn() as conn:
+        with store.connection() as conn:
             conn.execute("SET enable_seqscan = off")
             plan = conn.execute(
                 f"EXPLAIN SELECT key FROM {table} WHERE key >= 'user:1' AND key < 'user:2'"
@@ -73,12 +73,12 @@ def test_expired_rows_are_purged_in_batches(table):
         store.save_many({f"old:{i}": i for i in range(300)}, ttl=1)
         now[0] += 10
         store.save("trigger", 1)
-        with store._conn() as conn:
+        with store.connection() as conn:
             left = conn.execute(f"SELECT count(*) FROM {table} WHERE key LIKE 'old:%%'").fetchone()[0]
         assert left == 300 - 256
         now[0] += 2
         store.save("trigger", 2)
-        with store._conn() as conn:
+        with store.connection() as conn:
             assert conn.execute(f"SELECT count(*) FROM {table} WHERE key LIKE 'old:%%'").fetchone()[0] == 0
 
 

@@ -203,7 +203,7 @@ def _many_increments(store: RedisStore, threads: int, tasks: int) -> None:
     import asyncio
     import threading
 
-    from kvstore.aio.redis import AsyncRedisStore
+    from kvstore.stores.redis.aio import AsyncRedisStore
 
     go = threading.Barrier(threads)
     workers = [threading.Thread(target=lambda: (go.wait(), store.incr("n"))) for _ in range(threads)]
@@ -228,7 +228,7 @@ def test_cluster_clients_wait_for_connections_too(redis_cluster_url):
     the store admits max_connections commands at a time; a wait past pool_timeout raises."""
     import asyncio
 
-    from kvstore.aio.redis import AsyncRedisStore
+    from kvstore.stores.redis.aio import AsyncRedisStore
 
     store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3)
     _many_increments(store, threads=100, tasks=1000)
@@ -334,7 +334,7 @@ def test_two_hundred_threads_share_a_bounded_pool(private_redis):
 def test_a_wait_past_pool_timeout_names_the_store_and_the_settings(private_redis):
     import asyncio
 
-    from kvstore.aio.redis import AsyncRedisStore
+    from kvstore.stores.redis.aio import AsyncRedisStore
 
     store = RedisStore(url=private_redis.url, key_prefix="busy:", max_connections=1,
                        pool_timeout=0.2)

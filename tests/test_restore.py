@@ -478,7 +478,7 @@ def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeyp
     path = _changed_since_backup(pm)
     before = _contents(pm)
     db = pm.stores["database"]
-    real, calls = db._replace_from_file, []
+    real, calls = db.replace_from_file, []
 
     def second_call_fails(*args: Any) -> None:  # the restore works, putting back does not
         calls.append(args)
@@ -486,7 +486,7 @@ def test_when_putting_back_fails_too_the_copy_is_kept_and_restorable(pm, monkeyp
             raise OSError(5, "Input/output error")
         real(*args)
 
-    monkeypatch.setattr(db, "_replace_from_file", second_call_fails)
+    monkeypatch.setattr(db, "replace_from_file", second_call_fails)
     monkeypatch.setattr(pm.stores["file"], "raw_replace_all", lambda rows, logs: 1 / 0)
     with pytest.raises(BackupError, match="NOT put back.*database") as caught:
         pm.restore(path)

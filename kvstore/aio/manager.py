@@ -53,11 +53,11 @@ def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = N
     from ..stores.redis import RedisStore
 
     if type(store) is RedisStore:
-        from .redis import AsyncRedisStore
+        from ..stores.redis.aio import AsyncRedisStore
 
         return AsyncRedisStore(store)
     if type(store) is PostgresStore:
-        from .postgres import AsyncPostgresStore
+        from ..stores.postgres.aio import AsyncPostgresStore
 
         return AsyncPostgresStore(store)
     if isinstance(store, MemoryStore):

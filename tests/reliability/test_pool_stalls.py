@@ -13,7 +13,7 @@ import time
 import pytest
 
 from kvstore import RedisStore, StoreUnavailableError
-from kvstore.aio.redis import AsyncRedisStore
+from kvstore.stores.redis.aio import AsyncRedisStore
 
 from redis_servers import HAVE_REDIS_SERVER, RedisServer
 

@@ -1,26 +1,4 @@
-"""SQLiteStore: one table in a WAL-mode SQLite file, safe across threads and processes.
-
-Schema (``table`` defaults to ``kvstore``)::
-
-    kvstore(key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL) WITHOUT ROWID
-    index on expires_at WHERE expires_at IS NOT NULL
-    kvstore_meta: the same shape, for locks (see ``PersistenceStore.lock``)
-
-``WITHOUT ROWID`` stores rows in the primary-key b-tree itself, which halves the work of a
-write. Each thread gets its own connection, closed when the thread ends (see
-:mod:`~kvstore.stores.sqlite_conn`) and reopened after ``fork``. Single statements run in
-autocommit; anything that reads then writes (``incr``, ``clear``, batches, transactions) runs
-under ``BEGIN IMMEDIATE``, which takes the write lock up front, so a reader never has to upgrade
-to a writer and ``busy_timeout`` can always wait instead of failing with "database is locked".
-Set-if-absent and compare-and-swap are one statement each (an upsert whose update applies only
-to an expired row; an ``UPDATE ... WHERE value = ?``), atomic under SQLite's write lock.
-
-Durability (``synchronous``): ``NORMAL`` (default) with WAL survives a crash of the process;
-``FULL`` also survives a power loss or OS crash, at the cost of an fsync per commit.
-
-A file this process cannot write (a read-only mount, a read-only or immutable file or folder)
-opens read-only: reads work, writes raise :class:`~kvstore.StoreUnavailableError` naming the file.
-"""
+"""SQLiteStore: one table in a WAL-mode SQLite file (see :mod:`kvstore.stores.sqlite`)."""
 
 from __future__ import annotations
 
@@ -35,93 +13,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .._fs import make_private_dirs
-from .._commit import Before
-from ..errors import ConfigError, CorruptDataError, StoreUnavailableError
-from ..serializers import SerializerSpec
-from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
-                     prefix_upper_bound, same_blob)
-from .sqlite_conn import Connections, connect, is_read_only
+from ..._commit import Before
+from ...errors import ConfigError
+from ...serializers import SerializerSpec
+from ...store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
+                      prefix_upper_bound, same_blob)
+from .connections import Connections, connect, prepare_file, translate
+from .statements import LIVE, MAX_PARAMS, PAGE, PURGE_EVERY, Statements
 
 __all__ = ["SQLiteStore"]
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
-_PURGE_EVERY = 1.0      # seconds between purges of expired rows (per store object)
-_PURGE_BATCH = 256      # rows per purge: small, so no write waits long on it
-_PAGE = 1000            # keys() fetches this many keys per query
-_MAX_PARAMS = 500       # keys per `IN (...)` query
-
-_LIVE = "(expires_at IS NULL OR expires_at > ?)"
-
-
-class _Queries:
-    """The statements for one table (a checked identifier), built once per store."""
-
-    def __init__(self, table: str) -> None:
-        t = f'"{table}"'
-        self.schema = (
-            f"CREATE TABLE IF NOT EXISTS {t} (key TEXT PRIMARY KEY, value BLOB NOT NULL, "
-            "expires_at REAL) WITHOUT ROWID",
-            f'CREATE INDEX IF NOT EXISTS "{table}_expires" ON {t}(expires_at) '
-            "WHERE expires_at IS NOT NULL",
-        )
-        self.get = f"SELECT value, expires_at FROM {t} WHERE key = ?"
-        self.set = f"INSERT OR REPLACE INTO {t} (key, value, expires_at) VALUES (?, ?, ?)"
-        self.delete = f"DELETE FROM {t} WHERE key = ? RETURNING expires_at"
-        self.delete_any = f"DELETE FROM {t} WHERE key = ?"
-        self.expiry = f"SELECT expires_at FROM {t} WHERE key = ?"
-        self.purge = (f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} "
-                      f"WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT {_PURGE_BATCH})")
-        # Insert, or replace only a row that has expired: (key, value, expires_at, now).
-        self.add = (f"INSERT INTO {t} AS cur (key, value, expires_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                    "expires_at = excluded.expires_at "
-                    "WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= ?")
-        # Compare-and-swap on a live row: (..., key, expected, now).
-        self.cas = f"UPDATE {t} SET value = ?, expires_at = ? WHERE key = ? AND value = ? AND {_LIVE}"
-        self.cas_keep = f"UPDATE {t} SET value = ? WHERE key = ? AND value = ? AND {_LIVE}"
-        self.cas_delete = f"DELETE FROM {t} WHERE key = ? AND value = ? AND {_LIVE}"
-        self.touch = f"UPDATE {t} SET expires_at = ? WHERE key = ? AND {_LIVE}"
-        self.set_keep = f"UPDATE {t} SET value = ? WHERE key = ?"  # the expiry stays
-        self.table = t
-        # The size bound (``max_entries``): a store number per row, a one-row table with the
-        # count, the last number and the cap, kept by triggers, so every write path of every
-        # process stamps, counts and evicts in the statement that writes (see _bound).
-        bt = f'"{table}_cap"'
-        self.bound_names = (f"{table}_cap", f"{table}_bound_insert", f"{table}_bound_update",
-                            f"{table}_bound_delete")
-        self.bound_schema = (
-            f"CREATE TABLE IF NOT EXISTS {bt} (one INTEGER PRIMARY KEY CHECK (one = 1), "
-            "n INTEGER NOT NULL, seq INTEGER NOT NULL, cap INTEGER NOT NULL)",
-            f'CREATE INDEX IF NOT EXISTS "{table}_stored" ON {t}(stored)',
-            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_insert" AFTER INSERT ON {t} BEGIN '
-            f"UPDATE {bt} SET n = n + 1, seq = seq + 1; "
-            f"UPDATE {t} SET stored = (SELECT seq FROM {bt}) WHERE key = NEW.key; "
-            f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
-            f"LIMIT max((SELECT n - cap FROM {bt}), 0)); END",
-            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_update" AFTER UPDATE OF value ON {t} '
-            f"BEGIN UPDATE {bt} SET seq = seq + 1; "
-            f"UPDATE {t} SET stored = (SELECT seq FROM {bt}) WHERE key = NEW.key; END",
-            f'CREATE TRIGGER IF NOT EXISTS "{table}_bound_delete" AFTER DELETE ON {t} BEGIN '
-            f"UPDATE {bt} SET n = n - 1; END",
-        )
-        # Recount on (re)binding; evict down to the cap at once.
-        self.bound_set = (f"INSERT OR REPLACE INTO {bt} (one, n, seq, cap) SELECT 1, count(*), "
-                          f"coalesce(max(stored), 0), ? FROM {t}")
-        self.bound_evict = (f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
-                            f"LIMIT max((SELECT n - cap FROM {bt}), 0))")
-        # Logs: one row per record, numbered per name (the primary key keeps them in order).
-        lt = f'"{table}_log"'
-        self.log_schema = (f"CREATE TABLE IF NOT EXISTS {lt} (name TEXT NOT NULL, seq INTEGER "
-                           "NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, seq)) WITHOUT ROWID")
-        self.log_append = (f"INSERT INTO {lt} (name, seq, value) SELECT ?1, coalesce(max(seq), 0) "
-                           f"+ 1, ?2 FROM {lt} WHERE name = ?1 RETURNING seq")
-        self.log_read = f"SELECT seq, value FROM {lt} WHERE name = ? AND seq > ? ORDER BY seq LIMIT ?"
-        self.log_len = f"SELECT coalesce(max(seq), 0) FROM {lt} WHERE name = ?"
-        self.log_delete = f"DELETE FROM {lt} WHERE name = ?"
-        self.log_names = (f"SELECT DISTINCT name FROM {lt} WHERE name >= ? AND (? IS NULL OR name < ?) "
-                          "ORDER BY name")
-
 
 _OPEN_STORES: "weakref.WeakSet[SQLiteStore]" = weakref.WeakSet()
 _INHERITED: list[sqlite3.Connection] = []  # a fork child's copies of its parent's connections
@@ -154,7 +56,7 @@ class SQLiteStore(PersistenceStore):
         serializer: format name or :class:`~kvstore.Serializer` (default json).
         max_entries: keep at most this many keys, evicting the least recently stored (a write
             of a key's value counts as storing it; reads do not). None: no bound. The bound
-            belongs to the table, enforced in every writer's statement (see ``_bound``).
+            belongs to the table, enforced in every writer's statement (see :meth:`~.statements.Statements.apply_bound`).
         synchronous: ``"NORMAL"`` survives a process crash; ``"FULL"`` also a power loss.
         busy_timeout: seconds a writer waits for another process's write lock before
             :class:`StoreUnavailableError`.
@@ -179,7 +81,7 @@ class SQLiteStore(PersistenceStore):
         if not isinstance(table, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,57}", table):
             raise ConfigError(f"table: {table!r} is not a plain table name")
         self.table = table
-        self._q = _Queries(table)
+        self._q = Statements(table)
         self.path = Path(os.path.expanduser(os.fspath(path))) if path is not None else _default_path()
         self.synchronous = sync
         self.busy_timeout = float(busy_timeout)
@@ -190,7 +92,7 @@ class SQLiteStore(PersistenceStore):
         self._closed = False
         _OPEN_STORES.add(self)
         #: True when the file cannot be written here: reads work, writes raise.
-        self.read_only = self._prepare_file()
+        self.read_only = prepare_file(self.path)
         self._log_ready = self.read_only  # nothing to create (see _shadow_missing_tables)
         self._create_table()
 
@@ -202,35 +104,7 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 for statement in self._q.schema:
                     conn.execute(statement)
-                self._bound(conn)
-
-    def _bound(self, conn: sqlite3.Connection) -> None:
-        """Apply ``max_entries`` to the table (in the caller's write transaction).
-
-        The bound belongs to the table: the last store to open it sets it, and one opened
-        without ``max_entries`` removes it (nothing is evicted that this store was not told to
-        evict). Rows stored before a bound existed are the first to go.
-        """
-        q = self._q
-        bound, *triggers = q.bound_names
-        exists = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                              (bound,)).fetchone() is not None
-        if self.max_entries is None:
-            if exists:
-                for trigger in triggers:
-                    conn.execute(f'DROP TRIGGER IF EXISTS "{trigger}"')
-                conn.execute(f'DROP TABLE "{bound}"')
-            return
-        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({q.table})")]
-        if "stored" not in columns:  # a table from before bounds: migrate it in place
-            conn.execute(f"ALTER TABLE {q.table} ADD COLUMN stored INTEGER")
-        for statement in q.bound_schema:
-            conn.execute(statement)
-        if exists:
-            conn.execute(f'UPDATE "{bound}" SET cap = ?', (self.max_entries,))
-        else:
-            conn.execute(q.bound_set, (self.max_entries,))
-        conn.execute(q.bound_evict)
+                self._q.apply_bound(conn, self.max_entries)
 
     def describe(self) -> str:
         table = "" if self.table == "kvstore" else f", table={self.table!r}"
@@ -242,18 +116,6 @@ class SQLiteStore(PersistenceStore):
 
     # -- connections -------------------------------------------------------------------------------
 
-    def _prepare_file(self) -> bool:
-        """Create the file if missing; True when it exists but cannot be written here."""
-        try:
-            if self.path.exists():
-                return is_read_only(self.path)
-            make_private_dirs(self.path.parent)
-            # Created here, owner-only, before SQLite would create it with the umask's mode.
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        except OSError as exc:
-            raise StoreUnavailableError(f"SQLite file {self.path}: {exc.strerror or exc}") from exc
-        return False
-
     def _conn(self) -> sqlite3.Connection:
         try:
             return self._local.conn
@@ -262,36 +124,11 @@ class SQLiteStore(PersistenceStore):
         # First use in this thread (or in a child after fork, which gets a fresh `_local`).
         conn = connect(self.path, self.busy_timeout, self.synchronous, self.read_only)
         if self.read_only:
-            self._shadow_missing_tables(conn)
+            self._q.shadow_missing_tables(conn)
         return self._connections.adopt(self._local, conn)
 
-    def _shadow_missing_tables(self, conn: sqlite3.Connection) -> None:
-        # A read-only file without this store's tables (or its newer log table) reads as empty:
-        # empty TEMP tables of the same names stand in, then query_only refuses every write.
-        meta = f"{self.table}_meta"
-        creates = {self.table: self._q.schema[0], meta: _Queries(meta).schema[0],
-                   f"{self.table}_log": self._q.log_schema}
-        for table, statement in creates.items():
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
-                            (table,)).fetchone() is None:
-                conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
-        conn.execute("PRAGMA query_only = ON")
-
     def _translate(self, exc: sqlite3.Error) -> Exception:
-        """kvstore's error for a sqlite3 one: locked -> unavailable, damaged -> corrupt."""
-        text = str(exc)
-        if isinstance(exc, sqlite3.OperationalError):
-            if "locked" in text or "busy" in text:
-                return StoreUnavailableError(
-                    f"SQLite file {self.path} stayed locked by another writer for "
-                    f"{self.busy_timeout:g}s: {text}")
-            if "readonly" in text:
-                return StoreUnavailableError(f"SQLite file {self.path} is read-only here "
-                                             f"(reads work, writes are refused): {text}")
-            return StoreUnavailableError(f"SQLite file {self.path}: {text}")
-        if isinstance(exc, sqlite3.DatabaseError):
-            return CorruptDataError(f"SQLite file {self.path} is damaged: {exc}")
-        return StoreUnavailableError(f"SQLite file {self.path}: {text}")
+        return translate(exc, self.path, self.busy_timeout)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -334,8 +171,8 @@ class SQLiteStore(PersistenceStore):
         rows: list[tuple[str, Any, float | None]] = []
         with self._errors():
             conn = self._conn()
-            for i in range(0, len(keys), _MAX_PARAMS):
-                chunk = keys[i:i + _MAX_PARAMS]
+            for i in range(0, len(keys), MAX_PARAMS):
+                chunk = keys[i:i + MAX_PARAMS]
                 marks = ",".join("?" * len(chunk))
                 rows.extend(row for row in conn.execute(
                     f"SELECT key, value, expires_at FROM {self._q.table} WHERE key IN ({marks})",
@@ -350,7 +187,7 @@ class SQLiteStore(PersistenceStore):
         try:
             conn = self._conn()
             conn.execute(self._q.set, (key, blob, None if ttl is None else now + ttl))
-            if now - self._last_purge >= _PURGE_EVERY:
+            if now - self._last_purge >= PURGE_EVERY:
                 self._purge(conn, now)
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
@@ -464,11 +301,11 @@ class SQLiteStore(PersistenceStore):
             with self._errors():
                 rows = self._conn().execute(
                     f"SELECT key, expires_at FROM {self._q.table} WHERE {where} "
-                    f"ORDER BY key LIMIT {_PAGE}", params).fetchall()
+                    f"ORDER BY key LIMIT {PAGE}", params).fetchall()
             for key, exp in rows:
                 if (exp is None or exp > now) and key.startswith(prefix):
                     yield key
-            if len(rows) < _PAGE:
+            if len(rows) < PAGE:
                 return
             after = rows[-1][0]
 
@@ -493,7 +330,7 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 now = self._clock()
                 live = conn.execute(f"SELECT count(*) FROM {self._q.table} WHERE {where} AND "
-                                    f"{_LIVE}", [*params, now]).fetchone()[0]
+                                    f"{LIVE}", [*params, now]).fetchone()[0]
                 conn.execute(f"DELETE FROM {self._q.table} WHERE {where}", params)
         return int(live)
 
@@ -567,7 +404,7 @@ class SQLiteStore(PersistenceStore):
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
         meta.table = f"{self.table}_meta"
-        meta._q = _Queries(meta.table)
+        meta._q = Statements(meta.table)
         meta.serializer = None
         meta.max_entries = None  # locks are never evicted
         meta._conn = self._conn  # type: ignore[method-assign]
@@ -625,8 +462,8 @@ class SQLiteStore(PersistenceStore):
                                      ((name, seq, blob) for name, blobs in logs
                                       for seq, blob in enumerate(blobs, 1)))
 
-    def _replace_from_file(self, part: str | os.PathLike[str], table: str, logs: bool) -> None:
-        """``_replace_all`` from table ``table`` (and its logs) of the SQLite file ``part``, in
+    def replace_from_file(self, part: str | os.PathLike[str], table: str, logs: bool) -> None:
+        """``raw_replace_all`` from table ``table`` (and its logs) of the SQLite file ``part``, in
         one transaction, no row passing through Python (restoring a SQLite backup part)."""
         q = self._q
         with self._errors():
@@ -637,7 +474,7 @@ class SQLiteStore(PersistenceStore):
                 with self._write(conn):
                     conn.execute(f"DELETE FROM {q.table}")
                     conn.execute(f"INSERT INTO {q.table} (key, value, expires_at) SELECT key, value, "
-                                 f'expires_at FROM kvstore_part."{table}" WHERE {_LIVE}',
+                                 f'expires_at FROM kvstore_part."{table}" WHERE {LIVE}',
                                  (self._clock(),))
                     if logs:
                         lt = f'"{self.table}_log"'

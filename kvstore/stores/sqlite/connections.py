@@ -24,7 +24,10 @@ import weakref
 from pathlib import Path
 from urllib.parse import quote
 
-__all__ = ["Connections", "connect", "is_read_only"]
+from ..._fs import make_private_dirs
+from ...errors import CorruptDataError, StoreUnavailableError
+
+__all__ = ["Connections", "connect", "is_read_only", "prepare_file", "translate"]
 
 
 class _Token:
@@ -141,3 +144,34 @@ def _open_uri(uri: str, busy_timeout: float) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def prepare_file(path: Path) -> bool:
+    """Create the file if missing; True when it exists but cannot be written here."""
+    try:
+        if path.exists():
+            return is_read_only(path)
+        make_private_dirs(path.parent)
+        # Created here, owner-only, before SQLite would create it with the umask's mode.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    except OSError as exc:
+        raise StoreUnavailableError(f"SQLite file {path}: {exc.strerror or exc}") from exc
+    return False
+
+
+def translate(exc: sqlite3.Error, path: Path, busy_timeout: float) -> Exception:
+    """kvstore's error for a sqlite3 one on the file ``path``: locked -> unavailable, damaged ->
+    corrupt."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError):
+        if "locked" in text or "busy" in text:
+            return StoreUnavailableError(
+                f"SQLite file {path} stayed locked by another writer for "
+                f"{busy_timeout:g}s: {text}")
+        if "readonly" in text:
+            return StoreUnavailableError(f"SQLite file {path} is read-only here "
+                                         f"(reads work, writes are refused): {text}")
+        return StoreUnavailableError(f"SQLite file {path}: {text}")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return CorruptDataError(f"SQLite file {path} is damaged: {exc}")
+    return StoreUnavailableError(f"SQLite file {path}: {text}")

@@ -1,21 +1,4 @@
-"""PostgresStore: the database tier shared by several application servers (psycopg 3).
-
-One table::
-
-    key text COLLATE "C" PRIMARY KEY, value bytea NOT NULL, expires_at timestamptz
-
-``COLLATE "C"`` makes the primary key's order bytewise, so a literal prefix is an index range
-(``key >= p AND key < bound``), never ``LIKE``. An index on ``expires_at`` serves the purge of
-expired rows, which runs in small batches at most once a second. Connections come from a
-``psycopg_pool.ConnectionPool``, safe across threads.
-
-Atomic operations are single statements (row locks make them exact with any number of
-writers): set-if-absent is an upsert that replaces only an expired row, compare-and-swap an
-``UPDATE ... WHERE value = %s``. A transaction's part runs in one database transaction that
-first takes ``pg_advisory_xact_lock`` on each key it reads or writes (in one fixed order, so
-two commits never deadlock; transaction-scoped, so a pooled connection never keeps one), then
-locks the rows it read with ``FOR UPDATE`` and checks them. Locks live in ``<table>_meta``.
-"""
+"""PostgresStore: the synchronous PostgreSQL driver (see :mod:`kvstore.stores.postgres`)."""
 
 from __future__ import annotations
 
@@ -24,35 +7,22 @@ import re
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, NamedTuple, cast
+from typing import Any, Callable, Iterator, cast
 
-from .._commit import Before
-from .pg_commit import CommitMarks
-from ..errors import ConfigError, NotAnIntegerError, StoreUnavailableError
-from ..serializers import SerializerSpec
-from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
-                     prefix_upper_bound, same_blob)
+from ..._commit import Before
+from ...errors import ConfigError, StoreUnavailableError
+from ...serializers import SerializerSpec
+from ...store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
+                      prefix_upper_bound, same_blob)
+from .commit import CommitMarks
+from .statements import PAGE, Queries, Query
 
-__all__ = ["PostgresStore"]
-
-_PURGE_EVERY = 1.0
-_PURGE_BATCH = 256
-_PAGE = 1000
+__all__ = ["PostgresStore", "mask_dsn"]
 
 
-class Query(NamedTuple):
-    """One statement of an operation: run it, fetch ``"one"``/``"all"``/nothing, and turn the
-    rows into the operation's result; ``data_error`` names a DataError for the caller."""
-
-    sql: Any
-    params: dict[str, Any]
-    fetch: str | None
-    result: Callable[[Any], Any]
-    data_error: Callable[[BaseException], BaseException] | None
-
-
-def _mask(dsn: str) -> str:
-    from ..config import mask_secrets
+def mask_dsn(dsn: str) -> str:
+    """``dsn`` with its password masked (for messages and ``repr``)."""
+    from ...config import mask_secrets
 
     return mask_secrets(dsn)
 
@@ -98,136 +68,50 @@ class PostgresStore(CommitMarks, PersistenceStore):
             raise ConfigError(f"table: {table!r} is not a plain table name (letters, digits, _; "
                               "at most 58 characters)")
         self._psycopg = psycopg
-        self._pool_timeout = PoolTimeout
-        self._connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
-        self._data_errors = (psycopg.errors.CharacterNotInRepertoire,
+        self.pool_timeout_error = PoolTimeout
+        self.connection_errors = (psycopg.OperationalError, psycopg.InterfaceError)
+        self.data_errors = (psycopg.errors.CharacterNotInRepertoire,
                              psycopg.errors.InvalidTextRepresentation,
                              psycopg.errors.UntranslatableCharacter, psycopg.DataError)
         self.dsn = dsn
         self.table = table
         self._clock = clock
-        self._connect_timeout = connect_timeout
+        self.connect_timeout = connect_timeout
         self._ready = False
         self._ready_lock = threading.Lock()
-        self._last_purge = 0.0
-        self._sql = self._statements(table)
-        self._pool = ConnectionPool(
+        self.queries = Queries(table, clock)
+        self.pool = ConnectionPool(
             dsn, min_size=1, max_size=pool_size, open=False, timeout=connect_timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(connect_timeout)),
                     "application_name": f"kvstore:{table}"},
             name=f"kvstore-{table}")
-        self._pool.open(wait=False)
-
-    @staticmethod
-    def _statements(table: str) -> dict[str, str]:
-        # Plain strings, rendered once: psycopg caches the conversion of a str query, while a
-        # sql.Composed would be rendered again on every call. The table name is a checked
-        # identifier, so quoting it is enough.
-        t, idx = f'"{table}"', f'"{table}_expires_idx"'
-        q = lambda text: text.replace("{t}", t).replace("{idx}", idx)  # noqa: E731
-        live = "(expires_at IS NULL OR expires_at > to_timestamp(%(now)s))"
-        return {
-            "create": q('CREATE TABLE IF NOT EXISTS {t} (key text COLLATE "C" PRIMARY KEY, '
-                        "value bytea NOT NULL, expires_at timestamptz)"),
-            "index": q("CREATE INDEX IF NOT EXISTS {idx} ON {t} (expires_at) "
-                       "WHERE expires_at IS NOT NULL"),
-            "get": q(f"SELECT value FROM {{t}} WHERE key = %(key)s AND {live}"),
-            "get_many": q(f"SELECT key, value FROM {{t}} WHERE key = ANY(%(keys)s) AND {live}"),
-            "set": q("INSERT INTO {t} (key, value, expires_at) VALUES "
-                     "(%(key)s, %(value)s, to_timestamp(%(exp)s)) ON CONFLICT (key) DO UPDATE "
-                     "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"),
-            "set_many": q("INSERT INTO {t} (key, value, expires_at) SELECT k, v, to_timestamp(e) "
-                          "FROM unnest(%(keys)s::text[], %(values)s::bytea[], %(exps)s::float8[]) "
-                          "AS u(k, v, e) ON CONFLICT (key) DO UPDATE "
-                          "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at"),
-            "delete": q(f"DELETE FROM {{t}} WHERE key = ANY(%(keys)s) RETURNING {live}"),
-            "exists": q(f"SELECT 1 FROM {{t}} WHERE key = %(key)s AND {live}"),
-            "ttl": q(f"SELECT EXTRACT(EPOCH FROM expires_at)::float8 FROM {{t}} "
-                     f"WHERE key = %(key)s AND {live}"),
-            "snapshot": q(f"SELECT key, value, EXTRACT(EPOCH FROM expires_at)::float8 FROM {{t}} "
-                          f"WHERE key = ANY(%(keys)s) AND {live}"),
-            # One statement: the row lock of the upsert makes concurrent increments exact.
-            "incr": q("INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
-                      "(%(key)s, convert_to(%(amount)s::text, 'UTF8'), to_timestamp(%(exp)s)) "
-                      "ON CONFLICT (key) DO UPDATE SET "
-                      "value = CASE WHEN cur.expires_at IS NOT NULL "
-                      "AND cur.expires_at <= to_timestamp(%(now)s) THEN EXCLUDED.value "
-                      "ELSE convert_to((convert_from(cur.value, 'UTF8')::numeric "
-                      "+ %(amount)s)::text, 'UTF8') END, "
-                      "expires_at = CASE WHEN cur.expires_at IS NOT NULL "
-                      "AND cur.expires_at <= to_timestamp(%(now)s) THEN EXCLUDED.expires_at "
-                      "ELSE cur.expires_at END "
-                      "RETURNING convert_from(value, 'UTF8')"),
-            "keys": q(f"SELECT key FROM {{t}} WHERE key > %(after)s AND key >= %(lo)s "
-                      f"AND (%(hi)s::text IS NULL OR key < %(hi)s) AND {live} "
-                      f"ORDER BY key LIMIT {_PAGE}"),
-            "clear": q(f"WITH gone AS (DELETE FROM {{t}} WHERE key >= %(lo)s "
-                       f"AND (%(hi)s::text IS NULL OR key < %(hi)s) RETURNING expires_at) "
-                       f"SELECT count(*) FILTER (WHERE expires_at IS NULL "
-                       f"OR expires_at > to_timestamp(%(now)s)) FROM gone"),
-            "purge": q("DELETE FROM {t} WHERE key IN (SELECT key FROM {t} WHERE expires_at "
-                       f"<= to_timestamp(%(now)s) LIMIT {_PURGE_BATCH})"),
-            "drop": q("DROP TABLE IF EXISTS {t}"),
-            # Logs: <table>_log, one row per record, numbered per name.
-            "log_create": f'CREATE TABLE IF NOT EXISTS "{table}_log" (name text COLLATE "C" '
-                          "NOT NULL, seq bigint NOT NULL, value bytea NOT NULL, "
-                          "PRIMARY KEY (name, seq))",
-            "log_lock": "SELECT pg_advisory_xact_lock(hashtextextended(%(ns)s || %(name)s, 0))",
-            "log_append": f'INSERT INTO "{table}_log" (name, seq, value) SELECT %(name)s, '
-                          f'coalesce(max(seq), 0) + 1, %(value)s FROM "{table}_log" '
-                          "WHERE name = %(name)s RETURNING seq",
-            "log_read": f'SELECT seq, value FROM "{table}_log" WHERE name = %(name)s AND '
-                        "seq > %(after)s ORDER BY seq LIMIT %(limit)s",
-            "log_len": f'SELECT coalesce(max(seq), 0) FROM "{table}_log" WHERE name = %(name)s',
-            "log_delete": f'DELETE FROM "{table}_log" WHERE name = %(name)s',
-            "log_names": f'SELECT DISTINCT name FROM "{table}_log" WHERE name >= %(lo)s AND '
-                         "(%(hi)s::text IS NULL OR name < %(hi)s) ORDER BY name",
-            # Insert, or replace only an expired row; a row comes back when it was written.
-            "add": q("INSERT INTO {t} AS cur (key, value, expires_at) VALUES "
-                     "(%(key)s, %(value)s, to_timestamp(%(exp)s)) ON CONFLICT (key) DO UPDATE "
-                     "SET value = EXCLUDED.value, expires_at = EXCLUDED.expires_at "
-                     "WHERE cur.expires_at IS NOT NULL AND cur.expires_at <= to_timestamp(%(now)s) "
-                     "RETURNING 1"),
-            "cas": q("UPDATE {t} SET value = %(value)s, expires_at = CASE WHEN %(keep)s "
-                     "THEN expires_at ELSE to_timestamp(%(exp)s) END "
-                     f"WHERE key = %(key)s AND value = %(old)s AND {live} RETURNING 1"),
-            "cas_delete": q(f"DELETE FROM {{t}} WHERE key = %(key)s AND value = %(old)s AND {live} "
-                            "RETURNING 1"),
-            "touch": q(f"UPDATE {{t}} SET expires_at = to_timestamp(%(exp)s) "
-                       f"WHERE key = %(key)s AND {live} RETURNING 1"),
-            "set_keep": q("UPDATE {t} SET value = %(value)s WHERE key = %(key)s"),
-            # One advisory lock per key, taken in hash order (the same order in every commit).
-            "lock_keys": ("SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT "
-                          "hashtextextended(%(ns)s || k, 0) AS h "
-                          "FROM unnest(%(keys)s::text[]) AS k ORDER BY h) AS s"),
-            "check": q(f"SELECT key, value FROM {{t}} WHERE key = ANY(%(keys)s) AND {live} "
-                       "FOR UPDATE"),
-        }
+        self.pool.open(wait=False)
 
     def describe(self) -> str:
         bound = "" if self.max_entries is None else f", max_entries={self.max_entries}"
-        return f"dsn={_mask(self.dsn)!r}, table={self.table!r}{bound}"
+        return f"dsn={mask_dsn(self.dsn)!r}, table={self.table!r}{bound}"
 
     def lock_id(self) -> str:
-        return f"postgres:{_mask(self.dsn)}:{self.table}"
+        return f"postgres:{mask_dsn(self.dsn)}:{self.table}"
 
     # -- connections and errors ----------------------------------------------------------------------
 
     @contextmanager
-    def _conn(self) -> Iterator[Any]:
-        """A pooled connection; connection failures become StoreUnavailableError."""
-        pool = self._pool
+    def connection(self) -> Iterator[Any]:
+        """A pooled connection (``with store.connection() as conn``); connection failures become
+        StoreUnavailableError."""
+        pool = self.pool
         try:
             conn: Any = pool.getconn()
-        except self._pool_timeout as exc:
+        except self.pool_timeout_error as exc:
             raise StoreUnavailableError(
-                f"PostgreSQL at {_mask(self.dsn)} is unavailable: no connection within "
-                f"{self._connect_timeout:g}s") from exc
+                f"PostgreSQL at {mask_dsn(self.dsn)} is unavailable: no connection within "
+                f"{self.connect_timeout:g}s") from exc
         try:
             if not self._ready:
                 self._create_table(conn)
             yield conn
-        except self._connection_errors as exc:
+        except self.connection_errors as exc:
             pool.putconn(conn)  # the pool discards a broken connection
             conn = None
             try:  # and drop the other dead ones now, so recovery needs no restart
@@ -235,14 +119,14 @@ class PostgresStore(CommitMarks, PersistenceStore):
             except Exception:
                 pass
             raise StoreUnavailableError(
-                f"PostgreSQL at {_mask(self.dsn)} is unavailable: {exc}".strip()) from exc
+                f"PostgreSQL at {mask_dsn(self.dsn)} is unavailable: {exc}".strip()) from exc
         finally:
             if conn is not None:
                 pool.putconn(conn)
 
     def ensure_table(self) -> None:
         """Create the table (and its index) now if it does not exist yet."""
-        with self._conn():
+        with self.connection():
             pass
 
     def _create_table(self, conn: Any) -> None:
@@ -255,8 +139,8 @@ class PostgresStore(CommitMarks, PersistenceStore):
                 # turns on a lock named after the table.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
                              ("kvstore-create:" + self.table,))
-                conn.execute(self._sql["create"])
-                conn.execute(self._sql["index"])
+                conn.execute(self.queries.sql["create"])
+                conn.execute(self.queries.sql["index"])
                 self._bound(conn)
             self._ready = True
 
@@ -310,131 +194,56 @@ class PostgresStore(CommitMarks, PersistenceStore):
             conn.execute(f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t} ORDER BY stored "
                          "NULLS FIRST, key LIMIT %s)", (over,))
 
-    def _exp(self, ttl: float | None) -> float | None:
-        return None if ttl is None else self._clock() + ttl
-
     # -- byte-level operations ------------------------------------------------------------------------
 
-    # Each operation is a Query (statement, parameters, what to fetch, how to read the result),
-    # run here on a pooled connection and by kvstore.aio's AsyncPostgresStore on an asyncio pool.
+    # Each operation is a Query of self.queries (statement, parameters, what to fetch, how to
+    # read the result), run here on a pooled connection and by AsyncPostgresStore (.aio) on an
+    # asyncio pool.
 
-    def _run(self, q: "Query") -> Any:
-        with self._conn() as conn:
+    def _run(self, q: Query) -> Any:
+        with self.connection() as conn:
             try:
                 cur = conn.execute(q.sql, q.params)
-            except self._data_errors as exc:
+            except self.data_errors as exc:
                 raise q.data_error(exc) if q.data_error else exc
             rows = cur.fetchone() if q.fetch == "one" else cur.fetchall() if q.fetch else None
         return q.result(rows)
 
-    def _q(self, name: str, params: dict[str, Any], fetch: str | None,
-           result: Callable[[Any], Any] = lambda rows: rows,
-           data_error: Callable[[BaseException], BaseException] | None = None) -> "Query":
-        return Query(self._sql[name], params, fetch, result, data_error)
-
-    def _q_get(self, key: str) -> "Query":
-        return self._q("get", {"key": key, "now": self._clock()}, "one",
-                       lambda row: MISSING if row is None else bytes(row[0]))
-
-    def _q_get_many(self, keys: list[str]) -> "Query":
-        return self._q("get_many", {"keys": keys, "now": self._clock()}, "all",
-                       lambda rows: {k: bytes(v) for k, v in rows})
-
-    def _q_set(self, key: str, blob: Any, ttl: float | None) -> "Query":
-        return self._q("set", {"key": key, "value": blob, "exp": self._exp(ttl)}, None)
-
-    def _q_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> "Query":
-        return self._q("set_many", {"keys": [k for k, _ in items], "values": [b for _, b in items],
-                                    "exps": [self._exp(ttl)] * len(items)}, None)
-
-    def _q_delete_many(self, keys: list[str]) -> "Query":
-        return self._q("delete", {"keys": keys, "now": self._clock()}, "all",
-                       lambda rows: sum(1 for (live,) in rows if live))
-
-    def _q_exists(self, key: str) -> "Query":
-        return self._q("exists", {"key": key, "now": self._clock()}, "one",
-                       lambda row: row is not None)
-
-    def _q_ttl(self, key: str) -> "Query":
-        now = self._clock()
-        # timestamptz keeps microseconds: round so float noise never reports more than was set.
-        return self._q("ttl", {"key": key, "now": now}, "one", lambda row: (
-            None if row is None or row[0] is None else max(round(float(row[0]) - now, 6), 0.0)))
-
-    def _q_incr(self, key: str, amount: int, ttl: float | None) -> "Query":
-        return self._q("incr", {"key": key, "amount": amount, "now": self._clock(),
-                                "exp": self._exp(ttl)}, "one", lambda row: int(row[0]),
-                       lambda exc: NotAnIntegerError(f"incr {key!r}: stored value is not an integer"))
-
-    def _q_keys(self, prefix: str, after: str) -> "Query":
-        return self._q("keys", {"after": after, "lo": prefix, "hi": prefix_upper_bound(prefix),
-                                "now": self._clock()}, "all", lambda rows: [k for (k,) in rows])
-
-    def _q_clear(self, prefix: str) -> "Query":
-        return self._q("clear", {"lo": prefix, "hi": prefix_upper_bound(prefix),
-                                 "now": self._clock()}, "one", lambda row: int(row[0]))
-
-    def _q_add(self, key: str, blob: Any, ttl: float | None) -> "Query":
-        return self._q("add", {"key": key, "value": blob, "now": self._clock(),
-                               "exp": self._exp(ttl)}, "one", lambda row: row is not None)
-
-    def _q_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> "Query":
-        now = self._clock()
-        found: Callable[[Any], bool] = lambda row: row is not None  # noqa: E731
-        if new is MISSING:
-            return self._q("cas_delete", {"key": key, "old": expected, "now": now}, "one", found)
-        return self._q("cas", {"key": key, "old": expected, "value": new, "now": now,
-                               "keep": ttl is KEEP,
-                               "exp": None if ttl is None or ttl is KEEP else now + ttl},
-                       "one", found)
-
-    def _q_touch(self, key: str, ttl: float | None) -> "Query":
-        return self._q("touch", {"key": key, "now": self._clock(), "exp": self._exp(ttl)}, "one",
-                       lambda row: row is not None)
-
-    def _q_purge(self) -> "Query | None":
-        """The purge of expired rows, when one is due (at most once a second)."""
-        now = self._clock()
-        if now - self._last_purge < _PURGE_EVERY:
-            return None
-        self._last_purge = now
-        return self._q("purge", {"now": now}, None)
-
     def raw_get(self, key: str) -> Any:
-        return self._run(self._q_get(key))
+        return self._run(self.queries.get(key))
 
     def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
-        return self._run(self._q_get_many(keys))
+        return self._run(self.queries.get_many(keys))
 
     def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
-        self._run(self._q_set(key, blob, ttl))
-        purge = self._q_purge()
+        self._run(self.queries.set(key, blob, ttl))
+        purge = self.queries.purge()
         if purge is not None:
             self._run(purge)
 
     def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        self._run(self._q_set_many(items, ttl))
+        self._run(self.queries.set_many(items, ttl))
 
     def raw_delete_many(self, keys: list[str]) -> int:
-        return int(self._run(self._q_delete_many(keys)))
+        return int(self._run(self.queries.delete_many(keys)))
 
     def raw_delete(self, key: str) -> bool:
         return self.raw_delete_many([key]) == 1
 
     def raw_exists(self, key: str) -> bool:
-        return bool(self._run(self._q_exists(key)))
+        return bool(self._run(self.queries.exists(key)))
 
     def raw_ttl(self, key: str) -> float | None:
-        return self._run(self._q_ttl(key))
+        return self._run(self.queries.ttl(key))
 
     def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
-        return int(self._run(self._q_incr(key, amount, ttl)))
+        return int(self._run(self.queries.incr(key, amount, ttl)))
 
     def raw_keys(self, prefix: str, after: str = "") -> Iterator[str]:
         while True:
-            page = self._run(self._q_keys(prefix, after))
+            page = self._run(self.queries.keys(prefix, after))
             yield from page
-            if len(page) < _PAGE:
+            if len(page) < PAGE:
                 return
             after = page[-1]
 
@@ -442,16 +251,16 @@ class PostgresStore(CommitMarks, PersistenceStore):
         return self.raw_keys(prefix, start_after)
 
     def raw_clear(self, prefix: str) -> int:
-        return int(self._run(self._q_clear(prefix)))
+        return int(self._run(self.queries.clear(prefix)))
 
     def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        return bool(self._run(self._q_add(key, blob, ttl)))
+        return bool(self._run(self.queries.add(key, blob, ttl)))
 
     def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        return bool(self._run(self._q_cas(key, expected, new, ttl)))
+        return bool(self._run(self.queries.cas(key, expected, new, ttl)))
 
     def raw_touch(self, key: str, ttl: float | None) -> bool:
-        return bool(self._run(self._q_touch(key, ttl)))
+        return bool(self._run(self.queries.touch(key, ttl)))
 
     @contextmanager
     def raw_commit(self, ops: list[Op], checks: list[Check],
@@ -462,7 +271,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         if marked:
             cast("PostgresStore", self.meta).ensure_table()
         lost: BaseException | None = None
-        with self._conn() as conn:
+        with self.connection() as conn:
             committing = False
             try:
                 with conn.transaction():
@@ -473,7 +282,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
                     if before is not None and before.holds_record:  # committed together
                         self._take_record(conn, before)
                     committing = True
-            except self._connection_errors as exc:
+            except self.connection_errors as exc:
                 if not (committing and marked):
                     raise
                 lost = exc  # at COMMIT: maybe committed; settled below, off this connection
@@ -482,9 +291,9 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     def _commit_writes(self, conn: Any, ops: list[Op], checks: list[Check],
                        before: Before | None) -> None:
-        """The checks, the before-images and the writes of :meth:`_committing`, on ``conn``
+        """The checks, the before-images and the writes of :meth:`raw_commit`, on ``conn``
         inside its transaction."""
-        sql = self._sql
+        sql = self.queries.sql
         now = self._clock()
         if self.max_entries is not None and ops:
             # The count first, as every inserting statement takes it: never a row lock
@@ -533,7 +342,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         # COPY into a session-local staging table, then one upsert: the fastest way into
         # PostgreSQL, in one transaction.
         now = self._clock()
-        with self._conn() as conn, conn.transaction():
+        with self.connection() as conn, conn.transaction():
             conn.execute("CREATE TEMP TABLE IF NOT EXISTS kvstore_staging (n int, key text, "
                          "value bytea, exp float8) ON COMMIT DELETE ROWS")
             with conn.cursor().copy("COPY kvstore_staging (n, key, value, exp) FROM STDIN") as copy:
@@ -549,8 +358,8 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     def _log_exec(self, name: str, params: dict[str, Any], fetch: str | None,
                   locked: bool = False) -> Any:
-        sql = self._sql
-        with self._conn() as conn:
+        sql = self.queries.sql
+        with self.connection() as conn:
             if not self.__dict__.get("_log_ready"):
                 with conn.transaction():
                     conn.execute(sql["log_lock"], {"ns": "kvstore-create:", "name": self.table})
@@ -585,7 +394,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
         meta.table = f"{self.table}_meta"
-        meta._sql = self._statements(meta.table)
+        meta.queries = Queries(meta.table, self._clock, self.queries.last_purge)
         meta._ready = False
         meta._ready_lock = threading.Lock()
         meta.serializer = None
@@ -595,15 +404,15 @@ class PostgresStore(CommitMarks, PersistenceStore):
 
     def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
-        with self._conn() as conn:
-            rows = conn.execute(self._sql["snapshot"], {"keys": keys, "now": now}).fetchall()
+        with self.connection() as conn:
+            rows = conn.execute(self.queries.sql["snapshot"], {"keys": keys, "now": now}).fetchall()
         found = {k: (bytes(v), None if e is None else max(float(e) - now, 0.001)) for k, v, e in rows}
         return [(key, *found.get(key, (MISSING, None))) for key in keys]
 
     def drop_table(self) -> None:
         """Drop the table and everything in it, with its logs and locks (tests, migrations)."""
-        with self._conn() as conn:
-            conn.execute(self._sql["drop"])
+        with self.connection() as conn:
+            conn.execute(self.queries.sql["drop"])
             for sibling in (f"{self.table}_log", f"{self.table}_meta", f"{self.table}_cap"):
                 conn.execute(f'DROP TABLE IF EXISTS "{sibling}"')
             for function in ("stm", "add", "del"):
@@ -622,7 +431,7 @@ class PostgresStore(CommitMarks, PersistenceStore):
         at = lambda ttl: None if ttl is None else dt.datetime.fromtimestamp(  # noqa: E731
             now + ttl, dt.timezone.utc)
         try:
-            with self._conn() as conn, conn.transaction():
+            with self.connection() as conn, conn.transaction():
                 # Writers wait for the new contents; readers see the old ones until COMMIT.
                 conn.execute(f"LOCK TABLE {t}{', ' + lt if logs is not None else ''} IN EXCLUSIVE MODE")
                 conn.execute(f"DELETE FROM {t}")
@@ -635,11 +444,11 @@ class PostgresStore(CommitMarks, PersistenceStore):
                         for name, blobs in logs:
                             for seq, blob in enumerate(blobs, 1):
                                 copy.write_row((name, seq, blob))
-        except self._data_errors as exc:
-            from ..errors import InvalidKeyError
+        except self.data_errors as exc:
+            from ...errors import InvalidKeyError
 
             raise InvalidKeyError(f"PostgreSQL table {self.table!r} cannot hold a key or log name "
                                   f"being restored ({exc}); nothing was changed") from exc
 
     def close(self) -> None:
-        self._pool.close()
+        self.pool.close()

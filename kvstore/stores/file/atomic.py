@@ -1,6 +1,6 @@
 """FileStore's atomic writes: temp files renamed over the keys' files, all or none.
 
-Every step runs relative to an open folder descriptor (see :mod:`._paths`), so a folder swapped
+Every step runs relative to an open folder descriptor (see :mod:`.paths`), so a folder swapped
 for a symbolic link between two steps is refused, never followed. A write goes to a temp file in
 the key's folder, is fsynced, then renamed over the key's file, and the folder is fsynced: a
 reader sees the old file or the new one. A publish of several files keeps a hard link to each
@@ -14,7 +14,7 @@ import os
 import secrets
 import stat
 
-from ._paths import NOFOLLOW, Folder, LinkRefused, Parts, Root, open_folder
+from .paths import NOFOLLOW, Folder, LinkRefused, Parts, Root, open_folder
 
 __all__ = ["Temp", "stage", "publish", "discard", "remove"]
 

@@ -1,95 +1,22 @@
-"""RedisStore: the cache tier on redis-py — a single Redis, a Redis Cluster or a Sentinel primary.
-
-URLs:
-
-- ``redis://[user:password@]host:6379/0``, ``rediss://...`` (TLS), ``unix:///path/redis.sock``
-- ``redis+cluster://host:7000`` (or ``rediss+cluster://``; or ``cluster=True`` with a plain URL):
-  redis-py's ``RedisCluster``, which discovers the other nodes.
-- ``redis+sentinel://host1:26379,host2:26379/<service>/<db>``: the primary that the Sentinels
-  name for ``<service>`` (redis-py's ``Sentinel.master_for``), followed across fail-overs.
-
-A URL without a password takes ``REDIS_PASSWORD`` (and ``REDIS_USERNAME``) from the environment,
-so secrets need not be written in config files. Passwords never appear in ``repr`` or errors.
-
-Atomic operations: set-if-absent is ``SET NX PX``; compare-and-swap, delete-if-equal and a
-transaction's checked commit are one Lua script (:data:`_COMMIT`), which Redis runs without
-interleaving any other command. Needs Redis 6.0 or newer (``SET ... KEEPTTL``). On a Cluster a
-script can only touch one hash slot: a transaction over keys of several slots is checked and
-applied slot by slot, and a conflict in a later slot puts the earlier slots back; keep keys
-that must change together in one slot with a hash tag (``conv:{42}:messages``).
-Locks are keys under the reserved prefix ``"\x00kvstore-meta\x00" + key_prefix``, which
-``keys()`` and ``clear()`` skip.
-
-Every redis-py connection or timeout error becomes :class:`StoreUnavailableError` within the
-socket timeouts; redis-py's pool drops broken connections, so the store works again as soon as
-Redis is back, without a restart. The store holds at most ``max_connections`` connections (per
-node on a cluster); callers beyond that wait up to ``pool_timeout`` seconds for one (see
-:mod:`~kvstore.stores.redis_connect`).
-"""
+"""RedisStore: the synchronous Redis driver on redis-py (see :mod:`kvstore.stores.redis`)."""
 
 from __future__ import annotations
 
 import copy
-import re
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-from .._commit import Before
-from .redis_commit import COMMIT as _COMMIT, MarkedCommits
-from ..errors import ConfigError, InvalidKeyError, NotAnIntegerError, StoreUnavailableError
-from ..serializers import SerializerSpec
-from ..store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
-from .redis_connect import (DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, POOL_EXHAUSTED,
-                            build_client, check_pool, mask_url, pool_options)
+from ..._commit import Before
+from ...errors import ConfigError, InvalidKeyError, NotAnIntegerError, StoreUnavailableError
+from ...serializers import SerializerSpec
+from ...store import MISSING, TTL, Check, Op, PersistenceStore, conflict, same_blob
+from .commit import MarkedCommits
+from .connect import (DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, POOL_EXHAUSTED,
+                      build_client, check_pool, mask_url, pool_options)
+from .scripts import (COMMIT, LOG, META, REPLACE, RESERVED, SCAN_COUNT, TOUCH, commit_args,
+                      glob_escape, ms, name_str)
 
 __all__ = ["RedisStore"]
-
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-_SCAN_COUNT = 1000
-_RESERVED = "\x00kvstore-"         # kvstore's own names start with this; keys never do
-_META = _RESERVED + "meta\x00"      # locks
-_LOG = _RESERVED + "log\x00"        # logs
-# Restore: ARGV[1] the store's key pattern, ARGV[2] a reserved prefix those keys skip ("": none),
-# ARGV[3] the store's log pattern ("": logs stay); then "k", name, blob, ms ("": no expiry) per
-# key and "l", name, count, blobs... per log. Everything old goes, everything new comes, at once.
-_REPLACE = """
-for _, name in ipairs(redis.call('KEYS', ARGV[1])) do
-  if ARGV[2] == '' or string.sub(name, 1, #ARGV[2]) ~= ARGV[2] then redis.call('DEL', name) end
-end
-if ARGV[3] ~= '' then
-  for _, name in ipairs(redis.call('KEYS', ARGV[3])) do redis.call('DEL', name) end
-end
-local a = 4
-while a <= #ARGV do
-  if ARGV[a] == 'k' then
-    if ARGV[a + 3] == '' then redis.call('SET', ARGV[a + 1], ARGV[a + 2])
-    else redis.call('SET', ARGV[a + 1], ARGV[a + 2], 'PX', ARGV[a + 3]) end
-    a = a + 4
-  else
-    local n = tonumber(ARGV[a + 2])
-    for i = 1, n do redis.call('RPUSH', ARGV[a + 1], ARGV[a + 2 + i]) end
-    a = a + 3 + n
-  end
-end
-return 0
-"""
-# A new expiry for a live key, or none ("" in ARGV[1]); 0 when the key is missing.
-_TOUCH = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] == '' then redis.call('PERSIST', KEYS[1]) else redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
-return 1
-"""
-
-
-def _glob_escape(text: str) -> str:
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
-
-
-_mask_url = mask_url
-
-
-def _ms(ttl: float) -> int:
-    return max(1, int(round(ttl * 1000)))
 
 
 class RedisStore(MarkedCommits, PersistenceStore):
@@ -133,7 +60,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
         # Pool settings in the URL (one string for adapters) win over the arguments.
         url, from_url = pool_options(url)
         self.url = url if client is None else f"<client {type(client).__name__}>"
-        self._errors_to_catch: tuple[type[BaseException], ...] = (
+        self.unavailable_errors: tuple[type[BaseException], ...] = (
             redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
             redis.exceptions.BusyLoadingError, redis.exceptions.ClusterDownError,
             redis.exceptions.TryAgainError, redis.exceptions.MasterDownError,
@@ -141,7 +68,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
         try:
             from redis.exceptions import MaxConnectionsError  # redis-py >= 5.1
 
-            self._errors_to_catch += (MaxConnectionsError,)
+            self.unavailable_errors += (MaxConnectionsError,)
         except ImportError:  # pragma: no cover
             pass
         if max_connections is None:  # before it was a setting, it was a redis-py option
@@ -158,9 +85,9 @@ class RedisStore(MarkedCommits, PersistenceStore):
             self._client, self.cluster = self._connect(*self._settings)
         # With a key_prefix that the lock namespace starts with (e.g. ""), a key could name a
         # lock record: such keys are refused, and keys()/clear() skip the namespace.
-        self._guard = _RESERVED.startswith(key_prefix) or key_prefix.startswith(_RESERVED)
-        self._commit_script = self._client.register_script(_COMMIT)
-        self._touch_script = self._client.register_script(_TOUCH)
+        self.reserved_guard = RESERVED.startswith(key_prefix) or key_prefix.startswith(RESERVED)
+        self._commit_script = self._client.register_script(COMMIT)
+        self._touch_script = self._client.register_script(TOUCH)
         self._register_marked(socket_timeout, connect_timeout)
 
     # -- connecting ----------------------------------------------------------------------------------
@@ -174,24 +101,26 @@ class RedisStore(MarkedCommits, PersistenceStore):
             return build_client(url, cluster, socket_timeout, connect_timeout, max_connections,
                                 pool_timeout, options, asyncio)
         except ValueError as exc:
-            raise ConfigError(f"url: {_mask_url(url)!r}: {exc}") from exc
-        except self._errors_to_catch + (self._redis.exceptions.RedisClusterException,) as exc:
-            raise StoreUnavailableError(f"Redis at {_mask_url(url)} is unavailable: {exc}") from exc
+            raise ConfigError(f"url: {mask_url(url)!r}: {exc}") from exc
+        except self.unavailable_errors + (self._redis.exceptions.RedisClusterException,) as exc:
+            raise StoreUnavailableError(f"Redis at {mask_url(url)} is unavailable: {exc}") from exc
 
     def describe(self) -> str:
         extra = ", cluster=True" if self.cluster else ""
-        return f"url={_mask_url(self.url)!r}, key_prefix={self.key_prefix!r}{extra}"
+        return f"url={mask_url(self.url)!r}, key_prefix={self.key_prefix!r}{extra}"
 
-    def _unavailable(self, exc: BaseException) -> StoreUnavailableError:
+    def unavailable(self, exc: BaseException) -> StoreUnavailableError:
+        """The StoreUnavailableError for redis-py's ``exc`` (one of :attr:`unavailable_errors`
+        or a cluster error), naming this store's masked URL; both drivers raise it."""
         where = "Redis Cluster" if self.cluster else "Redis"
         if POOL_EXHAUSTED in str(exc):
-            return self._pool_exhausted(exc)
-        return StoreUnavailableError(f"{where} at {_mask_url(self.url)} is unavailable: {exc}")
+            return self.pool_exhausted(exc)
+        return StoreUnavailableError(f"{where} at {mask_url(self.url)} is unavailable: {exc}")
 
-    def _pool_exhausted(self, exc: BaseException | None = None) -> StoreUnavailableError:
+    def pool_exhausted(self, exc: BaseException | None = None) -> StoreUnavailableError:
         """All ``max_connections`` stayed busy for ``pool_timeout`` seconds (nothing was sent)."""
         return StoreUnavailableError(
-            f"Redis at {_mask_url(self.url)}: no connection came free within "
+            f"Redis at {mask_url(self.url)}: no connection came free within "
             f"pool_timeout={self.pool_timeout:g}s (all max_connections={self.max_connections} "
             "in use); raise redis.max_connections or redis.pool_timeout"
             + (f": {exc}" if exc is not None else ""))
@@ -201,10 +130,10 @@ class RedisStore(MarkedCommits, PersistenceStore):
         """The client; redis-py connection failures become StoreUnavailableError."""
         try:
             yield self._client
-        except self._errors_to_catch as exc:
-            raise self._unavailable(exc) from exc
+        except self.unavailable_errors as exc:
+            raise self.unavailable(exc) from exc
         except self._redis.exceptions.RedisClusterException as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
 
     # -- byte-level operations -----------------------------------------------------------------------
 
@@ -213,7 +142,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
 
     def check_key(self, key: Any) -> None:
         super().check_key(key)
-        if self._guard and (self.key_prefix + key).startswith(_RESERVED):
+        if self.reserved_guard and (self.key_prefix + key).startswith(RESERVED):
             raise InvalidKeyError(f"key {key!r} is in kvstore's reserved namespace "
                                   "(locks and logs)")
 
@@ -222,10 +151,10 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def raw_get(self, key: str) -> Any:
         try:
             blob = self._client.get(self.key_prefix + key)
-        except self._errors_to_catch as exc:
-            raise self._unavailable(exc) from exc
+        except self.unavailable_errors as exc:
+            raise self.unavailable(exc) from exc
         except self._redis.exceptions.RedisClusterException as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
         return MISSING if blob is None else blob
 
     def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
@@ -239,11 +168,11 @@ class RedisStore(MarkedCommits, PersistenceStore):
             if ttl is None:
                 self._client.set(self.key_prefix + key, blob)
             else:
-                self._client.set(self.key_prefix + key, blob, px=_ms(ttl))
-        except self._errors_to_catch as exc:
-            raise self._unavailable(exc) from exc
+                self._client.set(self.key_prefix + key, blob, px=ms(ttl))
+        except self.unavailable_errors as exc:
+            raise self.unavailable(exc) from exc
         except self._redis.exceptions.RedisClusterException as exc:
-            raise self._unavailable(exc) from exc
+            raise self.unavailable(exc) from exc
 
     def _pipeline(self, r: Any) -> Any:
         # Single node: MULTI/EXEC, so the batch is atomic. Cluster: a pipeline per slot (redis-py
@@ -264,7 +193,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
                 for key, blob in items:
                     command("SET", prefix + key, blob)
             else:
-                px = _ms(ttl)
+                px = ms(ttl)
                 for key, blob in items:
                     command("SET", prefix + key, blob, "PX", px)
             pipe.execute()
@@ -283,8 +212,8 @@ class RedisStore(MarkedCommits, PersistenceStore):
 
     def raw_ttl(self, key: str) -> float | None:
         with self._call() as r:
-            ms = r.pttl(self._k(key))
-        return None if ms is None or ms < 0 else ms / 1000.0
+            pttl = r.pttl(self._k(key))
+        return None if pttl is None or pttl < 0 else pttl / 1000.0
 
     def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
         name = self._k(key)
@@ -295,7 +224,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
                 # A new counter gets the ttl (SET NX does nothing when the key exists, so an
                 # existing key keeps its TTL); MULTI makes both steps one atomic unit.
                 pipe = r.pipeline(transaction=True)
-                pipe.set(name, 0, nx=True, px=_ms(ttl))
+                pipe.set(name, 0, nx=True, px=ms(ttl))
                 pipe.incrby(name, amount)
                 return int(pipe.execute()[1])
         except self._redis.exceptions.ResponseError as exc:
@@ -304,12 +233,12 @@ class RedisStore(MarkedCommits, PersistenceStore):
             raise
 
     def _scan(self, r: Any, prefix: str) -> Iterator[str]:
-        pattern = _glob_escape(self.key_prefix + prefix) + "*"
-        guard = self._guard
-        for name in r.scan_iter(match=pattern, count=_SCAN_COUNT):
+        pattern = glob_escape(self.key_prefix + prefix) + "*"
+        guard = self.reserved_guard
+        for name in r.scan_iter(match=pattern, count=SCAN_COUNT):
             if isinstance(name, bytes):
                 name = name.decode("utf-8", "surrogateescape")
-            if guard and name.startswith(_RESERVED):
+            if guard and name.startswith(RESERVED):
                 continue
             yield name
 
@@ -346,7 +275,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
 
     def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         with self._call() as r:
-            return bool(r.set(self._k(key), blob, nx=True, px=None if ttl is None else _ms(ttl)))
+            return bool(r.set(self._k(key), blob, nx=True, px=None if ttl is None else ms(ttl)))
 
     def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         with self._call():
@@ -355,35 +284,18 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def raw_touch(self, key: str, ttl: float | None) -> bool:
         with self._call() as r:
             if ttl is not None:
-                return bool(r.pexpire(self._k(key), _ms(ttl)))
+                return bool(r.pexpire(self._k(key), ms(ttl)))
             return bool(self._touch_script(keys=[self._k(key)], args=[""]))
 
-    def _connect_async(self) -> Any:
+    def connect_async(self) -> Any:
         """A ``redis.asyncio`` client with this store's settings (for the asyncio front)."""
         return self._connect(*self._settings, asyncio=True)[0]
 
     def _run_commit(self, checks: list[Check], ops: list[Op]) -> str | None:
         """One run of the commit script; the key of the first failed check, or None."""
-        names, args = self._commit_args(checks, ops)
+        names, args = commit_args(self.key_prefix, checks, ops)
         failed = int(self._commit_script(keys=names, args=args))
         return None if failed == 0 else checks[failed - 1][0]
-
-    def _commit_args(self, checks: list[Check], ops: list[Op]) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of the commit script (see :data:`_COMMIT`)."""
-        args: list[Any] = [len(checks)]
-        for _, expected in checks:
-            args += ("m", "") if expected is MISSING else ("v", expected)
-        for _, blob, ttl in ops:
-            if blob is MISSING:
-                args += ("d", "", "")
-            elif ttl is KEEP:
-                args += ("k", blob, "")
-            elif ttl is None:
-                args += ("n", blob, "")
-            else:
-                args += ("p", blob, _ms(ttl))
-        names = [self._k(k) for k, _ in checks] + [self._k(k) for k, _, _ in ops]
-        return names, args
 
     optimistic = True
     shares_data = True
@@ -443,14 +355,14 @@ class RedisStore(MarkedCommits, PersistenceStore):
             pipe = self._pipeline(r)
             if self.cluster:
                 for key, blob, ttl in rows:
-                    pipe.set(self._k(key), blob, px=None if ttl is None else _ms(ttl))
+                    pipe.set(self._k(key), blob, px=None if ttl is None else ms(ttl))
             else:
                 permanent = {self._k(k): b for k, b, t in rows if t is None}
                 if permanent:
                     pipe.mset(permanent)
                 for key, blob, ttl in rows:
                     if ttl is not None:
-                        pipe.set(self._k(key), blob, px=_ms(ttl))
+                        pipe.set(self._k(key), blob, px=ms(ttl))
             pipe.execute()
 
     # -- logs: one Redis list per log ----------------------------------------------------------------
@@ -458,46 +370,46 @@ class RedisStore(MarkedCommits, PersistenceStore):
     # sequence number (stream IDs are timestamps), and LRANGE pages by position, so append and
     # read are one round trip each. The lists live under a reserved prefix keys() never lists.
 
-    def _log_key(self, name: str) -> str:
-        return _LOG + self.key_prefix + name
+    def log_key(self, name: str) -> str:
+        """The Redis list that holds log ``name`` (for both drivers)."""
+        return LOG + self.key_prefix + name
 
     def raw_log_append(self, name: str, blob: Any) -> int:
         with self._call() as r:
-            return int(r.rpush(self._log_key(name), blob))
+            return int(r.rpush(self.log_key(name), blob))
 
     def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         end = -1 if limit is None else after + limit - 1
         with self._call() as r:
-            blobs = r.lrange(self._log_key(name), after, end)
+            blobs = r.lrange(self.log_key(name), after, end)
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
 
     def raw_log_len(self, name: str) -> int:
         with self._call() as r:
-            return int(r.llen(self._log_key(name)))
+            return int(r.llen(self.log_key(name)))
 
     def raw_log_delete(self, name: str) -> bool:
         with self._call() as r:
-            return bool(r.delete(self._log_key(name)))
+            return bool(r.delete(self.log_key(name)))
 
     def raw_log_names(self, prefix: str) -> list[str]:
-        start = len(_LOG + self.key_prefix)
+        start = len(LOG + self.key_prefix)
         with self._call() as r:
-            found = r.scan_iter(match=_glob_escape(self._log_key(prefix)) + "*", count=_SCAN_COUNT)
-            names = [n.decode("utf-8", "surrogateescape") if isinstance(n, bytes) else n
-                     for n in found]
+            found = r.scan_iter(match=glob_escape(self.log_key(prefix)) + "*", count=SCAN_COUNT)
+            names = [name_str(n) for n in found]
         return sorted(n[start:] for n in names)
 
     def open_meta(self) -> "RedisStore":
         meta = copy.copy(self)
         meta.__dict__.pop("_meta_store", None)
-        meta.key_prefix = _META + self.key_prefix
+        meta.key_prefix = META + self.key_prefix
         meta._prefix_len = len(meta.key_prefix)
-        meta._guard = False
+        meta.reserved_guard = False
         meta.serializer = None
         return meta
 
     def lock_id(self) -> str:
-        return f"redis:{_mask_url(self.url)}:{self.key_prefix}"
+        return f"redis:{mask_url(self.url)}:{self.key_prefix}"
 
     def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         with self._call() as r:
@@ -508,11 +420,11 @@ class RedisStore(MarkedCommits, PersistenceStore):
             results = pipe.execute()
         out: list[tuple[str, Any, float | None]] = []
         for i, key in enumerate(keys):
-            blob, ms = results[2 * i], results[2 * i + 1]
-            if blob is None or ms == -2:  # missing, or expired between GET and PTTL
+            blob, pttl = results[2 * i], results[2 * i + 1]
+            if blob is None or pttl == -2:  # missing, or expired between GET and PTTL
                 out.append((key, MISSING, None))
             else:
-                out.append((key, blob, None if ms is None or ms < 0 else ms / 1000.0))
+                out.append((key, blob, None if pttl is None or pttl < 0 else pttl / 1000.0))
         return out
 
     # -- restores: everything replaced by one script ---------------------------------------------------
@@ -520,12 +432,12 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def raw_replace_all(self, rows: Any, logs: Any) -> None:
         if self.cluster:  # a script cannot span slots: copy first, put back on failure
             return super().raw_replace_all(rows, logs)
-        args: list[Any] = [_glob_escape(self.key_prefix) + "*", _RESERVED if self._guard else "",
-                           "" if logs is None else _glob_escape(self._log_key("")) + "*"]
+        args: list[Any] = [glob_escape(self.key_prefix) + "*", RESERVED if self.reserved_guard else "",
+                           "" if logs is None else glob_escape(self.log_key("")) + "*"]
         for key, blob, ttl in rows:
-            args += ("k", self._k(key), blob, "" if ttl is None else _ms(ttl))
+            args += ("k", self._k(key), blob, "" if ttl is None else ms(ttl))
         for name, blobs in logs or ():
-            args += ("l", self._log_key(name), len(blobs), *blobs)
+            args += ("l", self.log_key(name), len(blobs), *blobs)
         with self._call():
             self._replace_script(args=args)
 
@@ -533,7 +445,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
     def _replace_script(self) -> Any:
         script = self.__dict__.get("_replace_sha")
         if script is None:
-            script = self.__dict__["_replace_sha"] = self._client.register_script(_REPLACE)
+            script = self.__dict__["_replace_sha"] = self._client.register_script(REPLACE)
         return script
 
     def close(self) -> None:

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Mapping
 
-from .._commit import Before
-from ..errors import StoreUnavailableError
-from ..journal import RecordPart, pack_record, undo_record
-from ..store import MISSING, PersistenceStore
+from ..._commit import Before
+from ...errors import StoreUnavailableError
+from ...journal import RecordPart, pack_record, undo_record
+from ...store import MISSING, PersistenceStore
 
 __all__ = ["CommitMarks", "TableJournal", "marker_key", "record_key"]
 
@@ -54,7 +54,7 @@ class TableJournal:
     def begin(self, token: str, parts: list[RecordPart]) -> Any:
         """Lock the commit's name for this session, then insert its record (committed)."""
         self.store.meta.ensure_table()
-        session = self.store._conn()
+        session = self.store.connection()
         conn = session.__enter__()
         try:
             conn.execute(_LOCK, (self._lock_name(token),))
@@ -94,10 +94,10 @@ class TableJournal:
         again."""
         import psycopg
 
-        pool = self.store._pool
+        pool = self.store.pool
         try:
             conn = pool.getconn(timeout=1.0)
-        except self.store._pool_timeout as exc:
+        except self.store.pool_timeout_error as exc:
             raise StoreUnavailableError(f"PostgreSQL at {self.store.describe()} is "
                                         "unavailable: no connection within 1s") from exc
         try:
@@ -123,7 +123,7 @@ class TableJournal:
             token = key[len(_PREFIX):]
             if seen is not None:
                 seen.add(token)
-            with self.store._conn() as conn:
+            with self.store.connection() as conn:
                 if not conn.execute(_TRY_LOCK, (self._lock_name(token),)).fetchone()[0]:
                     continue  # its committer is alive (on this machine or another)
                 try:
@@ -148,7 +148,7 @@ def marker_key(token: str) -> str:
 
 
 class CommitMarks:
-    """Mixed into :class:`~kvstore.stores.postgres.PostgresStore`: what its ``_committing``
+    """Mixed into :class:`~kvstore.stores.postgres.PostgresStore`: what its ``raw_commit``
     needs for transactions, and what the journals ask it."""
 
     # Provided by PostgresStore.
@@ -156,11 +156,11 @@ class CommitMarks:
     dsn: str
     meta: PersistenceStore
 
-    def _conn(self) -> Any:
+    def connection(self) -> Any:
         raise NotImplementedError
 
     def _where(self) -> str:
-        from ..config import mask_secrets
+        from ...config import mask_secrets
 
         return f"PostgreSQL at {mask_secrets(self.dsn)}"
 
@@ -201,7 +201,7 @@ class CommitMarks:
         rolled back."""
         import psycopg
 
-        with self._conn() as conn:
+        with self.connection() as conn:
             with conn.transaction():
                 conn.execute("SET LOCAL lock_timeout = '10s'")
                 row = conn.execute(f'INSERT INTO "{self.table}_meta" (key, value) VALUES '
@@ -224,7 +224,7 @@ class CommitMarks:
 
     def raw_forget(self, token: str) -> None:
         try:
-            with self._conn() as conn:
+            with self.connection() as conn:
                 conn.execute(f'DELETE FROM "{self.table}_meta" WHERE key = %(key)s',
                              {"key": marker_key(token)})
         except StoreUnavailableError:  # a row left behind is harmless; the next one is new

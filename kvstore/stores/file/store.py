@@ -1,135 +1,30 @@
-"""FileStore: one file per key under ``base_path``, written atomically.
-
-Key -> path. A key is split on ``/``; each part becomes one path segment:
-
-- Letters, digits (any script) and ``-_.,:@+=~`` and space stay as they are; every other
-  character (``%``, ``\\``, NUL, control characters, other punctuation) becomes ``%XX`` of its
-  UTF-8 bytes. A leading ``.`` is written ``%2E``, so ``.`` and ``..`` can never step out of a
-  folder and the store's own dot-files (temp files, the lock) never collide with a key.
-- The last segment gets the format's extension: ``config/settings`` -> ``config/settings.json``.
-  A folder segment that would end in that extension has its last dot encoded, so a folder can
-  never collide with a key's file.
-- Empty segments (a leading ``/``, ``a//b``, a trailing ``/``) and names too long for the file
-  system (a segment over 200 bytes, a path over 3000) raise ``InvalidKeyError`` (a ValueError).
-
-The mapping is exactly reversible (``keys()`` decodes paths back to keys; a hand-made file whose
-name is not the canonical encoding of its decoded key, e.g. ``a%2Fb.json``, is not listed) and
-every resolved path is checked to lie inside ``base_path``. Symbolic links inside the folder are
-never followed, not even one swapped in mid-call: each folder below ``base_path`` is opened from
-its parent's descriptor with ``O_DIRECTORY | O_NOFOLLOW``, and every open, rename, unlink, mkdir,
-stat and listing runs relative to a folder's descriptor (see :mod:`._paths`). A key whose path
-meets a link raises :class:`InvalidKeyError` naming the key and the link; ``keys()`` skips links.
-``base_path`` itself is looked up on every call, so a folder replaced while the store is open (a
-restore, a delete by hand) is the one used from the next call on. Case-insensitive file systems
-(macOS, Windows defaults) would merge keys differing only in case: not supported.
-
-File contents. ``format="json"``: plain JSON of the value, readable and editable by a person;
-types JSON lacks are tagged objects (``{"__kv__": "datetime", "v": "..."}``). A key with a TTL
-is wrapped: ``{"__kv__": "ttl", "expires_at": <unix time>, "value": ...}``. ``msgpack`` and
-``pickle``: the serializer's self-describing blob, prefixed by ``b"\\xc1t"`` and the expiry as
-a little-endian double when there is a TTL.
-
-Writes go to a temp file in the same folder, are fsynced (``fsync=True``), then ``os.replace``d
-over the key's file, and the folder is fsynced: a reader sees the old or the new file, never a
-half-written one. Writers (threads and processes) take an exclusive ``flock`` on
-``<base_path>/.kvstore.lock``, which makes ``incr``, set-if-absent, compare-and-swap (on the
-file's exact bytes) and transactions atomic; readers take no lock. A write of several files
-keeps a hard link to each file it replaces until every rename is done, so a failure partway
-(a folder where a file must go, a full disk) puts the earlier files back.
-
-Locks live in ``<base_path>/.kvstore-meta/`` (dot-folders are never keys), reached the same way.
-Logs are JSON Lines files beside the keys' files (see :mod:`._filelog`).
-"""
+"""FileStore: one file per key under ``base_path`` (see :mod:`kvstore.stores.file`)."""
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-import re
-import struct
-import threading
 import time
-import unicodedata
 from contextlib import contextmanager
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .._commit import Before
-from ..errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
-                      StoreUnavailableError)
-from ..serializers import HEADER_BYTE, Serializer, SerializerSpec, decode_json_text, encode_json_text
-from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored,
-                     same_blob)
-from . import _atomic, _filelog
-from ._filereplace import replace_files
-from ._paths import (LinkRefused, Parts, Root, open_file, open_folder, read_at, read_file,
-                     stat_file, walk)
+from ..._commit import Before
+from ...errors import (ConfigError, CorruptDataError, InvalidKeyError, SerializationError,
+                       StoreUnavailableError)
+from ...serializers import Serializer, SerializerSpec, encode_json_text
+from ...store import KEEP, MISSING, TTL, Check, Op, PersistenceStore, conflict, decode_stored
+from . import atomic, logs as logfile
+from .format import Decoded, FileFormat, same
+from .keys import EXTENSIONS, LOG_EXT, key_path, unquote
+from .lock import FolderLock
+from .paths import LinkRefused, Parts, Root, open_file, open_folder, read_file, walk
+from .replace import replacement_files
 
 __all__ = ["FileStore"]
 
-_EXTENSIONS = {"json": ".json", "msgpack": ".msgpack", "pickle": ".pickle"}
-_SAFE_PUNCT = set("-_.,:@+=~ ")
-_MAX_SEGMENT = 200
-_MAX_PATH = 3000
-_TTL_MAGIC = HEADER_BYTE + b"t"
-_TTL_HEAD = re.compile(rb'^\s*\{\s*"__kv__"\s*:\s*"ttl"\s*,\s*"expires_at"\s*:\s*(-?[0-9.eE+-]+)')
-_LOCK_NAME = ".kvstore.lock"
 _META_DIR = ".kvstore-meta"
 _STALE_TEMP = 600.0
-
-
-class _Decoded:
-    """A value already decoded from a plain JSON file (so a stored ``bytes`` value is never
-    mistaken for a serializer blob), with the file's bytes, which compare-and-swap compares."""
-
-    __slots__ = ("value", "raw")
-
-    def __init__(self, value: Any, raw: bytes) -> None:
-        self.value = value
-        self.raw = raw
-
-
-def _same(current: Any, expected: Any) -> bool:
-    """Whether a key's current blob is still the one read (plain JSON: the same file bytes) or
-    written (plain JSON: the same value as the JSON text that was written)."""
-    if type(current) is _Decoded:
-        if isinstance(expected, str):
-            return encode_json_text(current.value, indent=2) == expected
-        current = current.raw
-    if type(expected) is _Decoded:
-        expected = expected.raw
-    return same_blob(current, expected)
-
-
-def _safe_char(ch: str) -> bool:
-    if ch in _SAFE_PUNCT:
-        return True
-    if ch.isascii():
-        return ch.isalnum()
-    # Letters and digits of any script; no format/control/combining-only oddities.
-    return unicodedata.category(ch)[0] in ("L", "N")
-
-
-def _quote(segment: str) -> str:
-    out = []
-    for ch in segment:
-        if _safe_char(ch):
-            out.append(ch)
-        else:
-            out.extend(f"%{b:02X}" for b in ch.encode("utf-8"))
-    text = "".join(out)
-    if text.startswith("."):
-        text = "%2E" + text[1:]
-    return text
-
-
-_UNQUOTE = re.compile(r"(?:%[0-9A-F]{2})+")
-
-
-def _unquote(segment: str) -> str:
-    return _UNQUOTE.sub(lambda m: bytes.fromhex(m.group(0).replace("%", "")).decode("utf-8"), segment)
 
 
 class FileStore(PersistenceStore):
@@ -148,6 +43,7 @@ class FileStore(PersistenceStore):
 
     durable = True
     crash_atomic = False  # one rename per key: a multi-key commit goes through the journal
+    own_encoding = True  # encode/decode below: plain JSON files (the batch shortcuts are off)
 
     def __init__(self, base_path: str | os.PathLike[str] | None = None, format: str = "json",
                  ttl_default: TTL = None, *, serializer: SerializerSpec | None = None,
@@ -157,7 +53,7 @@ class FileStore(PersistenceStore):
             resolved = Serializer.resolve(serializer, secret)
             format = resolved.format
         else:
-            if format not in _EXTENSIONS:
+            if format not in EXTENSIONS:
                 raise ConfigError(f"format: {format!r} is not one of json, msgpack, pickle")
             resolved = Serializer.resolve(format, secret, setting="format")
         super().__init__(ttl_default=ttl_default, serializer=resolved)
@@ -173,16 +69,15 @@ class FileStore(PersistenceStore):
             self.base_path = self._root.path
         self._base_depth = len(self.base_path.parts)
         self.format = format
-        self._ext = _EXTENSIONS[format]
+        self._ext = EXTENSIONS[format]
         # Plain JSON files unless compression makes them binary anyway.
         self._plain_json = format == "json" and resolved.compression is None
         self._fsync = fsync
         self._clock = clock
-        self._thread_lock = threading.RLock()
-        self._lock_fd: int | None = None
-        self._lock_owner = (0, 0, 0)  # (pid, inode, device) of the lock file descriptor
-        self._lock_depth = 0
+        self._lock = FolderLock(self._root)
         self._path_for = lru_cache(maxsize=8192)(self._compute_path)
+        self._format = FileFormat(self._plain_json, resolved, self._blob, self._path_for)
+        self._file_bytes = self._format.file_bytes
         try:
             folder = open_folder(self._root, (), create=True)
             assert folder is not None
@@ -200,24 +95,7 @@ class FileStore(PersistenceStore):
     # -- keys and paths ----------------------------------------------------------------------------
 
     def _compute_path(self, key: str) -> Path:
-        segments = key.split("/")
-        if any(not s for s in segments):
-            raise InvalidKeyError(f"key {key!r}: empty path segment (leading, trailing or double "
-                                  "'/') cannot be stored as a file")
-        encoded = [_quote(s) for s in segments]
-        for i, seg in enumerate(encoded[:-1]):
-            if seg.endswith(self._ext):
-                cut = len(seg) - len(self._ext)
-                encoded[i] = seg[:cut] + "%2E" + seg[cut + 1:]
-        encoded[-1] += self._ext
-        if any(len(s.encode("utf-8")) > _MAX_SEGMENT for s in encoded) or \
-                sum(len(s.encode("utf-8")) + 1 for s in encoded) > _MAX_PATH:
-            raise InvalidKeyError(f"key {key[:60]!r}... is too long for a file name")
-        path = self.base_path.joinpath(*encoded)
-        # Defence in depth: the encoding already makes an escape impossible.
-        if os.path.commonpath([self.base_path, os.path.normpath(path)]) != str(self.base_path):
-            raise InvalidKeyError(f"key {key!r} would leave the store's folder")
-        return path
+        return key_path(self.base_path, key, self._ext)
 
     def check_key(self, key: Any) -> None:
         super().check_key(key)
@@ -229,7 +107,7 @@ class FileStore(PersistenceStore):
             return None
         parts = [*rel[:-1], rel[-1][: -len(self._ext)]]
         try:
-            key = "/".join(_unquote(p) for p in parts)
+            key = "/".join(unquote(p) for p in parts)
             # Only a canonical name is a key: a hand-made `a%2Fb.json` or `x!.json` decodes to a
             # key whose own file is elsewhere, so listing it would name a key load() cannot read.
             return key if self._path_for(key) == path else None
@@ -248,62 +126,16 @@ class FileStore(PersistenceStore):
                                      f"with json: {exc}; nothing was written") from exc
 
     def decode(self, key: str, blob: Any) -> Any:
-        if type(blob) is _Decoded:
+        if type(blob) is Decoded:
             return blob.value
         return super().decode(key, blob)
 
-    def _file_bytes(self, key: str, blob: Any, expires: float | None) -> bytes:
-        if self._plain_json:
-            if type(blob) is _Decoded:  # rewritten as it is (a new expiry)
-                blob = encode_json_text(blob.value, indent=2)
-            elif isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
-                assert self.serializer is not None
-                blob = encode_json_text(decode_stored(key, blob, self.serializer), indent=2)
-            if expires is None:
-                return (blob + "\n").encode("utf-8")
-            return ('{"__kv__": "ttl", "expires_at": ' + repr(expires) + ', "value": '
-                    + blob + "}\n").encode("utf-8")
-        if isinstance(blob, str):  # JSON text from a plain-JSON FileStore (same-store transfer)
-            assert self.serializer is not None
-            blob = PersistenceStore.encode(self, key, decode_json_text(blob))
-        if expires is None:
-            return bytes(blob)
-        return _TTL_MAGIC + struct.pack("<d", expires) + bytes(blob)
+    def _blob(self, key: str, value: Any) -> Any:
+        """The serializer's blob of ``value`` (the base store's encoding), whatever the files
+        hold: what a snapshot or a log transfer hands to another store."""
+        return PersistenceStore.encode(self, key, value)
 
-    def _parse(self, key: str, data: bytes) -> tuple[Any, float | None]:
-        """``(stored blob or decoded JSON value, expires_at)`` from a file's bytes."""
-        if self._plain_json:
-            if data[:1] == HEADER_BYTE:  # a binary blob placed here by a migration
-                return data, None
-            try:
-                text = data.decode("utf-8")
-                if b'"ttl"' in data and b'"__kv__"' in data:
-                    # Look for the wrapper *before* tags are decoded: a user dict shaped like the
-                    # wrapper was escaped by the encoder, and only decodes to that shape later.
-                    raw = json.loads(text)
-                    if type(raw) is dict and raw.get("__kv__") == "ttl" and "value" in raw:
-                        expires = raw.get("expires_at")
-                        if not isinstance(expires, (int, float)) or isinstance(expires, bool) \
-                                or len(raw) != 3:
-                            raise CorruptDataError(f"key {key!r}: file {self._path_for(key)} has "
-                                                   "a malformed TTL wrapper")
-                        inner = raw["value"]
-                        if isinstance(inner, (dict, list)):
-                            inner = decode_json_text(json.dumps(inner))
-                        return _Decoded(inner, data), float(expires)
-                return _Decoded(decode_json_text(text), data), None
-            except CorruptDataError:
-                raise
-            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-                raise CorruptDataError(f"key {key!r}: file {self._path_for(key)} is not valid "
-                                       f"JSON ({exc})") from exc
-        if data[:2] == _TTL_MAGIC:
-            if len(data) < 10:
-                raise CorruptDataError(f"key {key!r}: file is truncated")
-            return data[10:], struct.unpack("<d", data[2:10])[0]
-        return data, None
-
-    # -- file primitives: every step relative to a folder descriptor (see _paths, _atomic) -------
+    # -- file primitives: every step relative to a folder descriptor (see .paths, .atomic) -------
 
     def _rel(self, path: Path) -> Parts:
         """The segments of ``path`` below ``base_path``."""
@@ -314,7 +146,7 @@ class FileStore(PersistenceStore):
             data = read_file(self._root, self._path_for(key).parts[self._base_depth:])
         except (LinkRefused, OSError) as exc:
             raise self._error(exc, key) from exc
-        return None if data is None else self._parse(key, data)
+        return None if data is None else self._format.parse(key, data)
 
     def _live(self, key: str) -> tuple[Any, float | None] | None:
         entry = self._read(key)
@@ -322,60 +154,24 @@ class FileStore(PersistenceStore):
             return None
         return entry
 
-    @contextmanager
-    def _locked(self, key: str = "") -> Iterator[None]:
-        """Exclusive across threads (RLock) and processes (flock on the lock file); an error
-        taking it names ``key``."""
-        with self._thread_lock:
-            if self._lock_depth:  # held already by this thread: a second flock would be undone
-                self._lock_depth += 1  # by the inner unlock
-                try:
-                    yield
-                finally:
-                    self._lock_depth -= 1
-                return
-            with self._io(key):
-                fd = self._lock_file()
-            self._lock_depth = 1
-            try:
-                yield
-            finally:
-                self._lock_depth = 0
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
-    def _lock_file(self) -> int:
-        """The flock'ed descriptor of ``.kvstore.lock``. Opened again in a child process (a
-        flock belongs to an open file) and when the file at the path is another one than the
-        descriptor's (the folder was replaced, by a restore or by hand, maybe while this
-        process waited): the lock that excludes the others is the one in the folder now."""
-        while True:
-            fd = self._lock_fd
-            if fd is None or self._lock_owner[0] != os.getpid():
-                fd = open_file(self._root, (_LOCK_NAME,), os.O_RDWR | os.O_CREAT, True)
-                assert fd is not None  # O_CREAT, folder made
-                st = os.fstat(fd)
-                self._lock_fd, self._lock_owner = fd, (os.getpid(), st.st_ino, st.st_dev)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            now = stat_file(self._root, (_LOCK_NAME,))
-            if now is not None and (os.getpid(), now.st_ino, now.st_dev) == self._lock_owner:
-                return fd
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-            self._lock_fd = None
+    def _locked(self, key: str = "") -> Any:
+        """The folder's writer lock (see :class:`.lock.FolderLock`); an error taking it names
+        ``key``."""
+        return self._lock.held(partial(self._io, key))
 
     def _remove(self, path: Path) -> bool:
         """Delete a key's file (True when it was there) and the folders it leaves empty."""
-        return _atomic.remove(self._root, self._rel(path))
+        return atomic.remove(self._root, self._rel(path))
 
-    def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[_atomic.Temp, Path]]:
+    def _stage(self, writes: list[tuple[Path, bytes]]) -> list[tuple[atomic.Temp, Path]]:
         """Every temp file written (and fsynced) before the first rename: ``(temp, path)``."""
-        temps = _atomic.stage(self._root, [(self._rel(p), d) for p, d in writes], self._fsync)
+        temps = atomic.stage(self._root, [(self._rel(p), d) for p, d in writes], self._fsync)
         return [(t, p) for t, (p, _) in zip(temps, writes)]
 
-    def _publish(self, temps: list[tuple[_atomic.Temp, Path]], deletes: list[Path]) -> None:
+    def _publish(self, temps: list[tuple[atomic.Temp, Path]], deletes: list[Path]) -> None:
         """Rename the temp files over their paths and remove ``deletes``: all of it, or, when a
         step fails, none of it (the replaced files are kept as hard links until the end)."""
-        _atomic.publish(self._root, [t for t, _ in temps], [self._rel(p) for p in deletes],
+        atomic.publish(self._root, [t for t, _ in temps], [self._rel(p) for p in deletes],
                         self._fsync)
 
     def _write_files(self, writes: list[tuple[Path, bytes]], deletes: list[Path]) -> None:
@@ -468,7 +264,7 @@ class FileStore(PersistenceStore):
     def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
         with self._io(key), self._locked(key):
             entry = self._live(key)
-            if entry is None or not _same(entry[0], expected):
+            if entry is None or not same(entry[0], expected):
                 return False
             path = self._path_for(key)
             if new is MISSING:
@@ -504,35 +300,12 @@ class FileStore(PersistenceStore):
         for _, _, path in self._listing(ext):
             yield path
 
-    def _expiry_of(self, dir_fd: int, name: str) -> float | None | bool:
-        """Expiry read from the file's first bytes (False: file gone or unreadable)."""
-        head = read_at(dir_fd, name, 128)
-        if head is None:
-            return False
-        if self._plain_json:
-            m = _TTL_HEAD.match(head)
-            if m:
-                try:
-                    return float(m.group(1))
-                except ValueError:
-                    pass
-            if b'"__kv__"' in head and b'"ttl"' in head:  # reformatted by hand: parse it all
-                data = read_at(dir_fd, name)
-                try:
-                    return None if data is None else self._parse("?", data)[1]
-                except CorruptDataError:
-                    return None
-            return None
-        if head[:2] == _TTL_MAGIC and len(head) >= 10:
-            return float(struct.unpack("<d", head[2:10])[0])
-        return None
-
     def _matching(self, prefix: str) -> Iterator[tuple[str, Path, float | None]]:
         for fd, name, path in self._listing():
             key = self._key_for(path)
             if key is None or not key.startswith(prefix):
                 continue
-            expires = self._expiry_of(fd, name)
+            expires = self._format.expiry_of(fd, name)
             if expires is False:
                 continue
             yield key, path, expires
@@ -564,7 +337,7 @@ class FileStore(PersistenceStore):
             with self._io():
                 for key, expected in checks:
                     entry = self._live(key)
-                    if not _same(MISSING if entry is None else entry[0], expected):
+                    if not same(MISSING if entry is None else entry[0], expected):
                         raise conflict(key)
                 final = {k: (b, t) for k, b, t in ops}  # the last op on a key wins
                 if before is not None:  # every writer takes the flock: nobody comes between
@@ -578,18 +351,18 @@ class FileStore(PersistenceStore):
                 yield
             except BaseException:
                 for tmp, _ in temps:
-                    _unlink(tmp)
+                    tmp.discard()  # a staged temp file that will not be published
                 raise
             with self._io():
                 self._publish(temps, deletes)
 
-    # -- logs: one JSON Lines file per log (the format and damage rules: see _filelog) ------------
+    # -- logs: one JSON Lines file per log (the format and damage rules: see .logs) ------------
     # <base_path>/<name>.jsonl, one {"seq": n, "record": ...} per line. Appends run under the
     # folder's flock; reads take no lock (a line is visible once its newline is written).
 
     def _log_path(self, name: str) -> Path:
         path = self._path_for(name)  # cached
-        return path.with_name(path.name[: -len(self._ext)] + _LOG_EXT)
+        return path.with_name(path.name[: -len(self._ext)] + LOG_EXT)
 
     def encode_record(self, name: str, record: Any) -> Any:
         try:
@@ -610,17 +383,7 @@ class FileStore(PersistenceStore):
             fd = self._log_open(name, os.O_RDWR | os.O_CREAT)
             assert fd is not None  # O_CREAT, folders made
             try:
-                end, last = _filelog.tail(fd)
-                if os.fstat(fd).st_size != end:  # a torn last line: cut it off
-                    os.ftruncate(fd, end)
-                seq = last + 1
-                view = memoryview(_filelog.line(seq, blob))
-                offset = end
-                while view:
-                    written = os.pwrite(fd, view, offset)
-                    view, offset = view[written:], offset + written
-                if self._fsync:
-                    os.fsync(fd)
+                seq = logfile.append(fd, blob, self._fsync)
             finally:
                 os.close(fd)
             return seq
@@ -631,7 +394,7 @@ class FileStore(PersistenceStore):
             if fd is None:
                 return []
             with os.fdopen(fd, "rb") as fh:
-                return _filelog.read(fh, after, limit, f"log {name!r} ({self._log_path(name)})")
+                return logfile.read(fh, after, limit, f"log {name!r} ({self._log_path(name)})")
 
     def raw_log_len(self, name: str) -> int:
         """The number the last line holds (a damaged line counts: it keeps its number)."""
@@ -640,7 +403,7 @@ class FileStore(PersistenceStore):
             if fd is None:
                 return 0
             try:
-                return _filelog.tail(fd)[1]
+                return logfile.tail(fd)[1]
             finally:
                 os.close(fd)
 
@@ -651,8 +414,8 @@ class FileStore(PersistenceStore):
     def raw_log_names(self, prefix: str) -> list[str]:
         names = []
         with self._io():
-            for path in self._walk(_LOG_EXT):
-                key = self._key_for(path.with_name(path.name[: -len(_LOG_EXT)] + self._ext))
+            for path in self._walk(LOG_EXT):
+                key = self._key_for(path.with_name(path.name[: -len(LOG_EXT)] + self._ext))
                 if key is not None and key.startswith(prefix):
                     names.append(key)
         return sorted(names)
@@ -675,8 +438,8 @@ class FileStore(PersistenceStore):
                 out.append((key, MISSING, None))
             else:
                 value = entry[0]
-                if type(value) is _Decoded:
-                    value = PersistenceStore.encode(self, key, value.value)
+                if type(value) is Decoded:
+                    value = self._blob(key, value.value)
                 out.append((key, value, None if entry[1] is None else max(entry[1] - now, 0.0)))
         return out
 
@@ -694,27 +457,29 @@ class FileStore(PersistenceStore):
         meta = self.__dict__.get("_meta_store")
         if meta is not None:
             meta.close()
-        with self._thread_lock:
-            if self._lock_fd is not None and self._lock_owner[0] == os.getpid():
-                os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.close()
 
     # -- restores and log transfer (see kvstore.rows) --------------------------------------------------
 
     def raw_replace_all(self, rows: Any, logs: Any) -> None:
-        replace_files(self, rows, logs, _LOG_EXT)
+        writes = replacement_files(rows, logs, self._clock(), self._path_for,
+                                   self._file_bytes, self._log_path)
+        with self._io(), self._locked():
+            old = [path for _, path, _ in self._matching("")]
+            if logs is not None:
+                old += list(self._walk(LOG_EXT))
+            deletes = [path for path in old if path not in writes]
+            self._publish(self._stage(list(writes.items())), deletes)
 
     def raw_log_blobs(self, name: str, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
         # Headered bytes like every other store's, so a log moves to any store.
-        return [(seq, PersistenceStore.encode(self, name, record))
+        return [(seq, self._blob(name, record))
                 for seq, record in self.raw_log_read(name, after, limit)]
 
     def raw_log_blob_in(self, name: str, blob: Any) -> Any:
         assert self.serializer is not None
         return self.encode_record(name, decode_stored(name, blob, self.serializer))
 
-
-_LOG_EXT = ".jsonl"
 
 
 def _link_error(path: Path, key: str = "") -> InvalidKeyError:
@@ -723,7 +488,3 @@ def _link_error(path: Path, key: str = "") -> InvalidKeyError:
                            "inside its folder (one could lead outside it); replace it with a "
                            "real file or folder")
 
-
-def _unlink(tmp: _atomic.Temp) -> None:
-    """Remove a staged temp file that will not be published."""
-    tmp.discard()

@@ -3,7 +3,8 @@
 Built from a synchronous :class:`~kvstore.RedisStore` (its twin), which gives it the URL and
 settings, the key prefix, the reserved lock namespace, the Lua scripts' arguments and the error
 mapping; only the round trips are awaited. A transaction's commit runs on the twin in a worker
-thread (see :mod:`kvstore.aio.manager`).
+thread (see :mod:`kvstore.aio.manager`). The commands and scripts are :mod:`.scripts`, shared
+with the twin.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import contextlib
 import copy
 from typing import Any, AsyncIterator
 
-from .._marks import MISSING
-from ..errors import NotAnIntegerError
-from ..stores.redis import (_COMMIT, _RESERVED, _SCAN_COUNT, _TOUCH, RedisStore, _glob_escape,
-                            _ms)
-from .store import AsyncStore
+from ..._marks import MISSING
+from ...aio.store import AsyncStore
+from ...errors import NotAnIntegerError
+from .scripts import COMMIT, RESERVED, SCAN_COUNT, TOUCH, commit_args, glob_escape, ms, name_str
+from .store import RedisStore
 
 __all__ = ["AsyncRedisStore"]
 
@@ -30,11 +31,14 @@ class AsyncRedisStore(AsyncStore):
 
     def __init__(self, sync: RedisStore, client: Any = None) -> None:
         super().__init__(sync)
-        self._client = client if client is not None else sync._connect_async()
-        self._commit_script = self._client.register_script(_COMMIT)
-        self._touch_script = self._client.register_script(_TOUCH)
-        self._errors = sync._errors_to_catch
-        self._cluster_error = sync._redis.exceptions.RedisClusterException
+        self._client = client if client is not None else sync.connect_async()
+        self._commit_script = self._client.register_script(COMMIT)
+        self._touch_script = self._client.register_script(TOUCH)
+        self._errors = sync.unavailable_errors
+        from redis.exceptions import RedisClusterException, ResponseError
+
+        self._cluster_error = RedisClusterException
+        self._response_error = ResponseError
         self._prefix = sync.key_prefix
         self._pending: list[tuple[str, asyncio.Future[Any]]] = []  # reads of this loop turn
         self._flushing: set[asyncio.Task[None]] = set()
@@ -42,7 +46,7 @@ class AsyncRedisStore(AsyncStore):
         self._init_lock: asyncio.Lock | None = None
         # redis.asyncio's cluster pools raise when full instead of waiting: at most
         # max_connections commands run at once, the others wait up to pool_timeout (a single
-        # node or Sentinel client waits in its own blocking pool; see stores.redis_connect).
+        # node or Sentinel client waits in its own blocking pool; see .connect).
         self._gate = asyncio.Semaphore(sync.max_connections) if sync.cluster else None
 
     async def _ready(self) -> None:
@@ -59,7 +63,7 @@ class AsyncRedisStore(AsyncStore):
                     try:
                         await self._client.initialize()
                     except self._errors + (self._cluster_error,) as exc:
-                        raise self.sync._unavailable(exc) from exc
+                        raise self.sync.unavailable(exc) from exc
                 self._initialized = True
 
     async def _do(self, coro: Any) -> Any:
@@ -71,9 +75,9 @@ class AsyncRedisStore(AsyncStore):
                 return await self._gated(coro)
             return await coro
         except self._errors as exc:
-            raise self.sync._unavailable(exc) from exc
+            raise self.sync.unavailable(exc) from exc
         except self._cluster_error as exc:
-            raise self.sync._unavailable(exc) from exc
+            raise self.sync.unavailable(exc) from exc
 
     @contextlib.asynccontextmanager
     async def _slot(self) -> AsyncIterator[None]:
@@ -86,7 +90,7 @@ class AsyncRedisStore(AsyncStore):
         try:
             await asyncio.wait_for(gate.acquire(), self.sync.pool_timeout)
         except asyncio.TimeoutError:
-            raise self.sync._pool_exhausted() from None
+            raise self.sync.pool_exhausted() from None
         try:
             yield
         finally:
@@ -132,7 +136,7 @@ class AsyncRedisStore(AsyncStore):
         except BaseException as exc:
             error: BaseException = exc
             if isinstance(exc, self._errors + (self._cluster_error,)):
-                error = self.sync._unavailable(exc)
+                error = self.sync.unavailable(exc)
                 error.__cause__ = exc
             for _, future in batch:
                 if not future.done():
@@ -145,14 +149,14 @@ class AsyncRedisStore(AsyncStore):
     async def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
         if self._gate is not None:
             await self._do(self._client.set(self._prefix + key, blob,
-                                            px=None if ttl is None else _ms(ttl)))
+                                            px=None if ttl is None else ms(ttl)))
             return
         try:
-            await self._client.set(self._prefix + key, blob, px=None if ttl is None else _ms(ttl))
+            await self._client.set(self._prefix + key, blob, px=None if ttl is None else ms(ttl))
         except self._errors as exc:
-            raise self.sync._unavailable(exc) from exc
+            raise self.sync.unavailable(exc) from exc
         except self._cluster_error as exc:
-            raise self.sync._unavailable(exc) from exc
+            raise self.sync.unavailable(exc) from exc
 
     async def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
         names = [self._k(k) for k in keys]
@@ -163,7 +167,7 @@ class AsyncRedisStore(AsyncStore):
     async def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         await self._ready()  # a cluster pipeline built before discovery goes to a dead node
         pipe = self._client.pipeline(transaction=not self.sync.cluster)
-        px = None if ttl is None else _ms(ttl)
+        px = None if ttl is None else ms(ttl)
         for key, blob in items:
             pipe.set(self._k(key), blob, px=px)
         await self._do(pipe.execute())
@@ -192,27 +196,26 @@ class AsyncRedisStore(AsyncStore):
                 return int(await self._do(self._client.incrby(name, amount)))
             await self._ready()  # see _set_many
             pipe = self._client.pipeline(transaction=True)  # see RedisStore.raw_incr
-            pipe.set(name, 0, nx=True, px=_ms(ttl))
+            pipe.set(name, 0, nx=True, px=ms(ttl))
             pipe.incrby(name, amount)
             return int((await self._do(pipe.execute()))[1])
-        except self.sync._redis.exceptions.ResponseError as exc:
+        except self._response_error as exc:
             if "not an integer" in str(exc) or "out of range" in str(exc):
                 raise NotAnIntegerError(f"incr {key!r}: stored value is not an integer") from exc
             raise
 
     async def _scan(self, prefix: str) -> list[str]:
-        pattern = _glob_escape(self._prefix + prefix) + "*"
+        pattern = glob_escape(self._prefix + prefix) + "*"
         names = []
         await self._ready()
         try:
             async with self._slot():
-                async for name in self._client.scan_iter(match=pattern, count=_SCAN_COUNT):
-                    if isinstance(name, bytes):
-                        name = name.decode("utf-8", "surrogateescape")
-                    if not (self.sync._guard and name.startswith(_RESERVED)):
+                async for name in self._client.scan_iter(match=pattern, count=SCAN_COUNT):
+                    name = name_str(name)
+                    if not (self.sync.reserved_guard and name.startswith(RESERVED)):
                         names.append(name)
         except self._errors + (self._cluster_error,) as exc:
-            raise self.sync._unavailable(exc) from exc
+            raise self.sync.unavailable(exc) from exc
         return names
 
     async def raw_keys(self, prefix: str) -> list[str]:
@@ -228,28 +231,28 @@ class AsyncRedisStore(AsyncStore):
 
     async def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
         return bool(await self._do(self._client.set(self._k(key), blob, nx=True,
-                                                    px=None if ttl is None else _ms(ttl))))
+                                                    px=None if ttl is None else ms(ttl))))
 
     async def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        names, args = self.sync._commit_args([(key, expected)], [(key, new, ttl)])
+        names, args = commit_args(self._prefix, [(key, expected)], [(key, new, ttl)])
         return int(await self._do(self._commit_script(keys=names, args=args))) == 0
 
     async def raw_touch(self, key: str, ttl: float | None) -> bool:
         if ttl is not None:
-            return bool(await self._do(self._client.pexpire(self._k(key), _ms(ttl))))
+            return bool(await self._do(self._client.pexpire(self._k(key), ms(ttl))))
         return bool(await self._do(self._touch_script(keys=[self._k(key)], args=[""])))
 
     # Logs: the same Redis lists as RedisStore's (see there), awaited.
     async def raw_log_append(self, name: str, blob: Any) -> int:
-        return int(await self._do(self._client.rpush(self.sync._log_key(name), blob)))
+        return int(await self._do(self._client.rpush(self.sync.log_key(name), blob)))
 
     async def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         end = -1 if limit is None else after + limit - 1
-        blobs = await self._do(self._client.lrange(self.sync._log_key(name), after, end))
+        blobs = await self._do(self._client.lrange(self.sync.log_key(name), after, end))
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
 
     async def raw_log_len(self, name: str) -> int:
-        return int(await self._do(self._client.llen(self.sync._log_key(name))))
+        return int(await self._do(self._client.llen(self.sync.log_key(name))))
 
     def open_meta(self) -> "AsyncRedisStore":
         meta = copy.copy(self)

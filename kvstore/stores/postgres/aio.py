@@ -1,7 +1,7 @@
 """AsyncPostgresStore: the PostgreSQL store on psycopg's asyncio connection pool.
 
 Built from a synchronous :class:`~kvstore.PostgresStore` (its twin): every operation is the
-twin's :class:`~kvstore.stores.postgres.Query` (the same statement, parameters and reading of
+twin's :class:`~.statements.Query` (the same statement, parameters and reading of
 the result), executed on an ``AsyncConnectionPool``. The table is created through the twin
 (in a worker thread) before the first query; a transaction's commit runs on the twin in a
 worker thread (see :mod:`kvstore.aio.manager`).
@@ -13,9 +13,10 @@ import asyncio
 import copy
 from typing import Any, AsyncIterator
 
-from ..errors import StoreUnavailableError
-from ..stores.postgres import _PAGE, PostgresStore, Query, _mask
-from .store import AsyncStore
+from ...aio.store import AsyncStore
+from ...errors import StoreUnavailableError
+from .statements import PAGE, Query
+from .store import PostgresStore, mask_dsn
 
 __all__ = ["AsyncPostgresStore"]
 
@@ -39,8 +40,8 @@ class AsyncPostgresStore(AsyncStore):
             sync = self.sync
             pool = AsyncConnectionPool(
                 sync.dsn, min_size=1, max_size=self._pool_size, open=False,
-                timeout=sync._connect_timeout,
-                kwargs={"autocommit": True, "connect_timeout": max(1, int(sync._connect_timeout)),
+                timeout=sync.connect_timeout,
+                kwargs={"autocommit": True, "connect_timeout": max(1, int(sync.connect_timeout)),
                         "application_name": f"kvstore:{sync.table}"},
                 name=f"kvstore-aio-{sync.table}")
             self._shared["pool"] = pool
@@ -52,7 +53,7 @@ class AsyncPostgresStore(AsyncStore):
 
     def _unavailable(self, exc: BaseException, why: str = "") -> StoreUnavailableError:
         error = StoreUnavailableError(
-            f"PostgreSQL at {_mask(self.sync.dsn)} is unavailable: {why or exc}".strip())
+            f"PostgreSQL at {mask_dsn(self.sync.dsn)} is unavailable: {why or exc}".strip())
         error.__cause__ = exc
         return error
 
@@ -63,47 +64,47 @@ class AsyncPostgresStore(AsyncStore):
             async with pool.connection() as conn:
                 try:
                     cur = await conn.execute(q.sql, q.params)
-                except sync._data_errors as exc:
+                except sync.data_errors as exc:
                     raise q.data_error(exc) if q.data_error else exc
                 if q.fetch == "one":
                     rows = await cur.fetchone()
                 else:
                     rows = await cur.fetchall() if q.fetch else None
-        except sync._pool_timeout as exc:
-            raise self._unavailable(exc, f"no connection within {sync._connect_timeout:g}s")
-        except sync._connection_errors as exc:
+        except sync.pool_timeout_error as exc:
+            raise self._unavailable(exc, f"no connection within {sync.connect_timeout:g}s")
+        except sync.connection_errors as exc:
             raise self._unavailable(exc)
         return q.result(rows)
 
     async def raw_get(self, key: str) -> Any:
-        return await self._run(self.sync._q_get(key))
+        return await self._run(self.sync.queries.get(key))
 
     async def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
-        return await self._run(self.sync._q_get_many(keys))
+        return await self._run(self.sync.queries.get_many(keys))
 
     async def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
-        await self._run(self.sync._q_set(key, blob, ttl))
-        purge = self.sync._q_purge()
+        await self._run(self.sync.queries.set(key, blob, ttl))
+        purge = self.sync.queries.purge()
         if purge is not None:
             await self._run(purge)
 
     async def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        await self._run(self.sync._q_set_many(items, ttl))
+        await self._run(self.sync.queries.set_many(items, ttl))
 
     async def raw_delete(self, key: str) -> bool:
         return await self.raw_delete_many([key]) == 1
 
     async def raw_delete_many(self, keys: list[str]) -> int:
-        return int(await self._run(self.sync._q_delete_many(keys)))
+        return int(await self._run(self.sync.queries.delete_many(keys)))
 
     async def raw_exists(self, key: str) -> bool:
-        return bool(await self._run(self.sync._q_exists(key)))
+        return bool(await self._run(self.sync.queries.exists(key)))
 
     async def raw_ttl(self, key: str) -> float | None:
-        return await self._run(self.sync._q_ttl(key))
+        return await self._run(self.sync.queries.ttl(key))
 
     async def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
-        return int(await self._run(self.sync._q_incr(key, amount, ttl)))
+        return int(await self._run(self.sync.queries.incr(key, amount, ttl)))
 
     async def raw_keys(self, prefix: str) -> list[str]:
         return [key async for page in self._key_pages(prefix, None) for key in page]
@@ -112,24 +113,24 @@ class AsyncPostgresStore(AsyncStore):
         # One ordered query per page, starting after the last key seen (as the sync twin).
         after = start_after or ""
         while True:
-            page = await self._run(self.sync._q_keys(prefix, after))
+            page = await self._run(self.sync.queries.keys(prefix, after))
             if page:
                 yield page
                 after = page[-1]
-            if len(page) < _PAGE:
+            if len(page) < PAGE:
                 return
 
     async def raw_clear(self, prefix: str) -> int:
-        return int(await self._run(self.sync._q_clear(prefix)))
+        return int(await self._run(self.sync.queries.clear(prefix)))
 
     async def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        return bool(await self._run(self.sync._q_add(key, blob, ttl)))
+        return bool(await self._run(self.sync.queries.add(key, blob, ttl)))
 
     async def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        return bool(await self._run(self.sync._q_cas(key, expected, new, ttl)))
+        return bool(await self._run(self.sync.queries.cas(key, expected, new, ttl)))
 
     async def raw_touch(self, key: str, ttl: float | None) -> bool:
-        return bool(await self._run(self.sync._q_touch(key, ttl)))
+        return bool(await self._run(self.sync.queries.touch(key, ttl)))
 
     def open_meta(self) -> "AsyncPostgresStore":
         meta = copy.copy(self)  # the same pool, the twin's lock table

@@ -12,8 +12,9 @@ settings. Per client kind (redis-py 8):
 - Sentinel, sync and asyncio: a ``SentinelConnectionPool`` that blocks the same way;
 - Cluster, sync: a ``BlockingConnectionPool`` per node (``connection_pool_class``);
 - Cluster, asyncio: redis-py's per-node pool only raises ``MaxConnectionsError``, so
-  :class:`~kvstore.aio.redis.AsyncRedisStore` admits at most ``max_connections`` commands at a
-  time (a semaphore with the same bounded wait), which keeps every node within the limit.
+  :class:`~kvstore.stores.redis.aio.AsyncRedisStore` admits at most ``max_connections``
+  commands at a time (a semaphore with the same bounded wait), which keeps every node within
+  the limit.
 
 Retries stay off everywhere (``Retry(NoBackoff(), 0)``): a command whose reply was lost may have
 run, and is never sent again. A wait for a pool connection happens before anything is sent.
@@ -27,7 +28,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_POOL_TIMEOUT", "build_client", "pool_options",
            "POOL_EXHAUSTED"]
@@ -38,7 +39,7 @@ POOL_EXHAUSTED = "No connection available"  # redis-py's message when the blocki
 
 
 def mask_url(url: str) -> str:
-    from ..config import mask_secrets
+    from ...config import mask_secrets
 
     return mask_secrets(url)
 

@@ -26,7 +26,7 @@ import stat
 from pathlib import Path
 from typing import Callable, Iterator
 
-from .._fs import make_private_dirs
+from ..._fs import make_private_dirs
 
 __all__ = ["Root", "Folder", "LinkRefused", "Parts", "NOFOLLOW", "open_folder", "open_file",
            "read_file", "read_at", "stat_file", "walk"]

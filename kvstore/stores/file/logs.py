@@ -20,10 +20,10 @@ import os
 import re
 from typing import IO, Any, Iterator
 
-from ..errors import CorruptDataError
-from ..serializers import decode_json_text
+from ...errors import CorruptDataError
+from ...serializers import decode_json_text
 
-__all__ = ["tail", "read", "line"]
+__all__ = ["tail", "read", "line", "append"]
 
 # kvstore's own lines start exactly so: a line a read only skips needs no full decode.
 _SEQ_HEAD = re.compile(rb'\{"seq":(\d+),"record":')
@@ -116,3 +116,20 @@ def read(fh: IO[bytes], after: int, limit: int | None, what: str) -> list[tuple[
             if limit is not None and len(out) >= limit:
                 break
     return out
+
+
+def append(fd: int, blob: str, fsync: bool) -> int:
+    """Append the record ``blob`` to the log file open on ``fd`` (under the store's lock), a
+    torn last line cut off first; returns the record's number."""
+    end, last = tail(fd)
+    if os.fstat(fd).st_size != end:  # a torn last line: cut it off
+        os.ftruncate(fd, end)
+    seq = last + 1
+    view = memoryview(line(seq, blob))
+    offset = end
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
+    if fsync:
+        os.fsync(fd)
+    return seq
