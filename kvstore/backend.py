@@ -218,13 +218,15 @@ class Backend(ABC):
     def raw_touch(self, key: str, ttl: float | None) -> bool:
         """New expiry for a live key (None: none); False when missing. This default
         compare-and-swaps the blob onto itself, retrying when a writer came between."""
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             blob = self.raw_get(key)
             if blob is MISSING:
                 return False
             if self.raw_cas(key, blob, blob, ttl):
                 return True
             time.sleep(backoff(attempt))
+            attempt += 1
 
     def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         """Live keys with ``prefix`` sorting after ``start_after``, sorted (stores that page by

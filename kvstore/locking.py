@@ -30,7 +30,7 @@ class Lock(LockOps):
         super().__init__(store, name, ttl, timeout)
         self._local = threading.local()
 
-    @property  # type: ignore[override]
+    @property
     def _token(self) -> bytes | None:
         return getattr(self._local, "token", None)
 

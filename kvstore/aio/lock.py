@@ -29,7 +29,7 @@ class AsyncLock(AsyncLockOps):
         """Who holds an acquisition: the current task."""
         return asyncio.current_task()
 
-    @property  # type: ignore[override]
+    @property
     def _token(self) -> bytes | None:
         return self._tokens.get(self._owner())
 

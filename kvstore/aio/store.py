@@ -67,11 +67,11 @@ class AsyncStore(AsyncStoreOps):
         return self.sync.ttl_default
 
     @property
-    def serializer(self) -> Any:  # type: ignore[override]
+    def serializer(self) -> Any:
         return self.sync.serializer
 
     @property
-    def meta(self) -> "AsyncStore":  # type: ignore[override]
+    def meta(self) -> "AsyncStore":
         if self._meta_store is None:
             self._meta_store = self.open_meta()
         return self._meta_store

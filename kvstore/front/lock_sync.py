@@ -14,7 +14,6 @@ thread, :class:`~kvstore.aio.AsyncLock` per task (their ``_token`` property).
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Any
 
@@ -59,7 +58,8 @@ class LockOps:
         wait = self.timeout if timeout is UNSET else check_timeout(timeout)
         meta, token = self.store.meta, new_token()
         deadline = None if wait is None else time.monotonic() + wait
-        for attempt in itertools.count():
+        attempt = 0
+        while True:
             if meta.raw_add(self._key, token, self.ttl):
                 self._token = token
                 return True
@@ -72,6 +72,7 @@ class LockOps:
                     return False
                 pause = min(pause, left)
             time.sleep(pause)
+            attempt += 1
 
     def release(self) -> None:
         """Release the lock. Raises :class:`LockNotOwnedError` when it had expired and may have

@@ -50,6 +50,8 @@ class StoreOps:
     raw_delete: Any
     raw_exists: Any
     raw_keys: Any
+    raw_keys_after: Any  # the synchronous front's
+    _key_pages: Any  # the async front's (kvstore.aio.store.AsyncStore)
     raw_ttl: Any
     raw_incr: Any
     raw_clear: Any
