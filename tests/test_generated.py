@@ -28,11 +28,17 @@ def test_conversion_rules():
         "import asyncio  # async only\n"
         "from .lock_async import AsyncLockOps\n"
         "class AsyncStoreOps:\n"
-        "    async def load(self, key):\n"
+        "    async def load(self, key,\n"
+        "                   default=None):\n"
         "        async with self.guard():\n"
         "            blob = await self.raw_get(key)\n"
         "        # sync: return self.fast(blob)\n"
         "        return await self.slow(blob)  # async only\n"
+        "        # sync: x = (\n"
+        "        # sync:     1)\n"
+        "    # sync: @property\n"
+        "    async def owned(self):\n"
+        "        return AsyncLock(self), AsyncLog(self), AsyncLogOps\n"
         "    async def __aenter__(self):\n"
         "        await asyncio.sleep(0.1)\n"
         "        async for k in self.keys():\n"
@@ -42,10 +48,16 @@ def test_conversion_rules():
     assert out[1:] == [
         "from .lock_sync import LockOps",
         "class StoreOps:",
-        "    def load(self, key):",
+        "    def load(self, key,",
+        "             default=None):",
         "        with self.guard():",
         "            blob = self.raw_get(key)",
         "        return self.fast(blob)",
+        "        x = (",
+        "            1)",
+        "    @property",
+        "    def owned(self):",
+        "        return Lock(self), Log(self), LogOps",
         "    def __enter__(self):",
         "        time.sleep(0.1)",
         "        for k in self.keys():",

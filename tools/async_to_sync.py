@@ -11,11 +11,15 @@ The rules, applied line by line outside string literals' meaning (a docstring th
 ``await x`` says ``x`` in the synchronous twin, which is what it should say):
 
 - ``async def`` / ``async with`` / ``async for`` lose ``async``; ``await`` is dropped;
+- the continuation lines of an ``async def`` signature move 6 columns left with it (they stay
+  aligned under the opening bracket);
 - names are mapped by :data:`NAMES` (``AsyncIterator`` -> ``Iterator``, ``__aenter__`` ->
   ``__enter__``, ``AsyncX`` -> ``X`` for the front's own classes...), and a module
   ``name_async`` is ``name_sync``;
 - a line ending in ``# async only`` is left out; a line ``# sync: <code>`` becomes ``<code>``
-  (indentation kept), for the few places where the fronts truly differ.
+  (indentation kept, and any further indentation after ``# sync: ``), for the few places where
+  the fronts truly differ: an import, a listing (``keys()``), ``@property`` over a method the
+  async front must await (``lock.owned``), ``__len__`` (``await log.length()`` on asyncio).
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ NAMES = {
     "AsyncTransactionOps": "TransactionOps",
     "AsyncLockOps": "LockOps",
     "AsyncLogOps": "LogOps",
+    # the fronts' concrete lock and log classes (kvstore.aio.lock / kvstore.locking, kvstore.logs)
+    "AsyncLock": "Lock",
+    "AsyncLog": "Log",
 }
 
 _NAME_RE = re.compile(r"(?<![\w.])(" + "|".join(
@@ -55,6 +62,7 @@ _SYNC_LINE = re.compile(r"^(\s*)# sync: (.*)$")
 
 def convert(source: str, origin: str) -> str:
     out = [f"# Generated from {origin} by tools/async_to_sync.py: do not edit, edit that file.\n"]
+    depth = 0  # open brackets of an ``async def`` signature still being read
     for line in source.splitlines(keepends=True):
         if line.rstrip().endswith("# async only"):
             continue
@@ -62,12 +70,23 @@ def convert(source: str, origin: str) -> str:
         if sync:
             out.append(f"{sync.group(1)}{sync.group(2)}\n")
             continue
+        if depth > 0:  # a continued signature: aligned 6 columns left, as "async " went
+            if line.startswith(" " * 6):
+                line = line[6:]
+            depth += _brackets(line)
+        elif re.match(r"\s*async def\b", line):
+            depth = _brackets(line)
         line = re.sub(r"\basync (def|with|for)\b", r"\1", line)
         line = re.sub(r"\bawait ", "", line)
         line = _NAME_RE.sub(lambda m: NAMES[m.group(1)], line)
         line = re.sub(r"\b(\w+)_async\b", r"\1_sync", line)  # the front's modules
         out.append(line)
     return "".join(out)
+
+
+def _brackets(line: str) -> int:
+    code = line.split("#", 1)[0]
+    return sum(code.count(c) for c in "([{") - sum(code.count(c) for c in ")]}")
 
 
 def pairs() -> list[tuple[Path, Path]]:

@@ -1,0 +1,65 @@
+"""An append-only log's operations, written once (the asyncio source of ``log_sync.py``).
+
+Each store keeps a log natively through five byte-level methods of the backend contract
+(``raw_log_append``, ``raw_log_read``, ``raw_log_len``, ``raw_log_delete``, ``raw_log_names``):
+a list in memory, a table on SQLite and PostgreSQL, a Redis list, a JSON Lines file on the
+file store. Everything else is here, once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from ..rules import check_page
+
+__all__ = ["AsyncLogOps"]
+
+_PAGE = 1000
+
+
+class AsyncLogOps:
+    """An append-only log named ``name`` in ``store``."""
+
+    def __init__(self, store: Any, name: str) -> None:
+        store.check_key(name)
+        self.store = store
+        self.name = name
+
+    async def append(self, record: Any) -> int:
+        """Add ``record`` at the end; returns its sequence number (1 for the first)."""
+        store = self.store
+        return int(await store.raw_log_append(self.name, store.encode_record(self.name, record)))
+
+    async def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
+        """``(seq, record)`` for the records with ``seq > after``, oldest first, at most
+        ``limit`` of them."""
+        check_page(after, limit)
+        if limit == 0:
+            return []
+        store = self.store
+        rows = await store.raw_log_read(self.name, after, limit)
+        return [(seq, store.decode_record(self.name, blob)) for seq, blob in rows]
+
+    async def __aiter__(self) -> AsyncIterator[tuple[int, Any]]:
+        """Every ``(seq, record)``, read a page at a time."""
+        after = 0
+        while True:
+            page = await self.read(after, _PAGE)
+            for item in page:
+                yield item
+            if len(page) < _PAGE:
+                return
+            after = page[-1][0]
+
+    async def length(self) -> int:
+        """How many records the log holds (``len(log)`` on the synchronous front)."""
+        return int(await self.store.raw_log_len(self.name))
+
+    # sync: __len__ = length
+
+    async def delete(self) -> bool:
+        """Remove the whole log; True when it existed."""
+        return bool(await self.store.raw_log_delete(self.name))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, store={type(self.store).__name__})"
