@@ -326,7 +326,8 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
         body = root
     p = "persistence"
     third_party = _third_party(body, p)
-    known = _TOP_LEVEL + tuple(third_party)
+    known = _TOP_LEVEL + tuple(b.section for b in registry.backends()
+                               if b.section and b.section not in _TOP_LEVEL)
     for key in body:
         if key not in known:
             if body is root:  # no `persistence:` level: name the key as the user wrote it
