@@ -67,7 +67,8 @@ class Backend:
     #: opening.Opening`); None: ``Class(**settings, secret=config.pickle_secret)``.
     opener: str | None = None
     #: The async driver class, ``"module:Class"`` built from the synchronous store
-    #: (``Driver(store)``); None: the store's calls run in worker threads (or inline).
+    #: (``Driver(store)``; a wrapper's: ``Driver(store, face)``, ``face(inner)`` the async face
+    #: of a store it wraps); None: the store's calls run in worker threads (or inline).
     async_driver: str | None = None
     #: Its calls never wait on I/O: the async front runs them on the event loop.
     inline: bool = False
@@ -121,7 +122,8 @@ BUILTIN = (
             schemes=("postgresql", "postgres"), from_url=f"{_OPENING}:postgres_from_url",
             section="postgres", tier="database", opener=f"{_OPENING}:open_postgres",
             async_driver="kvstore.aio.postgres:AsyncPostgresStore", loop_tasks=True),
-    Backend("fallback", "kvstore.stores.fallback:FallbackStore", wraps="primary"),
+    Backend("fallback", "kvstore.stores.fallback:FallbackStore", wraps="primary",
+            async_driver="kvstore.aio.fallback:AsyncFallbackStore"),
 )
 
 _lock = threading.RLock()

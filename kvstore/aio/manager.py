@@ -48,29 +48,36 @@ _NOT_STORE_ERRORS = (ConflictError, LockTimeout)
 def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = None, *,
                 threads: Callable[[registry.Backend], bool] | None = None) -> AsyncStore:
     """The async face of a synchronous store, as its backend's registry record says
-    (:mod:`kvstore.registry`): its async driver (Redis, PostgreSQL; a wrapper's driver wraps the
-    async faces of the stores it wraps), inline for a store that never waits (memory), else the
-    store's own calls in ``executor``'s threads. A subclass that overrides a byte-level method
-    runs in threads (a driver would bypass its override). ``threads(backend)`` true: run that
-    backend in threads even if it has a driver."""
+    (:mod:`kvstore.registry`): its async driver (Redis, PostgreSQL; a wrapper's driver runs over
+    the faces of the stores it wraps, when the one it wraps has a driver), inline for a store
+    that never waits (memory), else the store's own calls in ``executor``'s threads. A subclass
+    that overrides a byte-level method runs in threads (a driver would bypass its override).
+    ``threads(backend)`` true: run that backend in threads even if it has a driver."""
     backend = registry.for_store(store)
     if backend is None:
         return ThreadStore(store, executor)
-    if backend.async_driver is not None and not (threads is not None and threads(backend)) \
-            and not _overrides(type(store), backend.store_class()):
-        driver = backend.async_class()
-        if backend.wraps is not None:  # e.g. FallbackStore: its stores' faces, then its own
-            return driver.wrapping(store, lambda inner: async_store(inner, executor,
-                                                                     threads=threads), executor)
-        return driver(store)
-    return InlineStore(store) if backend.inline else ThreadStore(store, executor)
+    if not _native(store, backend, threads):
+        return InlineStore(store) if backend.inline else ThreadStore(store, executor)
+    driver = backend.async_class()
+    if backend.wraps is not None:  # e.g. FallbackStore: over its stores' own faces
+        return driver(store, lambda inner: async_store(inner, executor, threads=threads))
+    return driver(store)
 
 
-def _overrides(cls: type, base: type) -> bool:
-    """Whether ``cls`` (a subclass of ``base``) defines a byte-level method of its own."""
-    return cls is not base and any(
-        name.startswith("raw_") or name in ("encode", "decode")
-        for klass in cls.__mro__[:cls.__mro__.index(base)] for name in vars(klass))
+def _native(store: Any, backend: registry.Backend | None,
+            threads: Callable[[registry.Backend], bool] | None) -> bool:
+    """Whether ``store`` runs on its backend's async driver."""
+    if backend is None or backend.async_driver is None or (threads and threads(backend)):
+        return False
+    cls, base = type(store), backend.store_class()
+    if cls is not base and any(name.startswith("raw_") or name in ("encode", "decode")
+                               for klass in cls.__mro__[:cls.__mro__.index(base)]
+                               for name in vars(klass)):
+        return False  # a subclass's own byte-level method: the driver would bypass it
+    if backend.wraps is None:
+        return True
+    inner = getattr(store, backend.wraps)  # a wrapper gains nothing over a store in threads
+    return _native(inner, registry.for_store(inner), threads)
 
 
 class AsyncTransaction(Transaction):
