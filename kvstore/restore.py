@@ -163,7 +163,8 @@ class _Part:
     def replace(self) -> None:
         """Replace the store's keys (and logs) with this part's."""
         if self.path.suffix == ".sqlite3" and file_copy(self.store):
-            self.store._replace_from_file(self.path, self._table(), self.with_logs)
+            self.store._replace_from_file(  # type: ignore[attr-defined]
+                self.path, self._table(), self.with_logs)
             return
         rows, logs = self.rows(), self.logs()
         try:

@@ -32,3 +32,30 @@ def test_the_async_face_keeps_the_native_redis_driver(case):
     assert type(astore) is AsyncFallbackStore
     assert type(astore.primary) is AsyncRedisStore
     assert type(astore.meta) is AsyncFallbackStore and type(astore.meta.primary) is AsyncRedisStore
+
+
+def test_the_async_manager_keeps_redis_native_behind_its_fallback(tmp_path, data_dir):
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager, ThreadStore
+    from kvstore.aio.fallback import AsyncFallbackStore
+    from kvstore.aio.redis import AsyncRedisStore
+
+    if REDIS_URL is None:
+        pytest.skip("KVSTORE_TEST_REDIS_URL is not set")
+    config = {"redis": {"url": REDIS_URL, "fallback": "database", "key_prefix": "kvtest:fb:"},
+              "sqlite": {"path": str(tmp_path / "app.db")},
+              "categories": {"q": {"store": "cache"}}}
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            cache = pm.stores["cache"]
+            assert type(cache) is AsyncFallbackStore and type(cache.primary) is AsyncRedisStore
+            assert isinstance(cache.fallback, ThreadStore)  # SQLite, as its own face runs
+            await pm.save("q:a", {"n": 1}, ttl=60)
+            assert await pm.load("q:a") == {"n": 1} and 0 < await pm.ttl("q:a") <= 60
+            assert cache.sync.primary.load("q:a") == {"n": 1}  # written to Redis itself
+            assert await pm.incr("q:n") == 1
+            await pm.clear("q:")
+
+    asyncio.run(main())

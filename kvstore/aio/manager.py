@@ -58,7 +58,7 @@ def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = N
         return ThreadStore(store, executor)
     if not _native(store, backend, threads):
         return InlineStore(store) if backend.inline else ThreadStore(store, executor)
-    driver = backend.async_class()
+    driver: Any = backend.async_class()
     if backend.wraps is not None:  # e.g. FallbackStore: over its stores' own faces
         return driver(store, lambda inner: async_store(inner, executor, threads=threads))
     return driver(store)
