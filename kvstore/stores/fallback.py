@@ -163,33 +163,22 @@ class FallbackStore(PersistenceStore):
     def _route(self, method: str, *args: Any) -> Any:
         return flows.run(self, self.route(self._to, method, args))
 
-    def _writing_back(self, to: Targets) -> flows.Flow:
-        """Every ``retry_after`` seconds (and at once after an outage): write back every outage
-        record, so reads from the primary see them. Best effort: a failure is seen by the call."""
+    def _write_back_due(self) -> bool:
+        """Every ``retry_after`` seconds (and at once after an outage): time to write back every
+        outage record (:meth:`_write_back_all`), so reads from the primary see them."""
         outage = self._outage
         if self._records is None or time.monotonic() < outage.next_check:
-            return
+            return False
         outage.next_check = time.monotonic() + self.retry_after
-        yield flows.Compute(functools.partial(to.blocking, self._write_back_all))
+        return True
 
     def _write_back_all(self) -> None:
+        """Best effort: a failure is seen by the call (and the next call tries again)."""
         assert self._records is not None
         try:
             self._records.settle_all(self.primary, self.fallback)
         except StoreUnavailableError:
             self._outage.next_check = 0.0
-
-    def _pending(self, to: Targets, keys: list[str]) -> flows.Flow:
-        """Those of ``keys`` with an outage write not yet written back to the primary."""
-        if self._records is None or not keys:
-            return []
-        try:
-            return (yield from pending(to.records, keys))
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(
-                f"key {keys[0]!r}: the fallback store ({self.fallback!r}) cannot be read to check "
-                f"for outage writes not yet written back to the primary; nothing was written: "
-                f"{exc}") from exc
 
     def _settle(self, keys: list[str]) -> None:
         """Write back the outage writes of ``keys`` (from _pending) before the primary writes
@@ -200,7 +189,8 @@ class FallbackStore(PersistenceStore):
 
     def _reading(self, to: Targets, method: str, args: tuple[Any, ...]) -> flows.Flow:
         if not self.using_fallback:
-            yield from self._writing_back(to)
+            if self._write_back_due():
+                yield flows.Compute(functools.partial(to.blocking, self._write_back_all))
             try:
                 result = yield call(to.primary, method, *args)
                 if method == "raw_keys":
@@ -219,8 +209,9 @@ class FallbackStore(PersistenceStore):
         """A write: to the primary after settling ``keys``. During an outage a blind write
         (``writes``: what it writes) goes to the fallback and is recorded; any other raises."""
         if not self.using_fallback:
-            yield from self._writing_back(to)
-            pending_keys = yield from self._pending(to, keys)
+            if self._write_back_due():
+                yield flows.Compute(functools.partial(to.blocking, self._write_back_all))
+            pending_keys = (yield from pending(to.records, keys)) if keys and self._records else []
             try:
                 if pending_keys:
                     yield flows.Compute(functools.partial(to.blocking, self._settle, pending_keys))
@@ -328,7 +319,8 @@ class FallbackStore(PersistenceStore):
                 flows.run(self, recording(self._to.records, ops))
             return
         touched = dict.fromkeys([k for k, _, _ in ops] + [k for k, _ in checks])
-        pending_keys = flows.run(self, self._pending(self._to, list(touched)))
+        pending_keys = (flows.run(self, pending(self._to.records, list(touched)))
+                        if touched and self._records else [])
         inner = False  # an error from the block (another store's part) is not the primary's
         try:
             if pending_keys:

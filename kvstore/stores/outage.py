@@ -83,10 +83,18 @@ def recording(records: Any, writes: Iterable[tuple[str, Any, float | None]]) -> 
 
 
 def pending(records: Any, keys: list[str]) -> flows.Flow:
-    """Those of ``keys`` that have an outage write not yet written back (in ``records``)."""
-    if len(keys) == 1:
-        return keys if (yield call(records, "raw_get", PREFIX + keys[0])) is not MISSING else []
-    found = yield call(records, "raw_get_many", [PREFIX + key for key in keys])
+    """Those of ``keys`` (at least one) that have an outage write not yet written back (in
+    ``records``); StoreUnavailableError, saying nothing was written, if it cannot be read."""
+    try:
+        if len(keys) == 1:
+            found = yield call(records, "raw_get", PREFIX + keys[0])
+            return keys if found is not MISSING else []
+        found = yield call(records, "raw_get_many", [PREFIX + key for key in keys])
+    except StoreUnavailableError as exc:
+        raise StoreUnavailableError(
+            f"key {keys[0]!r}: the fallback store's outage records ({records!r}) cannot be read "
+            f"to check for outage writes not yet written back to the primary; nothing was "
+            f"written: {exc}") from exc
     return [key for key in keys if PREFIX + key in found]
 
 
