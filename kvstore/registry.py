@@ -175,21 +175,29 @@ def _load_entry_points() -> None:
     with _lock:
         if _entry_points_loaded:
             return
-        _entry_points_loaded = True
-        from importlib.metadata import entry_points
+        _entry_points_loaded = True  # first: a plugin's module may look backends up itself
+        try:
+            _register_entry_points()
+        except BaseException:
+            _entry_points_loaded = False  # the next lookup raises again, not silently without it
+            raise
 
-        for point in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                backend = point.load()
-            except Exception as exc:
-                raise BackendError(f"entry point {point.name!r} of {ENTRY_POINT_GROUP!r} "
-                                   f"({point.value}) failed to load: {exc}") from exc
-            if callable(backend) and not isinstance(backend, Backend):
-                backend = backend()  # a function returning the record
-            if not isinstance(backend, Backend):
-                raise BackendError(f"entry point {point.name!r} of {ENTRY_POINT_GROUP!r} "
-                                   f"({point.value}) is not a kvstore.registry.Backend")
-            register(backend)
+
+def _register_entry_points() -> None:
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            backend = point.load()
+        except Exception as exc:
+            raise BackendError(f"entry point {point.name!r} of {ENTRY_POINT_GROUP!r} "
+                               f"({point.value}) failed to load: {exc}") from exc
+        if callable(backend) and not isinstance(backend, Backend):
+            backend = backend()  # a function returning the record
+        if not isinstance(backend, Backend):
+            raise BackendError(f"entry point {point.name!r} of {ENTRY_POINT_GROUP!r} "
+                               f"({point.value}) is not a kvstore.registry.Backend")
+        register(backend)  # the same record again (a retried load) is accepted
 
 
 def _reset() -> None:

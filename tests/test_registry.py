@@ -231,6 +231,14 @@ def test_a_clashing_entry_point_is_refused_with_its_name(plugin):
                                                               'schemes=("sqlite",)'))
     with pytest.raises(BackendError, match="'dictkv': URL scheme 'sqlite' is already backend 'sqlite'"):
         registry.backends()
+    with pytest.raises(BackendError, match="'dictkv'"):  # every lookup says so, not only the first
+        registry.get("dictkv")
+
+
+def test_a_broken_entry_point_is_an_error_naming_it(plugin):
+    (plugin / "dictkv_backend.py").write_text("BACKEND = 42\n")
+    with pytest.raises(BackendError, match="entry point 'dictkv' .*is not a kvstore.registry.Backend"):
+        registry.for_scheme("dictkv")
 
 
 def test_a_bad_record_is_refused(fresh_registry):
