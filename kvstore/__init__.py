@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import registry as _registry
 from .errors import (ConfigError, ConflictError, CorruptDataError, InvalidArgumentError,
                      InvalidKeyError, InvalidTTLError, KVStoreError, LockNotOwnedError, LockTimeout,
                      NotAListError, NotAnIntegerError, SerializationError, StoreUnavailableError,
@@ -49,23 +50,18 @@ __all__ = [
     "InvalidArgumentError", "Lock", "open_url",
 ]
 
-# Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast.
-_LAZY = {
-    "SQLiteStore": ".stores.sqlite",
-    "FileStore": ".stores.file",
-    "RedisStore": ".stores.redis",
-    "PostgresStore": ".stores.postgres",
-    "PersistenceManager": ".manager",
-    "open_url": ".stores.opening",
-}
+# Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast. The
+# store classes are the built-in backends' (kvstore.registry), by their class names.
+_LAZY = {"PersistenceManager": "kvstore.manager:PersistenceManager",
+         "open_url": "kvstore.stores.opening:open_url"}
+_LAZY.update((b.store.rpartition(":")[2], b.store) for b in _registry.BUILTIN
+             if b.store.rpartition(":")[2] in __all__)
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    target = _LAZY.get(name)
+    if target is None:
         raise AttributeError(f"module 'kvstore' has no attribute {name!r}")
-    import importlib
-
-    value = getattr(importlib.import_module(module, __name__), name)
+    value = _registry.load(target)
     globals()[name] = value
     return value

@@ -30,6 +30,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
+from . import registry
 from ._fs import fsync_dir, make_private_dirs
 from .config import default_data_dir
 from .errors import CorruptDataError, KVStoreError, StoreUnavailableError
@@ -59,17 +60,16 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _is_sqlite(store: PersistenceStore) -> bool:
-    from .stores.sqlite import SQLiteStore
-
-    return isinstance(store, SQLiteStore)
+def file_copy(store: PersistenceStore) -> bool:
+    """Whether ``store``'s backend copies the whole store to one file (see
+    :attr:`kvstore.registry.Backend.file_copy`): its backup part is that copy."""
+    backend = registry.for_store(store)
+    return backend is not None and backend.file_copy
 
 
 def _backup_stores(core: "Core") -> Iterator[tuple[str, PersistenceStore]]:
-    from .stores.memory import MemoryStore
-
     for name, store in core.stores.items():
-        if not isinstance(store, MemoryStore):  # memory has its own snapshot file
+        if store.durable:  # memory is not: it has its own snapshot file
             yield name, store
 
 
@@ -94,7 +94,7 @@ def _sqlite_counts(path: Path, table: str) -> tuple[int, int, int]:
 def write_part(store_name: str, store: PersistenceStore, folder: Path) -> dict[str, Any]:
     """Write ``store``'s keys and logs into ``folder`` as one part; its manifest entry."""
     extra: dict[str, Any] = {}
-    if _is_sqlite(store):
+    if file_copy(store):
         part = folder / f"{store_name}.sqlite3"
         store.backup_to(part)  # type: ignore[attr-defined]
         table = store.table  # type: ignore[attr-defined]

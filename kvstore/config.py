@@ -15,17 +15,17 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
 
-from .errors import ConfigError, InvalidTTLError
-from .store import parse_ttl
+from . import checks, registry
+from .checks import expand_env
+from .errors import ConfigError
 
 __all__ = ["default_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "JournalConfig", "STORE_NAMES", "load_config", "parse_config",
-           "expand_env", "mask_secrets"]
+           "expand_env", "mask_secrets", "configured_backends"]
 
-STORE_NAMES = ("memory", "cache", "database", "file")
-SERIALIZERS = ("json", "msgpack", "pickle", "json+gzip", "msgpack+gzip", "pickle+gzip")
+STORE_NAMES = registry.TIERS
+SERIALIZERS = checks.SERIALIZERS
 BACKUP_INTERVALS = {"hourly": 3600.0, "daily": 86400.0, "weekly": 604800.0}
-_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 
 def default_data_dir() -> Path:
@@ -200,139 +200,24 @@ class Config(_MaskedRepr):
     categories: Mapping[str, CategoryConfig] = field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
     journal: JournalConfig = JournalConfig()
+    #: The sections of registered third-party backends (kvstore.registry), checked by them.
+    backends: Mapping[str, Any] = field(default_factory=dict)
 
 
-# ---------------------------------------------------------------------------- value checkers
-
-
-def expand_env(text: str, setting: str) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset variable without default is an error."""
-
-    def sub(m: re.Match[str]) -> str:
-        name, default = m.group(1), m.group(2)
-        value = os.environ.get(name)
-        if value is None or (value == "" and default is not None):
-            if default is None:
-                raise ConfigError(f"{setting}: environment variable {name} is not set "
-                                  f"(write ${{{name}:-default}} to give a default)")
-            return default
-        return value
-
-    return _ENV.sub(sub, text)
-
-
-def _str(value: Any, setting: str) -> str:
-    if not isinstance(value, str):
-        raise ConfigError(f"{setting}: expected a string, got {type(value).__name__} {value!r}")
-    return expand_env(value, setting)
-
-
-def _opt_str(value: Any, setting: str) -> str | None:
-    if value is None:
-        return None
-    text = _str(value, setting)
-    return text or None
-
-
-def _bool(value: Any, setting: str) -> bool:
-    if isinstance(value, str):
-        value = expand_env(value, setting).strip().lower()
-        if value in ("true", "yes", "on", "1"):
-            return True
-        if value in ("false", "no", "off", "0", ""):
-            return False
-    if not isinstance(value, bool):
-        raise ConfigError(f"{setting}: expected true or false, got {value!r}")
-    return value
-
-
-def _int(value: Any, setting: str, minimum: int = 0) -> int:
-    if isinstance(value, str):
-        text = expand_env(value, setting).strip()
-        value = int(text) if text.lstrip("-").isdigit() else value
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{setting}: expected a whole number, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{setting}: must be at least {minimum}, got {value}")
-    return value
-
-
-def _opt_int(value: Any, setting: str, minimum: int = 0) -> int | None:
-    return None if value is None else _int(value, setting, minimum)
-
-
-def _number(value: Any, setting: str) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(expand_env(value, setting))
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{setting}: expected a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def _duration(value: Any, setting: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = expand_env(value, setting)
-        if value.strip().lower() in ("", "none", "never", "permanent"):
-            return None
-    try:
-        return parse_ttl(value, setting)
-    except InvalidTTLError:
-        raise ConfigError(f"{setting}: {value!r} is not a duration "
-                          "(use seconds or e.g. '90s', '15m', '1h', '7d')") from None
-
-
-def _path(value: Any, setting: str) -> Path | None:
-    text = _opt_str(value, setting)
-    return None if text is None else Path(os.path.expanduser(text))
-
-
-def _choice(value: Any, setting: str, choices: tuple[str, ...]) -> str:
-    text = _str(value, setting)
-    if text not in choices:
-        raise ConfigError(f"{setting}: {text!r} is not one of {', '.join(choices)}")
-    return text
+# ---------------------------------------------------------------------------- the sections
+# (the value checkers are in kvstore.checks; a third-party backend's section is checked by its
+# registry record's `settings` function)
 
 
 def _store_name(value: Any, setting: str) -> str:
-    return _choice(value, setting, STORE_NAMES)
-
-
-def _mapping(value: Any, setting: str) -> Mapping[str, Any]:
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{setting}: expected a mapping, got {type(value).__name__} {value!r}")
-    for key in value:
-        if not isinstance(key, str):
-            raise ConfigError(f"{setting}: setting names must be strings, got {key!r}")
-    return value
-
-
-def _section(cls: type, value: Any, setting: str, checkers: Mapping[str, Any]) -> Any:
-    """Build dataclass ``cls`` from a mapping, refusing unknown keys, checking each value."""
-    data = _mapping(value, setting)
-    known = {f.name for f in fields(cls)}
-    for key in data:
-        if key not in known:
-            raise ConfigError(f"{setting}.{key}: unknown setting (known: {', '.join(sorted(known))})")
-    kwargs = {key: checkers[key](raw, f"{setting}.{key}") for key, raw in data.items()}
-    return cls(**kwargs)
-
-
-def _serializer(value: Any, setting: str) -> str:
-    return _choice(value, setting, SERIALIZERS)
+    return checks.choice(value, setting, STORE_NAMES)
 
 
 def _file_section(value: Any, setting: str) -> FileConfig:
     """``file:`` takes ``serializer:`` as every store section does (json, msgpack, pickle, each
     optionally ``+gzip``), or the older ``format:``; given both, they must name one encoding."""
-    data = _mapping(value, setting)
-    config: FileConfig = _section(FileConfig, data, setting, _FILE)
+    data = checks.mapping(value, setting)
+    config: FileConfig = checks.section(FileConfig, data, setting, _FILE)
     if config.serializer is None:
         return config
     base = config.serializer.split("+")[0]
@@ -342,37 +227,74 @@ def _file_section(value: Any, setting: str) -> FileConfig:
     return replace(config, format=base)
 
 
+def _postgres_section(value: Any, setting: str) -> PostgresConfig:
+    config: PostgresConfig = checks.section(PostgresConfig, value, setting, _POSTGRES)
+    if not config.dsn:
+        raise ConfigError(f"{setting}.dsn: required when the postgres section is present")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", config.table):
+        raise ConfigError(f"{setting}.table: {config.table!r} is not a plain table name")
+    return config
+
+
+def _redis_section(value: Any, setting: str) -> RedisConfig:
+    config: RedisConfig = checks.section(RedisConfig, value, setting, _REDIS)
+    if config.fallback == "cache":
+        raise ConfigError(f"{setting}.fallback: the cache cannot fall back to itself")
+    return config
+
+
 def _interval(value: Any, setting: str) -> float:
     if isinstance(value, str) and value.strip().lower() in BACKUP_INTERVALS:
         return BACKUP_INTERVALS[value.strip().lower()]
-    seconds = _duration(value, setting)
+    seconds = checks.duration(value, setting)
     if seconds is None:
         raise ConfigError(f"{setting}: an interval is required (hourly, daily, weekly or a duration)")
     return seconds
 
 
-_MEMORY = {"max_entries": lambda v, s: _opt_int(v, s, 1), "ttl_default": _duration,
-           "serializer": lambda v, s: None if v is None else _serializer(v, s),
-           "snapshot": _path, "autosave": _duration}
-_SQLITE = {"path": _path, "ttl_default": _duration, "serializer": _serializer,
-           "synchronous": lambda v, s: _choice(str(v).upper() if isinstance(v, str) else v, s,
-                                               ("OFF", "NORMAL", "FULL", "EXTRA")),
-           "max_entries": lambda v, s: _opt_int(v, s, 1)}
-_REDIS = {"url": _str, "ttl_default": _duration, "serializer": _serializer, "key_prefix": _str,
-          "cluster": _bool, "socket_timeout": _number, "connect_timeout": _number,
-          "max_connections": lambda v, s: _int(v, s, 1), "pool_timeout": _number,
+def _at_least_1(value: Any, setting: str) -> int | None:
+    return checks.opt_whole(value, setting, 1)
+
+
+_ttl, _serializer = checks.duration, checks.serializer
+_MEMORY = {"max_entries": _at_least_1, "ttl_default": _ttl, "snapshot": checks.path,
+           "serializer": lambda v, s: None if v is None else _serializer(v, s), "autosave": _ttl}
+_SQLITE = {"path": checks.path, "ttl_default": _ttl, "serializer": _serializer,
+           "synchronous": lambda v, s: checks.choice(str(v).upper() if isinstance(v, str) else v,
+                                                     s, ("OFF", "NORMAL", "FULL", "EXTRA")),
+           "max_entries": _at_least_1}
+_REDIS = {"url": checks.text, "ttl_default": _ttl, "serializer": _serializer,
+          "key_prefix": checks.text, "cluster": checks.boolean, "socket_timeout": checks.seconds,
+          "connect_timeout": checks.seconds, "max_connections": _at_least_1,
+          "pool_timeout": checks.seconds,
           "fallback": lambda v, s: None if v is None else _store_name(v, s)}
-_FILE = {"base_path": _path, "format": lambda v, s: _choice(v, s, ("json", "msgpack", "pickle")),
-         "ttl_default": _duration, "serializer": _serializer}
-_POSTGRES = {"dsn": _str, "table": _str, "ttl_default": _duration, "serializer": _serializer,
-             "max_entries": lambda v, s: _opt_int(v, s, 1)}
-_CATEGORY = {"store": _store_name, "ttl": _duration}
-_BACKUP = {"enabled": _bool, "interval": _interval, "retention": lambda v, s: _int(v, s, 1),
-           "path": _path}
-_JOURNAL = {"recover_interval": _duration}
+_FILE = {"base_path": checks.path, "ttl_default": _ttl, "serializer": _serializer,
+         "format": lambda v, s: checks.choice(v, s, ("json", "msgpack", "pickle"))}
+_POSTGRES = {"dsn": checks.text, "table": checks.text, "ttl_default": _ttl,
+             "serializer": _serializer, "max_entries": _at_least_1}
+_CATEGORY = {"store": _store_name, "ttl": _ttl}
+_BACKUP = {"enabled": checks.boolean, "interval": _interval, "path": checks.path,
+           "retention": lambda v, s: checks.whole(v, s, 1)}
+_JOURNAL = {"recover_interval": _ttl}
 
 _TOP_LEVEL = ("default_store", "pickle_secret", "memory", "sqlite", "redis", "file", "postgres",
               "categories", "backup", "journal")
+
+
+def _third_party(body: Mapping[str, Any], p: str) -> dict[str, Any]:
+    """The sections of registered third-party backends (kvstore.registry), each checked by its
+    backend's ``settings`` function; any other unknown key is left to the caller."""
+    found: dict[str, Any] = {}
+    for backend in registry.backends():
+        section = backend.section
+        if section is None or section in _TOP_LEVEL or section not in body:
+            continue
+        if backend.tier is None:
+            raise ConfigError(f"{p}.{section}: backend {backend.name!r} names no tier to open")
+        check = (registry.load(backend.settings) if backend.settings is not None
+                 else lambda v, s: dict(checks.mapping(v, s)))
+        found[section] = check(body[section], f"{p}.{section}")
+    return found
 
 
 def _close(word: str, target: str) -> bool:
@@ -394,62 +316,74 @@ def _one_line(exc: Exception) -> str:
 
 def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Config:
     """Check ``data`` (the YAML's structure, with or without the ``persistence:`` level)."""
-    root = _mapping(data, source)
+    root = checks.mapping(data, source)
     if "persistence" in root:
         extra = [k for k in root if k != "persistence"]
         if extra:
             raise ConfigError(f"{extra[0]}: unknown top-level setting (only 'persistence' is known)")
-        body = _mapping(root["persistence"], "persistence")
+        body = checks.mapping(root["persistence"], "persistence")
     else:
         body = root
     p = "persistence"
+    third_party = _third_party(body, p)
+    known = _TOP_LEVEL + tuple(b.section for b in registry.backends()
+                               if b.section and b.section not in _TOP_LEVEL)
     for key in body:
-        if key not in _TOP_LEVEL:
+        if key not in known:
             if body is root:  # no `persistence:` level: name the key as the user wrote it
                 hint = " (did you mean 'persistence'?)" if _close(key, "persistence") else ""
                 raise ConfigError(f"{key}: unknown top-level setting{hint} (known: persistence, "
-                                  f"or directly: {', '.join(_TOP_LEVEL)})")
-            raise ConfigError(f"{p}.{key}: unknown setting (known: {', '.join(_TOP_LEVEL)})")
+                                  f"or directly: {', '.join(known)})")
+            raise ConfigError(f"{p}.{key}: unknown setting (known: {', '.join(known)})")
 
-    redis = body.get("redis", None) if "redis" in body else None
-    postgres = body.get("postgres", None) if "postgres" in body else None
     categories: dict[str, CategoryConfig] = {}
-    for name, spec in _mapping(body.get("categories"), f"{p}.categories").items():
+    for name, spec in checks.mapping(body.get("categories"), f"{p}.categories").items():
         setting = f"{p}.categories.{name}"
         if not name or ":" in name:
             raise ConfigError(f"{setting}: a category name is non-empty and has no ':'")
         if isinstance(spec, str):  # shorthand: `session: memory`
             spec = {"store": spec}
-        if "store" not in _mapping(spec, setting):
+        if "store" not in checks.mapping(spec, setting):
             raise ConfigError(f"{setting}.store: missing (one of {', '.join(STORE_NAMES)})")
-        categories[name] = _section(CategoryConfig, spec, setting, _CATEGORY)
+        categories[name] = checks.section(CategoryConfig, spec, setting, _CATEGORY)
 
     config = Config(
         default_store=_store_name(body.get("default_store", "database"), f"{p}.default_store"),
-        pickle_secret=_opt_str(body.get("pickle_secret"), f"{p}.pickle_secret"),
-        memory=_section(MemoryConfig, body.get("memory"), f"{p}.memory", _MEMORY),
-        sqlite=_section(SQLiteConfig, body.get("sqlite"), f"{p}.sqlite", _SQLITE),
-        redis=None if "redis" not in body else _section(RedisConfig, redis, f"{p}.redis", _REDIS),
+        pickle_secret=checks.opt_text(body.get("pickle_secret"), f"{p}.pickle_secret"),
+        memory=checks.section(MemoryConfig, body.get("memory"), f"{p}.memory", _MEMORY),
+        sqlite=checks.section(SQLiteConfig, body.get("sqlite"), f"{p}.sqlite", _SQLITE),
+        redis=None if "redis" not in body else _redis_section(body["redis"], f"{p}.redis"),
         file=_file_section(body.get("file"), f"{p}.file"),
         postgres=(None if "postgres" not in body
-                  else _section(PostgresConfig, postgres, f"{p}.postgres", _POSTGRES)),
+                  else _postgres_section(body["postgres"], f"{p}.postgres")),
         categories=categories,
-        backup=_section(BackupConfig, body.get("backup"), f"{p}.backup", _BACKUP),
-        journal=_section(JournalConfig, body.get("journal"), f"{p}.journal", _JOURNAL),
+        backup=checks.section(BackupConfig, body.get("backup"), f"{p}.backup", _BACKUP),
+        journal=checks.section(JournalConfig, body.get("journal"), f"{p}.journal", _JOURNAL),
+        backends=third_party,
     )
     _check_consistency(config)
     return config
 
 
+def configured_backends(config: Config) -> dict[str, tuple[registry.Backend, Any]]:
+    """``{tier: (backend, its checked settings)}`` for each section present that opens a tier
+    (``redis:``, ``postgres:``, a third-party backend's); the other tiers open their defaults."""
+    sections = {"redis": config.redis, "postgres": config.postgres, **config.backends}
+    chosen: dict[str, tuple[registry.Backend, Any]] = {}
+    for backend in registry.backends():
+        settings = sections.get(backend.section or "")
+        if backend.tier is None or settings is None:
+            continue
+        if backend.tier in chosen:
+            raise ConfigError(f"persistence.{backend.section}: the {backend.tier} store is "
+                              f"already persistence.{chosen[backend.tier][0].section} (give one)")
+        chosen[backend.tier] = (backend, settings)
+    return chosen
+
+
 def _check_consistency(config: Config) -> None:
     p = "persistence"
-    if config.postgres is not None and not config.postgres.dsn:
-        raise ConfigError(f"{p}.postgres.dsn: required when the postgres section is present")
-    if config.postgres is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}",
-                                                        config.postgres.table):
-        raise ConfigError(f"{p}.postgres.table: {config.postgres.table!r} is not a plain table name")
-    if config.redis is not None and config.redis.fallback == "cache":
-        raise ConfigError(f"{p}.redis.fallback: the cache cannot fall back to itself")
+    configured_backends(config)  # two sections for one store: refused
     if config.memory.autosave is not None and config.memory.snapshot is None:
         raise ConfigError(f"{p}.memory.autosave: needs memory.snapshot (the file to save to)")
     serializers = [("memory", config.memory.serializer), ("sqlite", config.sqlite.serializer),

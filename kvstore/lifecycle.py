@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from . import registry
 from ._fs import make_private_dirs
 from .config import journal_dir
 from .core import Core
 from .journal import Journal
 from .errors import KVStoreError
 from .serializers import Serializer
-from .stores.memory import MemoryStore
 
 __all__ = ["Lifecycle", "RECOVER_BACKOFF"]
 
@@ -80,9 +80,13 @@ class Lifecycle:
         secret = self.core.config.pickle_secret
         return Serializer("pickle", secret=secret) if secret else Serializer("msgpack")
 
-    def _memory(self) -> tuple[Path | None, MemoryStore | None]:
+    def _memory(self) -> tuple[Path | None, Any]:
+        """The snapshot file, and the memory store if its backend keeps its data in this process
+        (a MemoryStore; see :attr:`kvstore.registry.Backend.snapshots`)."""
         memory = self.core.stores.get("memory")
-        return self.core.config.memory.snapshot, memory if isinstance(memory, MemoryStore) else None
+        backend = None if memory is None else registry.for_store(memory)
+        return self.core.config.memory.snapshot, (memory if backend is not None
+                                                  and backend.snapshots else None)
 
     def save_snapshot(self) -> int:
         """Write the memory store's live keys (with remaining TTLs) to ``memory.snapshot``

@@ -40,13 +40,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator
 
 from ._fs import fsync_dir, make_private_dirs, open_abandoned
-from .backup import BackupError, verify_backup, write_manifest, write_part
+from .backup import BackupError, file_copy, verify_backup, write_manifest, write_part
 from .config import default_data_dir
 from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, SerializationError,
                      StoreUnavailableError)
 from .rows import LogRecords, Row
 from .store import PersistenceStore, decode_stored
-from .stores.sqlite import SQLiteStore
 from .transfer import _READER, Record, key_payload, log_payload, parse_record
 
 if TYPE_CHECKING:
@@ -163,8 +162,9 @@ class _Part:
 
     def replace(self) -> None:
         """Replace the store's keys (and logs) with this part's."""
-        if self.path.suffix == ".sqlite3" and isinstance(self.store, SQLiteStore):
-            self.store.replace_from_file(self.path, self._table(), self.with_logs)
+        if self.path.suffix == ".sqlite3" and file_copy(self.store):
+            self.store.replace_from_file(  # type: ignore[attr-defined]
+                self.path, self._table(), self.with_logs)
             return
         rows, logs = self.rows(), self.logs()
         try:
@@ -216,7 +216,7 @@ def restore_backup(core: "Core", path: str | os.PathLike[str],
     # copy: reading a big Redis back takes longest).
     parts = sorted((_Part(folder, name, info, core.stores[name], with_logs)
                     for name, info in manifest["stores"].items()),
-                   key=lambda p: 0 if isinstance(p.store, SQLiteStore) else 1 + p.store.optimistic)
+                   key=lambda p: 0 if file_copy(p.store) else 1 + p.store.optimistic)
     counts = {name: 0 for name in manifest["stores"]}  # in the backup's order
     counts.update((part.name, part.validate()) for part in parts)
     for part in parts:  # an unavailable store fails here, before anything changes

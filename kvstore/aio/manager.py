@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping, TypeVar, overload
 
-from .. import flows
+from .. import flows, registry
 from .._marks import MISSING
 from ..astype import from_dict
 from ..config import Config, load_config, mask_secrets, parse_config
@@ -32,7 +32,6 @@ from ..core import Core, Entry, Event, Route, memo_keys
 from ..errors import ConflictError, KVStoreError, LockTimeout
 from ..lifecycle import Lifecycle
 from ..store import TTL, PersistenceStore, check_paging
-from ..stores.memory import MemoryStore
 from ..stores.opening import open_stores
 from ..storemap import StoreMap
 from ..transaction import UNSTAGED, Transaction, attempts
@@ -46,23 +45,39 @@ T = TypeVar("T")
 _NOT_STORE_ERRORS = (ConflictError, LockTimeout)
 
 
-def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = None) -> AsyncStore:
-    """The async face of a synchronous store: native for Redis and PostgreSQL, inline for
-    memory, else the store's own calls in ``executor``'s threads."""
-    from ..stores.postgres import PostgresStore
-    from ..stores.redis import RedisStore
+def async_store(store: PersistenceStore, executor: ThreadPoolExecutor | None = None, *,
+                threads: Callable[[registry.Backend], bool] | None = None) -> AsyncStore:
+    """The async face of a synchronous store, as its backend's registry record says
+    (:mod:`kvstore.registry`): its async driver (Redis, PostgreSQL; a wrapper's driver runs over
+    the faces of the stores it wraps, when the one it wraps has a driver), inline for a store
+    that never waits (memory), else the store's own calls in ``executor``'s threads. A subclass
+    that overrides a byte-level method runs in threads (a driver would bypass its override).
+    ``threads(backend)`` true: run that backend in threads even if it has a driver."""
+    backend = registry.for_store(store)
+    if backend is None:
+        return ThreadStore(store, executor)
+    if not _native(store, backend, threads):
+        return InlineStore(store) if backend.inline else ThreadStore(store, executor)
+    driver: Any = backend.async_class()
+    if backend.wraps is not None:  # e.g. FallbackStore: over its stores' own faces
+        return driver(store, lambda inner: async_store(inner, executor, threads=threads))
+    return driver(store)
 
-    if type(store) is RedisStore:
-        from ..stores.redis.aio import AsyncRedisStore
 
-        return AsyncRedisStore(store)
-    if type(store) is PostgresStore:
-        from ..stores.postgres.aio import AsyncPostgresStore
-
-        return AsyncPostgresStore(store)
-    if isinstance(store, MemoryStore):
-        return InlineStore(store)
-    return ThreadStore(store, executor)
+def _native(store: Any, backend: registry.Backend | None,
+            threads: Callable[[registry.Backend], bool] | None) -> bool:
+    """Whether ``store`` runs on its backend's async driver."""
+    if backend is None or backend.async_driver is None or (threads and threads(backend)):
+        return False
+    cls, base = type(store), backend.store_class()
+    if cls is not base and any(name.startswith("raw_") or name in ("encode", "decode")
+                               for klass in cls.__mro__[:cls.__mro__.index(base)]
+                               for name in vars(klass)):
+        return False  # a subclass's own byte-level method: the driver would bypass it
+    if backend.wraps is None:
+        return True
+    inner = getattr(store, backend.wraps)  # a wrapper gains nothing over a store in threads
+    return _native(inner, registry.for_store(inner), threads)
 
 
 class AsyncTransaction(Transaction):

@@ -4,7 +4,7 @@ An :class:`AsyncStore` is :class:`~kvstore.front.store_async.AsyncStoreOps` (eve
 operation, written once for both fronts) bound to the synchronous store of the same data (its
 ``sync`` twin), which supplies every rule: key and TTL checks, encoding, the lock namespace's
 names. Only the I/O is awaited, by a driver: natively on Redis
-(:class:`~kvstore.aio.redis.AsyncRedisStore`) and PostgreSQL, in a bounded, batching thread pool
+(:class:`~kvstore.stores.redis.aio.AsyncRedisStore`) and PostgreSQL, in a bounded, batching thread pool
 for SQLite and files (:class:`ThreadStore`), inline for memory (:class:`InlineStore`).
 :func:`arun` drives a :mod:`kvstore.flows` flow (the Django adapter's) on an async store.
 """

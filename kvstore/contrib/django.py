@@ -92,14 +92,12 @@ class KVStoreCache(BaseCache):
         loop = asyncio.get_running_loop()
         entry = self._astores.get(loop)
         if entry is None:
-            from ..aio import ThreadStore, async_store
-            from ..stores.postgres import PostgresStore
+            from ..aio import async_store
 
             for old in [old for old in list(self._astores) if old.is_closed()]:
                 self._astores.pop(old, None)  # a loop closed without shutting down
             # PostgreSQL in threads: an async pool's tasks would not survive asyncio.run's end
-            astore = (ThreadStore(self.store) if isinstance(self.store, PostgresStore)
-                      else async_store(self.store))
+            astore = async_store(self.store, threads=lambda backend: backend.loop_tasks)
             closer = self._closer(loop, astore)
             try:  # run it to its yield: now the loop knows it (the first-iteration hook)
                 closer.asend(None).send(None)

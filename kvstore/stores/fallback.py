@@ -27,17 +27,50 @@ processes) and writers never interleave wrongly (see :mod:`kvstore.stores.outage
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
+from .. import flows
 from .._commit import Before
 from ..errors import StoreUnavailableError
 from ..store import MISSING, Check, Op, PersistenceStore
-from .outage import OutageRecords
+from .outage import OutageRecords, call, pending, recording
 
-__all__ = ["FallbackStore"]
+__all__ = ["FallbackStore", "Targets"]
+
+
+class Targets(NamedTuple):
+    """What a FallbackStore's routing flows run their requests on: the synchronous stores, or
+    their async faces (kvstore.aio.fallback)."""
+
+    primary: Any
+    fallback: Any
+    #: The fallback's lock namespace, where the outage records are (None: no write-back).
+    records: Any
+    #: ``blocking(fn, *args)`` runs ``fn`` of the synchronous stores: at once, or in a thread.
+    blocking: Callable[..., Any]
+
+
+def _now(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
+#: The writes, each ``method: args -> (the keys it writes, what it writes when it is a blind
+#: write the fallback may take during an outage, else None)``; every other method reads.
+_WRITES: dict[str, Callable[..., tuple[list[str], list[Op] | None]]] = {
+    "raw_set": lambda key, blob, ttl: ([key], [(key, blob, ttl)]),
+    "raw_delete": lambda key: ([key], [(key, MISSING, None)]),
+    "raw_set_many": lambda items, ttl: ([k for k, _ in items], [(k, b, ttl) for k, b in items]),
+    "raw_delete_many": lambda keys: (keys, [(k, MISSING, None) for k in keys]),
+    "raw_incr": lambda key, amount, ttl: ([key], None),
+    "raw_add": lambda key, blob, ttl: ([key], None),
+    "raw_cas": lambda key, expected, new, ttl: ([key], None),
+    "raw_touch": lambda key, ttl: ([key], None),
+    "raw_snapshot": lambda keys: (keys, None),
+}
 
 
 class _Outage:
@@ -80,6 +113,13 @@ class FallbackStore(PersistenceStore):
         self._records = OutageRecords(fallback.meta) if write_back and not self._strict else None
         if not self._strict:  # opened now: _open_meta runs under the lock that opening takes
             self._spaces = (primary.meta, fallback.meta)
+        records = self._records.registry if self._records is not None else None
+        self._to = Targets(primary, fallback, records, _now)
+
+    @property
+    def writes_back(self) -> bool:
+        """Whether outage writes are recorded, to be written back (not in the lock namespace)."""
+        return self._records is not None
 
     @property
     def using_fallback(self) -> bool:
@@ -106,29 +146,39 @@ class FallbackStore(PersistenceStore):
             "fallback store cannot know, so nothing was written. save and delete keep working "
             "on the fallback store during the outage.")
 
-    def _write_back_due(self) -> None:
-        """Every ``retry_after`` seconds (and at once after an outage): write back every outage
-        record, so reads from the primary see them. Best effort: a failure is seen by the call."""
+    # -- the routing, once for both fronts --------------------------------------------------
+    # Each byte-level call is a flow (kvstore.flows) over `to`, the stores it runs on: the
+    # synchronous ones here (flows.run), their async faces in kvstore.aio.fallback (arun), so a
+    # wrapped Redis keeps its asyncio client. The write-back itself runs on the synchronous
+    # stores (`to.blocking`: in a worker thread on the async front); it runs after an outage.
+
+    def route(self, to: Targets, method: str, args: tuple[Any, ...]) -> flows.Flow:
+        """The flow of byte-level call ``method(*args)`` (a read, or a write of _WRITES)."""
+        plan = _WRITES.get(method)
+        if plan is None:
+            return self._reading(to, method, args)
+        keys, writes = plan(*args)
+        return self._writing(to, method, keys, writes, args)
+
+    def _route(self, method: str, *args: Any) -> Any:
+        return flows.run(self, self.route(self._to, method, args))
+
+    def _write_back_due(self) -> bool:
+        """Every ``retry_after`` seconds (and at once after an outage): time to write back every
+        outage record (:meth:`_write_back_all`), so reads from the primary see them."""
         outage = self._outage
         if self._records is None or time.monotonic() < outage.next_check:
-            return
+            return False
         outage.next_check = time.monotonic() + self.retry_after
+        return True
+
+    def _write_back_all(self) -> None:
+        """Best effort: a failure is seen by the call (and the next call tries again)."""
+        assert self._records is not None
         try:
             self._records.settle_all(self.primary, self.fallback)
         except StoreUnavailableError:
-            outage.next_check = 0.0
-
-    def _pending(self, keys: list[str]) -> list[str]:
-        """Those of ``keys`` with an outage write not yet written back to the primary."""
-        if self._records is None or not keys:
-            return []
-        try:
-            return self._records.pending(keys)
-        except StoreUnavailableError as exc:
-            raise StoreUnavailableError(
-                f"key {keys[0]!r}: the fallback store ({self.fallback!r}) cannot be read to check "
-                f"for outage writes not yet written back to the primary; nothing was written: "
-                f"{exc}") from exc
+            self._outage.next_check = 0.0
 
     def _settle(self, keys: list[str]) -> None:
         """Write back the outage writes of ``keys`` (from _pending) before the primary writes
@@ -137,11 +187,12 @@ class FallbackStore(PersistenceStore):
         for key in keys:
             self._records.settle(key, self.primary, self.fallback)
 
-    def _read(self, method: str, *args: Any) -> Any:
+    def _reading(self, to: Targets, method: str, args: tuple[Any, ...]) -> flows.Flow:
         if not self.using_fallback:
-            self._write_back_due()
+            if self._write_back_due():
+                yield flows.Compute(functools.partial(to.blocking, self._write_back_all))
             try:
-                result = getattr(self.primary, method)(*args)
+                result = yield call(to.primary, method, *args)
                 if method == "raw_keys":
                     result = list(result)  # errors surface here, not halfway through iteration
                 return result
@@ -151,27 +202,29 @@ class FallbackStore(PersistenceStore):
                     raise
         elif self._strict:
             raise self._refused(str(args[0]))
-        return getattr(self.fallback, method)(*args)
+        return (yield call(to.fallback, method, *args))
 
-    def _write(self, method: str, keys: list[str], writes: list[Op] | None, *args: Any) -> Any:
+    def _writing(self, to: Targets, method: str, keys: list[str], writes: list[Op] | None,
+                 args: tuple[Any, ...]) -> flows.Flow:
         """A write: to the primary after settling ``keys``. During an outage a blind write
         (``writes``: what it writes) goes to the fallback and is recorded; any other raises."""
         if not self.using_fallback:
-            self._write_back_due()
-            pending = self._pending(keys)
+            if self._write_back_due():
+                yield flows.Compute(functools.partial(to.blocking, self._write_back_all))
+            pending_keys = (yield from pending(to.records, keys)) if keys and self._records else []
             try:
-                if pending:
-                    self._settle(pending)
-                return getattr(self.primary, method)(*args)
+                if pending_keys:
+                    yield flows.Compute(functools.partial(to.blocking, self._settle, pending_keys))
+                return (yield call(to.primary, method, *args))
             except StoreUnavailableError as exc:
                 self._down(exc)
                 if writes is None or self._strict:
                     raise
         elif writes is None or self._strict:
             raise self._refused(keys[0] if keys else "*")
-        result = getattr(self.fallback, method)(*args)
+        result = yield call(to.fallback, method, *args)
         if self._records is not None:
-            self._records.record(writes)
+            yield from recording(to.records, writes)
         return result
 
     # -- the byte-level interface ---------------------------------------------------------------
@@ -192,61 +245,65 @@ class FallbackStore(PersistenceStore):
         return {key: self.decode(key, blob) for key, blob in found.items()}
 
     def raw_get(self, key: str) -> Any:
-        return self._read("raw_get", key)
+        return self._route("raw_get", key)
 
     def raw_exists(self, key: str) -> bool:
-        return bool(self._read("raw_exists", key))
+        return bool(self._route("raw_exists", key))
 
     def raw_keys(self, prefix: str) -> Iterator[str]:
-        return iter(self._read("raw_keys", prefix))
+        return iter(self._route("raw_keys", prefix))
 
     def raw_ttl(self, key: str) -> float | None:
-        return self._read("raw_ttl", key)
+        return self._route("raw_ttl", key)
 
     def raw_get_many(self, keys: list[str]) -> dict[str, Any]:
-        return self._read("raw_get_many", keys)
+        return self._route("raw_get_many", keys)
 
     def raw_set(self, key: str, blob: Any, ttl: float | None) -> None:
-        self._write("raw_set", [key], [(key, blob, ttl)], key, blob, ttl)
+        self._route("raw_set", key, blob, ttl)
 
     def raw_delete(self, key: str) -> bool:
-        return bool(self._write("raw_delete", [key], [(key, MISSING, None)], key))
+        return bool(self._route("raw_delete", key))
 
     def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
-        self._write("raw_set_many", [k for k, _ in items], [(k, b, ttl) for k, b in items],
-                    items, ttl)
+        self._route("raw_set_many", items, ttl)
 
     def raw_delete_many(self, keys: list[str]) -> int:
-        return int(self._write("raw_delete_many", keys, [(k, MISSING, None) for k in keys], keys))
+        return int(self._route("raw_delete_many", keys))
 
     def raw_incr(self, key: str, amount: int, ttl: float | None) -> int:
-        return int(self._write("raw_incr", [key], None, key, amount, ttl))
+        return int(self._route("raw_incr", key, amount, ttl))
 
     def raw_add(self, key: str, blob: Any, ttl: float | None) -> bool:
-        return bool(self._write("raw_add", [key], None, key, blob, ttl))
+        return bool(self._route("raw_add", key, blob, ttl))
 
     def raw_cas(self, key: str, expected: Any, new: Any, ttl: Any) -> bool:
-        return bool(self._write("raw_cas", [key], None, key, expected, new, ttl))
+        return bool(self._route("raw_cas", key, expected, new, ttl))
 
     def raw_touch(self, key: str, ttl: float | None) -> bool:
-        return bool(self._write("raw_touch", [key], None, key, ttl))
+        return bool(self._route("raw_touch", key, ttl))
 
     def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
         # Before-images for an undo, and backups: what Redis holds, so not served by the fallback.
-        return self._write("raw_snapshot", keys, None, keys)
+        return self._route("raw_snapshot", keys)
 
-    def raw_clear(self, prefix: str) -> int:
+    def clearing(self, to: Targets, prefix: str) -> flows.Flow:
+        """The flow of ``raw_clear(prefix)``: the primary's, after writing back its prefix."""
         if self.using_fallback:
             raise StoreUnavailableError(
                 f"clear() needs the primary store, which is unavailable ({self.primary!r}): the "
                 "keys it holds cannot be seen from the fallback")
         try:
             if self._records is not None:
-                self._records.settle_all(self.primary, self.fallback, prefix)
+                yield flows.Compute(functools.partial(to.blocking, self._records.settle_all,
+                                                      self.primary, self.fallback, prefix))
         except StoreUnavailableError as exc:
             self._down(exc)
             raise
-        return int(self._write("raw_clear", [], None, prefix))
+        return (yield from self._writing(to, "raw_clear", [], None, (prefix,)))
+
+    def raw_clear(self, prefix: str) -> int:
+        return int(flows.run(self, self.clearing(self._to, prefix)))
 
     @contextmanager
     def raw_commit(self, ops: list[Op], checks: list[Check],
@@ -259,14 +316,15 @@ class FallbackStore(PersistenceStore):
             with self.fallback.raw_commit(ops, [], before):
                 yield
             if self._records is not None:
-                self._records.record(ops)
+                flows.run(self, recording(self._to.records, ops))
             return
         touched = dict.fromkeys([k for k, _, _ in ops] + [k for k, _ in checks])
-        pending = self._pending(list(touched))
+        pending_keys = (flows.run(self, pending(self._to.records, list(touched)))
+                        if touched and self._records else [])
         inner = False  # an error from the block (another store's part) is not the primary's
         try:
-            if pending:
-                self._settle(pending)
+            if pending_keys:
+                self._settle(pending_keys)
             with self.primary.raw_commit(ops, checks, before):
                 try:
                     yield

@@ -23,14 +23,16 @@ removal (by another process's write-back) is always seen in step 2 and never ove
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Any, Iterable
 
+from .. import flows
 from ..errors import CorruptDataError, StoreUnavailableError
 from ..store import MISSING, PersistenceStore
 
-__all__ = ["OutageRecords", "PREFIX"]
+__all__ = ["OutageRecords", "PREFIX", "call", "recording", "pending"]
 
 PREFIX = "outage:"
 _SET, _DELETE = b"S", b"D"
@@ -63,27 +65,44 @@ def _parse(name: str, record: Any) -> tuple[Any, float | None, bool]:
     return blob, left, left is not None and left <= 0
 
 
+def call(target: Any, method: str, *args: Any) -> flows.Compute:
+    """A flow's request to call ``target.method(*args)`` (a synchronous store or an async face:
+    the async driver awaits what it returns)."""
+    return flows.Compute(functools.partial(getattr(target, method), *args))
+
+
+def recording(records: Any, writes: Iterable[tuple[str, Any, float | None]]) -> flows.Flow:
+    """Record ``(key, blob or MISSING, ttl)`` writes just made to the fallback store in
+    ``records`` (its lock namespace), after them: a write-back that runs in between then sees
+    the older record, or none."""
+    found = [(PREFIX + key, _record(blob, ttl)) for key, blob, ttl in writes]
+    if len(found) == 1:
+        yield call(records, "raw_set", found[0][0], found[0][1], None)
+    elif found:
+        yield call(records, "raw_set_many", found, None)
+
+
+def pending(records: Any, keys: list[str]) -> flows.Flow:
+    """Those of ``keys`` (at least one) that have an outage write not yet written back (in
+    ``records``); StoreUnavailableError, saying nothing was written, if it cannot be read."""
+    try:
+        if len(keys) == 1:
+            found = yield call(records, "raw_get", PREFIX + keys[0])
+            return keys if found is not MISSING else []
+        found = yield call(records, "raw_get_many", [PREFIX + key for key in keys])
+    except StoreUnavailableError as exc:
+        raise StoreUnavailableError(
+            f"key {keys[0]!r}: the fallback store's outage records ({records!r}) cannot be read "
+            f"to check for outage writes not yet written back to the primary; nothing was "
+            f"written: {exc}") from exc
+    return [key for key in keys if PREFIX + key in found]
+
+
 class OutageRecords:
     """The outage records kept in ``registry`` (the fallback store's lock namespace)."""
 
     def __init__(self, registry: PersistenceStore) -> None:
         self.registry = registry
-
-    def record(self, writes: Iterable[tuple[str, Any, float | None]]) -> None:
-        """Record ``(key, blob or MISSING, ttl)`` writes just made to the fallback store (after
-        them: a write-back that runs in between then sees the older record, or none)."""
-        records = [(PREFIX + key, _record(blob, ttl)) for key, blob, ttl in writes]
-        if len(records) == 1:
-            self.registry.raw_set(records[0][0], records[0][1], None)
-        elif records:
-            self.registry.raw_set_many(records, None)
-
-    def pending(self, keys: list[str]) -> list[str]:
-        """Those of ``keys`` that have an outage write not yet written back."""
-        if len(keys) == 1:
-            return keys if self.registry.raw_get(PREFIX + keys[0]) is not MISSING else []
-        found = self.registry.raw_get_many([PREFIX + key for key in keys])
-        return [key for key in keys if PREFIX + key in found]
 
     def keys(self, prefix: str = "") -> list[str]:
         """Every key (starting with ``prefix``) with an outage write not yet written back."""
