@@ -3,21 +3,23 @@
 The store's own operations are written once as asyncio code, with the synchronous twin
 generated (:mod:`kvstore.front`); a flow is for code *outside* the store that must offer both
 faces from one definition without a generator step of its own: the Django adapter's cache
-methods (``get`` / ``aget``...) are each one flow.
+methods (``get`` / ``aget``...) and the Redis fallback's routing (:mod:`kvstore.stores.fallback`,
+:mod:`kvstore.aio.fallback`) are flows.
 
-A flow yields :class:`Call` requests (a store method, by name, with its arguments) and is sent
-their results. :func:`run` drives a flow against a synchronous store;
+A flow yields :class:`Call` requests (a store method, by name, with its arguments) or
+:class:`Compute` requests (a function to call; on the async runner its result is awaited when it
+is awaitable) and is sent their results. :func:`run` drives a flow against a synchronous store;
 :func:`kvstore.aio.store.arun` against an async one, awaiting each call. An exception from a
 call is thrown into the flow, so its ``finally`` blocks still run their own calls.
 """
 
 from __future__ import annotations
 
-from typing import Any, Generator, NamedTuple
+from typing import Any, Callable, Generator, NamedTuple
 
 from .rules import backoff, new_token
 
-__all__ = ["DATA", "META", "Call", "Flow", "run", "backoff", "new_token"]
+__all__ = ["DATA", "META", "Call", "Compute", "Flow", "run", "backoff", "new_token"]
 
 #: Where a :class:`Call` goes: the store itself, or its lock namespace (``store.meta``).
 DATA, META = 0, 1
@@ -29,6 +31,10 @@ class Call(NamedTuple):
     args: tuple[Any, ...]
 
 
+class Compute(NamedTuple):
+    fn: Callable[[], Any]
+
+
 Flow = Generator[Any, Any, Any]
 
 
@@ -38,8 +44,11 @@ def run(store: Any, flow: Flow) -> Any:
         request = next(flow)
         while True:
             try:
-                target = store if request.space == DATA else store.meta
-                result = getattr(target, request.method)(*request.args)
+                if type(request) is Compute:
+                    result = request.fn()
+                else:
+                    target = store if request.space == DATA else store.meta
+                    result = getattr(target, request.method)(*request.args)
             except BaseException as exc:
                 request = flow.throw(exc)
                 continue

@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import collections
+import inspect
 from concurrent.futures import Executor
 from typing import Any, AsyncIterator, Callable
 
 from . import paging
-from ..flows import DATA, Flow
+from ..flows import DATA, Compute, Flow
 from ..front.store_async import AsyncStoreOps
 from ..store import PersistenceStore
 from .lock import AsyncLock, AsyncLog
@@ -41,8 +42,13 @@ async def arun(store: "AsyncStore", flow: Flow) -> Any:
             return stop.value
         failure = None
         try:
-            target = store if request.space == DATA else store.meta
-            send = await getattr(target, request.method)(*request.args)
+            if type(request) is Compute:
+                send = request.fn()
+                if inspect.isawaitable(send):
+                    send = await send
+            else:
+                target = store if request.space == DATA else store.meta
+                send = await getattr(target, request.method)(*request.args)
         except BaseException as exc:  # thrown into the flow: its finally blocks still run
             failure = exc
 
