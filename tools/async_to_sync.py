@@ -46,6 +46,10 @@ NAMES = {
     "AsyncTransactionOps": "TransactionOps",
     "AsyncLockOps": "LockOps",
     "AsyncLogOps": "LogOps",
+    # the manager's front (kvstore/front/manager_async.py, transaction_async.py)
+    "AsyncTransaction": "Transaction",
+    "AsyncLock": "Lock",
+    "AsyncLog": "Log",
 }
 
 _NAME_RE = re.compile(r"(?<![\w.])(" + "|".join(
