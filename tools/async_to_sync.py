@@ -15,7 +15,8 @@ The rules, applied line by line outside string literals' meaning (a docstring th
   ``__enter__``, ``AsyncX`` -> ``X`` for the front's own classes...), and a module
   ``name_async`` is ``name_sync``;
 - a line ending in ``# async only`` is left out; a line ``# sync: <code>`` becomes ``<code>``
-  (indentation kept), for the few places where the fronts truly differ.
+  (indentation kept; several in a row make a block), for the few places where the fronts
+  truly differ (the manager's key merge, a ``def`` line whose return type differs).
 """
 
 from __future__ import annotations
