@@ -225,14 +225,18 @@ class AsyncManagerOps:
         :class:`~kvstore.logs.Log`): ``pm.log("transcript:t1").append({...}) -> seq``."""
         return self._core.entry(name, store).front.log(name)
 
-    async def logs(self, prefix: str = "", store: str | None = None) -> AsyncIterator[str]:
-        """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store)."""
-        found: set[str] = set()
-        for name in self._core.store_names_for_prefix(prefix, store):
-            entry = self._core.named(name)
+    def logs(self, prefix: str = "", store: str | None = None) -> AsyncIterator[str]:
+        """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store).
+        The arguments are checked by the call, the stores asked as the names are read."""
+        entries = [self._core.named(n) for n in self._core.store_names_for_prefix(prefix, store)]
+        for entry in entries:
             entry.store.check_prefix(prefix)
-            found.update(await self._call("logs", entry, None, entry.front.raw_log_names,
-                                          prefix))
+        return self._log_names(prefix, entries)
+
+    async def _log_names(self, prefix: str, entries: list[Entry]) -> AsyncIterator[str]:
+        found: set[str] = set()
+        for entry in entries:
+            found.update(await self._call("logs", entry, None, entry.front.raw_log_names, prefix))
         for name in sorted(found):
             yield name
 
@@ -481,7 +485,7 @@ class AsyncManagerOps:
         if self._life.closed:
             return
         # On asyncio the stores' async connections are closed first, then the stores.
-        for st in self.stores.values():  # async only
+        for st in self.stores.values():  # type: ignore[attr-defined]  # async only
             await st.close()  # async only
         await self._blocking(self._life.close)
         self._executor.shutdown(wait=False)  # type: ignore[attr-defined]  # async only

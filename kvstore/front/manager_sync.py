@@ -220,13 +220,17 @@ class ManagerOps:
         return self._core.entry(name, store).front.log(name)
 
     def logs(self, prefix: str = "", store: str | None = None) -> Iterator[str]:
-        """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store)."""
-        found: set[str] = set()
-        for name in self._core.store_names_for_prefix(prefix, store):
-            entry = self._core.named(name)
+        """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store).
+        The arguments are checked by the call, the stores asked as the names are read."""
+        entries = [self._core.named(n) for n in self._core.store_names_for_prefix(prefix, store)]
+        for entry in entries:
             entry.store.check_prefix(prefix)
-            found.update(self._call("logs", entry, None, entry.front.raw_log_names,
-                                          prefix))
+        return self._log_names(prefix, entries)
+
+    def _log_names(self, prefix: str, entries: list[Entry]) -> Iterator[str]:
+        found: set[str] = set()
+        for entry in entries:
+            found.update(self._call("logs", entry, None, entry.front.raw_log_names, prefix))
         for name in sorted(found):
             yield name
 
