@@ -1,10 +1,10 @@
 """The manager's operations, written once.
 
-The asyncio class here (``AsyncManagerOps``) is the source; its synchronous twin
-(``ManagerOps``) is generated from it by ``tools/async_to_sync.py``: never edit the generated
-file. :class:`~kvstore.PersistenceManager` is ``ManagerOps`` plus what only the synchronous
-front has (its ``stores`` property, opening stores); :class:`~kvstore.aio.AsyncPersistenceManager`
-is ``AsyncManagerOps`` plus what only asyncio has (its thread pool, the stores' async faces).
+The asyncio class is the source; the synchronous class is generated from it by
+``tools/async_to_sync.py`` (never edit the generated file). :class:`~kvstore.PersistenceManager`
+is the synchronous class plus what only that front has (its ``stores`` property, opening the
+stores); :class:`~kvstore.aio.AsyncPersistenceManager` is the asyncio class plus what only
+asyncio has (its thread pool, the stores' async faces).
 
 What a front provides before these run (see ``_start``): ``self._core`` (a
 :class:`~kvstore.core.Core` whose entries' ``front`` is the store to call: the store itself, or
@@ -187,7 +187,7 @@ class AsyncManagerOps:
         """Live keys starting with ``prefix``, each once, sorted: in ``store``; in the
         category's store when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``);
         else in every store (merged). Pages: ``start_after`` and ``limit``. The arguments are
-        checked by the call; the stores are read as the keys are (``async for`` on asyncio)."""
+        checked by the call; the stores are read as the keys are iterated."""
         names = self._core.store_names_for_prefix(prefix, store)
         check_paging(start_after, limit)
         sources = [self._store_keys(name, prefix, start_after) for name in names]
@@ -484,7 +484,6 @@ class AsyncManagerOps:
         """Stop background work, save the memory snapshot, close every store. Safe twice."""
         if self._life.closed:
             return
-        # On asyncio the stores' async connections are closed first, then the stores.
         for st in self.stores.values():  # type: ignore[attr-defined]  # async only
             await st.close()  # async only
         await self._blocking(self._life.close)

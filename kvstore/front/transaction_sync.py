@@ -1,9 +1,8 @@
 # Generated from kvstore/front/transaction_async.py by tools/async_to_sync.py: do not edit, edit that file.
 """A transaction's operations, written once.
 
-The asyncio class here (``Transaction``) is the source; its synchronous twin
-(:class:`Transaction`) is generated from it by ``tools/async_to_sync.py``. The state, the rules
-and the commit both run are in :class:`~kvstore.transaction.TransactionBase`; the commit runs on
+The asyncio class is the source; the synchronous one is generated from it by
+``tools/async_to_sync.py``. The state, the rules and the commit both run are in :class:`~kvstore.transaction.TransactionBase`; the commit runs on
 the synchronous stores, in a worker thread on asyncio (the ``blocking`` the manager passes).
 """
 
@@ -23,7 +22,7 @@ __all__ = ["Transaction"]
 class Transaction(TransactionBase):
     """Staged writes and recorded reads of one ``with pm.transaction() as tx:`` block.
 
-    ``tx.save``/``tx.delete`` stage (no await); ``tx.load``/``tx.exists`` see the
+    ``tx.save``/``tx.delete`` stage, at once on both fronts; ``tx.load``/``tx.exists`` see the
     staged writes first, then read the store once per key (a second read returns the same
     value). Nothing reaches a store before the block ends without an exception; every key
     read is checked again at commit (:class:`~kvstore.ConflictError` when another writer
@@ -41,7 +40,7 @@ class Transaction(TransactionBase):
     def delete(self, key: str, store: str | None = None) -> bool:
         """Stage a delete. The synchronous ``tx.delete`` returns True when the key exists now
         (not a checked read); the asyncio one returns None (that would be a read, which cannot
-        be awaited here: use ``tx.exists(key)``)."""
+        be awaited here: ask ``tx.exists(key)`` first)."""
         entry = self._entry(key, store)
         existed = self._existed(entry, key)
         self._staged[(entry.name, key)] = (MISSING, None)
