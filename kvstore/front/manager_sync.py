@@ -7,10 +7,8 @@ is the synchronous class plus what only that front has (its ``stores`` property,
 stores); :class:`~kvstore.aio.AsyncPersistenceManager` is the asyncio class plus what only
 asyncio has (its thread pool, the stores' async faces).
 
-What a front provides before these run (see ``_start``): ``self._core`` (a
-:class:`~kvstore.core.Core` whose entries' ``front`` is the store to call: the store itself, or
-its async face), ``self._life`` (a :class:`~kvstore.lifecycle.Lifecycle`), and, on asyncio,
-``self._executor`` and ``self.stores`` (the async faces) for :meth:`_blocking` and :meth:`close`.
+A front calls ``_start(core)``: each :class:`~kvstore.core.Core` entry's ``front`` is the store
+to call (the store itself, or its async face); asyncio also sets ``_executor`` and ``stores``.
 """
 
 from __future__ import annotations
@@ -109,8 +107,7 @@ class ManagerOps:
 
     def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
         """Store ``value`` where ``key`` routes (or in ``store``), with ``ttl`` or the category's."""
-        # The per-key route cache is looked up inline here and in load(), the hot paths of every
-        # application; Core.entry() fills it on a miss.
+        # The per-key route cache is looked up inline here and in load(), the hot paths.
         if store is None and type(key) is str:
             entry = self._key_routes.get(key) or self._core.entry(key)
         else:
