@@ -15,8 +15,7 @@ The rules, applied line by line outside string literals' meaning (a docstring th
   ``__enter__``, ``AsyncX`` -> ``X`` for the front's own classes...), and a module
   ``name_async`` is ``name_sync``;
 - a line ending in ``# async only`` is left out; a line ``# sync: <code>`` becomes ``<code>``
-  (indentation kept; several in a row make a block), for the few places where the fronts
-  truly differ (the manager's key merge, a ``def`` line whose return type differs).
+  (indentation kept), for the few places where the fronts truly differ.
 """
 
 from __future__ import annotations
@@ -42,13 +41,13 @@ NAMES = {
     "aclose": "close",
     "anext": "next",
     "asyncio.sleep": "time.sleep",
+    "AsyncTransaction": "Transaction",  # the transaction's concrete class (kvstore/front)
     "AsyncStoreOps": "StoreOps",
     "AsyncManagerOps": "ManagerOps",
     "AsyncTransactionOps": "TransactionOps",
     "AsyncLockOps": "LockOps",
     "AsyncLogOps": "LogOps",
-    # the manager's front (kvstore/front/manager_async.py, transaction_async.py)
-    "AsyncTransaction": "Transaction",
+    # the fronts' concrete lock and log classes (kvstore.aio.lock / kvstore.locking, kvstore.logs)
     "AsyncLock": "Lock",
     "AsyncLog": "Log",
 }
