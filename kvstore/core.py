@@ -85,12 +85,15 @@ class StoreStats:
 
 class Entry(NamedTuple):
     """Where a call goes: the store, the category's TTL (None: the store's default), the
-    store's stats, the store's name."""
+    store's stats, the store's name, and the store the front calls (``front``: the store
+    itself on the synchronous front, its async face on the asyncio one; the rules and
+    transactions always use ``store``)."""
 
     store: PersistenceStore
     ttl: float | None
     stats: StoreStats
     name: str
+    front: Any
 
 
 class Core:
@@ -106,6 +109,9 @@ class Core:
         #: The commit journal (set by the manager's Lifecycle; None: commits are not recorded).
         self.journal: Any = None
         self.stores: StoreMap[PersistenceStore] = StoreMap(dict(stores), self._store_changed)
+        #: The stores the front calls, by name (None: :attr:`stores` themselves; the asyncio
+        #: manager sets its map of async faces here).
+        self.fronts: Mapping[str, Any] | None = None
 
     def replace_stores(self, stores: Mapping[str, PersistenceStore]) -> None:
         """Use ``stores`` from now on (``pm.stores = {...}``)."""
@@ -160,8 +166,9 @@ class Core:
     def _resolve(self, category: str) -> Entry:
         spec = self.config.categories.get(category)
         name = spec.store if spec is not None else self.config.default_store
-        entry = Entry(self.stores[name], spec.ttl if spec is not None else None, self.stats[name],
-                      name)
+        store = self.stores[name]
+        entry = Entry(store, spec.ttl if spec is not None else None, self.stats[name], name,
+                      store if self.fronts is None else self.fronts[name])
         if len(self._routes) >= _ROUTE_CACHE_SIZE:  # unconfigured categories are unbounded
             self._routes.clear()
         self._routes[category] = entry
@@ -179,7 +186,8 @@ class Core:
         st = self.stores.get(store)
         if st is None:
             raise ConfigError(f"store={store!r}: unknown store (known: {', '.join(self.stores)})")
-        return Entry(st, None, self.stats[store], store)
+        return Entry(st, None, self.stats[store], store,
+                     st if self.fronts is None else self.fronts[store])
 
     def entry(self, key: str, store: str | None = None) -> Entry:
         """Where a call for ``key`` goes (``store`` overrides routing); cached per category."""

@@ -1,7 +1,7 @@
 """Isolated transactions across stores: stage writes, record reads, commit all or nothing.
 
 ``tx.load`` / ``tx.exists`` remember the exact blob they read. At commit each store's part
-becomes one ``_committing(ops, checks)``: the writes, applied only if every key read from that
+becomes one ``raw_commit(ops, checks)``: the writes, applied only if every key read from that
 store still holds what was read. The parts are nested, so every store's write lock is held at
 once (taken in the order of the stores' lock names, so two commits never wait for each other in
 a circle) while the checks run:
@@ -23,7 +23,6 @@ a circle) while the checks run:
 from __future__ import annotations
 
 import secrets
-import time
 from contextlib import ExitStack, contextmanager
 from typing import Any, Callable, Iterator
 
@@ -34,7 +33,7 @@ from .errors import ConflictError, InvalidArgumentError, KVStoreError, Transacti
 from .astype import from_dict
 from .store import MISSING, TTL, Check, Op, PersistenceStore
 
-__all__ = ["Transaction", "commit_parts", "Part", "UNSTAGED", "attempts"]
+__all__ = ["TransactionBase", "commit_parts", "Part", "UNSTAGED", "attempts"]
 
 UNSTAGED: Any = type("Unstaged", (), {"__repr__": lambda self: "UNSTAGED"})()
 
@@ -51,16 +50,16 @@ class Part:
         self.checks: list[Check] = []
 
 
-class Transaction:
-    """Staged writes and recorded reads of one ``with pm.transaction() as tx:`` block.
+class TransactionBase:
+    """The state of one ``with pm.transaction() as tx:`` block and the rules both fronts share:
+    staged writes, recorded reads, the commit. The operations (``tx.save``, ``tx.load``...) are
+    written once in :mod:`kvstore.front.transaction_async`; :class:`Transaction` is their
+    synchronous twin, :class:`kvstore.aio.AsyncTransaction` the asyncio one."""
 
-    ``tx.save``/``tx.delete`` stage; ``tx.load``/``tx.exists`` see the staged writes first,
-    then read the store once per key (a second read returns the same value). Nothing reaches a
-    store before the block ends without an exception.
-    """
-
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, blocking: Callable[..., Any]) -> None:
         self._core = core
+        #: Runs the commit: inline on the synchronous front, in a worker thread on asyncio.
+        self._blocking = blocking
         # (store name, key) -> (value or MISSING for a delete, ttl argument)
         self._staged: dict[tuple[str, str], tuple[Any, TTL]] = {}
         # (store name, key) -> the blob read (MISSING: absent)
@@ -72,43 +71,20 @@ class Transaction:
             raise TransactionError("transaction already finished")
         return self._core.entry(key, store)
 
-    def save(self, key: str, value: Any, ttl: TTL = None, store: str | None = None) -> bool:
-        entry = self._entry(key, store)
-        entry.store.check_key(key)
-        entry.store.resolve_ttl(ttl)  # a bad TTL fails now, inside the block, not at commit
-        self._staged[(entry.name, key)] = (value, ttl)
-        return True
-
-    def delete(self, key: str, store: str | None = None) -> bool:
-        """Stage a delete; True when the key exists now (this is not a checked read)."""
-        entry = self._entry(key, store)
+    def _existed(self, entry: Entry, key: str) -> bool:
+        """Whether ``key`` exists now, for the synchronous ``tx.delete`` (not a checked read)."""
         staged = self._staged.get((entry.name, key))
         if staged is not None:
-            existed = staged[0] is not MISSING
-        elif (entry.name, key) in self._reads:
-            existed = self._reads[(entry.name, key)] is not MISSING
-        else:
-            existed = self._call(entry, key, lambda: entry.store.exists(key))
-        self._staged[(entry.name, key)] = (MISSING, None)
-        return existed
+            return staged[0] is not MISSING
+        if (entry.name, key) in self._reads:
+            return self._reads[(entry.name, key)] is not MISSING
+        try:
+            return entry.store.exists(key)
+        except KVStoreError as exc:
+            self._core.failed("transaction", entry, exc, key)
+            raise
 
-    def load(self, key: str, default: Any = None, store: str | None = None,
-             as_type: Any = None) -> Any:
-        """The staged value, else the stored one (recorded: checked again at commit)."""
-        entry = self._entry(key, store)
-        found = self._staged_value(entry, key, default)
-        if found is not UNSTAGED:
-            return found
-        return self._value(entry, key, self._read(entry, key), default, as_type)
-
-    def exists(self, key: str, store: str | None = None) -> bool:
-        entry = self._entry(key, store)
-        found = self._staged_value(entry, key, MISSING)
-        if found is not UNSTAGED:
-            return found is not MISSING
-        return self._read(entry, key) is not MISSING
-
-    # The steps of load/exists, shared with the asyncio transaction (which awaits the read).
+    # The steps of load/exists (kvstore.front.transaction_async), around the read.
 
     def _staged_value(self, entry: Entry, key: str, default: Any) -> Any:
         """The value this transaction staged for ``key`` (``default`` for a staged delete), or
@@ -135,28 +111,14 @@ class Transaction:
         value = entry.store.decode(key, blob)
         return value if as_type is None else from_dict(as_type, value)
 
-    def _read(self, entry: Entry, key: str) -> Any:
-        blob = self._recorded(entry, key)
-        if blob is not UNSTAGED:
-            return blob
-        start = time.perf_counter()
-        return self._remember(entry, key, self._call(entry, key, lambda: entry.store.raw_get(key)),
-                              start)
-
-    def _call(self, entry: Entry, key: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
-        except KVStoreError as exc:
-            self._core.failed("transaction", entry, exc, key)
-            raise
-
     def __len__(self) -> int:
         return len(self._staged)
 
     # -- commit ---------------------------------------------------------------------------------
 
-    def commit(self) -> None:
-        """Encode every staged value, then apply each store's part, checked and all at once."""
+    def _commit(self) -> None:
+        """Encode every staged value, then apply each store's part, checked and all at once
+        (blocking: the asyncio front runs this in a worker thread)."""
         if self._done:
             raise TransactionError("transaction already finished")
         self._done = True
@@ -200,6 +162,16 @@ class Transaction:
         self._staged.clear()
         self._reads.clear()
         self._done = True
+
+
+def __getattr__(name: str) -> Any:
+    # Transaction is generated (kvstore/front/transaction_sync.py) on top of TransactionBase,
+    # so it is imported from there on first use rather than at the top (a circle).
+    if name == "Transaction":
+        from .front.transaction_sync import Transaction
+
+        return Transaction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def attempts(fn: Any, retries: Any) -> range:

@@ -461,3 +461,99 @@ def test_async_postgres_keys_page_by_query(data_dir):
     finally:
         with PersistenceManager.from_config(config) as pm:
             pm.stores["database"].drop_table()
+
+
+# -- the two fronts cannot drift: same methods, same signatures; every method called here ------
+
+def _public(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")}
+
+
+def _parameters(fn: Any) -> list[tuple[str, Any, Any]]:
+    """Names, kinds and defaults (annotations differ by front: Iterator / AsyncIterator)."""
+    import inspect
+
+    return [(p.name, p.kind, p.default) for p in inspect.signature(fn).parameters.values()]
+
+
+def test_both_managers_have_the_same_public_methods_and_signatures(data_dir):
+    config = {"persistence": {"categories": CATEGORIES}}
+    from kvstore.aio import AsyncTransaction
+    from kvstore.manager import Transaction
+
+    async def main() -> None:
+        with PersistenceManager.from_config(config) as spm:
+            async with AsyncPersistenceManager.from_config(config) as apm:
+                ours, theirs = _public(spm), _public(apm)
+                assert sorted(ours) == sorted(theirs)
+                for name, fn in ours.items():
+                    if callable(fn) and not isinstance(fn, type):
+                        assert _parameters(fn) == _parameters(theirs[name]), name
+        for name in ("__enter__", "__exit__"):
+            assert _parameters(getattr(PersistenceManager, name)) == _parameters(
+                getattr(AsyncPersistenceManager, name.replace("__", "__a", 1)))
+        sync_tx, async_tx = _public(Transaction), _public(AsyncTransaction)
+        assert sorted(sync_tx) == sorted(async_tx) == ["commit", "delete", "discard", "exists",
+                                                       "load", "save"]
+        for name, fn in sync_tx.items():
+            assert _parameters(fn) == _parameters(async_tx[name]), name
+
+    run(main())
+
+
+def test_every_public_method_of_the_async_manager_is_called_by_a_test():
+    """Each public name of AsyncPersistenceManager appears as ``pm.<name>`` (or
+    ``AsyncPersistenceManager.<name>``) in this file."""
+    import re
+    from pathlib import Path
+
+    source = Path(__file__).read_text()
+    uncalled = [name for name in _public(AsyncPersistenceManager)
+                if not re.search(rf"(\bpm|AsyncPersistenceManager)\.{name}\b", source)]
+    assert not uncalled
+
+
+def test_the_rarely_used_methods(data_dir, tmp_path):
+    """items, logs, log, off, save_snapshot, restore/backup with progress, route, from_yaml,
+    repr and a second close: each called, each result checked."""
+    (tmp_path / "kv.yaml").write_text(
+        f"persistence:\n  memory: {{snapshot: '{tmp_path / 'memory.snapshot'}'}}\n"
+        "  categories:\n    session: {store: memory}\n"
+        "    config: {store: file}\n    preferences: {store: database}\n")
+
+    async def main() -> None:
+        pm = AsyncPersistenceManager.from_yaml(tmp_path / "kv.yaml", max_workers=2)
+        async with pm:
+            assert "AsyncPersistenceManager(memory=MemoryStore" in repr(pm)
+            assert (await pm.route("config:x")).store == "file"
+            await pm.save_many({"preferences:a": 1, "preferences:b": 2, "config:c": 3})
+            assert [kv async for kv in pm.items("preferences:")] == [("preferences:a", 1),
+                                                                   ("preferences:b", 2)]
+            assert [kv async for kv in pm.items(batch=1, limit=2)] == [("config:c", 3),
+                                                                     ("preferences:a", 1)]
+            log = pm.log("config:events")
+            assert await log.append({"n": 1}) == 1 and await log.append({"n": 2}) == 2
+            await pm.log("preferences:audit").append("x")
+            assert await log.read() == [(1, {"n": 1}), (2, {"n": 2})]
+            assert [n async for n in pm.logs()] == ["config:events", "preferences:audit"]
+            assert [n async for n in pm.logs("config:")] == ["config:events"]
+            assert [n async for n in pm.logs(store="database")] == ["preferences:audit"]
+            seen: list[str] = []
+            listener = await pm.on("save", lambda e: seen.append(e.key))
+            await pm.save("session:1", 1)
+            assert await pm.off("save", listener) is None
+            await pm.save("session:2", 2)
+            assert seen == ["session:1"]
+            assert await pm.save_snapshot() == 2
+            assert (tmp_path / "memory.snapshot").exists()
+            counted: list[int] = []
+            path = await pm.backup(tmp_path / "backups", progress=counted.append)
+            assert counted and counted[-1] >= 3
+            await pm.save("preferences:a", 10)
+            restored: list[int] = []
+            counts = await pm.restore(path, progress=restored.append)
+            assert counts["database"] == 2 and restored
+            assert await pm.load("preferences:a") == 1
+        assert await pm.close() is None  # safe twice
+
+    run(main())

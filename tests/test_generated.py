@@ -63,3 +63,26 @@ def test_conversion_rules():
         "        for k in self.keys():",
         "            raise StopIteration",
     ]
+
+
+def test_conversion_rules_of_the_manager_front():
+    """The manager's names (kvstore/front/manager_async.py, transaction_async.py), and a
+    multi-line ``# sync:`` replacement beside ``# async only`` lines."""
+    source = (
+        "from ..aio import paging  # async only\n"
+        "class AsyncManagerOps:\n"
+        "    def lock(self, name) -> AsyncLock:\n"
+        "        return AsyncTransaction(self, AsyncLog)\n"
+        "    def keys(self, sources):\n"
+        "        # sync: merged = heapq.merge(*sources)\n"
+        "        # sync: return merged\n"
+        "        return paging.merge(sources)  # async only\n")
+    out = _tool().convert(source, "manager_async.py").splitlines()
+    assert out[1:] == [
+        "class ManagerOps:",
+        "    def lock(self, name) -> Lock:",
+        "        return Transaction(self, Log)",
+        "    def keys(self, sources):",
+        "        merged = heapq.merge(*sources)",
+        "        return merged",
+    ]

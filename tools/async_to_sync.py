@@ -45,6 +45,7 @@ NAMES = {
     "aclose": "close",
     "anext": "next",
     "asyncio.sleep": "time.sleep",
+    "AsyncTransaction": "Transaction",  # the transaction's concrete class (kvstore/front)
     "AsyncStoreOps": "StoreOps",
     "AsyncManagerOps": "ManagerOps",
     "AsyncTransactionOps": "TransactionOps",
