@@ -39,19 +39,34 @@ Run ``pytest tests/test_my_store.py``. What a subclass may override (see
   objects, nothing is unencodable), ``holds_longest_key`` (False when a key of
   ``kvstore.keyrules.MAX_KEY_BYTES`` bytes is beyond the store's own limit), ``async_front``.
 
+- processes: ``store_opener(self)`` returns a picklable callable that opens, in another
+  process, a store on this test's data (``functools.partial(MyStore, path=...)``); the
+  multi-process tests (appends, locks, ``get_or_set``, logs, a SIGKILL mid-append) spawn
+  processes that call it. The default, None, skips them (a store whose data lives in one
+  process). The multi-process tests are marked ``slow``.
+- the asyncio front: ``to_async(self, store)`` (with ``async_front = True``) gives the store's
+  asyncio face behind the blocking facade; the default is
+  ``Blocking(kvstore.aio.async_store(store))``, a backend with an async driver of its own
+  returns ``Blocking(MyAsyncStore(store))``.
+
 The tests receive a fresh store as the ``store`` fixture (a class fixture: it shadows any
 ``store`` fixture of your conftest inside the class) and build more with
-``self.new_store(**options)``. The tests are grouped in mixins (:mod:`kvstore.testing.conformance`);
-subclass one of them alone to run a part.
+``self.new_store(**options)``. They are grouped in mixins, each a subclass of the hooks:
+:class:`ConformanceTests` (values, keys, TTLs, counters, errors, reopen), :class:`AtomicTests`
+(``add``, ``update``, ``append``, ``touch``, ``get_or_set``, locks, ``raw_commit``) and
+:class:`LogTests` (logs, paging, bulk rows); subclass one alone to run a part.
 """
 
 from __future__ import annotations
 
+from .atomic import AtomicTests
 from .base import FakeClock, StoreHooks
 from .conformance import ConformanceTests
+from .logs import LogTests
 
-__all__ = ["StoreTests", "StoreHooks", "ConformanceTests", "FakeClock"]
+__all__ = ["StoreTests", "StoreHooks", "ConformanceTests", "AtomicTests", "LogTests",
+           "FakeClock"]
 
 
-class StoreTests(ConformanceTests):
+class StoreTests(ConformanceTests, AtomicTests, LogTests):
     """Every conformance test of kvstore: subclass it and define ``make_store``."""

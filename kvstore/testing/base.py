@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
+
+from .workers import in_processes
 
 __all__ = ["FakeClock", "StoreHooks"]
 
@@ -76,19 +78,41 @@ class StoreHooks:
         """Release one store after the test (default: ``store.close()``)."""
         store.close()
 
+    def to_async(self, store: Any) -> Any:
+        """The store on the asyncio front, behind the blocking facade (with
+        :attr:`async_front`). Default: ``Blocking(kvstore.aio.async_store(store))``; a backend
+        with an async driver of its own returns ``Blocking(its async store)``."""
+        from kvstore.aio import async_store
+
+        from .facade import Blocking
+
+        return Blocking(async_store(store))
+
+    def store_opener(self) -> Callable[[], Any] | None:
+        """A picklable callable that opens, in another process, a store on this test's data
+        (e.g. ``functools.partial(MyStore, path=str(self.tmp_path / "data"))``); the
+        multi-process tests spawn processes that call it. None (the default) skips them: a
+        store whose data lives in one process."""
+        return None
+
     # -- what the tests use ----------------------------------------------------------------------
 
     def new_store(self, **options: Any) -> Any:
         """One more store from :meth:`make_store`, on the front under test, closed after it."""
         store = self.make_store(**options)
         if self.async_front:
-            from kvstore.aio import async_store
-
-            from .facade import Blocking
-
-            store = Blocking(async_store(store))  # its close() closes both fronts
+            store = self.to_async(store)  # the facade's close() closes both fronts
         self._opened.append(store)
         return store
+
+    def run_processes(self, target: Callable[..., Any], *args: Any) -> list[Any]:
+        """``target(store, proc, *args)`` in several processes on this test's data (see
+        :meth:`store_opener`; skips without one); their results."""
+        opener = self.store_opener()
+        if opener is None:
+            pytest.skip(f"{type(self).__name__}: no store_opener(), the store is not shared "
+                        "between processes; threads are tested")
+        return in_processes(opener, target, *args)
 
     @pytest.fixture(autouse=True)
     def _kvstore_hooks(self, tmp_path: Path) -> Any:
