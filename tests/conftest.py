@@ -269,8 +269,3 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty folder for the embedded default's files (``KVSTORE_DATA_DIR``)."""
     monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
-
-
-@pytest.fixture
-def store(case: StoreCase) -> Any:
-    return case.make()

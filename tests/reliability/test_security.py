@@ -41,15 +41,15 @@ def test_sqlite_files_are_owner_only(tmp_path):
 def test_file_store_files_and_folders_are_owner_only(tmp_path):
     old = os.umask(0o022)
     try:
-        store = FileStore(base_path=tmp_path / "files")
+        store = FileStore(base_path=tmp_path / "files" / "deep")  # its parents are created too
         store.save("a/b/c", 1)
         store.incr("n")
-        assert mode(tmp_path / "files") == 0o700
-        assert mode(tmp_path / "files" / "a") == 0o700
-        assert mode(tmp_path / "files" / "a" / "b") == 0o700
-        assert mode(tmp_path / "files" / "a" / "b" / "c.json") == 0o600
-        assert mode(tmp_path / "files" / "n.json") == 0o600
-        assert mode(tmp_path / "files" / ".kvstore.lock") == 0o600
+        base = tmp_path / "files" / "deep"
+        for folder in (tmp_path / "files", base, base / "a", base / "a" / "b"):
+            assert mode(folder) == 0o700, folder
+        for path in (base / "a" / "b" / "c.json", base / "n.json", base / ".kvstore.lock"):
+            assert mode(path) == 0o600, path
+        store.close()
     finally:
         os.umask(old)
 
@@ -100,18 +100,29 @@ def test_manager_repr_masks_the_redis_password(tmp_path, monkeypatch):
 
 
 def test_config_check_output_masks_secrets(tmp_path):
+    """Secrets written in the file and secrets from the environment (``${VAR}``) alike."""
     cfg = tmp_path / "c.yaml"
     cfg.write_text(f"persistence:\n  pickle_secret: {SECRET}\n"
                    f"  redis: {{url: 'redis://u:{SECRET}@h:6379/0'}}\n"
                    f"  postgres: {{dsn: 'postgresql://u:{SECRET}@db/app'}}\n")
-    env = dict(os.environ, KVSTORE_DATA_DIR=str(tmp_path / "d"))
-    r = subprocess.run([sys.executable, "-m", "kvstore", "--config", str(cfg), "config", "check"],
-                       capture_output=True, text=True, env=env, timeout=60)
-    assert r.returncode == 0, r.stderr
-    assert SECRET not in r.stdout + r.stderr
-    data = json.loads(r.stdout.split("\n", 1)[1])["persistence"]
+    from_env = tmp_path / "env.yaml"
+    from_env.write_text("persistence:\n  pickle_secret: ${KV_TEST_SECRET}\n"
+                        "  redis: {url: '${REDIS_URL}'}\n")
+    env = dict(os.environ, KVSTORE_DATA_DIR=str(tmp_path / "d"), KV_TEST_SECRET=SECRET,
+               REDIS_URL=f"redis://app:{SECRET}@127.0.0.1:6379/0")
+    outputs = []
+    for path in (cfg, from_env):
+        r = subprocess.run([sys.executable, "-m", "kvstore", "--config", str(path), "config",
+                            "check"], capture_output=True, text=True, env=env, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert SECRET not in r.stdout + r.stderr and "***" in r.stdout
+        outputs.append(json.loads(r.stdout.split("\n", 1)[1])["persistence"])
+    data, expanded = outputs
     assert data["pickle_secret"] == "***"
     assert data["postgres"]["dsn"] == "postgresql://u:***@db/app"
+    assert expanded["pickle_secret"] == "***"
+    assert expanded["redis"]["url"] == "redis://app:***@127.0.0.1:6379/0"
+    assert expanded["default_store"] == "database"
 
 
 # -- a folder swapped for a symbolic link while the store writes ----------------------------------
