@@ -18,7 +18,10 @@ from typing import Any, Callable
 
 import pytest
 
-from kvstore.testing import FakeClock
+# The shipped suite's asserts report their values like the tests' own (before its first import).
+pytest.register_assert_rewrite("kvstore.testing")
+
+from kvstore.testing import FakeClock  # noqa: E402
 
 REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
 POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")

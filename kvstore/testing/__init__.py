@@ -21,7 +21,9 @@ it passes them too. Needs pytest (``import kvstore`` does not import this packag
     class TestMyStoreAsync(TestMyStore):
         async_front = True  # the same tests through kvstore.aio.async_store(MyStore(...))
 
-Run ``pytest tests/test_my_store.py``. What a subclass may override (see
+Run ``pytest tests/test_my_store.py``. For assertion failures that show the values compared,
+add ``pytest.register_assert_rewrite("kvstore.testing")`` to your ``conftest.py`` before
+anything imports ``kvstore.testing``. What a subclass may override (see
 :class:`~kvstore.testing.base.StoreHooks`):
 
 - ``make_store(self, **options)`` (required): a new store on the same data as the test's
