@@ -6,7 +6,6 @@ fronts, passes exactly these tests in kvstore's own test suite. A third-party ba
 it passes them too. Needs pytest (``import kvstore`` does not import this package)::
 
     # tests/test_my_store.py
-    import pytest
     from kvstore.testing import StoreTests
 
     from my_package import MyStore
@@ -40,7 +39,6 @@ anything imports ``kvstore.testing``. What a subclass may override (see
   new ``make_store()``; False skips the reopen test), ``serializes`` (False: values are kept as
   objects, nothing is unencodable), ``holds_longest_key`` (False when a key of
   ``kvstore.keyrules.MAX_KEY_BYTES`` bytes is beyond the store's own limit), ``async_front``.
-
 - processes: ``store_opener(self)`` returns a picklable callable that opens, in another
   process, a store on this test's data (``functools.partial(MyStore, path=...)``); the
   multi-process tests (appends, locks, ``get_or_set``, logs, a SIGKILL mid-append) spawn
