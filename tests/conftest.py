@@ -18,22 +18,14 @@ from typing import Any, Callable
 
 import pytest
 
+# The shipped suite's asserts report their values like the tests' own (before its first import).
+pytest.register_assert_rewrite("kvstore.testing")
+
+from kvstore.testing import FakeClock  # noqa: E402
+
 REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
 POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")
 HAVE_REDIS_SERVER = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
-
-
-class FakeClock:
-    """A clock tests move by hand, so TTL tests never sleep."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -164,7 +156,7 @@ def _postgres_case(tmp_path: Path) -> StoreCase:
 
 SYNC_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
               "file-msgpack", "redis", "redis-cluster", "postgres", "redis-fallback"]
-#: The async stores (kvstore.aio) run the same test bodies through tests/aio_facade.py.
+#: The async stores (kvstore.aio) run the same test bodies through kvstore.testing.facade.
 AIO_KINDS = ["aio-memory", "aio-sqlite-json", "aio-file-msgpack", "aio-redis", "aio-redis-cluster",
              "aio-postgres"]
 STORE_KINDS = SYNC_KINDS + AIO_KINDS
@@ -211,7 +203,7 @@ def _make_case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Sto
 
 def _aio_case(c: StoreCase) -> StoreCase:
     """The same store behind its async face (kvstore.aio), driven through the facade."""
-    from aio_facade import Blocking
+    from kvstore.testing.facade import Blocking
 
     from kvstore.aio import async_store
     from kvstore.stores.redis.aio import AsyncRedisStore
@@ -259,7 +251,7 @@ def open_spec(spec: dict[str, Any]) -> Any:
            "postgres": "PostgresStore"}[spec["kind"]]
     store = getattr(kvstore, cls)(**options)
     if spec.get("aio"):
-        from aio_facade import Blocking
+        from kvstore.testing.facade import Blocking
 
         from kvstore.aio import async_store
 
@@ -280,8 +272,3 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty folder for the embedded default's files (``KVSTORE_DATA_DIR``)."""
     monkeypatch.setenv("KVSTORE_DATA_DIR", str(tmp_path / "data"))
     return tmp_path / "data"
-
-
-@pytest.fixture
-def store(case: StoreCase) -> Any:
-    return case.make()

@@ -79,7 +79,8 @@ def test_usage_errors_exit_2_with_one_line(env, config, tmp_path):
     r = kv(env, "set", "k", "not json", config=config)
     assert r.returncode == 2 and "JSON" in r.stderr and "Traceback" not in r.stderr
     r = kv(env, "set", "k", "1", "--ttl", "5x", config=config)
-    assert r.returncode == 2 and "5x" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and r.stderr.startswith("kvstore: --ttl: '5x'")
+    assert len(r.stderr.strip().splitlines()) == 1
     r = kv(env, "get", "k", "--store", "disk", config=config)
     assert r.returncode == 2 and "disk" in r.stderr
     bad = tmp_path / "bad.yaml"
@@ -90,20 +91,6 @@ def test_usage_errors_exit_2_with_one_line(env, config, tmp_path):
                                 "memory, cache, database, file")
     r = kv(env, "frobnicate")
     assert r.returncode == 2
-
-
-def test_config_check_masks_secrets(env, tmp_path):
-    env["KV_TEST_SECRET"] = "pickle-hunter2"
-    env["REDIS_URL"] = "redis://app:redis-hunter2@127.0.0.1:6379/0"
-    config = tmp_path / "secret.yaml"
-    config.write_text("persistence:\n  pickle_secret: ${KV_TEST_SECRET}\n"
-                      "  redis: {url: '${REDIS_URL}'}\n")
-    r = kv(env, "config", "check", config=config)
-    assert r.returncode == 0, r.stderr
-    assert "hunter2" not in r.stdout and "***" in r.stdout
-    resolved = json.loads(r.stdout.split("\n", 1)[1])["persistence"]
-    assert resolved["redis"]["url"] == "redis://app:***@127.0.0.1:6379/0"
-    assert resolved["default_store"] == "database"
 
 
 def test_backup_and_restore(env, config, tmp_path):
@@ -156,3 +143,89 @@ def test_demo_runs_on_the_embedded_default(env):
     r = kv(env, "demo")
     assert r.returncode == 0, r.stderr
     assert "rolled back" in r.stdout and "<expired>" in r.stdout
+
+
+def test_config_check_shows_every_path(env, tmp_path):
+    import yaml
+
+    path = tmp_path / "app.yaml"
+    path.write_text(yaml.safe_dump({"persistence": {
+        "sqlite": {"path": str(tmp_path / "app.db")}, "file": {"base_path": str(tmp_path / "files")},
+        "categories": {"query": {"store": "cache"}}}}))
+    r = kv(env, "config", "check", config=path)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    for where in (tmp_path / "app.db", tmp_path / "app.cache.db", tmp_path / "files"):
+        assert str(where) in out
+    assert "backups" in out and "snapshot" in out
+
+
+# -- messages and unavailable stores -------------------------------------------------------------
+
+
+def _yaml(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_missing_import_file_is_a_usage_error_in_one_line(env, tmp_path):
+    r = kv(env, "import", str(tmp_path / "nope.jsonl"))
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and "nope.jsonl" in r.stderr and "Errno" not in r.stderr
+
+
+def test_yaml_syntax_error_is_one_line(env, tmp_path):
+    bad = _yaml(tmp_path, "bad.yaml", "persistence:\n  categories: {a: [\n")
+    r = kv(env, "keys", config=bad)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "bad.yaml" in r.stderr and "line 3" in r.stderr
+
+
+def test_refuses_to_set_a_key_that_would_vanish_with_the_process(env, tmp_path):
+    mem = _yaml(tmp_path, "mem.yaml", "persistence:\n  categories: {session: {store: memory}}\n")
+    r = kv(env, "set", "session:x", "1", config=mem)
+    assert r.returncode == 2 and "memory" in r.stderr and "snapshot" in r.stderr
+    snap = _yaml(tmp_path, "snap.yaml", "persistence:\n  categories: {session: {store: memory}}\n"
+                 f"  memory: {{snapshot: {tmp_path}/mem.snap}}\n")
+    assert kv(env, "set", "session:x", "1", config=snap).returncode == 0
+    assert kv(env, "get", "session:x", config=snap).stdout.strip() == "1"
+
+
+def test_names_a_misspelt_top_level_key_as_written(env, tmp_path):
+    typo = _yaml(tmp_path, "typo.yaml", "persistense:\n  default_store: file\n")
+    r = kv(env, "keys", config=typo)
+    assert r.returncode == 2
+    assert r.stderr.startswith("kvstore: persistense: unknown top-level setting")
+    assert "did you mean 'persistence'" in r.stderr and "persistence.persistense" not in r.stderr
+
+
+@pytest.fixture
+def redis_down(env, tmp_path):
+    from redis_servers import free_port
+
+    return _yaml(tmp_path, "down.yaml", "persistence:\n  redis: {url: 'redis://127.0.0.1:"
+                 f"{free_port()}/0', connect_timeout: 0.3, socket_timeout: 0.3}}\n"
+                 f"  sqlite: {{path: {tmp_path}/app.db}}\n")
+
+
+def test_stats_reports_the_other_stores_when_redis_is_down(env, redis_down):
+    assert kv(env, "set", "a", "1", config=redis_down).returncode == 0
+    r = kv(env, "stats", config=redis_down)
+    assert r.returncode == 3
+    lines = {line.split()[0]: line for line in r.stdout.splitlines()}
+    assert "unavailable" in lines["cache"]
+    assert "1 key" in lines["database"] and "keys" in lines["file"]
+
+
+def test_backup_names_the_unavailable_store_or_skips_it(env, redis_down, tmp_path):
+    kv(env, "set", "a", "1", config=redis_down)
+    dest = tmp_path / "backups"
+    r = kv(env, "backup", "--dest", str(dest), config=redis_down)
+    assert r.returncode == 3 and "'cache'" in r.stderr and "--skip-unavailable" in r.stderr
+    assert not dest.exists() or not any(p.name.startswith("kvstore-backup-")
+                                        for p in dest.iterdir())
+    r = kv(env, "backup", "--dest", str(dest), "--skip-unavailable", config=redis_down)
+    assert r.returncode == 0, r.stderr
+    manifest = json.loads((Path(r.stdout.strip()) / "manifest.json").read_text())
+    assert "cache" in manifest["skipped"] and manifest["stores"]["database"]["keys"] == 1

@@ -1,24 +1,22 @@
-"""FileStore: path safety of the key -> file mapping, plain JSON files, corruption, locking."""
+"""FileStore: where a key's file lives (the key -> path mapping, and back by ``keys()``), and
+that no key, link, FIFO or swapped folder ever makes the store read or write outside its folder.
+(The files' contents: tests/test_file_store.py.)"""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import shutil
-import stat
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kvstore import CorruptDataError, FileStore, InvalidKeyError, SQLiteStore
-from kvstore.transfer import migrate
-
-from conftest import FakeClock
+from kvstore import FileStore, InvalidKeyError, StoreUnavailableError
 
 
 @pytest.fixture
@@ -30,7 +28,8 @@ def area(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(area: Path):
+def file_store(area: Path):
+    """A FileStore in ``area / "store"``."""
     s = FileStore(base_path=area / "store")
     yield s
     s.close()
@@ -51,23 +50,24 @@ HOSTILE = [
     "..", "../x", "a/../../x", "../../outside/victim", "/etc/passwd", "nul\x00byte",
     "back\\slash", "..\\..\\x", "%2e%2e", "%2e%2e/%2e%2e/x", "%2E%2E/x", ".", "./x", "a/./b",
     ".kvstore.lock", ".tmp-0123456789abcdef", "x.json/..", "~/x", "$HOME", "a\nb", "\x7f",
-    "x" * 10_000, "é" * 5000, "a/" * 2000 + "b", "con", "aux.json",
+    "x" * 10_000, "é" * 5000, "a/" * 2000 + "b", "con", "aux.json", "a//b", "%2e%2e/escape",
+    "\\..\\..\\x",
 ]
 
 
 @pytest.mark.parametrize("key", HOSTILE, ids=lambda k: repr(k[:20]))
-def test_hostile_keys_stay_inside_base_path(store, area, key):
+def test_hostile_keys_stay_inside_base_path(file_store, area, key):
     try:
-        store.save(key, "v")
+        file_store.save(key, "v")
     except InvalidKeyError as exc:
         assert isinstance(exc, ValueError)
         with pytest.raises(ValueError):
-            store.load(key)
+            file_store.load(key)
     else:
-        assert store.load(key) == "v"
-        assert list(store.keys()) == [key]
-        assert store.delete(key)
-        assert list(store.keys()) == []
+        assert file_store.load(key) == "v"
+        assert list(file_store.keys()) == [key]
+        assert file_store.delete(key)
+        assert list(file_store.keys()) == []
     assert files_outside(area) == []
     assert (area / "outside" / "victim.txt").read_text() == "keep me"
     # the store's own dot-files were never overwritten by a key
@@ -75,16 +75,42 @@ def test_hostile_keys_stay_inside_base_path(store, area, key):
                for _, _, names in os.walk(area / "store") for n in names)
 
 
-@pytest.mark.parametrize("key", ["/etc/passwd", "a//b", "trailing/", "/", "x" * 10_000])
-def test_unstorable_keys_name_the_key(store, key):
+@pytest.mark.parametrize("key", ["/etc/passwd", "a//b", "trailing/", "/", "x" * 300, "x" * 10_000])
+def test_unstorable_keys_are_refused_by_name_and_write_nothing(file_store, area, key):
     with pytest.raises(InvalidKeyError) as info:
-        store.save(key, 1)
+        file_store.save(key, 1)
     assert repr(key[:20])[:-1] in str(info.value)
+    if len(key) == 300:  # the portable key limit (2048 bytes) comes first for longer ones
+        assert "too long for a file name" in str(info.value)
+    with pytest.raises(ValueError):
+        file_store.load(key)
+    assert [e.name for e in os.scandir(area / "store")] == []  # nothing written
 
 
-def test_too_long_message(store):
-    with pytest.raises(InvalidKeyError, match="too long for a file name"):
-        store.save("x" * 300, 1)
+@pytest.mark.parametrize("key,relpath", [
+    ("session:1", "session:1.json"),
+    ("a/b/c", "a/b/c.json"),
+    ("..", "%2E..json"),
+    ("../x", "%2E./x.json"),
+    ("50%/off", "50%25/off.json"),
+    ("back\\slash", "back%5Cslash.json"),
+    ("ctl\x01byte", "ctl%01byte.json"),
+    ("ünïcödé/日本", "ünïcödé/日本.json"),
+    ("folder.json/x", "folder%2Ejson/x.json"),
+])
+def test_key_to_path_mapping(file_store, area, key, relpath):
+    file_store.save(key, 1)
+    assert (area / "store" / relpath).is_file()
+    assert list(file_store.keys()) == [key]
+
+
+def test_a_folder_never_collides_with_a_key(file_store):
+    file_store.save("a", "file a")
+    file_store.save("a.json/b", "inside")
+    file_store.save("a/b", "nested")
+    assert file_store.load("a") == "file a"
+    assert file_store.load("a.json/b") == "inside"
+    assert sorted(file_store.keys()) == ["a", "a.json/b", "a/b"]
 
 
 WEIRD = ["日本語/キー", "emoji 😀/x", "Ωmega:1", "tab\there", "percent%25literal", "%", "a%b",
@@ -109,229 +135,31 @@ def test_weird_unicode_keys_round_trip_and_list_back(area, fmt):
     s.close()
 
 
-def test_prefix_is_literal(store):
-    for key in ["a%b", "a_b", "a*", "ab", "a/b"]:
-        store.save(key, 1)
-    assert sorted(store.keys("a%")) == ["a%b"]
-    assert sorted(store.keys("a_")) == ["a_b"]
-    assert sorted(store.keys("a*")) == ["a*"]
-    assert sorted(store.keys("a/")) == ["a/b"]
+def test_prefix_is_literal_across_folders(file_store):
+    """The prefix is text, not a path: it matches file names and folder names alike (the
+    wildcard characters are checked on every store by kvstore.testing)."""
+    for key in ["a%b", "a_b", "a*", "ab", "a/b", "a.json/c"]:
+        file_store.save(key, 1)
+    assert sorted(file_store.keys("a/")) == ["a/b"]
+    assert sorted(file_store.keys("a.")) == ["a.json/c"]
+    assert sorted(file_store.keys("a")) == ["a%b", "a*", "a.json/c", "a/b", "a_b", "ab"]
 
 
-def test_non_canonical_hand_made_names_are_not_listed(store, area):
-    store.save("real", 1)
+def test_non_canonical_hand_made_names_are_not_listed(file_store, area):
+    file_store.save("real", 1)
     (area / "store" / "a%2Fb.json").write_text("1")   # would decode to "a/b", stored elsewhere
     (area / "store" / "bang!.json").write_text("1")   # "!" is always encoded by the store
     (area / "store" / "notes.txt").write_text("x")    # not our extension
-    assert list(store.keys()) == ["real"]
+    assert list(file_store.keys()) == ["real"]
 
 
-# -- plain JSON files ---------------------------------------------------------------------------
+def test_empty_folders_are_removed_after_delete(file_store, area):
+    file_store.save("deep/er/key", 1)
+    file_store.delete("deep/er/key")
+    assert not (area / "store" / "deep").exists()
 
 
-def test_plain_json_is_readable_and_hand_edits_read_back(store, area):
-    store.save("config/settings", {"theme": "dark", "n": 3, "tags": ["a"]})
-    path = area / "store" / "config" / "settings.json"
-    with open(path) as fh:
-        assert json.load(fh) == {"theme": "dark", "n": 3, "tags": ["a"]}
-    store.save("count", 41)
-    assert (area / "store" / "count.json").read_text().strip() == "41"
-    assert store.incr("count") == 42
-    assert json.loads((area / "store" / "count.json").read_text()) == 42
-    path.write_text('{"theme": "light"}')
-    assert store.load("config/settings") == {"theme": "light"}
-
-
-def test_extended_types_stay_valid_json(store, area):
-    import datetime as dt
-    value = {"when": dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc), "t": (1, 2)}
-    store.save("x", value)
-    json.loads((area / "store" / "x.json").read_text())
-    assert store.load("x") == value
-
-
-def test_ttl_wrapper_puts_expires_at_first(area):
-    clock = FakeClock(1_763_830_000.5)
-    s = FileStore(base_path=area / "store", clock=clock)
-    s.save("otp", {"code": "123"}, ttl=30)
-    text = (area / "store" / "otp.json").read_text()
-    assert text.startswith('{"__kv__": "ttl", "expires_at": 1763830030.5')
-    assert json.loads(text) == {"__kv__": "ttl", "expires_at": 1763830030.5,
-                                "value": {"code": "123"}}
-    assert s.ttl("otp") == pytest.approx(30)
-    assert list(s.keys()) == ["otp"]
-    clock.advance(30)
-    assert s.load("otp") is None and not s.exists("otp") and list(s.keys()) == []
-    assert s.load_many(["otp"]) == {}
-    assert not (area / "store" / "otp.json").exists()
-
-
-def test_user_dict_shaped_like_the_wrapper_is_just_data(store):
-    evil = {"__kv__": "ttl", "expires_at": 1, "value": "gotcha"}
-    store.save("evil", evil)
-    assert store.load("evil") == evil
-    assert list(store.keys()) == ["evil"]
-    assert store.ttl("evil") is None
-    store.save("evil2", evil, ttl=60)
-    assert store.load("evil2") == evil
-
-
-def test_hand_reformatted_wrapper_is_still_understood(area):
-    clock = FakeClock(1000.0)
-    s = FileStore(base_path=area / "store", clock=clock)
-    (area / "store" / "k.json").write_text(
-        '{\n\n\n   "value": [1, 2],\n "expires_at": 1010,\n "__kv__": "ttl"}')
-    assert s.load("k") == [1, 2]
-    assert list(s.keys()) == ["k"]
-    clock.advance(20)
-    assert list(s.keys()) == [] and s.load("k") is None
-
-
-@pytest.mark.parametrize("fmt", ["json", "msgpack"])
-def test_garbled_file_raises_corrupt_data_naming_the_key(area, fmt):
-    s = FileStore(base_path=area / "store", format=fmt)
-    s.save("good", {"a": 1})
-    s.save("bad", {"b": 2}, ttl=100)
-    s.save("truncated", list(range(100)))
-    ext = "." + fmt
-    (area / "store" / ("bad" + ext)).write_bytes(b"\xc1t\x00{garbage")
-    p = area / "store" / ("truncated" + ext)
-    p.write_bytes(p.read_bytes()[:-7])
-    for key in ("bad", "truncated"):
-        with pytest.raises(CorruptDataError, match=repr(key)):
-            s.load(key)
-    assert s.load("good") == {"a": 1}
-    assert sorted(s.keys()) == ["bad", "good", "truncated"]
-    assert s.load_many(["good"]) == {"good": {"a": 1}}
-    assert s.delete("bad")  # a corrupt key can still be removed
-    assert sorted(s.keys()) == ["good", "truncated"]
-
-
-def test_file_and_folder_modes(area):
-    s = FileStore(base_path=area / "store" / "deep")
-    s.save("a/b/c", 1)
-    for folder in [area / "store", area / "store" / "deep", area / "store" / "deep" / "a",
-                   area / "store" / "deep" / "a" / "b"]:
-        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
-    assert stat.S_IMODE((area / "store" / "deep" / "a" / "b" / "c.json").stat().st_mode) == 0o600
-    assert stat.S_IMODE((area / "store" / "deep" / ".kvstore.lock").stat().st_mode) == 0o600
-
-
-def test_no_temp_files_after_saves_and_stale_ones_are_swept(store, area):
-    for i in range(30):
-        store.save(f"k/{i % 3}/{i}", i, ttl=None if i % 2 else 60)
-    store.save_many({f"m/{i}": i for i in range(30)})
-    for i in range(5):
-        store.incr("counter")
-    temps = [n for _, _, names in os.walk(area) for n in names if n.startswith(".tmp-")]
-    assert temps == []
-    stale = area / "store" / "k" / ".tmp-deadbeef"
-    fresh = area / "store" / "k" / ".tmp-feedface"
-    stale.write_text("x")
-    fresh.write_text("y")
-    os.utime(stale, (0, 0))
-    FileStore(base_path=area / "store").close()
-    assert not stale.exists() and fresh.exists()
-    assert "k/0/0" in set(store.keys())
-
-
-def test_failed_apply_changes_nothing(store, area, monkeypatch):
-    store.save("a", 1)
-    store.save("b", 2)
-    from kvstore.stores.file import atomic
-
-    real = atomic._write
-    calls = []
-
-    def flaky(dir_fd, data, fsync):  # the disk fills up at the second temp file
-        calls.append(data)
-        if len(calls) == 2:
-            raise OSError(28, "No space left on device")
-        return real(dir_fd, data, fsync)
-
-    monkeypatch.setattr(atomic, "_write", flaky)
-    from kvstore.store import MISSING
-    with pytest.raises(Exception):
-        store.raw_apply([("a", store.encode("a", 10), None), ("c", store.encode("c", 3), None),
-                      ("b", MISSING, None)])
-    assert store.load("a") == 1 and store.load("b") == 2 and not store.exists("c")
-    assert [n for _, _, names in os.walk(area) for n in names if n.startswith(".tmp-")] == []
-
-
-def test_snapshot_blobs_migrate_to_another_store(store, area):
-    store.save("n", 5)
-    store.save("d", {"t": (1, 2)}, ttl=100)
-    db = SQLiteStore(path=area / "store-db" / "x.db")
-    try:
-        assert migrate(store, db) == 2
-        assert db.load("n") == 5 and db.load("d") == {"t": (1, 2)}
-        assert 0 < db.ttl("d") <= 100
-        back = FileStore(base_path=area / "store" / "copy", format="msgpack")
-        assert migrate(db, back) == 2
-        assert back.load("d") == {"t": (1, 2)} and back.incr("n") == 6
-    finally:
-        db.close()
-
-
-def test_configuration_errors():
-    from kvstore import ConfigError
-    with pytest.raises(ConfigError, match="format"):
-        FileStore(base_path=tempfile.mkdtemp(), format="yaml")
-    with pytest.raises(ConfigError, match="secret"):
-        FileStore(base_path=tempfile.mkdtemp(), format="pickle")
-    s = FileStore(base_path=tempfile.mkdtemp(), format="pickle", secret="s3cret")
-    s.save("k", {1, 2})
-    assert s.load("k") == {1, 2} and s._path_for("k").name == "k.pickle"
-    assert s._path_for("k").read_bytes()[:1] == b"\xc1"
-
-
-def test_tilde_is_expanded(monkeypatch, tmp_path):
-    monkeypatch.setenv("HOME", str(tmp_path))
-    s = FileStore(base_path="~/kv")
-    assert s.base_path == (tmp_path / "kv").resolve()
-    assert "base_path" in repr(s) and "json" in repr(s)
-    s.close()
-
-
-# -- concurrency ----------------------------------------------------------------------------------
-
-
-def _incr_worker(base: str, n: int) -> None:
-    s = FileStore(base_path=base, fsync=False)
-    for _ in range(n):
-        s.incr("hits")
-    s.close()
-
-
-def test_incr_is_exact_across_processes(tmp_path):
-    base = str(tmp_path / "store")
-    FileStore(base_path=base).close()
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_incr_worker, args=(base, 100)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
-    assert FileStore(base_path=base).load("hits") == 400
-
-
-def test_incr_is_exact_across_threads(store):
-    import threading
-
-    def work() -> None:
-        for _ in range(50):
-            store.incr("t")
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert store.load("t") == 400
-
-
-# -- property test -----------------------------------------------------------------------------------
+# -- property test -----------------------------------------------------------------------
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -359,6 +187,52 @@ def test_any_text_key_round_trips_or_is_refused(key):
 # -- links and replaced folders (issue 21: every step walked from a descriptor) ----------------
 
 
+@pytest.fixture
+def linked(tmp_path):
+    from kvstore import FileStore
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "secret.json").write_text('"outside data"')
+    (outside / "x.json").write_text('"outside x"')
+    store = FileStore(base_path=tmp_path / "base")
+    store.save("inside", 1)
+    (store.base_path / "linkdir").symlink_to(outside, target_is_directory=True)
+    (store.base_path / "leak.json").symlink_to(outside / "secret.json")
+    yield store, outside
+    store.close()
+
+
+def test_a_linked_folder_is_refused_for_writes_and_reads(linked):
+    from kvstore import InvalidKeyError
+
+    store, outside = linked
+    with pytest.raises(InvalidKeyError) as err:
+        store.save("linkdir/new", 1)
+    assert "symbolic link" in str(err.value) and "linkdir" in str(err.value)
+    assert not (outside / "new.json").exists()
+    with pytest.raises(InvalidKeyError):
+        store.load("linkdir/x")
+    with pytest.raises(InvalidKeyError):
+        store.delete("linkdir/x")
+    with pytest.raises(InvalidKeyError):
+        store.save_many({"ok": 1, "linkdir/y": 2})
+    assert (outside / "x.json").exists() and not store.exists("ok")
+
+
+def test_a_linked_file_is_refused_and_left_alone(linked):
+    from kvstore import InvalidKeyError
+
+    store, outside = linked
+    for call in (lambda: store.load("leak"), lambda: store.save("leak", "overwrite"),
+                 lambda: store.delete("leak"), lambda: store.incr("leak"),
+                 lambda: store.update("leak", lambda v: v)):
+        with pytest.raises(InvalidKeyError):
+            call()
+    assert (outside / "secret.json").read_text() == '"outside data"'
+    assert sorted(store.keys()) == ["inside"]
+
+
 def test_a_linked_lock_namespace_or_lock_file_is_refused(area):
     """``.kvstore-meta`` (the lock namespace) and ``.kvstore.lock`` are reached like any key's
     file: a link there is refused, and nothing is created outside the store's folder."""
@@ -382,6 +256,87 @@ def test_a_linked_lock_namespace_or_lock_file_is_refused(area):
     assert store.load("k") is None  # reads take no lock
     store.close()
     assert files_outside(area) == [] and not (area / "outside" / "planted.lock").exists()
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (links not followed), with its bytes."""
+    out = {}
+    for where, _, names in os.walk(folder):
+        for name in names:
+            path = Path(where, name)
+            rel = str(path.relative_to(folder))
+            out[rel] = b"<link>" if path.is_symlink() else path.read_bytes()
+    return out
+
+
+def test_a_folder_swapped_for_a_link_while_writing_is_never_followed(tmp_path):
+    """Two threads save, save_many, delete, read and append logs under ``sub/`` while a third
+    swaps ``sub`` for a symbolic link to a folder outside the store, at least 50 times (the
+    check-then-open race found in issue 21): nothing outside is ever created, changed, removed
+    or read. A call that meets the link raises kvstore's own error; no other error escapes."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    for name in ("k0.json", "k1.json", "m0.json", "t.jsonl"):
+        (outside / name).write_text('"outside"\n')
+    before = _tree(outside)
+    store = FileStore(base_path=tmp_path / "store", fsync=False)
+    base = store.base_path
+    stop = threading.Event()
+    unexpected: list[BaseException] = []
+    leaked: list[object] = []
+
+    def work(n: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                store.save(f"sub/k{i % 2}", i)
+                store.save_many({f"sub/m{n}": i, f"sub/deep/d{n}": i})
+                store.log("sub/t").append(i)
+                for key in (f"sub/k{(i + 1) % 2}", f"sub/m{n}"):
+                    if store.load(key) == "outside":
+                        leaked.append(key)
+                if [seq for seq, r in store.log("sub/t").read() if r == "outside"]:
+                    leaked.append("sub/t")
+                store.delete(f"sub/k{(i + 1) % 2}")
+                list(store.keys("sub/"))
+            except (InvalidKeyError, StoreUnavailableError):
+                pass  # the call met the link (or its folder vanished): refused, as it should be
+            except BaseException as exc:  # noqa: BLE001 - anything else fails the test
+                unexpected.append(exc)
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(2)]
+    for t in workers:
+        t.start()
+    swaps, tries, started = 0, 0, time.monotonic()
+    try:
+        while swaps < 400 and (swaps < 50 or time.monotonic() - started < 3.0):
+            if time.monotonic() - started > 30:
+                break
+            tries += 1
+            try:
+                os.rename(base / "sub", base / f".held-{tries}")
+            except FileNotFoundError:
+                pass
+            os.symlink(outside, base / ".link", target_is_directory=True)
+            try:
+                os.rename(base / ".link", base / "sub")
+            except OSError:  # a writer recreated `sub` meanwhile: try again
+                os.unlink(base / ".link")
+                continue
+            swaps += 1
+            time.sleep(0.0005)
+            os.unlink(base / "sub")
+            time.sleep(0.0005)
+    finally:
+        stop.set()
+        for t in workers:
+            t.join(30)
+        store.close()
+    assert swaps >= 50
+    assert _tree(outside) == before, "the store wrote or removed files outside its folder"
+    assert not leaked, f"read outside data through the link: {leaked[:5]}"
+    assert not unexpected, unexpected[:3]
 
 
 def test_a_replaced_folder_is_used_from_the_next_call(area):
@@ -419,13 +374,13 @@ def test_a_replaced_folder_is_used_from_the_next_call(area):
     store.close()
 
 
-def test_a_fifo_under_a_keys_name_never_hangs_a_read(store, area):
+def test_a_fifo_under_a_keys_name_never_hangs_a_read(file_store, area):
     """Only regular files are values: a FIFO planted as ``pipe.json`` reads as no key (an open
     for reading would wait for a writer forever)."""
     os.mkfifo(area / "store" / "pipe.json")
     found: list[object] = []
-    reader = threading.Thread(target=lambda: found.append(store.load("pipe", "none")), daemon=True)
+    reader = threading.Thread(target=lambda: found.append(file_store.load("pipe", "none")), daemon=True)
     reader.start()
     reader.join(5)
     assert found == ["none"]
-    assert list(store.keys()) == []
+    assert list(file_store.keys()) == []

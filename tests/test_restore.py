@@ -126,21 +126,21 @@ def _raw_lines(store: Any) -> list[str]:
 # -- item 1: refused before anything changes ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("store", ["file", "database", "cache"])
-def test_a_part_with_one_damaged_line_changes_nothing(pm_redis, store):
+@pytest.mark.parametrize("name", ["file", "database", "cache"])
+def test_a_part_with_one_damaged_line_changes_nothing(pm_redis, name):
     pm = pm_redis
     _fill(pm)
     pm.stores["file"].log("transcript:t1").append({"turn": 1})
     path = pm.backup()
-    lines = _raw_lines(pm.stores[store])
+    lines = _raw_lines(pm.stores[name])
     lines[10] = lines[10][:25] + "#" + lines[10][26:]  # one garbled line in the middle
-    _rewrite_part(path, store, lines)
-    pm.stores[store].save(f"{PREFIX[store]}new", "after the backup")
+    _rewrite_part(path, name, lines)
+    pm.stores[name].save(f"{PREFIX[name]}new", "after the backup")
     before = _contents(pm)
-    with pytest.raises(BackupError, match=rf"{store}\.jsonl:11"):
+    with pytest.raises(BackupError, match=rf"{name}\.jsonl:11"):
         pm.restore(path)
     assert _contents(pm) == before
-    assert len(before[store][0]) == 22
+    assert len(before[name][0]) == 22
 
 
 def test_a_part_missing_a_line_is_refused_by_its_counts(pm):
@@ -273,9 +273,9 @@ def _logs_come_back(pm: PersistenceManager, store: str) -> None:
     assert manifest["stores"][store]["logs"] == 2 and manifest["stores"][store]["log_records"] == 5
 
 
-@pytest.mark.parametrize("store", ["file", "database"])
-def test_logs_come_back_exactly(pm, store):
-    _logs_come_back(pm, store)
+@pytest.mark.parametrize("name", ["file", "database"])
+def test_logs_come_back_exactly(pm, name):
+    _logs_come_back(pm, name)
 
 
 def test_logs_come_back_exactly_on_redis(pm_redis):

@@ -56,6 +56,14 @@ def test_damaged_value_file(tmp_path, damage, fmt):
     path.write_bytes({"truncate": data[: len(data) // 2], "garble": data[:3] + b"\x00garbage{[",
                       "empty": b"", "binary-noise": os.urandom(64)}[damage])
     _assert_isolated(store)
+    # A key under a TTL wrapper, damaged, names itself too; a damaged key can still be removed.
+    store.save("wrapped", {"w": 1}, ttl=100)
+    wrapped = next(p for p in (tmp_path / "f").iterdir() if p.name.startswith("wrapped"))
+    wrapped.write_bytes(b"\xc1t\x00{garbage")
+    with pytest.raises(CorruptDataError, match="'wrapped'"):
+        store.load("wrapped")
+    assert "wrapped" in set(store.keys())
+    assert store.delete("wrapped") and "wrapped" not in set(store.keys())
 
 
 @pytest.mark.parametrize("blob", [b"\xc1j-{not json", b"\xc1m-\xc1\xc1", b"\xc1z-???", b"garbage",

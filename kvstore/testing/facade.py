@@ -1,10 +1,10 @@
-"""Run the synchronous test bodies against the async stores.
+"""The blocking facade: the synchronous test bodies, run on the async stores.
 
-:class:`Blocking` gives an :class:`~kvstore.aio.AsyncStore` the synchronous interface by
-running each coroutine on one event loop in a background thread, so the conformance suite's
-very test bodies (threads included) exercise the async stores. The backend contract's
-byte-level methods (``raw_get``, ``raw_commit``...) and private attributes are the synchronous twin's: the async front commits
-transactions through it.
+``Blocking(kvstore.aio.async_store(store))`` gives an :class:`~kvstore.aio.AsyncStore` the
+synchronous interface by running each coroutine on one event loop in a background thread, so
+the conformance suite's very test bodies (threads included) exercise the async stores. The
+backend contract's byte-level methods (``raw_get``, ``raw_commit``...) and private attributes
+are the synchronous twin's: the async front commits transactions through it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import contextvars
 import threading
 from typing import Any
 
-from kvstore.aio.store import AsyncLock
+from kvstore.aio import AsyncLock
 
 _LOOP: asyncio.AbstractEventLoop | None = None
 _OWNER: contextvars.ContextVar[Any] = contextvars.ContextVar("owner", default=None)
