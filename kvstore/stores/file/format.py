@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import CorruptDataError
-from ...serializers import HEADER_BYTE, Serializer, decode_json_text, encode_json_text
-from ...store import decode_stored, same_blob
+from ...serializers import HEADER_BYTE, decode_json_text, encode_json_text
+from ...store import same_blob
 from .paths import read_at
 
 __all__ = ["TTL_MAGIC", "Decoded", "FileFormat", "same"]
@@ -49,17 +49,18 @@ class FileFormat:
 
     Args:
         plain_json: files are plain JSON text (``format="json"`` without compression).
-        serializer: the store's serializer.
-        blob: the store's serializer blob of a value (the base store's encoding), for a file
-            that is not plain JSON.
+        blob: ``(key, value)`` -> the store serializer's blob (the base store's encoding), for
+            a file that is not plain JSON.
+        value: ``(key, blob)`` -> the value of a serializer blob (the base store's decoding),
+            for a blob from another store written to a plain JSON file.
         path_for: a key's file, named in errors.
     """
 
-    def __init__(self, plain_json: bool, serializer: Serializer,
-                 blob: Callable[[str, Any], Any], path_for: Callable[[str], Path]) -> None:
+    def __init__(self, plain_json: bool, blob: Callable[[str, Any], Any],
+                 value: Callable[[str, Any], Any], path_for: Callable[[str], Path]) -> None:
         self.plain_json = plain_json
-        self.serializer = serializer
         self.blob = blob
+        self.value = value
         self.path_for = path_for
 
     def file_bytes(self, key: str, blob: Any, expires: float | None) -> bytes:
@@ -67,14 +68,12 @@ class FileFormat:
             if type(blob) is Decoded:  # rewritten as it is (a new expiry)
                 blob = encode_json_text(blob.value, indent=2)
             elif isinstance(blob, (bytes, bytearray)):  # a blob from another store: keep files plain
-                assert self.serializer is not None
-                blob = encode_json_text(decode_stored(key, blob, self.serializer), indent=2)
+                blob = encode_json_text(self.value(key, blob), indent=2)
             if expires is None:
                 return (blob + "\n").encode("utf-8")
             return ('{"__kv__": "ttl", "expires_at": ' + repr(expires) + ', "value": '
                     + blob + "}\n").encode("utf-8")
         if isinstance(blob, str):  # JSON text from a plain-JSON FileStore (same-store transfer)
-            assert self.serializer is not None
             blob = self.blob(key, decode_json_text(blob))
         if expires is None:
             return bytes(blob)

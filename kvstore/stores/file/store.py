@@ -76,7 +76,8 @@ class FileStore(PersistenceStore):
         self._clock = clock
         self._lock = FolderLock(self._root)
         self._path_for = lru_cache(maxsize=8192)(self._compute_path)
-        self._format = FileFormat(self._plain_json, resolved, self._blob, self._path_for)
+        self._format = FileFormat(self._plain_json, self._blob, partial(PersistenceStore.decode, self),
+                                  self._path_for)
         self._file_bytes = self._format.file_bytes
         try:
             folder = open_folder(self._root, (), create=True)
