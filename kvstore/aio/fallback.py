@@ -98,7 +98,7 @@ class AsyncFallbackStore(AsyncStore):
 
     def open_meta(self) -> "AsyncFallbackStore":
         meta = AsyncFallbackStore.__new__(AsyncFallbackStore)
-        meta._faces(self.sync.meta, self.primary.meta, self.fallback.meta)  # type: ignore[arg-type]
+        meta._faces(self.sync.meta, self.primary.meta, self.fallback.meta)
         return meta
 
     async def close(self) -> None:
