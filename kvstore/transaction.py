@@ -164,16 +164,6 @@ class TransactionBase:
         self._done = True
 
 
-def __getattr__(name: str) -> Any:
-    # Transaction is generated (kvstore/front/transaction_sync.py) on top of TransactionBase,
-    # so it is imported from there on first use rather than at the top (a circle).
-    if name == "Transaction":
-        from .front.transaction_sync import Transaction
-
-        return Transaction
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def attempts(fn: Any, retries: Any) -> range:
     """The attempt numbers of ``atomic(fn, retries)``, after checking its arguments."""
     if not callable(fn):

@@ -430,14 +430,13 @@ def test_cached_rejects_bad_settings(pm):
         pm.cached(ttl="5x")
 
 
-def test_the_transaction_class_is_the_generated_one_under_both_names(pm):
-    """``kvstore.transaction.Transaction`` (the name before the front was generated) is the
-    class ``pm.transaction()`` yields; a finished transaction refuses more work."""
+def test_the_transaction_class_is_the_generated_one(pm):
+    """``kvstore.manager.Transaction`` is the generated class ``pm.transaction()`` yields; a
+    finished transaction refuses more work."""
     from kvstore.front.transaction_sync import Transaction as Generated
     from kvstore.manager import Transaction
-    from kvstore.transaction import Transaction as Old
 
-    assert Old is Transaction is Generated
+    assert Transaction is Generated
     with pm.transaction() as tx:
         assert isinstance(tx, Transaction)
         assert tx.save("config:t", 1) and not tx.delete("config:nope") and len(tx) == 2
