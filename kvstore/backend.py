@@ -60,12 +60,12 @@ from .rules import backoff
 if TYPE_CHECKING:
     from ._commit import Before
 
-__all__ = ["Backend"]
+__all__ = ["BackendContract"]
 
 _META_LOCK = threading.Lock()
 
 
-class Backend(ABC):
+class BackendContract(ABC):
     """The byte-level methods of a store (see the module's documentation for the terms)."""
 
     #: Whether data survives a restart of the process (backups, snapshots use it).

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 from ._marks import KEEP, MISSING, Check, Op
-from .backend import Backend
+from .backend import BackendContract
 from .errors import (ConflictError, CorruptDataError, NotAnIntegerError, SerializationError)
 from .front.store_sync import StoreOps
 from .keyrules import check_key, check_key_text
@@ -87,7 +87,7 @@ def same_blob(current: Any, expected: Any) -> bool:
 _BYTES = (bytes, bytearray, memoryview, str)
 
 
-class PersistenceStore(StoreOps, Backend):
+class PersistenceStore(StoreOps, BackendContract):
     """A key-value store with TTLs. Every store has the same methods and semantics.
 
     Keys are non-empty ``str``; values are anything the store's serializer encodes. ``ttl`` is
@@ -98,7 +98,7 @@ class PersistenceStore(StoreOps, Backend):
             store.save("session:1", {"user": "ann"}, ttl="15m")
 
     A new backend subclasses this and implements the byte-level methods of
-    :class:`~kvstore.backend.Backend`.
+    :class:`~kvstore.backend.BackendContract`.
     """
 
     def __init__(self, *, ttl_default: TTL = None, serializer: SerializerSpec | None = "json",

@@ -334,7 +334,7 @@ def test_yaml_blocks_are_valid_configurations(tmp_path: Path) -> None:
 
 
 def test_every_block_is_run_or_skipped_with_a_reason() -> None:
-    runnable = ("python", "console", "bash", "yaml")
+    runnable = ("python", "console", "bash", "yaml", "toml")
     for block in BLOCKS:
         assert block.lang in runnable, f"{block.where}: no rule for ```{block.lang} blocks"
         if "skip" in block.markers:
@@ -343,7 +343,7 @@ def test_every_block_is_run_or_skipped_with_a_reason() -> None:
         elif block.lang in ("console", "bash"):
             assert _is_cli(block), f"{block.where}: not a kvstore command; mark it skip (why)"
     skipped = [b for b in BLOCKS if "skip" in b.markers]
-    assert len(skipped) <= 4, [b.where for b in skipped]
+    assert len(skipped) <= 5, [b.where for b in skipped]  # installs, docker, a third party's files
 
 
 def test_shown_repr_convention() -> None:
@@ -369,3 +369,12 @@ def test_server_blocks_get_the_test_servers(monkeypatch) -> None:
     monkeypatch.delenv("KVSTORE_TEST_REDIS_URL")
     with pytest.raises(pytest.skip.Exception, match="needs redis: set KVSTORE_TEST_REDIS_URL"):
         _servers(block, block.text)
+
+
+def test_toml_blocks_parse() -> None:
+    import tomllib
+
+    blocks = [b for b in BLOCKS if b.lang == "toml"]
+    assert blocks
+    for block in blocks:
+        tomllib.loads(block.text)  # a pyproject.toml fragment a user copies
