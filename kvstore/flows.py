@@ -4,7 +4,7 @@ The store's own operations are written once as asyncio code, with the synchronou
 generated (:mod:`kvstore.front`); a flow is for code *outside* the store that must offer both
 faces from one definition without a generator step of its own: the Django adapter's cache
 methods (``get`` / ``aget``...) and the Redis fallback's routing (:mod:`kvstore.stores.fallback`,
-:mod:`kvstore.aio.fallback`) are flows.
+:mod:`kvstore.stores.fallback.aio`) are flows.
 
 A flow yields :class:`Call` requests (a store method, by name, with its arguments) or
 :class:`Compute` requests (a function to call; on the async runner its result is awaited when it

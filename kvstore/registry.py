@@ -123,7 +123,7 @@ BUILTIN = (
             section="postgres", tier="database", opener=f"{_OPENING}:open_postgres",
             async_driver="kvstore.stores.postgres.aio:AsyncPostgresStore", loop_tasks=True),
     Backend("fallback", "kvstore.stores.fallback:FallbackStore", wraps="primary",
-            async_driver="kvstore.aio.fallback:AsyncFallbackStore"),
+            async_driver="kvstore.stores.fallback.aio:AsyncFallbackStore"),
 )
 
 _lock = threading.RLock()

@@ -1,5 +1,5 @@
 """The conformance suite on the async face of ``redis.fallback`` (Redis up): an
-:class:`~kvstore.aio.fallback.AsyncFallbackStore` over the native asyncio Redis driver must
+:class:`~kvstore.stores.fallback.aio.AsyncFallbackStore` over the native asyncio Redis driver must
 behave exactly as Redis does. (The ``case`` here adds the kind ``aio-redis-fallback`` to the
 suite's kinds without changing conftest; see test_fallback.py for outages.)"""
 
@@ -25,7 +25,7 @@ def case(request, tmp_path):
 
 
 def test_the_async_face_keeps_the_native_redis_driver(case):
-    from kvstore.aio.fallback import AsyncFallbackStore
+    from kvstore.stores.fallback.aio import AsyncFallbackStore
     from kvstore.stores.redis.aio import AsyncRedisStore
 
     astore = case.make().astore
@@ -38,7 +38,7 @@ def test_the_async_manager_keeps_redis_native_behind_its_fallback(tmp_path, data
     import asyncio
 
     from kvstore.aio import AsyncPersistenceManager, ThreadStore
-    from kvstore.aio.fallback import AsyncFallbackStore
+    from kvstore.stores.fallback.aio import AsyncFallbackStore
     from kvstore.stores.redis.aio import AsyncRedisStore
 
     if REDIS_URL is None:

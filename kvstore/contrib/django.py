@@ -31,7 +31,7 @@ from django.conf import settings
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 from django.core.exceptions import SynchronousOnlyOperation
 
-from ..aio.store import arun
+from ..astore import arun
 from ..flows import DATA, Call, Flow, run
 from ..serializers import Serializer
 from ..store import MISSING

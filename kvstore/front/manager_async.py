@@ -33,10 +33,10 @@ from ..lifecycle import Lifecycle
 from ..store import TTL, check_paging
 from ..transaction import attempts
 from .transaction_async import AsyncTransaction
-from ..aio import paging  # async only
+from .. import paging  # async only
 
 if TYPE_CHECKING:
-    from ..aio.store import AsyncLock, AsyncLog  # async only
+    from ..alocks import AsyncLock, AsyncLog  # async only
     # sync: from ..locking import Lock
     # sync: from ..logs import Log
 

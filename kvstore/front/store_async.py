@@ -20,8 +20,8 @@ from .._marks import KEEP, MISSING
 from ..errors import InvalidArgumentError, LockTimeout, NotAListError
 from ..rules import (TTL, backoff, blob_size, check_batch, check_paging, check_timeout,
                      new_token, parse_ttl, poll)
-from ..aio import paging  # async only
-from ..aio.lock import AsyncLock, AsyncLog  # async only
+from .. import paging  # async only
+from ..alocks import AsyncLock, AsyncLog  # async only
 # sync: from ..locking import Lock
 # sync: from ..logs import Log
 

@@ -13,7 +13,7 @@ import asyncio
 import copy
 from typing import Any, AsyncIterator
 
-from ...aio.store import AsyncStore
+from ...astore import AsyncStore
 from ...errors import StoreUnavailableError
 from .statements import PAGE, Query
 from .store import PostgresStore, mask_dsn

@@ -15,7 +15,7 @@ import copy
 from typing import Any, AsyncIterator
 
 from ..._marks import MISSING
-from ...aio.store import AsyncStore
+from ...astore import AsyncStore
 from ...errors import NotAnIntegerError
 from .scripts import COMMIT, RESERVED, SCAN_COUNT, TOUCH, commit_args, glob_escape, ms, name_str
 from .store import RedisStore

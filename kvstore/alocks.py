@@ -1,4 +1,5 @@
-"""What only asyncio has of locks and logs: a lock's token kept per task.
+"""What only asyncio has of locks and logs: a lock's token kept per task (re-exported by
+:mod:`kvstore.aio`).
 
 The operations are the front's (:mod:`kvstore.front.lock_async`, :mod:`kvstore.front.log_async`).
 """
@@ -8,8 +9,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ..front.lock_async import AsyncLockOps
-from ..front.log_async import AsyncLogOps
+from .front.lock_async import AsyncLockOps
+from .front.log_async import AsyncLogOps
 
 __all__ = ["AsyncLock", "AsyncLog"]
 

@@ -12,9 +12,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from ..store import PersistenceStore
-from ..stores.fallback import FallbackStore, Targets
-from .store import AsyncStore, arun
+from ...astore import AsyncStore, arun
+from ...store import PersistenceStore
+from .store import FallbackStore, Targets
 
 __all__ = ["AsyncFallbackStore"]
 

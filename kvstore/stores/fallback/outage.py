@@ -28,9 +28,9 @@ import os
 import time
 from typing import Any, Iterable
 
-from .. import flows
-from ..errors import CorruptDataError, StoreUnavailableError
-from ..store import MISSING, PersistenceStore
+from ... import flows
+from ...errors import CorruptDataError, StoreUnavailableError
+from ...store import MISSING, PersistenceStore
 
 __all__ = ["OutageRecords", "PREFIX", "call", "recording", "pending"]
 

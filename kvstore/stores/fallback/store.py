@@ -7,7 +7,7 @@ Redis holds keeps working on the fallback store; one that does raises StoreUnava
   holds only what was written during the outage: a key written before it reads as missing.
 - Blind writes (``save``, ``delete``, ``save_many``, ``delete_many``, a transaction that read
   nothing of this tier and writes only this tier) go to the fallback, and each is recorded with
-  its bytes (:mod:`kvstore.stores.outage`). ``delete`` then says whether the *fallback* held
+  its bytes (:mod:`kvstore.stores.fallback.outage`). ``delete`` then says whether the *fallback* held
   the key.
 - Everything else raises, as it would without a fallback: ``incr``, ``add``, ``update``,
   ``append``, ``touch``, ``get_or_set`` of a key not written during the outage, locks, a
@@ -22,7 +22,7 @@ ever overwritten by an older outage write; besides, each process writes back eve
 its first call after the outage and then at most every ``retry_after`` seconds, so reads from
 Redis see outage writes within that time. An outage write is written back with a
 compare-and-swap against what Redis held just before, so concurrent write-backs (several
-processes) and writers never interleave wrongly (see :mod:`kvstore.stores.outage`).
+processes) and writers never interleave wrongly (see :mod:`kvstore.stores.fallback.outage`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
-from .. import flows
-from .._commit import Before
-from ..errors import StoreUnavailableError
-from ..store import MISSING, Check, Op, PersistenceStore
+from ... import flows
+from ..._commit import Before
+from ...errors import StoreUnavailableError
+from ...store import MISSING, Check, Op, PersistenceStore
 from .outage import OutageRecords, call, pending, recording
 
 __all__ = ["FallbackStore", "Targets"]
@@ -44,7 +44,7 @@ __all__ = ["FallbackStore", "Targets"]
 
 class Targets(NamedTuple):
     """What a FallbackStore's routing flows run their requests on: the synchronous stores, or
-    their async faces (kvstore.aio.fallback)."""
+    their async faces (kvstore.stores.fallback.aio)."""
 
     primary: Any
     fallback: Any
@@ -148,7 +148,7 @@ class FallbackStore(PersistenceStore):
 
     # -- the routing, once for both fronts --------------------------------------------------
     # Each byte-level call is a flow (kvstore.flows) over `to`, the stores it runs on: the
-    # synchronous ones here (flows.run), their async faces in kvstore.aio.fallback (arun), so a
+    # synchronous ones here (flows.run), their async faces in kvstore.stores.fallback.aio (arun), so a
     # wrapped Redis keeps its asyncio client. The write-back itself runs on the synchronous
     # stores (`to.blocking`: in a worker thread on the async front); it runs after an outage.
 
