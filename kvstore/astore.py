@@ -62,9 +62,9 @@ class AsyncStore(AsyncStoreOps):
     ``raw_*`` methods below (the backend contract's, see :mod:`kvstore.backend`)."""
 
     def __init__(self, sync: PersistenceStore) -> None:
-        self._twin(sync)
+        self.take_twin(sync)
 
-    def _twin(self, sync: PersistenceStore) -> None:
+    def take_twin(self, sync: PersistenceStore) -> None:
         """Take ``sync`` as the synchronous twin (also for a copy made for the lock namespace)."""
         self.sync = sync
         self._meta_store: AsyncStore | None = None

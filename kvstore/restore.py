@@ -46,7 +46,7 @@ from .errors import (CorruptDataError, InvalidKeyError, KVStoreError, Serializat
                      StoreUnavailableError)
 from .rows import LogRecords, Row
 from .store import PersistenceStore, decode_stored
-from .transfer import _READER, Record, key_payload, log_payload, parse_record
+from .transfer import READER, Record, key_payload, log_payload, parse_record
 
 if TYPE_CHECKING:
     from .core import Core
@@ -134,7 +134,7 @@ class _Part:
                     logs[rec.name], last_log, records = rec.seq, rec.name, records + 1
                     log_payload(store, rec)
                     if rec.is_blob:
-                        decode_stored(rec.name, rec.payload, store.serializer or _READER)
+                        decode_stored(rec.name, rec.payload, store.serializer or READER)
                     continue
                 if rec.name in seen:
                     raise BackupError(f"key {rec.name!r} comes twice")

@@ -54,7 +54,7 @@ _CODE_COMPRESSIONS = {v[0]: k for k, v in _COMPRESSION_CODES.items()}
 _HMAC_SIZE = 32
 
 # Tag used by the JSON encoding of types JSON has no syntax for: {"__kv__": "<type>", "v": ...}.
-_TAG = "__kv__"
+TAG = "__kv__"
 _TAG_BYTES = b'"__kv__"'
 _PLAIN_JSON = HEADER_BYTE + b"j-"
 _PLAIN_MSGPACK = HEADER_BYTE + b"m-"
@@ -78,34 +78,34 @@ def _to_json(obj: Any) -> Any:
         return obj
     if t is float:
         if obj != obj or obj == _INF or obj == -_INF:
-            return {_TAG: "float", "v": repr(obj)}
+            return {TAG: "float", "v": repr(obj)}
         return obj
     if t is dict:
-        if all(type(k) is str for k in obj) and _TAG not in obj:
+        if all(type(k) is str for k in obj) and TAG not in obj:
             return {k: v if type(v) in _LEAVES else _to_json(v) for k, v in obj.items()}
-        return {_TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
+        return {TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
     if t is list:
         return [v if type(v) in _LEAVES else _to_json(v) for v in obj]
     if t is tuple:
-        return {_TAG: "tuple", "v": [_to_json(v) for v in obj]}
+        return {TAG: "tuple", "v": [_to_json(v) for v in obj]}
     if t is dt.datetime:
-        return {_TAG: "datetime", "v": obj.isoformat()}
+        return {TAG: "datetime", "v": obj.isoformat()}
     if t is dt.date:
-        return {_TAG: "date", "v": obj.isoformat()}
+        return {TAG: "date", "v": obj.isoformat()}
     if t is dt.time:
-        return {_TAG: "time", "v": obj.isoformat()}
+        return {TAG: "time", "v": obj.isoformat()}
     if t is dt.timedelta:
-        return {_TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
+        return {TAG: "timedelta", "v": [obj.days, obj.seconds, obj.microseconds]}
     if t is bytes or t is bytearray:
-        return {_TAG: "bytes", "v": base64.b64encode(obj).decode("ascii")}
+        return {TAG: "bytes", "v": base64.b64encode(obj).decode("ascii")}
     if t is uuid.UUID:
-        return {_TAG: "uuid", "v": str(obj)}
+        return {TAG: "uuid", "v": str(obj)}
     if t is Decimal:
-        return {_TAG: "decimal", "v": str(obj)}
+        return {TAG: "decimal", "v": str(obj)}
     if t is set:
-        return {_TAG: "set", "v": [_to_json(v) for v in obj]}
+        return {TAG: "set", "v": [_to_json(v) for v in obj]}
     if t is frozenset:
-        return {_TAG: "frozenset", "v": [_to_json(v) for v in obj]}
+        return {TAG: "frozenset", "v": [_to_json(v) for v in obj]}
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return _to_json({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
     # Subclasses of the basic types (IntEnum, OrderedDict, named tuples...) lose their class.
@@ -131,8 +131,8 @@ _JSON_DECODERS: dict[str, Callable[[Any], Any]] = {
 }
 
 
-def _json_hook(d: dict[str, Any]) -> Any:
-    tag = d.get(_TAG)
+def json_hook(d: dict[str, Any]) -> Any:
+    tag = d.get(TAG)
     if tag is None or len(d) != 2 or "v" not in d:
         return d
     decoder = _JSON_DECODERS.get(tag)
@@ -158,7 +158,7 @@ def encode_json_text(data: Any, *, indent: int | None = None) -> str:
 def decode_json_text(text: str | bytes) -> Any:
     """Inverse of :func:`encode_json_text`; plain JSON written by a person reads as itself.
     No nesting check: it also reads records wrapped one level deeper (file-store log lines)."""
-    return json.loads(text, object_hook=_json_hook)
+    return json.loads(text, object_hook=json_hook)
 
 
 # ------------------------------------------------------------------- blob bodies, nesting checked
@@ -166,7 +166,7 @@ def decode_json_text(text: str | bytes) -> Any:
 
 def _json_body(body: bytes) -> Any:
     """A plain JSON blob's value (nesting checked). Raises ValueError."""
-    value = json.loads(body, object_hook=_json_hook) if _TAG_BYTES in body else json.loads(body)
+    value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
     if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
         raise ValueError(depth_message())
     return value

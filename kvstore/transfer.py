@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple
 
 from .errors import CorruptDataError, KVStoreError
-from .serializers import _TAG, Serializer, _json_hook, encode_json_text
+from .serializers import TAG, Serializer, json_hook, encode_json_text
 from .rows import BATCH, iter_rows
 from .store import PersistenceStore, decode_stored
 
@@ -33,7 +33,7 @@ __all__ = ["iter_rows", "iter_records", "export_jsonl", "export_logs", "import_j
            "copy_logs", "Progress"]
 
 Progress = Callable[[int], None]
-_READER = Serializer("json")  # reads json and msgpack blobs alike (the header says which)
+READER = Serializer("json")  # reads json and msgpack blobs alike (the header says which)
 _PLAIN_JSON = Serializer("json").serialize(None)[:3]  # the header of uncompressed JSON
 
 
@@ -138,7 +138,7 @@ def parse_record(line: str, where: str) -> Record:
     """One JSON Lines record, checked (one parse: the value's tagged JSON is decoded on the way)."""
     try:
         # The tag hook only where a tag can be (most values are plain JSON).
-        record = json.loads(line, object_hook=_json_hook) if _TAG in line else json.loads(line)
+        record = json.loads(line, object_hook=json_hook) if TAG in line else json.loads(line)
         is_log = "log" in record
         name = record["log"] if is_log else record["key"]
         ttl = None if is_log else record.get("ttl")
@@ -160,7 +160,7 @@ def key_payload(target: PersistenceStore, rec: Record) -> Any:
     if not rec.is_blob:
         return target.encode(rec.name, rec.payload)
     if target.serializer is None:  # a MemoryStore that holds objects
-        return decode_stored(rec.name, rec.payload, _READER)
+        return decode_stored(rec.name, rec.payload, READER)
     return rec.payload
 
 

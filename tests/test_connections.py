@@ -183,7 +183,7 @@ def _fill(path: Path) -> None:
     store.close()
 
 
-_READER = textwrap.dedent("""
+READER = textwrap.dedent("""
     import json, sys
     from kvstore import StoreUnavailableError
     from kvstore.stores.sqlite import SQLiteStore
@@ -213,7 +213,7 @@ def _read_as_other_process(path: Path, wrap: list[str] = []) -> dict:  # noqa: B
     import json
 
     script = path.parent.parent / "reader.py"
-    script.write_text(_READER)
+    script.write_text(READER)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run([*wrap, sys.executable, str(script), str(path)], env=env,
                           capture_output=True, text=True, timeout=60)

@@ -325,7 +325,7 @@ class AsyncManagerOps:
         than once: keep it pure). ``ttl=None`` keeps the key's TTL; a new key gets its
         category's."""
         entry = self._core.entry(key, store)
-        new = await self._call("update", entry, key, entry.front._update, key, fn, default, ttl,
+        new = await self._call("update", entry, key, entry.front.update_with, key, fn, default, ttl,
                                self._core.new_key_ttl(entry))
         self._core.saved(entry, [key])
         return new
@@ -333,7 +333,7 @@ class AsyncManagerOps:
     async def append(self, key: str, item: Any, ttl: TTL = None, store: str | None = None) -> int:
         """Atomically append ``item`` to the list at ``key``; returns the new length."""
         entry = self._core.entry(key, store)
-        length = await self._call("append", entry, key, entry.front._append, key, item, ttl,
+        length = await self._call("append", entry, key, entry.front.append_with, key, item, ttl,
                                   self._core.new_key_ttl(entry))
         self._core.saved(entry, [key])
         return int(length)

@@ -204,11 +204,12 @@ class AsyncStoreOps:
 
         >>> store.update("visits:ann", lambda v: v + 1, default=0)     # doctest: +SKIP
         """
-        return await self._update(key, fn, default, ttl, self.ttl_default)
+        return await self.update_with(key, fn, default, ttl, self.ttl_default)
 
-    async def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
+    async def update_with(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
                       new_ttl: float | None) -> Any:
-        """:meth:`update`, a new key expiring ``new_ttl`` seconds from now.
+        """:meth:`update`, a new key expiring ``new_ttl`` seconds from now (``None``: never)
+        rather than after ``ttl_default`` (the manager passes the category's TTL).
 
         Optimistic: read, compute, then write only if the key still holds what was read
         (set-if-absent for a missing key, compare-and-swap otherwise); a lost race retries
@@ -237,9 +238,10 @@ class AsyncStoreOps:
 
         The whole list is rewritten each time; for long append-only records use a log.
         """
-        return await self._append(key, item, ttl, self.ttl_default)
+        return await self.append_with(key, item, ttl, self.ttl_default)
 
-    async def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+    async def append_with(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+        """:meth:`append`, a new key expiring ``new_ttl`` seconds from now (``None``: never)."""
         def add_item(current: Any) -> list[Any]:
             if current is MISSING:
                 return [item]
@@ -248,7 +250,7 @@ class AsyncStoreOps:
                                     f"{type(current).__name__}, not a list; it was left unchanged")
             return [*current, item]
 
-        return len(await self._update(key, add_item, MISSING, ttl, new_ttl))
+        return len(await self.update_with(key, add_item, MISSING, ttl, new_ttl))
 
     async def touch(self, key: str, ttl: TTL = None) -> bool:
         """Give an existing key a new TTL (``None``: the store's ``ttl_default``, which may be

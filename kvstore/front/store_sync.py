@@ -199,11 +199,12 @@ class StoreOps:
 
         >>> store.update("visits:ann", lambda v: v + 1, default=0)     # doctest: +SKIP
         """
-        return self._update(key, fn, default, ttl, self.ttl_default)
+        return self.update_with(key, fn, default, ttl, self.ttl_default)
 
-    def _update(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
+    def update_with(self, key: str, fn: Callable[[Any], Any], default: Any, ttl: TTL,
                 new_ttl: float | None) -> Any:
-        """:meth:`update`, a new key expiring ``new_ttl`` seconds from now.
+        """:meth:`update`, a new key expiring ``new_ttl`` seconds from now (``None``: never)
+        rather than after ``ttl_default`` (the manager passes the category's TTL).
 
         Optimistic: read, compute, then write only if the key still holds what was read
         (set-if-absent for a missing key, compare-and-swap otherwise); a lost race retries
@@ -232,9 +233,10 @@ class StoreOps:
 
         The whole list is rewritten each time; for long append-only records use a log.
         """
-        return self._append(key, item, ttl, self.ttl_default)
+        return self.append_with(key, item, ttl, self.ttl_default)
 
-    def _append(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+    def append_with(self, key: str, item: Any, ttl: TTL, new_ttl: float | None) -> int:
+        """:meth:`append`, a new key expiring ``new_ttl`` seconds from now (``None``: never)."""
         def add_item(current: Any) -> list[Any]:
             if current is MISSING:
                 return [item]
@@ -243,7 +245,7 @@ class StoreOps:
                                     f"{type(current).__name__}, not a list; it was left unchanged")
             return [*current, item]
 
-        return len(self._update(key, add_item, MISSING, ttl, new_ttl))
+        return len(self.update_with(key, add_item, MISSING, ttl, new_ttl))
 
     def touch(self, key: str, ttl: TTL = None) -> bool:
         """Give an existing key a new TTL (``None``: the store's ``ttl_default``, which may be

@@ -134,7 +134,7 @@ class AsyncPostgresStore(AsyncStore):
 
     def open_meta(self) -> "AsyncPostgresStore":
         meta = copy.copy(self)  # the same pool, the twin's lock table
-        meta._twin(self.sync.meta)
+        meta.take_twin(self.sync.meta)
         meta._ready = False
         return meta
 

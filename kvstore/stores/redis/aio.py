@@ -256,7 +256,7 @@ class AsyncRedisStore(AsyncStore):
 
     def open_meta(self) -> "AsyncRedisStore":
         meta = copy.copy(self)
-        meta._twin(self.sync.meta)
+        meta.take_twin(self.sync.meta)
         meta._prefix = meta.sync.key_prefix
         meta._pending, meta._flushing = [], set()
         meta._init_lock = None  # the client is shared: so is its initialization
