@@ -85,10 +85,16 @@ class AsyncStore(AsyncStoreOps):
             self._meta_store = self.open_meta()
         return self._meta_store
 
-    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
-        """Sorted pages of the live keys with ``prefix`` after ``start_after``. Stores that
-        page by key override this; this default lists the keys once (Redis SCAN has no order)."""
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
+                         ) -> AsyncIterator[list[str]]:
+        """Sorted pages of the live keys with ``prefix`` after ``start_after`` (``reverse``:
+        descending, before it). Stores that page by key override this; this default lists the
+        keys once (Redis SCAN has no order)."""
         found = await self.raw_keys(prefix)
+        if reverse:
+            end = len(found) if start_after is None else bisect.bisect_left(found, start_after)
+            found = found[end - 1::-1] if end else []
+            start_after = None
         start = 0 if start_after is None else bisect.bisect_right(found, start_after)
         for i in range(start, len(found), paging.PAGE):
             yield found[i:i + paging.PAGE]
@@ -99,6 +105,10 @@ class AsyncStore(AsyncStoreOps):
 
     async def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         return await asyncio.to_thread(self.sync.raw_log_read, name, after, limit)
+
+    async def raw_log_read_desc(self, name: str, after: int, limit: int | None
+                                ) -> list[tuple[int, Any]]:
+        return await asyncio.to_thread(self.sync.raw_log_read_desc, name, after, limit)
 
     async def raw_log_len(self, name: str) -> int:
         return await asyncio.to_thread(self.sync.raw_log_len, name)

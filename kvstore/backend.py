@@ -27,7 +27,8 @@ Required (abstract): ``raw_get``, ``raw_set``, ``raw_delete``, ``raw_keys``, ``r
 Defaults built on those, to replace with native versions where the backend has them:
 ``raw_add`` and ``raw_cas`` (on ``raw_commit``), ``raw_touch`` (on ``raw_get`` + ``raw_cas``),
 ``raw_exists`` (``raw_get``), ``raw_get_many`` / ``raw_set_many`` / ``raw_delete_many`` (one
-call per key), ``raw_keys_after`` (skips ``raw_keys``), ``raw_rows`` (keys + ``raw_snapshot``),
+call per key), ``raw_keys_after`` (skips ``raw_keys``), ``raw_keys_desc`` (``raw_keys``
+listed once, reversed), ``raw_log_read_desc`` (``raw_log_read`` of the whole log, reversed), ``raw_rows`` (keys + ``raw_snapshot``),
 ``raw_put_rows`` and ``raw_apply`` (``raw_commit``), ``raw_snapshot`` (``raw_get`` +
 ``raw_ttl``), ``raw_undo`` (``raw_add`` / ``raw_cas``), ``raw_log_blobs`` (``raw_log_read``),
 ``raw_log_blob_in`` (in :class:`~kvstore.PersistenceStore`: it decodes),
@@ -232,6 +233,24 @@ class BackendContract(ABC):
         """Live keys with ``prefix`` sorting after ``start_after``, sorted (stores that page by
         key start there instead of skipping)."""
         return itertools.dropwhile(lambda k: k <= start_after, self.raw_keys(prefix))
+
+    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
+        """The keys of :meth:`raw_keys` in DEScending order, only those sorting before
+        ``start_before`` (None: from the last). Stores that page by key override this
+        (``ORDER BY key DESC``); this default lists the prefix once and reverses it."""
+        found = list(self.raw_keys(prefix))
+        found.reverse()
+        if start_before is None:
+            return iter(found)
+        return itertools.dropwhile(lambda k: k >= start_before, found)
+
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        """The records of :meth:`raw_log_read` (``seq > after``) newest first, at most ``limit``
+        (None: all). Stores that index by seq override this (``ORDER BY seq DESC``); this
+        default reads every record after ``after`` and reverses them."""
+        rows = list(self.raw_log_read(name, after, None))
+        rows.reverse()
+        return rows if limit is None else rows[:limit]
 
     def raw_rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
         """One page of stored rows, sorted by key: ``(key, blob, ttl)`` for up to ``limit`` keys

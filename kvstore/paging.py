@@ -28,23 +28,34 @@ async def flatten(pages: AsyncIterator[list[str]], limit: int | None) -> AsyncIt
                 return
 
 
-async def merge(sources: list[AsyncIterator[str]], limit: int | None) -> AsyncIterator[str]:
-    """Sorted ``sources`` merged into one sorted stream, each key once, at most ``limit``."""
+class _Desc(str):
+    """A key that sorts in reverse on the heap (a descending merge)."""
+
+    def __lt__(self, other: str) -> bool:
+        return str.__gt__(self, other)
+
+
+async def merge(sources: list[AsyncIterator[str]], limit: int | None,
+                reverse: bool = False) -> AsyncIterator[str]:
+    """Sorted ``sources`` (all descending when ``reverse``) merged into one stream in that
+    order, each key once, at most ``limit``."""
+    wrap = _Desc if reverse else str
     heap: list[tuple[str, int]] = []
     for i, source in enumerate(sources):
         first = await anext(source, None)
         if first is not None:
-            heap.append((first, i))
+            heap.append((wrap(first), i))
     heapq.heapify(heap)
     last: str | None = None
     given = 0
     while heap and (limit is None or given < limit):
         key, i = heap[0]
+        key = str(key)
         following = await anext(sources[i], None)
         if following is None:
             heapq.heappop(heap)
         else:
-            heapq.heapreplace(heap, (following, i))
+            heapq.heapreplace(heap, (wrap(following), i))
         if key != last:  # the same key in two stores is listed once
             last = key
             given += 1

@@ -58,8 +58,15 @@ def parse_ttl(ttl: int | float | str, setting: str = "ttl") -> float:
     return seconds
 
 
-def check_paging(start_after: Any, limit: Any) -> None:
-    """``keys()``' paging arguments: ``start_after`` a key text or None, ``limit`` None or >= 0."""
+def check_reverse(reverse: Any) -> None:
+    if not isinstance(reverse, bool):
+        raise InvalidArgumentError(f"reverse must be a bool, got {reverse!r}")
+
+
+def check_paging(start_after: Any, limit: Any, reverse: Any = False) -> None:
+    """``keys()``' paging arguments: ``start_after`` a key text or None, ``limit`` None or >= 0,
+    ``reverse`` a bool."""
+    check_reverse(reverse)
     if start_after is not None:
         if not isinstance(start_after, str):
             raise InvalidArgumentError(f"start_after must be a str or None, got {start_after!r}")
@@ -68,8 +75,10 @@ def check_paging(start_after: Any, limit: Any) -> None:
         raise InvalidArgumentError(f"limit must be None or an int >= 0, got {limit!r}")
 
 
-def check_page(after: Any, limit: Any) -> None:
-    """A log read's paging arguments: ``after`` an int >= 0, ``limit`` None or an int >= 0."""
+def check_page(after: Any, limit: Any, reverse: Any = False) -> None:
+    """A log read's paging arguments: ``after`` an int >= 0, ``limit`` None or an int >= 0,
+    ``reverse`` a bool."""
+    check_reverse(reverse)
     if isinstance(after, bool) or not isinstance(after, int) or after < 0:
         raise InvalidArgumentError(f"after must be an int >= 0, got {after!r}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):

@@ -20,7 +20,7 @@ __all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "AsyncLog", 
 
 
 _BYTE_LEVEL = ("raw_get", "raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
-               "raw_touch", "raw_get_many", "raw_set_many", "raw_delete_many", "raw_log_append", "raw_log_read",
+               "raw_touch", "raw_get_many", "raw_set_many", "raw_delete_many", "raw_log_append", "raw_log_read", "raw_log_read_desc",
                "raw_log_len", "raw_log_delete", "raw_log_names")
 
 
@@ -84,11 +84,13 @@ class ThreadStore(AsyncStore):
     async def raw_keys(self, prefix: str) -> list[str]:
         return await self._run(lambda: sorted(self.sync.raw_keys(prefix)))
 
-    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
+                         ) -> AsyncIterator[list[str]]:
         # The twin's own key iterator, resumed a page per thread hop: SQLite and PostgreSQL
         # then run one short ordered query per page, as the synchronous keys() does.
         sync = self.sync
-        found = await self._run(lambda: sync.raw_keys(prefix) if start_after is None
+        found = await self._run(lambda: sync.raw_keys_desc(prefix, start_after) if reverse
+                                else sync.raw_keys(prefix) if start_after is None
                                 else sync.raw_keys_after(prefix, start_after))
         while True:
             page = await self._run(paging.take_page, found)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+from ..errors import InvalidArgumentError
 from ..rules import check_page
 
 __all__ = ["AsyncLogOps"]
@@ -30,15 +31,31 @@ class AsyncLogOps:
         store = self.store
         return int(await store.raw_log_append(self.name, store.encode_record(self.name, record)))
 
-    async def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
-        """``(seq, record)`` for the records with ``seq > after``, oldest first, at most
-        ``limit`` of them."""
-        check_page(after, limit)
+    async def read(self, after: int = 0, limit: int | None = None, reverse: bool = False
+                   ) -> list[tuple[int, Any]]:
+        """``(seq, record)`` for the records with ``seq > after``, oldest first (``reverse=True``:
+        newest first), at most ``limit`` of them."""
+        check_page(after, limit, reverse)
         if limit == 0:
             return []
         store = self.store
-        rows = await store.raw_log_read(self.name, after, limit)
+        read = store.raw_log_read_desc if reverse else store.raw_log_read
+        rows = await read(self.name, after, limit)
         return [(seq, store.decode_record(self.name, blob)) for seq, blob in rows]
+
+    async def tail(self, n: int) -> list[tuple[int, Any]]:
+        """The last ``n`` records (fewer when the log is shorter), oldest first: one read from
+        the end of the log."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgumentError(f"n must be a positive int, got {n!r}")
+        rows = await self.read(0, n, reverse=True)
+        rows.reverse()
+        return rows
+
+    async def last(self) -> tuple[int, Any] | None:
+        """The newest ``(seq, record)``, or None when the log is empty (one call)."""
+        rows = await self.read(0, 1, reverse=True)
+        return rows[0] if rows else None
 
     async def __aiter__(self) -> AsyncIterator[tuple[int, Any]]:
         """Every ``(seq, record)``, read a page at a time."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
+from ..errors import InvalidArgumentError
 from ..rules import check_page
 
 __all__ = ["LogOps"]
@@ -31,15 +32,31 @@ class LogOps:
         store = self.store
         return int(store.raw_log_append(self.name, store.encode_record(self.name, record)))
 
-    def read(self, after: int = 0, limit: int | None = None) -> list[tuple[int, Any]]:
-        """``(seq, record)`` for the records with ``seq > after``, oldest first, at most
-        ``limit`` of them."""
-        check_page(after, limit)
+    def read(self, after: int = 0, limit: int | None = None, reverse: bool = False
+             ) -> list[tuple[int, Any]]:
+        """``(seq, record)`` for the records with ``seq > after``, oldest first (``reverse=True``:
+        newest first), at most ``limit`` of them."""
+        check_page(after, limit, reverse)
         if limit == 0:
             return []
         store = self.store
-        rows = store.raw_log_read(self.name, after, limit)
+        read = store.raw_log_read_desc if reverse else store.raw_log_read
+        rows = read(self.name, after, limit)
         return [(seq, store.decode_record(self.name, blob)) for seq, blob in rows]
+
+    def tail(self, n: int) -> list[tuple[int, Any]]:
+        """The last ``n`` records (fewer when the log is shorter), oldest first: one read from
+        the end of the log."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise InvalidArgumentError(f"n must be a positive int, got {n!r}")
+        rows = self.read(0, n, reverse=True)
+        rows.reverse()
+        return rows
+
+    def last(self) -> tuple[int, Any] | None:
+        """The newest ``(seq, record)``, or None when the log is empty (one call)."""
+        rows = self.read(0, 1, reverse=True)
+        return rows[0] if rows else None
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         """Every ``(seq, record)``, read a page at a time."""

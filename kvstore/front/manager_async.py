@@ -180,23 +180,23 @@ class AsyncManagerOps:
         return bool(await self._call("exists", entry, key, entry.front.exists, key))
 
     def keys(self, prefix: str = "", store: str | None = None, start_after: str | None = None,
-             limit: int | None = None) -> AsyncIterator[str]:
-        """Live keys starting with ``prefix``, each once, sorted: in ``store``; in the
-        category's store when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``);
-        else in every store (merged). Pages: ``start_after`` and ``limit``. The arguments are
-        checked by the call; the stores are read as the keys are iterated."""
+             limit: int | None = None, reverse: bool = False) -> AsyncIterator[str]:
+        """Live keys starting with ``prefix``, each once, sorted (``reverse``: descending): in
+        ``store``; in the category's store when ``prefix`` contains ``:`` (``"session:"``);
+        else in every store (their pages merged in that order). Pages: ``start_after`` and
+        ``limit``. The arguments are checked by the call; the stores read as keys are iterated."""
         names = self._core.store_names_for_prefix(prefix, store)
-        check_paging(start_after, limit)
-        sources = [self._store_keys(name, prefix, start_after) for name in names]
-        # sync: merged = (key for key, _ in itertools.groupby(heapq.merge(*sources)))  # each once
+        check_paging(start_after, limit, reverse)
+        sources = [self._store_keys(name, prefix, start_after, reverse) for name in names]
+        # sync: merged = (key for key, _ in itertools.groupby(heapq.merge(*sources, reverse=reverse)))
         # sync: return merged if limit is None else itertools.islice(merged, limit)
-        return paging.merge(sources, limit)  # async only
+        return paging.merge(sources, limit, reverse)  # async only
 
-    async def _store_keys(self, name: str, prefix: str, start_after: str | None
+    async def _store_keys(self, name: str, prefix: str, start_after: str | None, reverse: bool
                           ) -> AsyncIterator[str]:
         entry = self._core.named(name)
         try:
-            async for key in entry.front.keys(prefix, start_after):
+            async for key in entry.front.keys(prefix, start_after, reverse=reverse):
                 yield key
         except KVStoreError as exc:  # from the store, as the keys are read
             self._fail("keys", entry, exc)
@@ -204,9 +204,9 @@ class AsyncManagerOps:
 
     async def items(self, prefix: str = "", store: str | None = None,
                     start_after: str | None = None, limit: int | None = None,
-                    batch: int = 500) -> AsyncIterator[tuple[str, Any]]:
-        """``(key, value)`` for :meth:`keys`, sorted, loaded ``batch`` keys at a time."""
-        keys = self.keys(prefix, store, start_after, limit)
+                    batch: int = 500, reverse: bool = False) -> AsyncIterator[tuple[str, Any]]:
+        """``(key, value)`` for :meth:`keys`, in its order, loaded ``batch`` keys at a time."""
+        keys = self.keys(prefix, store, start_after, limit, reverse)
         # sync: chunks = iter(lambda: list(itertools.islice(keys, batch)), [])
         chunks = paging.chunks(keys, batch)  # async only
         async for chunk in chunks:

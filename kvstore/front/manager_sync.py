@@ -176,22 +176,22 @@ class ManagerOps:
         return bool(self._call("exists", entry, key, entry.front.exists, key))
 
     def keys(self, prefix: str = "", store: str | None = None, start_after: str | None = None,
-             limit: int | None = None) -> Iterator[str]:
-        """Live keys starting with ``prefix``, each once, sorted: in ``store``; in the
-        category's store when ``prefix`` contains ``:`` (``"session:"``, ``"session:ann"``);
-        else in every store (merged). Pages: ``start_after`` and ``limit``. The arguments are
-        checked by the call; the stores are read as the keys are iterated."""
+             limit: int | None = None, reverse: bool = False) -> Iterator[str]:
+        """Live keys starting with ``prefix``, each once, sorted (``reverse``: descending): in
+        ``store``; in the category's store when ``prefix`` contains ``:`` (``"session:"``);
+        else in every store (their pages merged in that order). Pages: ``start_after`` and
+        ``limit``. The arguments are checked by the call; the stores read as keys are iterated."""
         names = self._core.store_names_for_prefix(prefix, store)
-        check_paging(start_after, limit)
-        sources = [self._store_keys(name, prefix, start_after) for name in names]
-        merged = (key for key, _ in itertools.groupby(heapq.merge(*sources)))  # each once
+        check_paging(start_after, limit, reverse)
+        sources = [self._store_keys(name, prefix, start_after, reverse) for name in names]
+        merged = (key for key, _ in itertools.groupby(heapq.merge(*sources, reverse=reverse)))
         return merged if limit is None else itertools.islice(merged, limit)
 
-    def _store_keys(self, name: str, prefix: str, start_after: str | None
+    def _store_keys(self, name: str, prefix: str, start_after: str | None, reverse: bool
                     ) -> Iterator[str]:
         entry = self._core.named(name)
         try:
-            for key in entry.front.keys(prefix, start_after):
+            for key in entry.front.keys(prefix, start_after, reverse=reverse):
                 yield key
         except KVStoreError as exc:  # from the store, as the keys are read
             self._fail("keys", entry, exc)
@@ -199,9 +199,9 @@ class ManagerOps:
 
     def items(self, prefix: str = "", store: str | None = None,
               start_after: str | None = None, limit: int | None = None,
-              batch: int = 500) -> Iterator[tuple[str, Any]]:
-        """``(key, value)`` for :meth:`keys`, sorted, loaded ``batch`` keys at a time."""
-        keys = self.keys(prefix, store, start_after, limit)
+              batch: int = 500, reverse: bool = False) -> Iterator[tuple[str, Any]]:
+        """``(key, value)`` for :meth:`keys`, in its order, loaded ``batch`` keys at a time."""
+        keys = self.keys(prefix, store, start_after, limit, reverse)
         chunks = iter(lambda: list(itertools.islice(keys, batch)), [])
         for chunk in chunks:
             found = self.load_many(chunk, store)

@@ -54,6 +54,7 @@ class AsyncStoreOps:
     raw_exists: Any
     raw_keys: Any
     raw_keys_after: Any  # the synchronous front's
+    raw_keys_desc: Any  # the synchronous front's
     _key_pages: Any  # the async front's (kvstore.aio.store.AsyncStore)
     raw_ttl: Any
     raw_incr: Any
@@ -110,27 +111,30 @@ class AsyncStoreOps:
         return await self.raw_exists(key)
 
     def keys(self, prefix: str = "", start_after: str | None = None,
-             limit: int | None = None) -> AsyncIterator[str]:
+             limit: int | None = None, reverse: bool = False) -> AsyncIterator[str]:
         """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain),
-        sorted. Pages: ``start_after`` (the last key of the previous page) and ``limit``.
-        Fetched a page at a time: stopping early does not list the rest."""
+        sorted (``reverse=True``: descending). Pages: ``start_after`` (the last key of the
+        previous page, in that order) and ``limit``. Fetched a page at a time: stopping early
+        does not list the rest."""
         self.check_prefix(prefix)
-        check_paging(start_after, limit)
+        check_paging(start_after, limit, reverse)
         # The fronts' listings differ: an iterator over the store's cursor, async pages.
-        # sync: found = self.raw_keys(prefix) if start_after is None else (
-        # sync:     self.raw_keys_after(prefix, start_after))
+        # sync: found = self.raw_keys_desc(prefix, start_after) if reverse else (
+        # sync:     self.raw_keys(prefix) if start_after is None
+        # sync:     else self.raw_keys_after(prefix, start_after))
         # sync: return found if limit is None else itertools.islice(found, limit)
-        return paging.flatten(self._key_pages(prefix, start_after), limit)  # async only
+        return paging.flatten(self._key_pages(prefix, start_after, reverse), limit)  # async only
 
     async def items(self, prefix: str = "", start_after: str | None = None,
-                    limit: int | None = None, batch: int = 500
+                    limit: int | None = None, batch: int = 500, reverse: bool = False
                     ) -> AsyncIterator[tuple[str, Any]]:
         """``(key, value)`` for the live keys starting with ``prefix``, sorted by key, loaded
         ``batch`` at a time (one round trip each); paged like :meth:`keys`."""
         check_batch(batch)
-        # sync: keys = self.keys(prefix, start_after, limit)
+        # sync: keys = self.keys(prefix, start_after, limit, reverse)
         # sync: while chunk := list(itertools.islice(keys, batch)):
-        async for chunk in paging.chunks(self.keys(prefix, start_after, limit), batch):  # async only
+        async for chunk in paging.chunks(self.keys(prefix, start_after, limit, reverse),  # async only
+                                         batch):  # async only
             found = self.decode_many(await self.raw_get_many(chunk))
             for key in chunk:
                 if key in found:  # deleted or expired meanwhile: left out

@@ -51,6 +51,7 @@ class StoreOps:
     raw_exists: Any
     raw_keys: Any
     raw_keys_after: Any  # the synchronous front's
+    raw_keys_desc: Any  # the synchronous front's
     _key_pages: Any  # the async front's (kvstore.aio.store.AsyncStore)
     raw_ttl: Any
     raw_incr: Any
@@ -107,24 +108,26 @@ class StoreOps:
         return self.raw_exists(key)
 
     def keys(self, prefix: str = "", start_after: str | None = None,
-             limit: int | None = None) -> Iterator[str]:
+             limit: int | None = None, reverse: bool = False) -> Iterator[str]:
         """Live keys starting with ``prefix`` (matched literally: ``%``, ``*``... are plain),
-        sorted. Pages: ``start_after`` (the last key of the previous page) and ``limit``.
-        Fetched a page at a time: stopping early does not list the rest."""
+        sorted (``reverse=True``: descending). Pages: ``start_after`` (the last key of the
+        previous page, in that order) and ``limit``. Fetched a page at a time: stopping early
+        does not list the rest."""
         self.check_prefix(prefix)
-        check_paging(start_after, limit)
+        check_paging(start_after, limit, reverse)
         # The fronts' listings differ: an iterator over the store's cursor, async pages.
-        found = self.raw_keys(prefix) if start_after is None else (
-            self.raw_keys_after(prefix, start_after))
+        found = self.raw_keys_desc(prefix, start_after) if reverse else (
+            self.raw_keys(prefix) if start_after is None
+            else self.raw_keys_after(prefix, start_after))
         return found if limit is None else itertools.islice(found, limit)
 
     def items(self, prefix: str = "", start_after: str | None = None,
-              limit: int | None = None, batch: int = 500
+              limit: int | None = None, batch: int = 500, reverse: bool = False
               ) -> Iterator[tuple[str, Any]]:
         """``(key, value)`` for the live keys starting with ``prefix``, sorted by key, loaded
         ``batch`` at a time (one round trip each); paged like :meth:`keys`."""
         check_batch(batch)
-        keys = self.keys(prefix, start_after, limit)
+        keys = self.keys(prefix, start_after, limit, reverse)
         while chunk := list(itertools.islice(keys, batch)):
             found = self.decode_many(self.raw_get_many(chunk))
             for key in chunk:

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 
-from kvstore import (InvalidKeyError, InvalidTTLError, KVStoreError, NotAnIntegerError,
+from kvstore import (InvalidArgumentError, InvalidKeyError, InvalidTTLError, KVStoreError, NotAnIntegerError,
                      PersistenceStore, SerializationError)
 from kvstore.keyrules import MAX_KEY_BYTES
 from kvstore.nesting import MAX_DEPTH
@@ -127,6 +127,33 @@ class ConformanceTests(StoreHooks):
         for key in ["b", "a:2", "c", "a:10", "A"]:
             store.save(key, 1)
         assert list(store.keys()) == ["A", "a:10", "a:2", "b", "c"]
+
+    def test_keys_reverse_pages_descending(self, store):
+        for i in range(25):
+            store.save(f"k{i:02d}", i)
+        store.save("j", 0)
+        store.save("l", 0)
+        store.save("k99", 99, ttl=0.3)
+        self.advance(0.4)
+        pages, after = [], None
+        while page := list(store.keys("k", start_after=after, limit=10, reverse=True)):
+            pages.append(page)
+            after = page[-1]
+        assert [len(p) for p in pages] == [10, 10, 5]
+        assert sum(pages, []) == [f"k{i:02d}" for i in reversed(range(25))]
+        assert list(store.keys(reverse=True))[:2] == ["l", "k24"]
+        assert list(store.keys("k", limit=1, reverse=True)) == ["k24"]  # the latest under a prefix
+        assert list(store.keys("k", start_after="k05", reverse=True)) == ["k04", "k03", "k02", "k01", "k00"]
+        assert list(store.keys("k", start_after="a", reverse=True)) == []
+        assert list(store.keys("k", start_after="z", reverse=True))[0] == "k24"
+        assert list(store.items("k", start_after="k03", reverse=True, batch=2)) == [
+            ("k02", 2), ("k01", 1), ("k00", 0)]
+        assert list(store.items("k", limit=2, reverse=True)) == [("k24", 24), ("k23", 23)]
+        for bad in (1, "yes", None):
+            with pytest.raises(InvalidArgumentError, match="reverse"):
+                list(store.keys(reverse=bad))
+            with pytest.raises(InvalidArgumentError, match="reverse"):
+                list(store.items(reverse=bad))
 
     def test_keys_with_prefix(self, store):
         for k in ["user:1", "user:2", "users", "session:1"]:

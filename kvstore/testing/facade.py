@@ -90,8 +90,14 @@ class BlockingLog:
     def append(self, record: Any) -> int:
         return int(run(self._log.append(record)))
 
-    def read(self, after: int = 0, limit: Any = None) -> list[Any]:
-        return list(run(self._log.read(after, limit)))
+    def read(self, after: Any = 0, limit: Any = None, reverse: Any = False) -> list[Any]:
+        return list(run(self._log.read(after, limit, reverse)))
+
+    def tail(self, n: Any) -> list[Any]:
+        return list(run(self._log.tail(n)))
+
+    def last(self) -> Any:
+        return run(self._log.last())
 
     def __len__(self) -> int:
         return int(run(self._log.length()))
@@ -127,9 +133,10 @@ class Blocking:
         target = in_thread if callable(factory) else factory
         return run(self.astore.get_or_set(key, target, *args, **kwargs))
 
-    def keys(self, prefix: str = "", start_after: Any = None, limit: Any = None) -> Any:
+    def keys(self, prefix: str = "", start_after: Any = None, limit: Any = None,
+             reverse: Any = False) -> Any:
         async def collect() -> list[str]:
-            return [k async for k in self.astore.keys(prefix, start_after, limit)]
+            return [k async for k in self.astore.keys(prefix, start_after, limit, reverse)]
 
         return iter(run(collect()))
 

@@ -66,6 +66,28 @@ class LogTests(StoreHooks):
         with pytest.raises(InvalidArgumentError):
             log.read(limit=-5)
 
+    def test_read_reverse_tail_and_last(self, store):
+        log = store.log("events")
+        assert log.tail(3) == [] and log.last() is None and log.read(reverse=True) == []
+        for i in range(25):
+            log.append({"i": i})
+        assert log.read(reverse=True) == [(s, {"i": s - 1}) for s in range(25, 0, -1)]
+        assert log.read(limit=3, reverse=True) == [(25, {"i": 24}), (24, {"i": 23}), (23, {"i": 22})]
+        assert log.read(after=22, reverse=True) == [(25, {"i": 24}), (24, {"i": 23}), (23, {"i": 22})]
+        assert log.read(after=20, limit=2, reverse=True) == [(25, {"i": 24}), (24, {"i": 23})]
+        assert log.read(after=25, reverse=True) == [] and log.read(limit=0, reverse=True) == []
+        assert log.tail(2) == [(24, {"i": 23}), (25, {"i": 24})]
+        assert log.tail(100) == log.read()
+        assert log.last() == (25, {"i": 24})
+        log.append("new")
+        assert log.last() == (26, "new") and log.tail(1) == [(26, "new")]
+        for bad in (0, -1, 1.5, True, None, "2"):
+            with pytest.raises(InvalidArgumentError, match="n must"):
+                log.tail(bad)
+        for bad in (1, "yes", None):
+            with pytest.raises(InvalidArgumentError, match="reverse"):
+                log.read(reverse=bad)
+
     def test_a_missing_log_is_empty(self, store):
         log = store.log("never")
         assert len(log) == 0 and log.read() == [] and log.delete() is False

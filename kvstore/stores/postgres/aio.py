@@ -109,11 +109,14 @@ class AsyncPostgresStore(AsyncStore):
     async def raw_keys(self, prefix: str) -> list[str]:
         return [key async for page in self._key_pages(prefix, None) for key in page]
 
-    async def _key_pages(self, prefix: str, start_after: str | None) -> AsyncIterator[list[str]]:
-        # One ordered query per page, starting after the last key seen (as the sync twin).
-        after = start_after or ""
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
+                         ) -> AsyncIterator[list[str]]:
+        # One ordered query per page, starting after the last key seen (as the sync twin;
+        # ``reverse``: ORDER BY key DESC, before it).
+        after, queries = start_after, self.sync.queries
         while True:
-            page = await self._run(self.sync.queries.keys(prefix, after))
+            page = await self._run(queries.keys_desc(prefix, after) if reverse
+                                   else queries.keys(prefix, after or ""))
             if page:
                 yield page
                 after = page[-1]

@@ -76,6 +76,9 @@ def statements(table: str) -> dict[str, str]:
         "keys": q(f"SELECT key FROM {{t}} WHERE key > %(after)s AND key >= %(lo)s "
                   f"AND (%(hi)s::text IS NULL OR key < %(hi)s) AND {live} "
                   f"ORDER BY key LIMIT {PAGE}"),
+        "keys_desc": q(f"SELECT key FROM {{t}} WHERE key >= %(lo)s "
+                       f"AND (%(top)s::text IS NULL OR key < %(top)s) AND {live} "
+                       f"ORDER BY key DESC LIMIT {PAGE}"),
         "clear": q(f"WITH gone AS (DELETE FROM {{t}} WHERE key >= %(lo)s "
                    f"AND (%(hi)s::text IS NULL OR key < %(hi)s) RETURNING expires_at) "
                    f"SELECT count(*) FILTER (WHERE expires_at IS NULL "
@@ -93,6 +96,8 @@ def statements(table: str) -> dict[str, str]:
                       "WHERE name = %(name)s RETURNING seq",
         "log_read": f'SELECT seq, value FROM "{table}_log" WHERE name = %(name)s AND '
                     "seq > %(after)s ORDER BY seq LIMIT %(limit)s",
+        "log_read_desc": f'SELECT seq, value FROM "{table}_log" WHERE name = %(name)s AND '
+                         "seq > %(after)s ORDER BY seq DESC LIMIT %(limit)s",
         "log_len": f'SELECT coalesce(max(seq), 0) FROM "{table}_log" WHERE name = %(name)s',
         "log_delete": f'DELETE FROM "{table}_log" WHERE name = %(name)s',
         "log_names": f'SELECT DISTINCT name FROM "{table}_log" WHERE name >= %(lo)s AND '
@@ -174,6 +179,14 @@ class Queries:
     def keys(self, prefix: str, after: str) -> Query:
         return self._q("keys", {"after": after, "lo": prefix, "hi": prefix_upper_bound(prefix),
                                 "now": self.clock()}, "all", lambda rows: [k for (k,) in rows])
+
+    def keys_desc(self, prefix: str, before: str | None) -> Query:
+        """A page of keys with ``prefix`` sorting before ``before`` (None: from the last),
+        descending: the same index read backwards."""
+        hi = prefix_upper_bound(prefix)
+        top = before if before is not None and (hi is None or before < hi) else hi
+        return self._q("keys_desc", {"lo": prefix, "top": top, "now": self.clock()}, "all",
+                       lambda rows: [k for (k,) in rows])
 
     def clear(self, prefix: str) -> Query:
         return self._q("clear", {"lo": prefix, "hi": prefix_upper_bound(prefix),

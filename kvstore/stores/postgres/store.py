@@ -250,6 +250,14 @@ class PostgresStore(CommitMarks, PersistenceStore):
     def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         return self.raw_keys(prefix, start_after)
 
+    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
+        while True:  # ORDER BY key DESC on the same index, a page per query
+            page = self._run(self.queries.keys_desc(prefix, start_before))
+            yield from page
+            if len(page) < PAGE:
+                return
+            start_before = page[-1]
+
     def raw_clear(self, prefix: str) -> int:
         return int(self._run(self.queries.clear(prefix)))
 
@@ -375,9 +383,14 @@ class PostgresStore(CommitMarks, PersistenceStore):
     def raw_log_append(self, name: str, blob: Any) -> int:
         return int(self._log_exec("log_append", {"name": name, "value": blob}, "one", True)[0])
 
-    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
-        rows = self._log_exec("log_read", {"name": name, "after": after, "limit": limit}, "all")
+    def raw_log_read(self, name: str, after: int, limit: int | None, desc: bool = False
+                     ) -> list[tuple[int, Any]]:
+        rows = self._log_exec("log_read_desc" if desc else "log_read",
+                              {"name": name, "after": after, "limit": limit}, "all")
         return [(int(seq), bytes(value)) for seq, value in rows]
+
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return self.raw_log_read(name, after, limit, True)
 
     def raw_log_len(self, name: str) -> int:
         return int(self._log_exec("log_len", {"name": name}, "one")[0])

@@ -4,8 +4,11 @@ triggers and a read-only file's stand-in tables."""
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
-__all__ = ["PURGE_EVERY", "PURGE_BATCH", "PAGE", "MAX_PARAMS", "LIVE", "Statements"]
+from ...store import prefix_upper_bound
+
+__all__ = ["PURGE_EVERY", "PURGE_BATCH", "PAGE", "MAX_PARAMS", "LIVE", "Statements", "key_range"]
 
 PURGE_EVERY = 1.0      # seconds between purges of expired rows (per store object)
 PURGE_BATCH = 256      # rows per purge: small, so no write waits long on it
@@ -79,6 +82,7 @@ class Statements:
         self.log_append = (f"INSERT INTO {lt} (name, seq, value) SELECT ?1, coalesce(max(seq), 0) "
                            f"+ 1, ?2 FROM {lt} WHERE name = ?1 RETURNING seq")
         self.log_read = f"SELECT seq, value FROM {lt} WHERE name = ? AND seq > ? ORDER BY seq LIMIT ?"
+        self.log_read_desc = self.log_read.replace("ORDER BY seq", "ORDER BY seq DESC")
         self.log_len = f"SELECT coalesce(max(seq), 0) FROM {lt} WHERE name = ?"
         self.log_delete = f"DELETE FROM {lt} WHERE name = ?"
         self.log_names = (f"SELECT DISTINCT name FROM {lt} WHERE name >= ? AND (? IS NULL OR name < ?) "
@@ -122,3 +126,17 @@ class Statements:
                             (table,)).fetchone() is None:
                 conn.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
         conn.execute("PRAGMA query_only = ON")
+
+
+def key_range(prefix: str, after: str | None = None, desc: bool = False) -> tuple[str, list[Any]]:
+    """The WHERE clause of keys with ``prefix`` (and sorting after ``after``; ``desc``:
+    before it) as ONE index range: two lower bounds (``key >= p AND key > a``) make SQLite
+    seek to the first and scan to the second, so paging a big table would cost O(n) per page."""
+    hi = prefix_upper_bound(prefix)
+    if desc:  # below ``after`` and below the prefix's end, whichever comes first
+        top = after if after is not None and (hi is None or after < hi) else hi
+        return ("key >= ?", [prefix]) if top is None else ("key >= ? AND key < ?", [prefix, top])
+    low, lo = ("key > ?", after) if after is not None and after >= prefix else ("key >= ?", prefix)
+    if hi is None:
+        return low, [lo]
+    return f"{low} AND key < ?", [lo, hi]

@@ -19,7 +19,7 @@ from ...serializers import SerializerSpec
 from ...store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
                       prefix_upper_bound, same_blob)
 from .connections import Connections, connect, prepare_file, translate
-from .statements import LIVE, MAX_PARAMS, PAGE, PURGE_EVERY, Statements
+from .statements import LIVE, MAX_PARAMS, PAGE, PURGE_EVERY, Statements, key_range
 
 __all__ = ["SQLiteStore"]
 
@@ -282,26 +282,17 @@ class SQLiteStore(PersistenceStore):
             cur = self._conn().execute(self._q.touch, (None if ttl is None else now + ttl, key, now))
         return cur.rowcount == 1
 
-    def _range(self, prefix: str, after: str | None = None) -> tuple[str, list[Any]]:
-        """The WHERE clause of keys with ``prefix`` (and sorting after ``after``) as ONE index
-        range: two lower bounds (``key >= p AND key > a``) make SQLite seek to the first and
-        scan to the second, so paging a big table would cost O(n) per page."""
-        hi = prefix_upper_bound(prefix)
-        low, lo = ("key > ?", after) if after is not None and after >= prefix else ("key >= ?", prefix)
-        if hi is None:
-            return low, [lo]
-        return f"{low} AND key < ?", [lo, hi]
-
-    def raw_keys(self, prefix: str, after: str | None = None) -> Iterator[str]:
+    def raw_keys(self, prefix: str, after: str | None = None, desc: bool = False) -> Iterator[str]:
         # Paged by key, one short query per page: a million keys stream with flat memory and
-        # no read transaction held open while the caller works.
+        # no read transaction held open while the caller works. ``desc``: the same index read
+        # backwards (ORDER BY key DESC), ``after`` then the key the pages start before.
         while True:
             now = self._clock()
-            where, params = self._range(prefix, after)
+            where, params = key_range(prefix, after, desc)
             with self._errors():
                 rows = self._conn().execute(
                     f"SELECT key, expires_at FROM {self._q.table} WHERE {where} "
-                    f"ORDER BY key LIMIT {PAGE}", params).fetchall()
+                    f"ORDER BY key{' DESC' if desc else ''} LIMIT {PAGE}", params).fetchall()
             for key, exp in rows:
                 if (exp is None or exp > now) and key.startswith(prefix):
                     yield key
@@ -311,7 +302,7 @@ class SQLiteStore(PersistenceStore):
 
     def raw_rows(self, prefix: str, after: str | None, limit: int) -> list[tuple[str, Any, float | None]]:
         now = self._clock()
-        where, params = self._range(prefix, after)
+        where, params = key_range(prefix, after)
         with self._errors():
             rows = self._conn().execute(
                 f"SELECT key, value, expires_at FROM {self._q.table} WHERE {where} "
@@ -323,8 +314,11 @@ class SQLiteStore(PersistenceStore):
     def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         return self.raw_keys(prefix, start_after)
 
+    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
+        return self.raw_keys(prefix, start_before, True)
+
     def raw_clear(self, prefix: str) -> int:
-        where, params = self._range(prefix)
+        where, params = key_range(prefix)
         with self._errors():
             conn = self._conn()
             with self._write(conn):
@@ -379,10 +373,15 @@ class SQLiteStore(PersistenceStore):
             with self._write(conn):
                 return int(conn.execute(self._q.log_append, (name, blob)).fetchone()[0])
 
-    def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+    def raw_log_read(self, name: str, after: int, limit: int | None, desc: bool = False
+                     ) -> list[tuple[int, Any]]:
         with self._errors():
             return [(int(seq), bytes(value)) for seq, value in self._log_conn().execute(
-                self._q.log_read, (name, after, -1 if limit is None else limit))]
+                self._q.log_read_desc if desc else self._q.log_read,
+                (name, after, -1 if limit is None else limit))]
+
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return self.raw_log_read(name, after, limit, True)
 
     def raw_log_len(self, name: str) -> int:
         with self._errors():
