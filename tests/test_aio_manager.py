@@ -430,6 +430,31 @@ def test_async_manager_merges_paged_stores_in_order(data_dir):
     run(main())
 
 
+def test_async_manager_merges_stores_in_reverse(data_dir):
+    """reverse=True on the async manager: the stores' descending pages merged in that order."""
+    config = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
+                                             "c": {"store": "file"}}}}
+    names = ([f"a:{i:04d}" for i in range(1_500)] + [f"b:{i:04d}" for i in range(2_100)]
+             + [f"c:{i:02d}" for i in range(30)])
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            await pm.save_many({name: 1 for name in names})
+            await pm.save("a:0007", 2, store="database")  # in two stores: listed once
+            descending = sorted(names, reverse=True)
+            assert [k async for k in pm.keys(reverse=True)] == descending
+            page = [k async for k in pm.keys(start_after="b:0005", limit=20, reverse=True)]
+            assert page == descending[descending.index("b:0005") + 1:][:20]
+            assert [k async for k, _ in pm.items("c:", limit=2, reverse=True)] == ["c:29", "c:28"]
+            log = pm.log("c:log")
+            for i in range(5):
+                await log.append(i)
+            assert await log.tail(2) == [(4, 3), (5, 4)] and await log.last() == (5, 4)
+            assert await log.read(after=3, reverse=True) == [(5, 4), (4, 3)]
+
+    run(main())
+
+
 @pytest.mark.skipif(not POSTGRES_DSN, reason="KVSTORE_TEST_POSTGRES_DSN is not set: no PostgreSQL")
 def test_async_postgres_keys_page_by_query(data_dir):
     """The asyncio PostgreSQL driver runs one ordered query per page: taking 10 of 2,500 keys

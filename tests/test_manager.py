@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kvstore import (ConfigError, KVStoreError, PersistenceManager, SerializationError,
-                     StoreUnavailableError, TransactionError)
+from kvstore import (ConfigError, InvalidArgumentError, KVStoreError, PersistenceManager,
+                     SerializationError, StoreUnavailableError, TransactionError)
 from kvstore.manager import Event
 
 CATEGORIES = {
@@ -113,6 +113,30 @@ def test_keys_across_stores(pm):
     pm.save("config:1", 1)
     assert {"session:1", "preferences:1", "config:1"} <= set(pm.keys())
     assert list(pm.keys("session:")) == ["session:1"]
+
+
+def test_keys_reverse_merges_stores_descending(data_dir):
+    """reverse=True: several stores' descending pages merged into one descending listing,
+    each key once, paged by start_after (the last key of the previous page) and limit."""
+    config = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
+                                             "c": {"store": "file"}}}}
+    names = ([f"a:{i:04d}" for i in range(1_200)] + [f"b:{i:04d}" for i in range(1_100)]
+             + [f"c:{i:02d}" for i in range(30)])
+    with PersistenceManager.from_config(config) as pm:
+        pm.save_many({name: i for i, name in enumerate(names)})
+        pm.save("a:0007", "again", store="database")  # one key in two stores: listed once
+        descending = sorted(names, reverse=True)
+        assert list(pm.keys(reverse=True)) == descending
+        pages, after = [], None
+        while page := list(pm.keys(start_after=after, limit=700, reverse=True)):
+            pages.append(page)
+            after = page[-1]
+        assert [len(p) for p in pages] == [700, 700, 700, 230] and sum(pages, []) == descending
+        assert list(pm.keys("b:", limit=2, reverse=True)) == ["b:1099", "b:1098"]
+        assert list(pm.items("c:", start_after="c:02", reverse=True)) == [
+            ("c:01", names.index("c:01")), ("c:00", names.index("c:00"))]
+        with pytest.raises(InvalidArgumentError, match="reverse"):
+            list(pm.keys(reverse="yes"))
 
 
 def test_delete_and_exists(pm):
