@@ -84,6 +84,23 @@ def test_a_damaged_middle_line_is_reported_with_its_line_number_only_when_reache
     store.close()
 
 
+def test_file_tail_reads_from_the_end_past_a_torn_line_and_stops_before_damage(tmp_path):
+    """tail/last/read(reverse=True) read the file backwards: a torn last line is not a record;
+    a damaged line is reached only when the read asks for it, then reported as forwards."""
+    from kvstore import CorruptDataError
+
+    store, log, path = _file_log(tmp_path, 5)
+    _damage_line(path, 2)
+    with open(path, "ab") as fh:
+        fh.write(b'{"seq":6,"record":{"n":')  # a writer killed mid-line
+    assert log.last() == (5, {"n": 5})
+    assert log.tail(3) == [(3, {"n": 3}), (4, {"n": 4}), (5, {"n": 5})]
+    assert log.read(after=2, reverse=True) == [(5, {"n": 5}), (4, {"n": 4}), (3, {"n": 3})]
+    with pytest.raises(CorruptDataError, match="line 2"):
+        log.tail(4)
+    store.close()
+
+
 def test_a_torn_tail_after_a_damaged_line_is_cut_and_numbering_goes_on(tmp_path):
     store, log, path = _file_log(tmp_path, 3)
     _damage_line(path, 3, b"\x00\x00\x00")

@@ -161,6 +161,12 @@ class MemoryStore(PersistenceStore):
             end = len(records) if limit is None else after + limit
             return [(after + 1 + i, blob) for i, blob in enumerate(records[after:end])]
 
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        with self._lock:  # a slice from the end of the list
+            records = self._logs.get(name, [])
+            start = after if limit is None else max(after, len(records) - limit)
+            return [(i + 1, records[i]) for i in range(len(records) - 1, start - 1, -1)]
+
     def raw_log_len(self, name: str) -> int:
         with self._lock:
             return len(self._logs.get(name, ()))

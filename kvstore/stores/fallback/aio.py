@@ -87,6 +87,10 @@ class AsyncFallbackStore(AsyncStore):
     async def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         return await self.primary.raw_log_read(name, after, limit)
 
+    async def raw_log_read_desc(self, name: str, after: int, limit: int | None
+                                ) -> list[tuple[int, Any]]:
+        return await self.primary.raw_log_read_desc(name, after, limit)
+
     async def raw_log_len(self, name: str) -> int:
         return await self.primary.raw_log_len(name)
 

@@ -351,6 +351,9 @@ class FallbackStore(PersistenceStore):
     def raw_log_read(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         return self.primary.raw_log_read(name, after, limit)
 
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        return self.primary.raw_log_read_desc(name, after, limit)
+
     def raw_log_len(self, name: str) -> int:
         return self.primary.raw_log_len(name)
 

@@ -23,7 +23,7 @@ from typing import IO, Any, Iterator
 from ...errors import CorruptDataError
 from ...serializers import decode_json_text
 
-__all__ = ["tail", "read", "line", "append"]
+__all__ = ["tail", "read", "read_backwards", "line", "append"]
 
 # kvstore's own lines start exactly so: a line a read only skips needs no full decode.
 _SEQ_HEAD = re.compile(rb'\{"seq":(\d+),"record":')
@@ -115,6 +115,28 @@ def read(fh: IO[bytes], after: int, limit: int | None, what: str) -> list[tuple[
             out.append((seq, record))
             if limit is not None and len(out) >= limit:
                 break
+    return out
+
+
+def read_backwards(fd: int, after: int, limit: int | None) -> list[tuple[int, Any]] | None:
+    """``(seq, record)`` with ``seq > after``, newest first, at most ``limit``, read from the
+    end of the open log ``fd`` a block at a time (then closed). None when a damaged line is met:
+    only a forward read knows its number (the caller reads forwards, which raises as it should)."""
+    out: list[tuple[int, Any]] = []
+    try:
+        for _, raw in _complete_lines_backwards(fd):
+            if limit is not None and len(out) >= limit:
+                break
+            try:
+                entry = decode_json_text(raw)
+                seq, record = int(entry["seq"]), entry["record"]
+            except (ValueError, KeyError, TypeError, IndexError, RecursionError):
+                return None
+            if seq <= after:
+                break
+            out.append((seq, record))
+    finally:
+        os.close(fd)
     return out
 
 

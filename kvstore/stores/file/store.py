@@ -397,6 +397,13 @@ class FileStore(PersistenceStore):
             with os.fdopen(fd, "rb") as fh:
                 return logfile.read(fh, after, limit, f"log {name!r} ({self._log_path(name)})")
 
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        with self._io(name):  # complete lines read from the end, a block at a time
+            fd = self._log_open(name, os.O_RDONLY)
+            rows = [] if fd is None else logfile.read_backwards(fd, after, limit)  # closes fd
+        # A damaged line met: the forward read numbers it (and raises as it does).
+        return super().raw_log_read_desc(name, after, limit) if rows is None else rows
+
     def raw_log_len(self, name: str) -> int:
         """The number the last line holds (a damaged line counts: it keeps its number)."""
         with self._io(name):

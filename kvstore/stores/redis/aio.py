@@ -17,7 +17,8 @@ from typing import Any, AsyncIterator
 from ..._marks import MISSING
 from ...astore import AsyncStore
 from ...errors import NotAnIntegerError
-from .scripts import COMMIT, RESERVED, SCAN_COUNT, TOUCH, commit_args, glob_escape, ms, name_str
+from .scripts import (COMMIT, LOG_TAIL, RESERVED, SCAN_COUNT, TOUCH, commit_args, glob_escape,
+                      log_tail_args, log_tail_rows, ms, name_str)
 from .store import RedisStore
 
 __all__ = ["AsyncRedisStore"]
@@ -34,6 +35,7 @@ class AsyncRedisStore(AsyncStore):
         self._client = client if client is not None else sync.connect_async()
         self._commit_script = self._client.register_script(COMMIT)
         self._touch_script = self._client.register_script(TOUCH)
+        self._tail_script = self._client.register_script(LOG_TAIL)
         self._errors = sync.unavailable_errors
         from redis.exceptions import RedisClusterException, ResponseError
 
@@ -250,6 +252,11 @@ class AsyncRedisStore(AsyncStore):
         end = -1 if limit is None else after + limit - 1
         blobs = await self._do(self._client.lrange(self.sync.log_key(name), after, end))
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
+
+    async def raw_log_read_desc(self, name: str, after: int, limit: int | None
+                                ) -> list[tuple[int, Any]]:
+        return log_tail_rows(await self._do(self._tail_script(
+            keys=[self.sync.log_key(name)], args=log_tail_args(after, limit))))
 
     async def raw_log_len(self, name: str) -> int:
         return int(await self._do(self._client.llen(self.sync.log_key(name))))

@@ -15,7 +15,7 @@ from ..._marks import KEEP, MISSING, Check, Op
 
 __all__ = ["RESERVED", "META", "LOG", "TX", "SCAN_COUNT", "MARKER_MS", "COMMIT", "COMMIT_MARKED",
            "SETTLE", "FORGET", "REPLACE", "TOUCH", "glob_escape", "ms", "commit_args", "images",
-           "name_str"]
+           "name_str", "LOG_TAIL", "log_tail_args", "log_tail_rows"]
 
 RESERVED = "\x00kvstore-"         # kvstore's own names start with this; keys never do
 META = RESERVED + "meta\x00"      # locks
@@ -191,3 +191,23 @@ def images(keys: list[str], found: list[Any]) -> list[tuple[str, Any, float | No
         else:
             out.append((key, blob, None if pttl < 0 else pttl / 1000.0))
     return out
+
+
+# A log's newest records (seq > ARGV[1], at most ARGV[2]) and where they start: one atomic call,
+# so the numbering and the records come from the same state of the list.
+LOG_TAIL = """
+local n = redis.call('LLEN', KEYS[1])
+local start = math.max(tonumber(ARGV[1]), n - tonumber(ARGV[2]))
+if start >= n then return {n, {}} end
+return {start, redis.call('LRANGE', KEYS[1], start, n - 1)}
+"""
+
+
+def log_tail_args(after: int, limit: int | None) -> list[int]:
+    return [after, 2**53 if limit is None else limit]
+
+
+def log_tail_rows(reply: Any) -> list[tuple[int, Any]]:
+    """:data:`LOG_TAIL`'s reply as ``(seq, blob)``, newest first."""
+    start, blobs = reply
+    return [(int(start) + i, blob) for i, blob in reversed(list(enumerate(blobs, start=1)))]

@@ -13,8 +13,8 @@ from ...store import MISSING, TTL, Check, Op, PersistenceStore, conflict, same_b
 from .commit import MarkedCommits
 from .connect import (DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, POOL_EXHAUSTED,
                       build_client, check_pool, mask_url, pool_options)
-from .scripts import (COMMIT, LOG, META, REPLACE, RESERVED, SCAN_COUNT, TOUCH, commit_args,
-                      glob_escape, ms, name_str)
+from .scripts import (COMMIT, LOG, LOG_TAIL, META, REPLACE, RESERVED, SCAN_COUNT, TOUCH,
+                      commit_args, glob_escape, log_tail_args, log_tail_rows, ms, name_str)
 
 __all__ = ["RedisStore"]
 
@@ -88,6 +88,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
         self.reserved_guard = RESERVED.startswith(key_prefix) or key_prefix.startswith(RESERVED)
         self._commit_script = self._client.register_script(COMMIT)
         self._touch_script = self._client.register_script(TOUCH)
+        self._tail_script = self._client.register_script(LOG_TAIL)
         self._register_marked(socket_timeout, connect_timeout)
 
     # -- connecting ----------------------------------------------------------------------------------
@@ -383,6 +384,12 @@ class RedisStore(MarkedCommits, PersistenceStore):
         with self._call() as r:
             blobs = r.lrange(self.log_key(name), after, end)
         return [(after + 1 + i, blob) for i, blob in enumerate(blobs)]
+
+    def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
+        # One script from the end of the list: LLEN + LRANGE of the last ``limit`` records.
+        with self._call():
+            return log_tail_rows(self._tail_script(keys=[self.log_key(name)],
+                                                   args=log_tail_args(after, limit)))
 
     def raw_log_len(self, name: str) -> int:
         with self._call() as r:
