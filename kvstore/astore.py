@@ -85,11 +85,11 @@ class AsyncStore(AsyncStoreOps):
             self._meta_store = self.open_meta()
         return self._meta_store
 
-    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
-                         ) -> AsyncIterator[list[str]]:
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False,
+                         limit: int | None = None) -> AsyncIterator[list[str]]:
         """Sorted pages of the live keys with ``prefix`` after ``start_after`` (``reverse``:
-        descending, before it). Stores that page by key override this; this default lists the
-        keys once (Redis SCAN has no order)."""
+        descending, before it; ``limit``: how many the caller takes at most). Stores that page
+        by key override this; this default lists the keys once (Redis SCAN has no order)."""
         found = await self.raw_keys(prefix)
         if reverse:
             end = len(found) if start_after is None else bisect.bisect_left(found, start_after)

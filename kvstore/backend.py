@@ -234,15 +234,17 @@ class BackendContract(ABC):
         key start there instead of skipping)."""
         return itertools.dropwhile(lambda k: k <= start_after, self.raw_keys(prefix))
 
-    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
+    def raw_keys_desc(self, prefix: str, start_before: str | None,
+                      limit: int | None = None) -> Iterator[str]:
         """The keys of :meth:`raw_keys` in DEScending order, only those sorting before
-        ``start_before`` (None: from the last). Stores that page by key override this
-        (``ORDER BY key DESC``); this default lists the prefix once and reverses it."""
+        ``start_before`` (None: from the last), at most ``limit`` (None: all). Stores that page
+        by key override this (``ORDER BY key DESC``, the first page no longer than ``limit``);
+        this default lists the prefix once and reverses it."""
         found = list(self.raw_keys(prefix))
         found.reverse()
-        if start_before is None:
-            return iter(found)
-        return itertools.dropwhile(lambda k: k >= start_before, found)
+        if start_before is not None:
+            found = list(itertools.dropwhile(lambda k: k >= start_before, found))
+        return iter(found if limit is None else found[:limit])
 
     def raw_log_read_desc(self, name: str, after: int, limit: int | None) -> list[tuple[int, Any]]:
         """The records of :meth:`raw_log_read` (``seq > after``) newest first, at most ``limit``

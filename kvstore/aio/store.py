@@ -84,12 +84,12 @@ class ThreadStore(AsyncStore):
     async def raw_keys(self, prefix: str) -> list[str]:
         return await self._run(lambda: sorted(self.sync.raw_keys(prefix)))
 
-    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
-                         ) -> AsyncIterator[list[str]]:
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False,
+                         limit: int | None = None) -> AsyncIterator[list[str]]:
         # The twin's own key iterator, resumed a page per thread hop: SQLite and PostgreSQL
         # then run one short ordered query per page, as the synchronous keys() does.
         sync = self.sync
-        found = await self._run(lambda: sync.raw_keys_desc(prefix, start_after) if reverse
+        found = await self._run(lambda: sync.raw_keys_desc(prefix, start_after, limit) if reverse
                                 else sync.raw_keys(prefix) if start_after is None
                                 else sync.raw_keys_after(prefix, start_after))
         while True:

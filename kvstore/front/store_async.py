@@ -119,11 +119,12 @@ class AsyncStoreOps:
         self.check_prefix(prefix)
         check_paging(start_after, limit, reverse)
         # The fronts' listings differ: an iterator over the store's cursor, async pages.
-        # sync: found = self.raw_keys_desc(prefix, start_after) if reverse else (
+        # sync: found = self.raw_keys_desc(prefix, start_after, limit) if reverse else (
         # sync:     self.raw_keys(prefix) if start_after is None
         # sync:     else self.raw_keys_after(prefix, start_after))
         # sync: return found if limit is None else itertools.islice(found, limit)
-        return paging.flatten(self._key_pages(prefix, start_after, reverse), limit)  # async only
+        pages = self._key_pages(prefix, start_after, reverse, limit)  # async only
+        return paging.flatten(pages, limit)  # async only
 
     async def items(self, prefix: str = "", start_after: str | None = None,
                     limit: int | None = None, batch: int = 500, reverse: bool = False

@@ -116,7 +116,7 @@ class StoreOps:
         self.check_prefix(prefix)
         check_paging(start_after, limit, reverse)
         # The fronts' listings differ: an iterator over the store's cursor, async pages.
-        found = self.raw_keys_desc(prefix, start_after) if reverse else (
+        found = self.raw_keys_desc(prefix, start_after, limit) if reverse else (
             self.raw_keys(prefix) if start_after is None
             else self.raw_keys_after(prefix, start_after))
         return found if limit is None else itertools.islice(found, limit)

@@ -109,19 +109,21 @@ class AsyncPostgresStore(AsyncStore):
     async def raw_keys(self, prefix: str) -> list[str]:
         return [key async for page in self._key_pages(prefix, None) for key in page]
 
-    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False
-                         ) -> AsyncIterator[list[str]]:
+    async def _key_pages(self, prefix: str, start_after: str | None, reverse: bool = False,
+                         limit: int | None = None) -> AsyncIterator[list[str]]:
         # One ordered query per page, starting after the last key seen (as the sync twin;
-        # ``reverse``: ORDER BY key DESC, before it).
+        # ``reverse``: ORDER BY key DESC before it, no page longer than ``limit``).
         after, queries = start_after, self.sync.queries
+        size = PAGE if limit is None or not reverse else min(max(limit, 1), PAGE)
         while True:
-            page = await self._run(queries.keys_desc(prefix, after) if reverse
+            page = await self._run(queries.keys_desc(prefix, after, size) if reverse
                                    else queries.keys(prefix, after or ""))
             if page:
                 yield page
                 after = page[-1]
-            if len(page) < PAGE:
+            if len(page) < size:
                 return
+            size = PAGE
 
     async def raw_clear(self, prefix: str) -> int:
         return int(await self._run(self.sync.queries.clear(prefix)))

@@ -78,7 +78,7 @@ def statements(table: str) -> dict[str, str]:
                   f"ORDER BY key LIMIT {PAGE}"),
         "keys_desc": q(f"SELECT key FROM {{t}} WHERE key >= %(lo)s "
                        f"AND (%(top)s::text IS NULL OR key < %(top)s) AND {live} "
-                       f"ORDER BY key DESC LIMIT {PAGE}"),
+                       "ORDER BY key DESC LIMIT %(page)s"),
         "clear": q(f"WITH gone AS (DELETE FROM {{t}} WHERE key >= %(lo)s "
                    f"AND (%(hi)s::text IS NULL OR key < %(hi)s) RETURNING expires_at) "
                    f"SELECT count(*) FILTER (WHERE expires_at IS NULL "
@@ -180,13 +180,13 @@ class Queries:
         return self._q("keys", {"after": after, "lo": prefix, "hi": prefix_upper_bound(prefix),
                                 "now": self.clock()}, "all", lambda rows: [k for (k,) in rows])
 
-    def keys_desc(self, prefix: str, before: str | None) -> Query:
-        """A page of keys with ``prefix`` sorting before ``before`` (None: from the last),
-        descending: the same index read backwards."""
+    def keys_desc(self, prefix: str, before: str | None, page: int = PAGE) -> Query:
+        """A page (``page`` keys at most) of keys with ``prefix`` sorting before ``before``
+        (None: from the last), descending: the same index read backwards."""
         hi = prefix_upper_bound(prefix)
         top = before if before is not None and (hi is None or before < hi) else hi
-        return self._q("keys_desc", {"lo": prefix, "top": top, "now": self.clock()}, "all",
-                       lambda rows: [k for (k,) in rows])
+        return self._q("keys_desc", {"lo": prefix, "top": top, "now": self.clock(), "page": page},
+                       "all", lambda rows: [k for (k,) in rows])
 
     def clear(self, prefix: str) -> Query:
         return self._q("clear", {"lo": prefix, "hi": prefix_upper_bound(prefix),

@@ -250,13 +250,16 @@ class PostgresStore(CommitMarks, PersistenceStore):
     def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         return self.raw_keys(prefix, start_after)
 
-    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
-        while True:  # ORDER BY key DESC on the same index, a page per query
-            page = self._run(self.queries.keys_desc(prefix, start_before))
+    def raw_keys_desc(self, prefix: str, start_before: str | None,
+                      limit: int | None = None) -> Iterator[str]:
+        left = limit  # ORDER BY key DESC on the same index, a page (no more than is left) per query
+        while left is None or left > 0:
+            size = PAGE if left is None else min(left, PAGE)
+            page = self._run(self.queries.keys_desc(prefix, start_before, size))
             yield from page
-            if len(page) < PAGE:
+            if len(page) < size:
                 return
-            start_before = page[-1]
+            left, start_before = None if left is None else left - len(page), page[-1]
 
     def raw_clear(self, prefix: str) -> int:
         return int(self._run(self.queries.clear(prefix)))

@@ -282,21 +282,25 @@ class SQLiteStore(PersistenceStore):
             cur = self._conn().execute(self._q.touch, (None if ttl is None else now + ttl, key, now))
         return cur.rowcount == 1
 
-    def raw_keys(self, prefix: str, after: str | None = None, desc: bool = False) -> Iterator[str]:
+    def raw_keys(self, prefix: str, after: str | None = None, desc: bool = False,
+                 limit: int | None = None) -> Iterator[str]:
         # Paged by key, one short query per page: a million keys stream with flat memory and
         # no read transaction held open while the caller works. ``desc``: the same index read
         # backwards (ORDER BY key DESC), ``after`` then the key the pages start before.
-        while True:
+        left = limit  # at most this many (None: all); no page longer than what is left
+        while left is None or left > 0:
+            page = PAGE if left is None else min(left, PAGE)
             now = self._clock()
             where, params = key_range(prefix, after, desc)
             with self._errors():
                 rows = self._conn().execute(
                     f"SELECT key, expires_at FROM {self._q.table} WHERE {where} "
-                    f"ORDER BY key{' DESC' if desc else ''} LIMIT {PAGE}", params).fetchall()
+                    f"ORDER BY key{' DESC' if desc else ''} LIMIT {page}", params).fetchall()
             for key, exp in rows:
                 if (exp is None or exp > now) and key.startswith(prefix):
+                    left = None if left is None else left - 1
                     yield key
-            if len(rows) < PAGE:
+            if len(rows) < page:
                 return
             after = rows[-1][0]
 
@@ -314,8 +318,9 @@ class SQLiteStore(PersistenceStore):
     def raw_keys_after(self, prefix: str, start_after: str) -> Iterator[str]:
         return self.raw_keys(prefix, start_after)
 
-    def raw_keys_desc(self, prefix: str, start_before: str | None) -> Iterator[str]:
-        return self.raw_keys(prefix, start_before, True)
+    def raw_keys_desc(self, prefix: str, start_before: str | None,
+                      limit: int | None = None) -> Iterator[str]:
+        return self.raw_keys(prefix, start_before, True, limit)
 
     def raw_clear(self, prefix: str) -> int:
         where, params = key_range(prefix)
