@@ -480,6 +480,18 @@ def test_async_postgres_keys_page_by_query(data_dir):
             assert queries[0] == 1
             assert len([k async for k in pm.keys("prefs:", start_after="prefs:0499")]) == 2_000
             assert queries[0] == 4
+            q_desc, asked = database.sync.queries.keys_desc, []
+
+            def counted_desc(prefix: str, before: Any, page: int) -> Any:
+                asked.append(page)
+                return q_desc(prefix, before, page)
+
+            database.sync.queries.keys_desc = counted_desc
+            assert [k async for k in pm.keys("prefs:", limit=1, reverse=True)] == ["prefs:2499"]
+            assert asked == [1]  # the latest key: one query of one row
+            assert len([k async for k in pm.keys("prefs:", start_after="prefs:2000",
+                                                 reverse=True)]) == 2_000
+            assert asked == [1, 1000, 1000, 1000]
 
     try:
         run(main())

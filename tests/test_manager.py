@@ -139,6 +139,19 @@ def test_keys_reverse_merges_stores_descending(data_dir):
             list(pm.keys(reverse="yes"))
 
 
+def test_sqlite_latest_key_is_one_short_query(data_dir, tmp_path):
+    """keys(limit=1, reverse=True) on SQLite reads one row from the end of the index."""
+    from kvstore import SQLiteStore
+
+    with SQLiteStore(path=tmp_path / "latest.db") as store:
+        store.save_many({f"c:{i:05d}": i for i in range(2_500)})
+        statements: list[str] = []
+        store._conn().set_trace_callback(statements.append)
+        assert list(store.keys("c:", limit=1, reverse=True)) == ["c:02499"]
+        listed = [s for s in statements if "ORDER BY key DESC" in s]
+        assert len(listed) == 1 and listed[0].endswith("LIMIT 1")
+
+
 def test_delete_and_exists(pm):
     pm.save("preferences:d", 1)
     assert pm.exists("preferences:d")

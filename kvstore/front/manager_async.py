@@ -187,16 +187,16 @@ class AsyncManagerOps:
         ``limit``. The arguments are checked by the call; the stores read as keys are iterated."""
         names = self._core.store_names_for_prefix(prefix, store)
         check_paging(start_after, limit, reverse)
-        sources = [self._store_keys(name, prefix, start_after, reverse) for name in names]
+        sources = [self._store_keys(name, prefix, start_after, limit, reverse) for name in names]
         # sync: merged = (key for key, _ in itertools.groupby(heapq.merge(*sources, reverse=reverse)))
         # sync: return merged if limit is None else itertools.islice(merged, limit)
         return paging.merge(sources, limit, reverse)  # async only
 
-    async def _store_keys(self, name: str, prefix: str, start_after: str | None, reverse: bool
-                          ) -> AsyncIterator[str]:
-        entry = self._core.named(name)
+    async def _store_keys(self, name: str, prefix: str, start_after: str | None,
+                          limit: int | None, reverse: bool) -> AsyncIterator[str]:
+        entry = self._core.named(name)  # the merge's first ``limit`` are in each's first ``limit``
         try:
-            async for key in entry.front.keys(prefix, start_after, reverse=reverse):
+            async for key in entry.front.keys(prefix, start_after, limit, reverse):
                 yield key
         except KVStoreError as exc:  # from the store, as the keys are read
             self._fail("keys", entry, exc)
