@@ -88,7 +88,39 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--no-logs", action="store_true", help="keys only: leave the logs behind")
 
     sub.add_parser("demo", help="a short tour on the embedded default")
+    _log_parser(sub)
     return parser
+
+
+_LINES = 'one JSON line per record: {"seq": N, "record": RECORD} (jq: .record)'
+
+
+def _log_parser(sub: Any) -> None:
+    p = sub.add_parser("log", help="append-only logs: list, read, tail, append, delete")
+    lsub = p.add_subparsers(dest="log_command", required=True, metavar="SUBCOMMAND")
+    q = lsub.add_parser("list", help="log names, one per line")
+    q.add_argument("prefix", nargs="?", default="")
+    q.add_argument("--store")
+    q = lsub.add_parser("read", help="read a log oldest first; " + _LINES, description=_LINES)
+    q.add_argument("name")
+    q.add_argument("--after", type=int, default=0, metavar="N", help="only records with seq > N")
+    q.add_argument("--limit", type=int, metavar="N", help="at most N records")
+    q.add_argument("--reverse", action="store_true", help="newest first")
+    q.add_argument("--store")
+    q = lsub.add_parser("tail", help="the last N records, oldest first; " + _LINES,
+                        description=_LINES)
+    q.add_argument("name")
+    q.add_argument("-n", type=int, default=10, metavar="N", help="how many (default 10)")
+    q.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing records as they are appended (Ctrl-C stops)")
+    q.add_argument("--store")
+    q = lsub.add_parser("append", help="append a record given as JSON; prints its seq")
+    q.add_argument("name")
+    q.add_argument("record", help='JSON: {"text": "hi"}, or - to read it from stdin')
+    q.add_argument("--store")
+    q = lsub.add_parser("delete", help="delete a whole log (exit 1 when it did not exist)")
+    q.add_argument("name")
+    q.add_argument("--store")
 
 
 # -- progress ------------------------------------------------------------------------------------
@@ -180,6 +212,8 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
 
     with _open(args) as pm:
         cmd = args.command
+        if cmd == "log":
+            return _cmd_log(pm, args, out, err)
         if cmd == "get":
             from .store import MISSING
 
@@ -198,10 +232,7 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                 raise _Usage(f"VALUE for {args.key!r} is not JSON (quote text: '\"hello\"')") from None
             ttl = None if args.ttl is None else parse_ttl(args.ttl, "--ttl")
             store = _check_store(pm, args.store)
-            if (store or pm.route(args.key).store) == "memory" and pm.config.memory.snapshot is None:
-                raise _Usage(f"{args.key!r} routes to the memory store, which lives in one process: "
-                             "the value would be gone when this command exits (configure "
-                             "memory.snapshot to keep it, or pass --store)")
+            _refuse_memory(pm, args.key, store, "value")
             pm.save(args.key, value, ttl=ttl, store=store)
         elif cmd == "delete":
             if not pm.delete(args.key, store=_check_store(pm, args.store)):
@@ -253,6 +284,71 @@ def _run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
                                 logs=not args.no_logs, counts=copied)
             out.write(f"{_keys(count)}{_records(copied)} copied from {source} to {target}\n")
     return EXIT_OK
+
+
+def _refuse_memory(pm: Any, name: str, store: str | None, what: str) -> None:
+    if (store or pm.route(name).store) == "memory" and pm.config.memory.snapshot is None:
+        raise _Usage(f"{name!r} routes to the memory store, which lives in one process: "
+                     f"the {what} would be gone when this command exits (configure "
+                     "memory.snapshot to keep it, or pass --store)")
+
+
+def _record_line(seq: int, record: Any) -> str:
+    from .serializers import encode_json_text
+
+    return encode_json_text({"seq": seq, "record": record}) + "\n"
+
+
+def _cmd_log(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
+    store = _check_store(pm, args.store)
+    sub = args.log_command
+    if sub == "list":
+        for name in pm.logs(args.prefix, store=store):
+            out.write(name + "\n")
+        return EXIT_OK
+    log = pm.log(args.name, store=store)
+    if sub == "append":
+        from .serializers import decode_json_text
+
+        text = sys.stdin.read() if args.record == "-" else args.record
+        try:
+            record = decode_json_text(text)
+        except ValueError:
+            raise _Usage(f"RECORD for log {args.name!r} is not JSON "
+                         "(quote text: '\"hello\"')") from None
+        _refuse_memory(pm, args.name, store, "record")
+        out.write(f"{log.append(record)}\n")
+    elif sub == "delete":
+        if not log.delete():
+            err.write(f"kvstore: log {args.name!r} not found\n")
+            return EXIT_NOT_FOUND
+    elif sub == "read":
+        if args.after < 0 or (args.limit is not None and args.limit < 0):
+            raise _Usage("--after and --limit must not be negative")
+        for seq, record in log.read(args.after, args.limit, reverse=args.reverse):
+            out.write(_record_line(seq, record))
+    else:  # tail
+        if args.n < 1:
+            raise _Usage("-n must be at least 1")
+        rows = log.tail(args.n)
+        for seq, record in rows:
+            out.write(_record_line(seq, record))
+        if args.follow:
+            return _follow(log, rows[-1][0] if rows else 0, out)
+    return EXIT_OK
+
+
+def _follow(log: Any, seq: int, out: IO[str]) -> int:
+    """Print the records appended after ``seq`` as they come, polling every 0.5 s, until Ctrl-C."""
+    try:
+        while True:
+            out.flush()
+            time.sleep(0.5)
+            for seq, record in log.read(seq):
+                out.write(_record_line(seq, record))
+    except KeyboardInterrupt:
+        out.flush()
+        return EXIT_OK
 
 
 def _records(counts: dict[str, int]) -> str:
