@@ -229,3 +229,67 @@ def test_backup_names_the_unavailable_store_or_skips_it(env, redis_down, tmp_pat
     assert r.returncode == 0, r.stderr
     manifest = json.loads((Path(r.stdout.strip()) / "manifest.json").read_text())
     assert "cache" in manifest["skipped"] and manifest["stores"]["database"]["keys"] == 1
+
+
+def _lines(stdout):
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+def test_log_append_read_tail_list_delete(env, config):
+    for text in ("hi", "hello"):
+        r = kv(env, "log", "append", "chat:42", json.dumps({"text": text}), config=config)
+        assert r.returncode == 0 and r.stdout == ("1\n" if text == "hi" else "2\n"), r.stderr
+    r = kv(env, "log", "append", "chat:42", "-", config=config, input='{"text": "how are you?"}\n')
+    assert r.returncode == 0 and r.stdout == "3\n", r.stderr
+    kv(env, "log", "append", "audit:1", '"boot"', config=config)
+    r = kv(env, "log", "read", "chat:42", config=config)
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == '{"seq":1,"record":{"text":"hi"}}'
+    assert [row["seq"] for row in _lines(r.stdout)] == [1, 2, 3]
+    r = kv(env, "log", "read", "chat:42", "--reverse", "--limit", "2", config=config)
+    assert [row["seq"] for row in _lines(r.stdout)] == [3, 2]
+    r = kv(env, "log", "read", "chat:42", "--after", "1", config=config)
+    assert [row["record"]["text"] for row in _lines(r.stdout)] == ["hello", "how are you?"]
+    r = kv(env, "log", "tail", "chat:42", "-n", "2", config=config)
+    assert [row["seq"] for row in _lines(r.stdout)] == [2, 3]
+    assert kv(env, "log", "list", config=config).stdout == "audit:1\nchat:42\n"
+    assert kv(env, "log", "list", "chat:", config=config).stdout == "chat:42\n"
+    assert kv(env, "log", "delete", "chat:42", config=config).returncode == 0
+    r = kv(env, "log", "delete", "chat:42", config=config)
+    assert r.returncode == 1 and r.stderr == "kvstore: log 'chat:42' not found\n"
+    assert kv(env, "log", "read", "chat:42", config=config).stdout == ""
+
+
+def test_log_bad_record_and_name_are_usage_errors(env, config):
+    r = kv(env, "log", "append", "chat:1", "not json", config=config)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == "kvstore: RECORD for log 'chat:1' is not JSON (quote text: '\"hello\"')\n"
+    r = kv(env, "log", "append", "", "1", config=config)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1 and "Traceback" not in r.stderr
+    r = kv(env, "log", "tail", "chat:1", "-n", "0", config=config)
+    assert r.returncode == 2 and r.stderr == "kvstore: -n must be at least 1\n"
+    r = kv(env, "log", "read", "chat:1", "--store", "nope", config=config)
+    assert r.returncode == 2 and "unknown store" in r.stderr
+
+
+def test_log_tail_follow_sees_another_process_append_and_exits_0_on_ctrl_c(env, config):
+    import signal
+    import time
+
+    kv(env, "log", "append", "events:1", '{"n": 1}', config=config)
+    cmd = [sys.executable, "-m", "kvstore", "--config", str(config), "log", "tail", "events:1",
+           "--follow"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        assert json.loads(proc.stdout.readline()) == {"seq": 1, "record": {"n": 1}}
+        assert kv(env, "log", "append", "events:1", '{"n": 2}', config=config).returncode == 0
+        assert json.loads(proc.stdout.readline()) == {"seq": 2, "record": {"n": 2}}
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert out == "" and err == ""
