@@ -269,6 +269,8 @@ def test_log_bad_record_and_name_are_usage_errors(env, config):
     assert r.returncode == 2 and r.stderr == "kvstore: -n must be at least 1\n"
     r = kv(env, "log", "read", "chat:1", "--store", "nope", config=config)
     assert r.returncode == 2 and "unknown store" in r.stderr
+    r = kv(env, "log", "append", "chat:1", "1", "--store", "memory", config=config)
+    assert r.returncode == 2 and "the record would be gone" in r.stderr
 
 
 def test_log_tail_follow_sees_another_process_append_and_exits_0_on_ctrl_c(env, config):
