@@ -411,13 +411,17 @@ def test_a_save_with_a_listener_encodes_the_value_once(config):
     run(main())
 
 
+#: Three categories in three stores, each listing more than one page (1,000 keys) or less.
+_THREE_STORES = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
+                                                "c": {"store": "file"}}}}
+_THREE_STORE_KEYS = ([f"a:{i:04d}" for i in range(1_500)] + [f"b:{i:04d}" for i in range(2_100)]
+                     + [f"c:{i:02d}" for i in range(30)])
+
+
 def test_async_manager_merges_paged_stores_in_order(data_dir):
     """Keys of several stores come back as one sorted listing, paged by start_after/limit,
     across more than one page of each store."""
-    config = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
-                                             "c": {"store": "file"}}}}
-    names = ([f"a:{i:04d}" for i in range(1_500)] + [f"b:{i:04d}" for i in range(2_100)]
-             + [f"c:{i:02d}" for i in range(30)])
+    config, names = _THREE_STORES, _THREE_STORE_KEYS
 
     async def main() -> None:
         async with AsyncPersistenceManager.from_config(config) as pm:
@@ -432,10 +436,7 @@ def test_async_manager_merges_paged_stores_in_order(data_dir):
 
 def test_async_manager_merges_stores_in_reverse(data_dir):
     """reverse=True on the async manager: the stores' descending pages merged in that order."""
-    config = {"persistence": {"categories": {"b": {"store": "database"}, "a": {"store": "memory"},
-                                             "c": {"store": "file"}}}}
-    names = ([f"a:{i:04d}" for i in range(1_500)] + [f"b:{i:04d}" for i in range(2_100)]
-             + [f"c:{i:02d}" for i in range(30)])
+    config, names = _THREE_STORES, _THREE_STORE_KEYS
 
     async def main() -> None:
         async with AsyncPersistenceManager.from_config(config) as pm:
