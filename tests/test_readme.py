@@ -16,7 +16,8 @@ its fence, ``<!-- readme-test: WORD ...; WORD ... -->``):
   configuration.
 - ``needs redis`` / ``needs postgres``: skipped with the reason unless ``KVSTORE_TEST_REDIS_URL``
   / ``KVSTORE_TEST_POSTGRES_DSN`` is set; when set, the block's ``redis://...`` /
-  ``postgresql://...`` URLs are replaced by it.
+  ``postgresql://...`` URLs are replaced by it. ``needs MODULE`` (any other word, e.g.
+  ``langchain_core``): skipped with the reason unless that optional package is installed.
 - ``skip (reason)``: not run; the reason is shown. Blocks that are neither Python nor ``kvstore``
   commands (``pip install``, ``docker compose``) are marked so as well: every ```python,
   ```console and ```bash block is either run or marked skip, and the skips are counted.
@@ -39,6 +40,7 @@ its fence, ``<!-- readme-test: WORD ...; WORD ... -->``):
 from __future__ import annotations
 
 import ast
+import importlib.util
 import marshal
 import os
 import re
@@ -243,6 +245,9 @@ def _section_files(section: str, tmp: Path) -> None:
 
 
 def _servers(block: Block, text: str) -> str:
+    for name in block.markers.get("needs", "").split():
+        if name not in SERVERS and importlib.util.find_spec(name) is None:
+            pytest.skip(f"{block.where} needs {name}: an optional package, not installed")
     for name, (variable, url) in SERVERS.items():
         if name in block.markers.get("needs", "").split():
             value = os.environ.get(variable)
@@ -369,6 +374,9 @@ def test_server_blocks_get_the_test_servers(monkeypatch) -> None:
     monkeypatch.delenv("KVSTORE_TEST_REDIS_URL")
     with pytest.raises(pytest.skip.Exception, match="needs redis: set KVSTORE_TEST_REDIS_URL"):
         _servers(block, block.text)
+    assert _servers(Block("python", "1\n", 1, "s", {"needs": "json"}), "1\n") == "1\n"
+    with pytest.raises(pytest.skip.Exception, match="needs no_such_mod: an optional package"):
+        _servers(Block("python", "1\n", 1, "s", {"needs": "no_such_mod"}), "1\n")
 
 
 def test_toml_blocks_parse() -> None:
