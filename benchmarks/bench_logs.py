@@ -1,6 +1,12 @@
 """Logs: ``log.append`` and reading 100k records, per store, against the raw equivalent.
 
     python benchmarks/bench_logs.py [--quick] [--json PATH] [--url redis://...] [--dsn postgresql://...]
+    python benchmarks/bench_logs.py --chat [--quick] [--json PATH]
+
+``--chat``: one 5,000-message conversation (``--quick``: 1,000) kept two ways on SQLite and
+files: ``store.append(key, message)`` on a list (the whole list is read and rewritten each time)
+against ``log.append(message)``, appends/s over the first and the last 500 messages (100).
+The list's last 500 start from a list saved with the 4,500 messages before them.
 
 Raw equivalents, with the same durability, each encoding the record on every append: files — an ``O_APPEND`` write of the same JSON line
 plus ``fsync`` (FileStore also takes its folder's flock and reads the last line's number);
@@ -25,6 +31,10 @@ import msgpack
 from _harness import Report, measure, parser
 
 RECORD = {"role": "user", "text": "hello, how are you today?", "n": 42}
+#: A chat message as LangChain's message_to_dict writes it (kvstore.contrib.langchain's record).
+MESSAGE = {"type": "human", "data": {
+    "content": "Could you summarise the last report in three bullet points, please?",
+    "additional_kwargs": {}, "response_metadata": {}, "type": "human", "name": None, "id": None}}
 
 
 def bench_file(folder: Path, n: int, reads: int, report: Report) -> None:
@@ -167,12 +177,61 @@ def bench_postgres(dsn: str, n: int, report: Report) -> None:
     store.close()
 
 
+def bench_conversation(group: str, store: Any, messages: int, window: int,
+                       report: Report) -> None:
+    """``store.append`` on one list vs ``log.append``: appends/s over the first and the last
+    ``window`` messages of a ``messages``-message conversation."""
+    import time
+
+    def rate(fn: Any, count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            fn()
+        return count / (time.perf_counter() - start)
+
+    first, last = f"chat 1-{window}", f"chat {messages - window + 1}-{messages}"
+    log = store.log("chat:bench")
+    report.add(group, first, "log.append", rate(lambda: log.append(MESSAGE), window), True)
+    for _ in range(messages - 2 * window):
+        log.append(MESSAGE)
+    report.add(group, last, "log.append", rate(lambda: log.append(MESSAGE), window), True)
+    assert len(log) == messages
+    report.add(group, first, "append on a list", rate(
+        lambda: store.append("chat:list", MESSAGE), window), False)
+    store.save("chat:list", [MESSAGE] * (messages - window))
+    report.add(group, last, "append on a list", rate(
+        lambda: store.append("chat:list", MESSAGE), window), False)
+    assert len(store.load("chat:list")) == messages
+    log.delete()
+    store.delete("chat:list")
+    store.close()
+
+
+def main_chat(args: Any) -> None:
+    from kvstore import FileStore, SQLiteStore
+
+    messages, window = (1_000, 100) if args.quick else (5_000, 500)
+    report = Report("logs: one conversation, list append vs log append")
+    with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
+        bench_conversation("sqlite", SQLiteStore(path=Path(tmp) / "chat.db"), messages, window,
+                           report)
+        bench_conversation("file", FileStore(base_path=Path(tmp) / "files"), messages, window,
+                           report)
+    report.print()
+    report.save(args.json)
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--url", default=os.environ.get("KVSTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
     p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN",
                                                    "postgresql://postgres@127.0.0.1:5432/test"))
+    p.add_argument("--chat", action="store_true",
+                   help="only the conversation: list append vs log append (SQLite, files)")
     args = p.parse_args()
+    if args.chat:
+        main_chat(args)
+        return
     n, reads = (200, 20_000) if args.quick else (1_000, 100_000)
     report = Report("logs")
     with tempfile.TemporaryDirectory(prefix="kvbench-") as tmp:
