@@ -26,7 +26,7 @@ from langchain_core.messages import (  # noqa: E402
 from langchain_stores import KINDS, async_face, discard, open_store  # noqa: E402
 
 from kvstore import (  # noqa: E402
-    FileStore, InvalidKeyError, KVStoreError, MemoryStore, PersistenceManager, SerializationError,
+    CorruptDataError, FileStore, InvalidKeyError, KVStoreError, MemoryStore, PersistenceManager, SerializationError,
     SQLiteStore)
 from kvstore.contrib.langchain import (  # noqa: E402
     KVStore, KVStoreByteStore, KVStoreChatMessageHistory)
@@ -276,6 +276,11 @@ def test_each_message_is_one_log_record(tmp_path):
     with pytest.raises(InvalidArgumentError, match="BaseMessage, got str"):
         history.add_messages([HumanMessage("kept?"), "not a message"])
     assert len(history.messages) == len(CONVERSATION)  # nothing of that call was added
+    store.log("chat:t1").append({"role": "user", "text": "another program's record"})
+    with pytest.raises(CorruptDataError, match=r"'chat:t1' record 6: not a LangChain message"):
+        history.messages
+    with pytest.raises(CorruptDataError, match="record 6"):
+        history.last_messages(1)
     store.close()
 
 

@@ -12,7 +12,8 @@
 ``store`` is any kvstore store (memory, SQLite, files, Redis, PostgreSQL, a third party's), its
 async face (:func:`kvstore.aio.async_store`), or a manager (:class:`~kvstore.PersistenceManager`
 or :class:`~kvstore.aio.AsyncPersistenceManager`) with ``category=``: then everything goes to
-the store that category routes to, under ``<category>:``. The async methods (``amget``,
+the store that category routes to, under ``<category>:`` (directly: the manager's ``stats()``
+and events do not count these calls). The async methods (``amget``,
 ``aget_messages``...) are native on an async store or manager (Redis and PostgreSQL on their
 asyncio clients, SQLite and files in kvstore's worker threads: never the event loop); over a
 synchronous store they are LangChain's defaults (the sync method in its executor). The
@@ -36,7 +37,7 @@ from langchain_core.runnables import run_in_executor
 from langchain_core.stores import BaseStore
 
 from ..astore import AsyncStore, arun
-from ..errors import InvalidArgumentError, InvalidKeyError
+from ..errors import CorruptDataError, InvalidArgumentError, InvalidKeyError
 from ..flows import DATA, Call, Compute, Flow, run
 from ..front.manager_async import AsyncManagerOps
 from ..front.manager_sync import ManagerOps
@@ -245,7 +246,7 @@ class KVStoreChatMessageHistory(BaseChatMessageHistory):
     def _get_messages(self, face: Any) -> Flow:
         """Every message of the session, oldest first (one read of the log)."""
         rows = yield Compute(face.log(self.log_name).read)
-        return messages_from_dict([record for _, record in rows])
+        return self._decoded(rows)
 
     def _add_messages(self, face: Any, messages: Sequence[BaseMessage]) -> Flow:
         """Append the messages, in order, each one log record (one atomic append each)."""
@@ -268,7 +269,19 @@ class KVStoreChatMessageHistory(BaseChatMessageHistory):
         """The last ``n`` messages (fewer in a shorter conversation), oldest first: one read
         from the end of the log, whatever its length (``n`` >= 1)."""
         rows = yield Compute(functools.partial(face.log(self.log_name).tail, n))
-        return messages_from_dict([record for _, record in rows])
+        return self._decoded(rows)
+
+    def _decoded(self, rows: list[tuple[int, Any]]) -> list[BaseMessage]:
+        """The messages of the log's ``(seq, record)`` rows; a record that is not one (another
+        program's, a hand edit) raises CorruptDataError naming the log and its number."""
+        messages = []
+        for seq, record in rows:
+            try:
+                messages.extend(messages_from_dict([record]))
+            except (KeyError, TypeError, ValueError) as exc:  # pydantic's errors are ValueErrors
+                raise CorruptDataError(f"log {self.log_name!r} record {seq}: not a LangChain "
+                                       f"message ({type(exc).__name__}: {exc})") from exc
+        return messages
 
     get_messages, aget_messages = _both(_get_messages)
     add_messages, aadd_messages = _both(_add_messages)
