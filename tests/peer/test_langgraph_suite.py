@@ -97,7 +97,7 @@ STORES: dict[str, Callable[[], Any]] = {
 
 
 def _async_face(store: Any) -> Any:
-    if REDIS_URL is None and type(store).__name__ == "RedisStore":
+    if not REDIS_URL and type(store).__name__ == "RedisStore":
         import fakeredis
 
         from kvstore.stores.redis.aio import AsyncRedisStore
@@ -107,6 +107,7 @@ def _async_face(store: Any) -> Any:
 
 
 async def _close(store: Any, face: Any) -> None:
+    store.clear()  # a server's keys of this run (its own prefix / table)
     if hasattr(store, "drop_table"):
         store.drop_table()
     if face is not None:
