@@ -4,12 +4,15 @@ share it).
 
 Keys, under the saver's ``prefix`` (``checkpoint:`` by default)::
 
-    <prefix>c/<thread>/<ns>/<checkpoint id>                 one checkpoint: its serialized
-                                                            checkpoint and metadata, its parent
-                                                            id and run id
-    <prefix>w/<thread>/<ns>/<checkpoint id>/<task>/<idx>    one pending write
+    <prefix>c/<thread>/<ns>/<checkpoint id>    one checkpoint: its serialized checkpoint and
+                                               metadata, its parent id and run id
+    <prefix>w/<thread>/<ns>/<checkpoint id>    the checkpoint's pending writes (a list)
 
-``<thread>``, ``<ns>``, ``<task>`` and the id are escaped (:func:`part`): ``_`` then the text
+A checkpoint by id is then one ``load_many`` of two keys on every store (no listing: on Redis
+a listing is a SCAN), and ``put_writes`` one atomic ``update`` of the writes' key (the
+checkpoint's own, possibly large, record is never rewritten).
+
+``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text
 percent-encoded, so no value can reach into another's prefix (a thread ``a/b`` is not under
 thread ``a``), an empty namespace is still a path segment, and ids that contain only letters,
 digits and ``-`` (LangGraph's uuid6 ids, ordered by time) keep their order. The checkpoints of
@@ -27,8 +30,8 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (WRITES_IDX_MAP, Checkpoint, CheckpointTuple,
                                        SerializerProtocol, writes_sort_key)
 
-__all__ = ["Layout", "part", "unpart", "checkpoint_record", "write_record", "to_tuple",
-           "matches", "config_for"]
+__all__ = ["Layout", "part", "unpart", "checkpoint_record", "write_records", "merged",
+           "to_tuple", "load_metadata", "matches", "config_for"]
 
 
 def part(text: str) -> str:
@@ -64,20 +67,16 @@ class Layout:
         return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
 
     def writes_of(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
-        """The pending writes of one checkpoint (a prefix)."""
-        return f"{self.writes}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}/"
+        """The key of one checkpoint's pending writes."""
+        return f"{self.writes}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
 
-    def write(self, thread_id: str, ns: str, checkpoint_id: str, task_id: str, idx: int) -> str:
-        return f"{self.writes_of(thread_id, ns, checkpoint_id)}{part(task_id)}/{idx}"
-
-    def task_writes(self, thread_id: str, ns: str, checkpoint_id: str, task_id: str) -> str:
-        return f"{self.writes_of(thread_id, ns, checkpoint_id)}{part(task_id)}/"
+    def writes_key(self, checkpoint_key: str) -> str:
+        """The writes' key of a checkpoint key."""
+        return self.writes + checkpoint_key[len(self.checkpoints):]
 
     def ids(self, key: str) -> tuple[str, str, str]:
-        """``(thread_id, checkpoint_ns, checkpoint_id)`` of a checkpoint key, or of a write key
-        (the checkpoint it belongs to)."""
-        rest = key[len(self.checkpoints):]  # "c/" and "w/" have the same length
-        thread, ns, checkpoint_id = rest.split("/")[:3]
+        """``(thread_id, checkpoint_ns, checkpoint_id)`` of a checkpoint key or a writes key."""
+        thread, ns, checkpoint_id = key[len(self.checkpoints):].split("/")  # "c/", "w/": 2
         return unpart(thread), unpart(ns), unpart(checkpoint_id)
 
     def moved(self, key: str, source: str, target: str) -> str:
@@ -97,15 +96,32 @@ def checkpoint_record(serde: SerializerProtocol, config: RunnableConfig,
             "p": config["configurable"].get("checkpoint_id"), "r": metadata.get("run_id")}
 
 
-def write_record(serde: SerializerProtocol, task_id: str, task_path: str, idx: int,
-                 channel: str, value: Any) -> dict[str, Any]:
-    vtype, vblob = serde.dumps_typed(value)
-    return {"t": task_id, "p": task_path, "i": idx, "c": channel, "vt": vtype, "vb": vblob}
+def write_records(serde: SerializerProtocol, task_id: str, task_path: str,
+                  writes: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
+    """One record per write, with the index LangGraph gives it (special channels: their own,
+    negative, one)."""
+    out = []
+    for position, (channel, value) in enumerate(writes):
+        vtype, vblob = serde.dumps_typed(value)
+        out.append({"t": task_id, "p": task_path, "i": WRITES_IDX_MAP.get(channel, position),
+                    "c": channel, "vt": vtype, "vb": vblob})
+    return out
 
 
-def write_index(channel: str, position: int) -> int:
-    """The index LangGraph gives a write: special channels have their own (negative) one."""
-    return WRITES_IDX_MAP.get(channel, position)
+def merged(stored: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The writes after ``put_writes`` of ``new``, as LangGraph's savers do it: a regular
+    write already stored for (task, index) is kept, a special one (error, interrupt...,
+    negative index) replaces it. A new list (``stored`` is not changed)."""
+    at = {(w["t"], w["i"]): n for n, w in enumerate(stored)}
+    out = list(stored)
+    for w in new:
+        n = at.get((w["t"], w["i"]))
+        if n is None:
+            at[(w["t"], w["i"])] = len(out)
+            out.append(w)
+        elif w["i"] < 0:
+            out[n] = w
+    return out
 
 
 def config_for(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:

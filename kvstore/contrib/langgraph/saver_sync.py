@@ -5,9 +5,9 @@
 to the synchronous ones (the ``sync-names`` lines below: the twin's names lose the ``a``). :class:`~kvstore.contrib.langgraph.KVStoreSaver` mixes both in. The key
 layout and the record format are in :mod:`.layout` (no I/O).
 
-Every operation is a few calls on the store: ``put`` one write, ``get_tuple`` by id one read
-plus one listing of the checkpoint's writes, the latest checkpoint one descending listing
-(``keys(..., reverse=True, limit=1)``, never the whole thread). The thread operations
+Every operation is a few calls on the store: ``put`` one write, ``put_writes`` one atomic
+``update``, ``get_tuple`` by id one ``load_many`` (the checkpoint and its writes), the latest
+one descending listing first (``keys(..., reverse=True, limit=1)``, never the whole thread). The thread operations
 (``delete_thread``, ``copy_thread``, ``delete_for_runs``, ``prune``) gather their writes and
 deletes, then apply them as one atomic step of the store (the backend contract's
 ``raw_apply``: one SQL transaction, one Redis script, the file store's journaled commit).
@@ -26,8 +26,8 @@ from langgraph.checkpoint.base import (ChannelVersions, Checkpoint, CheckpointMe
 
 from ...errors import InvalidArgumentError
 from ...store import MISSING
-from .layout import (Layout, checkpoint_record, config_for, load_metadata, matches, to_tuple,
-                     write_index, write_record)
+from .layout import (Layout, checkpoint_record, config_for, load_metadata, matches, merged,
+                     to_tuple, write_records)
 
 __all__ = ["SaverOps"]
 
@@ -55,19 +55,20 @@ class SaverOps:
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
-            record = st.load(self.layout.checkpoint(thread_id, ns, checkpoint_id))
-            if record is None:
-                return None
-        else:
-            found = st.items(self.layout.namespace(thread_id, ns), limit=1, reverse=True)
-            latest = [item for item in found]
+            key = self.layout.checkpoint(thread_id, ns, checkpoint_id)
+        else:  # the latest: the first key of a descending listing
+            latest = [k for k in st.keys(self.layout.namespace(thread_id, ns), limit=1,
+                                               reverse=True)]
             if not latest:
                 return None
-            record = latest[0][1]
-            checkpoint_id = self.layout.ids(latest[0][0])[2]
-        found = st.items(self.layout.writes_of(thread_id, ns, checkpoint_id))
-        writes = [w for _, w in found]
-        return to_tuple(self.serde, (thread_id, ns, checkpoint_id), record, writes)
+            key = latest[0]
+            checkpoint_id = self.layout.ids(key)[2]
+        wkey = self.layout.writes_key(key)
+        found = st.load_many([key, wkey])
+        if key not in found:
+            return None
+        return to_tuple(self.serde, (thread_id, ns, checkpoint_id), found[key],
+                        found.get(wkey, ()))
 
     def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
               before: RunnableConfig | None = None, limit: int | None = None
@@ -103,7 +104,7 @@ class SaverOps:
             metadata = load_metadata(self.serde, record)
             if not matches(metadata, filter):
                 continue
-            writes = [w for _, w in st.items(self.layout.writes_of(*ids))]
+            writes = st.load(self.layout.writes_key(key), ())
             yield to_tuple(self.serde, ids, record, writes, metadata)
             if left is not None:
                 left -= 1
@@ -126,28 +127,17 @@ class SaverOps:
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
                     task_id: str, task_path: str = "") -> None:
-        """Store a task's writes for a checkpoint, in one atomic write. As LangGraph's savers:
-        a regular write already stored for (task, index) is kept; a special one (error,
-        interrupt...) replaces it."""
+        """Store a task's writes for a checkpoint, in one atomic update of the checkpoint's
+        writes. As LangGraph's savers: a regular write already stored for (task, index) is
+        kept; a special one (error, interrupt...) replaces it."""
         st = self.sync_target()
         conf = config["configurable"]
-        thread_id, ns, checkpoint_id = (conf["thread_id"], conf.get("checkpoint_ns", ""),
-                                        conf["checkpoint_id"])
-        indexes = [write_index(channel, i) for i, (channel, _) in enumerate(writes)]
-        existing: set[str] = set()
-        if any(idx >= 0 for idx in indexes):
-            stored = st.keys(self.layout.task_writes(thread_id, ns, checkpoint_id, task_id))
-            existing = {k for k in stored}
-        blobs: dict[str, Any] = {}
-        for idx, (channel, value) in zip(indexes, writes):
-            key = self.layout.write(thread_id, ns, checkpoint_id, task_id, idx)
-            if idx >= 0 and key in existing:
-                continue
-            st.check_key(key)
-            blobs[key] = st.encode(key, write_record(self.serde, task_id, task_path, idx,
-                                                     channel, value))
-        if blobs:
-            st.raw_set_many(list(blobs.items()), self.ttl)
+        key = self.layout.writes_of(conf["thread_id"], conf.get("checkpoint_ns", ""),
+                                    conf["checkpoint_id"])
+        new = write_records(self.serde, task_id, task_path, writes)
+        if new:  # ttl None: the key keeps its (no) expiry; a new key gets self.ttl, not the
+            # store's ttl_default
+            st.update_with(key, lambda stored: merged(stored, new), [], self.ttl, self.ttl)
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete every checkpoint and write of the thread, all or nothing."""
@@ -180,8 +170,7 @@ class SaverOps:
         for key, record in st.items(self.layout.checkpoints):
             if record.get("r") in runs:
                 ops.append((key, MISSING, None))
-                stored = st.keys(self.layout.writes_of(*self.layout.ids(key)))
-                ops += [(k, MISSING, None) for k in stored]
+                ops.append((self.layout.writes_key(key), MISSING, None))
         self._apply(st, ops)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
