@@ -23,7 +23,8 @@ the rest of the thread.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+import functools
+from typing import Any, Iterable, Mapping, Sequence
 from urllib.parse import quote, unquote
 
 from langchain_core.runnables import RunnableConfig
@@ -34,6 +35,7 @@ __all__ = ["Layout", "part", "unpart", "checkpoint_record", "write_records", "me
            "to_tuple", "load_metadata", "matches", "config_for"]
 
 
+@functools.lru_cache(maxsize=4096)  # the same threads and namespaces, call after call
 def part(text: str) -> str:
     """``text`` as one key segment (see the module's documentation)."""
     return "_" + quote(text, safe="")
@@ -130,11 +132,12 @@ def config_for(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
 
 
 def to_tuple(serde: SerializerProtocol, ids: tuple[str, str, str], record: Mapping[str, Any],
-             writes: Iterable[Mapping[str, Any]], metadata: Any = None) -> CheckpointTuple:
+             writes: Sequence[Mapping[str, Any]], metadata: Any = None) -> CheckpointTuple:
     """The :class:`CheckpointTuple` of a stored checkpoint and its writes (in LangGraph's
     replay order, :func:`writes_sort_key`)."""
     thread_id, ns, checkpoint_id = ids
-    ordered = sorted(writes, key=lambda w: writes_sort_key(w["p"], w["t"], w["i"]))
+    ordered = writes if len(writes) < 2 else sorted(
+        writes, key=lambda w: writes_sort_key(w["p"], w["t"], w["i"]))
     parent = record["p"]
     return CheckpointTuple(
         config=config_for(thread_id, ns, checkpoint_id),
