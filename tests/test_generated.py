@@ -86,3 +86,22 @@ def test_conversion_rules_of_the_manager_front():
         "        merged = heapq.merge(*sources)",
         "        return merged",
     ]
+
+
+def test_conversion_renames_of_one_file():
+    """``# sync-names:`` lines (kvstore/contrib/langgraph/saver_async.py: LangGraph's ``aput``
+    is ``put``) rename in that file only, also after a dot, and are left out."""
+    source = (
+        "# sync-names: aput=put _aapply=_apply\n"
+        "class AsyncSaverOps:\n"
+        "    async def aput(self, config):\n"
+        "        await self._aapply(config)\n"
+        "        return aputx, self.aput\n")
+    out = _tool().convert(source, "saver_async.py").splitlines()
+    assert out[1:] == [
+        "class AsyncSaverOps:",
+        "    def put(self, config):",
+        "        self._apply(config)",
+        "        return aputx, self.put",
+    ]
+    assert "def aput" in _tool().convert(source.split("\n", 1)[1], "other_async.py")

@@ -16,6 +16,9 @@ The rules, applied line by line outside string literals' meaning (a docstring th
 - names are mapped by :data:`NAMES` (``AsyncIterator`` -> ``Iterator``, ``__aenter__`` ->
   ``__enter__``, ``AsyncX`` -> ``X`` for the front's own classes...), and a module
   ``name_async`` is ``name_sync``;
+- a line ``# sync-names: aput=put alist=list ...`` adds whole-word renames for its own file
+  (a front whose two sides have different method names, as LangGraph's ``aput``/``put``; also
+  after a dot: ``self.aput`` is ``self.put``), and is left out;
 - a line ending in ``# async only`` is left out; a line ``# sync: <code>`` becomes ``<code>``
   (indentation kept, and any further indentation after ``# sync: ``), for the few places where
   the fronts truly differ: an import, a listing (``keys()``), ``@property`` over a method the
@@ -30,6 +33,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONT = ROOT / "kvstore" / "front"
+#: Integrations written once the same way (their asyncio source beside the generated twin).
+CONTRIB = ROOT / "kvstore" / "contrib"
 
 #: Whole-word renames, async name -> sync name.
 NAMES = {
@@ -59,13 +64,18 @@ NAMES = {
 _NAME_RE = re.compile(r"(?<![\w.])(" + "|".join(
     re.escape(n) for n in sorted(NAMES, key=len, reverse=True)) + r")\b")
 _SYNC_LINE = re.compile(r"^(\s*)# sync: (.*)$")
+_SYNC_NAMES = re.compile(r"^# sync-names: (.*)$", re.MULTILINE)
 
 
 def convert(source: str, origin: str) -> str:
     out = [f"# Generated from {origin} by tools/async_to_sync.py: do not edit, edit that file.\n"]
     depth = 0  # open brackets of an ``async def`` signature still being read
+    own = dict(pair.split("=", 1) for found in _SYNC_NAMES.findall(source)
+               for pair in found.split())
+    own_re = re.compile(r"(?<!\w)(" + "|".join(  # also an attribute: self.aput -> self.put
+        re.escape(n) for n in sorted(own, key=len, reverse=True)) + r")\b") if own else None
     for line in source.splitlines(keepends=True):
-        if line.rstrip().endswith("# async only"):
+        if line.rstrip().endswith("# async only") or _SYNC_NAMES.match(line):
             continue
         sync = _SYNC_LINE.match(line)
         if sync:
@@ -80,6 +90,8 @@ def convert(source: str, origin: str) -> str:
         line = re.sub(r"\basync (def|with|for)\b", r"\1", line)
         line = re.sub(r"\bawait ", "", line)
         line = _NAME_RE.sub(lambda m: NAMES[m.group(1)], line)
+        if own_re is not None:
+            line = own_re.sub(lambda m: own[m.group(1)], line)
         line = re.sub(r"\b(\w+)_async\b", r"\1_sync", line)  # the front's modules
         out.append(line)
     return "".join(out)
@@ -92,7 +104,7 @@ def _brackets(line: str) -> int:
 
 def pairs() -> list[tuple[Path, Path]]:
     return [(src, src.with_name(src.name.replace("_async.py", "_sync.py")))
-            for src in sorted(FRONT.glob("*_async.py"))]
+            for src in sorted([*FRONT.glob("*_async.py"), *CONTRIB.rglob("*_async.py")])]
 
 
 def main(argv: list[str]) -> int:

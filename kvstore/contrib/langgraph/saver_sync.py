@@ -1,0 +1,202 @@
+# Generated from kvstore/contrib/langgraph/saver_async.py by tools/async_to_sync.py: do not edit, edit that file.
+"""The checkpoint saver's operations, written once (the asyncio source of ``saver_sync.py``).
+
+``tools/async_to_sync.py`` writes the synchronous twin, renaming LangGraph's async method names
+to the synchronous ones (the ``sync-names`` lines below: the twin's names lose the ``a``). :class:`~kvstore.contrib.langgraph.KVStoreSaver` mixes both in. The key
+layout and the record format are in :mod:`.layout` (no I/O).
+
+Every operation is a few calls on the store: ``put`` one write, ``put_writes`` one atomic
+``update``, ``get_tuple`` by id one ``load_many`` (the checkpoint and its writes), the latest
+one descending listing first (``keys(..., reverse=True, limit=1)``, never the whole thread). The thread operations
+(``delete_thread``, ``copy_thread``, ``delete_for_runs``, ``prune``) gather their writes and
+deletes, then apply them as one atomic step of the store (the backend contract's
+``raw_apply``: one SQL transaction, one Redis script, the file store's journaled commit).
+Writes are stored with the saver's ``ttl`` as given (None: no expiry), never the store's
+``ttl_default``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, Sequence
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (ChannelVersions, Checkpoint, CheckpointMetadata,
+                                       CheckpointTuple, get_checkpoint_id,
+                                       get_checkpoint_metadata)
+
+from ...errors import InvalidArgumentError
+from ...store import MISSING
+from .layout import (Layout, checkpoint_record, config_for, load_metadata, matches, merged,
+                     to_tuple, write_records)
+
+__all__ = ["SaverOps"]
+
+STRATEGIES = ("keep_latest", "delete")
+
+
+class SaverOps:
+    """LangGraph's checkpoint operations over a kvstore store (see
+    :class:`~kvstore.contrib.langgraph.KVStoreSaver`)."""
+
+    # Given by the class this is mixed into.
+    layout: Layout
+    ttl: float | None
+    serde: Any
+
+    def sync_target(self) -> Any:
+        """The store to call on this front (an AsyncStore here, a store on the twin)."""
+        raise NotImplementedError
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (its ``checkpoint_id``), else the thread's latest in
+        its namespace; None when there is none."""
+        st = self.sync_target()
+        conf = config["configurable"]
+        thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id:
+            key = self.layout.checkpoint(thread_id, ns, checkpoint_id)
+        else:  # the latest: the first key of a descending listing
+            latest = [k for k in st.keys(self.layout.namespace(thread_id, ns), limit=1,
+                                               reverse=True)]
+            if not latest:
+                return None
+            key = latest[0]
+            checkpoint_id = self.layout.ids(key)[2]
+        wkey = self.layout.writes_key(key)
+        found = st.load_many([key, wkey])
+        if key not in found:
+            return None
+        return to_tuple(self.serde, (thread_id, ns, checkpoint_id), found[key],
+                        found.get(wkey, ()))
+
+    def list(self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+              before: RunnableConfig | None = None, limit: int | None = None
+              ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first (by id, per namespace): of every thread (``config`` None),
+        of a thread, or of one namespace of it; only those whose metadata has every item of
+        ``filter``, with an id below ``before``'s, at most ``limit``."""
+        if limit is not None and limit <= 0:
+            return
+        st = self.sync_target()
+        wanted_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        start_after = None
+        if config is None:
+            prefix = self.layout.checkpoints
+        else:
+            conf = config["configurable"]
+            ns = conf.get("checkpoint_ns")
+            if ns is None:
+                prefix = self.layout.thread(conf["thread_id"])
+            else:
+                prefix = self.layout.namespace(conf["thread_id"], ns)
+                if before_id:  # one namespace: start below ``before`` in the listing itself
+                    start_after = self.layout.checkpoint(conf["thread_id"], ns, before_id)
+        native = filter is None and not wanted_id and (before_id is None or start_after)
+        left = limit
+        listed = st.items(prefix, start_after=start_after, limit=limit if native else None,
+                          reverse=True)
+        for key, record in listed:
+            ids = self.layout.ids(key)
+            if wanted_id and ids[2] != wanted_id or before_id and ids[2] >= before_id:
+                continue
+            metadata = load_metadata(self.serde, record)
+            if not matches(metadata, filter):
+                continue
+            writes = st.load(self.layout.writes_key(key), ())
+            yield to_tuple(self.serde, ids, record, writes, metadata)
+            if left is not None:
+                left -= 1
+                if left <= 0:
+                    return
+
+    def put(self, config: RunnableConfig, checkpoint: Checkpoint,
+             metadata: CheckpointMetadata, new_versions: ChannelVersions
+             ) -> RunnableConfig:
+        """Store a checkpoint (one write); returns the config that names it."""
+        st = self.sync_target()
+        conf = config["configurable"]
+        thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
+        key = self.layout.checkpoint(thread_id, ns, checkpoint["id"])
+        st.check_key(key)
+        record = checkpoint_record(self.serde, config, checkpoint,
+                                   get_checkpoint_metadata(config, metadata))
+        st.raw_set(key, st.encode(key, record), self.ttl)
+        return config_for(thread_id, ns, checkpoint["id"])
+
+    def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
+                    task_id: str, task_path: str = "") -> None:
+        """Store a task's writes for a checkpoint, in one atomic update of the checkpoint's
+        writes. As LangGraph's savers: a regular write already stored for (task, index) is
+        kept; a special one (error, interrupt...) replaces it."""
+        st = self.sync_target()
+        conf = config["configurable"]
+        key = self.layout.writes_of(conf["thread_id"], conf.get("checkpoint_ns", ""),
+                                    conf["checkpoint_id"])
+        new = write_records(self.serde, task_id, task_path, writes)
+        if new:  # ttl None: the key keeps its (no) expiry; a new key gets self.ttl, not the
+            # store's ttl_default
+            st.update_with(key, lambda stored: merged(stored, new), [], self.ttl, self.ttl)
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint and write of the thread, all or nothing."""
+        st = self.sync_target()
+        doomed = [k for k in st.keys(self.layout.thread(thread_id))]
+        doomed += [k for k in st.keys(self.layout.thread_writes(thread_id))]
+        self._apply(st, [(k, MISSING, None) for k in doomed])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread to another thread, all or nothing (the
+        target's own checkpoints with other ids stay)."""
+        st = self.sync_target()
+        ops: list[tuple[str, Any, float | None]] = []
+        for prefix in (self.layout.thread(source_thread_id),
+                       self.layout.thread_writes(source_thread_id)):
+            for key, value in st.items(prefix):
+                new = self.layout.moved(key, source_thread_id, target_thread_id)
+                st.check_key(new)
+                ops.append((new, st.encode(new, value), self.ttl))
+        self._apply(st, ops)
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) of the given runs, in every thread, all or
+        nothing."""
+        runs = set(run_ids)
+        if not runs:
+            return
+        st = self.sync_target()
+        ops: list[tuple[str, Any, float | None]] = []
+        for key, record in st.items(self.layout.checkpoints):
+            if record.get("r") in runs:
+                ops.append((key, MISSING, None))
+                ops.append((self.layout.writes_key(key), MISSING, None))
+        self._apply(st, ops)
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``"keep_latest"``: keep only the latest checkpoint of each namespace of each thread
+        (and its writes); ``"delete"``: delete them all. All threads in one atomic step."""
+        if strategy not in STRATEGIES:
+            raise InvalidArgumentError(f"prune: strategy must be one of {STRATEGIES}, "
+                                       f"got {strategy!r}")
+        st = self.sync_target()
+        ops: list[tuple[str, Any, float | None]] = []
+        for thread_id in thread_ids:
+            kept: set[tuple[str, str]] = set()
+            for key in st.keys(self.layout.thread(thread_id), reverse=True):
+                _, ns, checkpoint_id = self.layout.ids(key)
+                if strategy == "keep_latest" and not any(k[0] == ns for k in kept):
+                    kept.add((ns, checkpoint_id))  # the first of its namespace: the latest
+                else:
+                    ops.append((key, MISSING, None))
+            for key in st.keys(self.layout.thread_writes(thread_id)):
+                if self.layout.ids(key)[1:] not in kept:
+                    ops.append((key, MISSING, None))
+        self._apply(st, ops)
+
+    def _apply(self, st: Any, ops: list[tuple[str, Any, float | None]]) -> None:
+        """Apply writes and deletes as one atomic step of the store (a blocking commit: in a
+        worker thread on asyncio)."""
+        if not ops:
+            return
+        st.raw_apply(ops)
