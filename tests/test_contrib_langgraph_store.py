@@ -11,6 +11,8 @@ checked against kvstore's fake clocks (Redis: short real TTLs).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import re
 import time
 import uuid
@@ -399,5 +401,12 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     code = _readme_section()
     assert "KVStoreMemoryStore" in code
-    exec(compile(code, "README.md (LangGraph long-term memory)", "exec"), {"__name__": "readme"})
-    assert (tmp_path / "agent.db").exists()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(code, "README.md (LangGraph long-term memory)", "exec"), {"__name__": "readme"})
+    shown = [line.split("# ", 1)[1].strip() for line in code.splitlines()
+             if line.strip().startswith("print(")]  # each print's comment is what it prints
+    assert out.getvalue().splitlines() == shown and len(shown) == 3
+    with SQLiteStore(path=tmp_path / "agent.db") as db:
+        assert sorted(db.keys()) == ["memory:users/ann/draft", "memory:users/ann/prefs"]
+        assert 14 * 60 < db.ttl("memory:users/ann/draft") <= 15 * 60

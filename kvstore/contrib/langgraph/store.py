@@ -213,7 +213,7 @@ class KVStoreMemoryStore(BaseStore):
             blob = current.get(key, MISSING)
             seconds = _seconds(op.ttl)
             while True:  # compare-and-swap: the first put's created_at survives every writer
-                record = {"value": dict(op.value), "created_at": self._created(key, blob, now),
+                record = {"value": dict(op.value or {}), "created_at": self._created(key, blob, now),
                           "updated_at": now, "ttl": op.ttl}
                 new = self._sync.encode(key, record)
                 if blob is MISSING:
@@ -286,4 +286,4 @@ def _check_ttl_config(ttl: Any, category_minutes: float | None) -> TTLConfig | N
         _seconds(ttl.get("default_ttl"))
     except ValueError as exc:
         raise ConfigError(f"ttl.default_ttl: {exc}") from exc
-    return TTLConfig(**ttl)  # type: ignore[typeddict-item]
+    return TTLConfig(**ttl)
