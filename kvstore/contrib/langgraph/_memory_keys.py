@@ -15,12 +15,12 @@ hold) are written ``%XX`` of their UTF-8 bytes, and an empty item key is ``%``. 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from ...errors import InvalidArgumentError
 
-__all__ = ["quote", "unquote", "namespace_prefix", "item_key", "split_key", "matches_filter",
-           "matches_condition"]
+__all__ = ["quote", "unquote", "namespace_prefix", "item_key", "split_key", "order",
+           "namespaces", "matches_filter", "matches_condition"]
 
 _SPECIAL = re.compile(r"[%/\x00\ud800-\udfff]")
 _ESCAPED = re.compile(r"(?:%[0-9A-F]{2})+")
@@ -59,6 +59,21 @@ def split_key(base: str, stored: str) -> tuple[tuple[str, ...], str]:
     """``(namespace, key)`` of a kvstore key made by :func:`item_key`."""
     *labels, last = stored[len(base):].split("/")
     return tuple(unquote(label) for label in labels), unquote(last)
+
+
+def order(base: str, stored: str) -> tuple[tuple[str, ...], str]:
+    """:func:`split_key`, faster for a key with nothing escaped (the sort key of a search)."""
+    rest = stored[len(base):]
+    if "%" in rest:
+        return split_key(base, stored)
+    *labels, last = rest.split("/")
+    return tuple(labels), last
+
+
+def namespaces(base: str, stored: Iterable[str]) -> set[tuple[str, ...]]:
+    """The distinct namespaces of kvstore keys made by :func:`item_key` (each decoded once)."""
+    distinct = {key[len(base):].rpartition("/")[0] for key in stored}
+    return {tuple(unquote(label) for label in ns.split("/")) if ns else () for ns in distinct}
 
 
 # -- search filters: the operators LangGraph's InMemoryStore applies, the same way ----------------

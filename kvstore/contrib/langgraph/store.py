@@ -53,7 +53,7 @@ from ...errors import ConfigError, InvalidArgumentError
 from ...flows import DATA, Call, Flow, run
 from ...store import MISSING, PersistenceStore, parse_ttl
 from ._memory_keys import (item_key, matches_condition, matches_filter, namespace_prefix,
-                           split_key)
+                           namespaces, order, split_key)
 
 __all__ = ["KVStoreMemoryStore"]
 
@@ -153,37 +153,40 @@ class KVStoreMemoryStore(BaseStore):
             blob = found.get(keys[i], MISSING)
             if blob is MISSING:
                 continue
-            item, ttl = self._item(keys[i], blob, Item)
-            results[i] = item
+            record = self._sync.decode(keys[i], blob)
+            results[i] = self._item(keys[i], record, Item)
+            ttl = record.get("ttl")
             if op.refresh_ttl and ttl and keys[i] not in touched:
                 touched.add(keys[i])
                 yield _call("raw_touch", keys[i], _seconds(ttl))
 
     def _search(self, op: SearchOp) -> Flow:
         listed = yield _call("raw_keys", namespace_prefix(self.base, tuple(op.namespace_prefix)))
-        keys = sorted(listed, key=lambda k: split_key(self.base, k))
+        keys = sorted(listed, key=lambda k: order(self.base, k))
         offset, limit = op.offset, op.limit
         bounded = offset >= 0 and limit >= 0
-        if bounded and not op.filter:  # nothing to test: skip without loading
+        if bounded and (not op.filter or limit == 0):  # nothing to test: skip without loading
             keys, offset = keys[offset:offset + limit], 0
         stop = offset + limit if bounded else None
-        kept: list[tuple[SearchItem, Any]] = []
+        kept: list[tuple[str, Any]] = []  # (key, record): an item is made only if returned
+        decode = self._sync.decode
         for start in range(0, len(keys), _CHUNK):
-            if stop is not None and len(kept) >= stop:
-                break
             chunk = keys[start:start + _CHUNK]
             found = yield _call("raw_get_many", chunk)
             for key in chunk:
-                if key in found:
-                    item, ttl = self._item(key, found[key], SearchItem)
-                    if matches_filter(item.value, op.filter):
-                        kept.append((item, ttl))
+                if key in found and matches_filter((record := decode(key, found[key]))["value"],
+                                                   op.filter):
+                    kept.append((key, record))
+                    if len(kept) == stop:
+                        break
+            if len(kept) == stop:
+                break
         page = kept[offset:offset + limit]
         if op.refresh_ttl:
-            for item, ttl in page:
-                if ttl:
-                    yield _call("raw_touch", self._key(item.namespace, item.key), _seconds(ttl))
-        return [item for item, _ in page]
+            for key, record in page:
+                if record.get("ttl"):
+                    yield _call("raw_touch", key, _seconds(record["ttl"]))
+        return [self._item(key, record, SearchItem) for key, record in page]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Flow:
         conditions = [(c.match_type, tuple(c.path)) for c in op.match_conditions or ()]
@@ -193,8 +196,7 @@ class KVStoreMemoryStore(BaseStore):
                 lead = tuple(itertools.takewhile(lambda label: label != "*", path))
                 fixed = lead if len(lead) > len(fixed) else fixed
         listed = yield _call("raw_keys", namespace_prefix(self.base, fixed))
-        namespaces = {split_key(self.base, key)[0] for key in listed}
-        kept = [ns for ns in namespaces
+        kept = [ns for ns in namespaces(self.base, listed)
                 if all(matches_condition(t, path, ns) for t, path in conditions)]
         if op.max_depth is not None:
             kept = list({ns[:op.max_depth] for ns in kept})
@@ -226,13 +228,11 @@ class KVStoreMemoryStore(BaseStore):
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _item(self, key: str, blob: Any, cls: type) -> tuple[Any, float | None]:
-        """The Item (or SearchItem) a stored blob holds, and its TTL in minutes."""
-        record = self._sync.decode(key, blob)
+    def _item(self, key: str, record: dict[str, Any], cls: type) -> Any:
+        """The Item (or SearchItem) of a stored record."""
         namespace, name = split_key(self.base, key)
-        item = cls(namespace=namespace, key=name, value=record["value"],
+        return cls(namespace=namespace, key=name, value=record["value"],
                    created_at=record["created_at"], updated_at=record["updated_at"])
-        return item, record.get("ttl")
 
     def _created(self, key: str, blob: Any, now: str) -> str:
         if blob is MISSING:
