@@ -13,12 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
 import re
+import subprocess
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypedDict
 
 import pytest
 
@@ -438,3 +442,87 @@ def _match(match_type: str, path: tuple[str, ...]) -> Any:
     from langgraph.store.base import MatchCondition
 
     return MatchCondition(match_type, path)
+
+
+class _State(TypedDict):
+    user: str
+    text: str
+    recalled: list[str]
+
+
+def _remember(state: _State, runtime: Any) -> dict[str, Any]:
+    ns = ("users", state["user"], "memories")
+    runtime.store.put(ns, f"m{len(runtime.store.search(ns, limit=100)):03d}", {"text": state["text"]})
+    return {"recalled": [m.value["text"] for m in runtime.store.search(ns, limit=100)]}
+
+
+async def _aremember(state: _State, runtime: Any) -> dict[str, Any]:
+    ns = ("users", state["user"], "memories")
+    found = await runtime.store.asearch(ns, limit=100)
+    await runtime.store.aput(ns, f"m{len(found):03d}", {"text": state["text"]})
+    return {"recalled": [m.value["text"] for m in await runtime.store.asearch(ns, limit=100)]}
+
+
+def _graph(node: Any, store: Any) -> Any:
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.runtime import Runtime
+
+    node.__annotations__["runtime"] = Runtime  # LangGraph injects the runtime by annotation
+    builder = StateGraph(_State)
+    builder.add_node("remember", node)
+    builder.add_edge(START, "remember")
+    builder.add_edge("remember", END)
+    return builder.compile(store=store)
+
+
+def test_a_graph_remembers_across_runs_and_processes(tmp_path: Path) -> None:
+    """A graph's nodes use the store LangGraph hands them (``runtime.store``): a later run, an
+    async run over the async face and another process all see what earlier runs stored."""
+    path = tmp_path / "agent.db"
+    with SQLiteStore(path=path) as db:
+        graph = _graph(_remember, KVStoreMemoryStore(db))
+        graph.invoke({"user": "ann", "text": "likes tea", "recalled": []})
+        out = graph.invoke({"user": "ann", "text": "lives in Oslo", "recalled": []})
+        assert out["recalled"] == ["likes tea", "lives in Oslo"]
+
+        async def main() -> dict[str, Any]:
+            face = async_store(db)
+            try:
+                return await _graph(_aremember, KVStoreMemoryStore(face)).ainvoke(
+                    {"user": "ann", "text": "has a cat", "recalled": []})
+            finally:
+                await face.close()
+
+        assert asyncio.run(main())["recalled"] == ["likes tea", "lives in Oslo", "has a cat"]
+    code = ("import sys; from kvstore import SQLiteStore; "
+            "from kvstore.contrib.langgraph import KVStoreMemoryStore; "
+            "m = KVStoreMemoryStore(SQLiteStore(path=sys.argv[1])); "
+            "print([i.value['text'] for i in m.search(('users', 'ann'))])")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(
+                              Path(__file__).resolve().parent.parent)})
+    assert done.stdout.strip() == "['likes tea', 'lives in Oslo', 'has a cat']", done.stderr
+
+
+def test_concurrent_puts_of_one_item_keep_its_created_at(tmp_path: Path) -> None:
+    """Writers on two store objects race on one item (compare-and-swap retries): none fails,
+    and the item keeps the created_at of its first put."""
+    path = tmp_path / "race.db"
+    with SQLiteStore(path=path) as a, SQLiteStore(path=path) as b:
+        stores = [KVStoreMemoryStore(a), KVStoreMemoryStore(b)]
+        stores[0].put(("race",), "item", {"n": -1})
+        created = stores[0].get(("race",), "item").created_at
+        start = threading.Barrier(4)
+
+        def writer(i: int) -> None:
+            start.wait()
+            for n in range(50):
+                stores[i % 2].put(("race",), "item", {"n": n, "writer": i})
+
+        threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        final = stores[1].get(("race",), "item")
+        assert final.created_at == created and final.value["n"] == 49
