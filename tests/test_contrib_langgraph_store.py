@@ -526,3 +526,18 @@ def test_concurrent_puts_of_one_item_keep_its_created_at(tmp_path: Path) -> None
             t.join()
         final = stores[1].get(("race",), "item")
         assert final.created_at == created and final.value["n"] == 49
+
+
+def test_other_data_under_the_category_is_reported_not_misread(tmp_path: Path) -> None:
+    from kvstore import CorruptDataError
+
+    with SQLiteStore(path=tmp_path / "shared.db") as db:
+        db.save("memory:users/ann/prefs", ["not", "an", "item"])
+        memory = KVStoreMemoryStore(db)
+        for call in (lambda: memory.get(("users", "ann"), "prefs"),
+                     lambda: memory.search(("users",)),
+                     lambda: memory.put(("users", "ann"), "prefs", {"theme": "dark"})):
+            with pytest.raises(CorruptDataError, match="memory:users/ann/prefs.*category 'memory'"):
+                call()
+        assert db.load("memory:users/ann/prefs") == ["not", "an", "item"]
+        assert KVStoreMemoryStore(db, category="agent").search(()) == []

@@ -49,7 +49,7 @@ from langgraph.store.base import (BaseStore, GetOp, Item, ListNamespacesOp, Op, 
                                   validate_op_namespace)
 
 from ...astore import AsyncStore, arun
-from ...errors import ConfigError, InvalidArgumentError
+from ...errors import ConfigError, CorruptDataError, InvalidArgumentError
 from ...flows import DATA, Call, Flow, run
 from ...store import MISSING, PersistenceStore, parse_ttl
 from ._memory_keys import (item_key, matches_condition, matches_filter, namespace_prefix,
@@ -153,7 +153,7 @@ class KVStoreMemoryStore(BaseStore):
             blob = found.get(keys[i], MISSING)
             if blob is MISSING:
                 continue
-            record = self._sync.decode(keys[i], blob)
+            record = self._record(keys[i], blob)
             results[i] = self._item(keys[i], record, Item)
             ttl = record.get("ttl")
             if op.refresh_ttl and ttl and keys[i] not in touched:
@@ -169,7 +169,7 @@ class KVStoreMemoryStore(BaseStore):
             keys, offset = keys[offset:offset + limit], 0
         stop = offset + limit if bounded else None
         kept: list[tuple[str, Any]] = []  # (key, record): an item is made only if returned
-        decode = self._sync.decode
+        decode = self._record
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start:start + _CHUNK]
             found = yield _call("raw_get_many", chunk)
@@ -234,11 +234,17 @@ class KVStoreMemoryStore(BaseStore):
         return cls(namespace=namespace, key=name, value=record["value"],
                    created_at=record["created_at"], updated_at=record["updated_at"])
 
-    def _created(self, key: str, blob: Any, now: str) -> str:
-        if blob is MISSING:
-            return now
+    def _record(self, key: str, blob: Any) -> dict[str, Any]:
         record = self._sync.decode(key, blob)
-        return record.get("created_at", now) if isinstance(record, dict) else now
+        if not (isinstance(record, dict) and isinstance(record.get("value"), dict)
+                and "created_at" in record and "updated_at" in record):
+            raise CorruptDataError(f"key {key!r} holds a {type(record).__name__} that is not a "
+                                   f"LangGraph item: category {self.base[:-1]!r} holds other "
+                                   "data; give KVStoreMemoryStore a category of its own")
+        return record
+
+    def _created(self, key: str, blob: Any, now: str) -> str:
+        return now if blob is MISSING else str(self._record(key, blob)["created_at"])
 
     def __repr__(self) -> str:
         return f"KVStoreMemoryStore({self._astore or self._sync!r}, category={self.base[:-1]!r})"
