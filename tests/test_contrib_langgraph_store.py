@@ -141,7 +141,7 @@ def _values(i: int) -> dict[str, Any]:
 ITEMS = sorted([
     (("docs",), "intro"), (("docs", "a"), "k1"), (("docs", "a"), "k/2"), (("docs", "a"), ""),
     (("docs", "a", "deep"), "d"), (("docs", "a/b"), "%2F"), (("docs", "b"), "k1"),
-    (("users", "ann"), "prefs"), (("users", "bob-1"), "prefs"), (("users", "bob"), "prefs"),
+    (("users", "ann"), "prefs"), (("users", "ann"), "k-"), (("users", "ann"), "k/"), (("users", "bob-1"), "prefs"), (("users", "bob"), "prefs"),
     (("users", "bob", "x"), "ümlaut key"), (("sp ace", "%"), "k"),
 ])
 PUTS = [PutOp(ns, key, _values(i)) for i, (ns, key) in enumerate(ITEMS, 1)]
@@ -153,7 +153,7 @@ READS = [
     GetOp(("docs", "a"), "k1"), GetOp(("docs", "a"), ""), GetOp(("docs", "a"), "nope"),
     GetOp(("nope",), "k1"), GetOp(("docs", "a/b"), "%2F"), GetOp(("docs",), "a"),
     SearchOp(()), SearchOp((), limit=100), SearchOp(("docs",), limit=100), SearchOp(("docs", "a")),
-    SearchOp(("docs", "a"), limit=2, offset=1), SearchOp(("users",), offset=10),
+    SearchOp(("docs", "a"), limit=2, offset=1), SearchOp(("users",), offset=10), SearchOp(("users", "ann")),
     SearchOp(("docs",), limit=0), SearchOp(("nope",)), SearchOp(("doc",)),
     SearchOp((), offset=-3, limit=20), SearchOp(("docs",), query="python", limit=3),
     *[SearchOp((), filter=f, limit=100) for f in FILTERS],

@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from ...errors import InvalidArgumentError
 
-__all__ = ["quote", "unquote", "namespace_prefix", "item_key", "split_key", "order",
+__all__ = ["quote", "unquote", "namespace_prefix", "item_key", "split_key", "order", "in_order",
            "namespaces", "matches_filter", "matches_condition"]
 
 _SPECIAL = re.compile(r"[%/\x00\ud800-\udfff]")
@@ -68,6 +68,17 @@ def order(base: str, stored: str) -> tuple[tuple[str, ...], str]:
         return split_key(base, stored)
     *labels, last = rest.split("/")
     return tuple(labels), last
+
+
+def in_order(base: str, prefix: str, stored: Iterable[str]) -> list[str]:
+    """The kvstore keys ``stored`` (all starting with ``prefix``) in (namespace, key) order.
+    Keys of one namespace with nothing escaped after the prefix are already in that order as
+    text: then no key is decoded."""
+    keys = sorted(stored)
+    n = len(prefix)
+    if any(k.find("/", n) >= 0 or k.find("%", n) >= 0 for k in keys):
+        keys.sort(key=lambda k: order(base, k))
+    return keys
 
 
 def namespaces(base: str, stored: Iterable[str]) -> set[tuple[str, ...]]:

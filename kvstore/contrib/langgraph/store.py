@@ -53,7 +53,7 @@ from ...errors import ConfigError, CorruptDataError, InvalidArgumentError
 from ...flows import DATA, Call, Flow, run
 from ...store import MISSING, PersistenceStore, parse_ttl
 from ._memory_keys import (item_key, matches_condition, matches_filter, namespace_prefix,
-                           namespaces, order, split_key)
+                           in_order, namespaces, split_key)
 
 __all__ = ["KVStoreMemoryStore"]
 
@@ -161,8 +161,8 @@ class KVStoreMemoryStore(BaseStore):
                 yield _call("raw_touch", keys[i], _seconds(ttl))
 
     def _search(self, op: SearchOp) -> Flow:
-        listed = yield _call("raw_keys", namespace_prefix(self.base, tuple(op.namespace_prefix)))
-        keys = sorted(listed, key=lambda k: order(self.base, k))
+        prefix = namespace_prefix(self.base, tuple(op.namespace_prefix))
+        keys = in_order(self.base, prefix, (yield _call("raw_keys", prefix)))
         offset, limit = op.offset, op.limit
         bounded = offset >= 0 and limit >= 0
         if bounded and (not op.filter or limit == 0):  # nothing to test: skip without loading
