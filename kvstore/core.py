@@ -76,11 +76,19 @@ class Event:
 
 @dataclasses.dataclass
 class StoreStats:
+    """What :meth:`PersistenceManager.stats` reports per store since the manager started:
+    ``hits``/``misses`` (reads that found a value or not), ``saves``, ``deletes``, ``errors``
+    (store errors of calls), ``log_appends`` (records appended to the store's logs through
+    ``pm.log(...)``) and ``log_reads`` (reads of those logs: ``read``, ``tail``, ``last``, each
+    page of an iteration)."""
+
     hits: int = 0
     misses: int = 0
     saves: int = 0
     deletes: int = 0
     errors: int = 0
+    log_appends: int = 0
+    log_reads: int = 0
 
 
 class Entry(NamedTuple):
@@ -329,6 +337,14 @@ class Core:
         entry = self.named(name)
         self.saved(entry, [k for k, b, _ in ops if b is not MISSING])
         self.deleted(entry, [k for k, b, _ in ops if b is MISSING])
+
+    @staticmethod
+    def counted_log(entry: Entry, name: str) -> Any:
+        """The log ``name`` of ``entry``'s store, counting its appends and reads in the
+        store's stats."""
+        log = entry.front.log(name)
+        log.counts = entry.stats
+        return log
 
     def filler(self, entry: Entry, key: str, factory: Callable[[], Any]) -> "Fill":
         """``get_or_set``'s factory, wrapped to count a miss (it ran) or a hit afterwards."""
