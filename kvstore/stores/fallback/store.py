@@ -135,7 +135,8 @@ class FallbackStore(PersistenceStore):
             outage.next_check = 0.0  # write everything back at the first call that succeeds
             started, outage.engaged = not outage.engaged, True
         if started:
-            observe.signal("fallback", store=repr(self.primary), error=exc)
+            observe.signal("fallback", store=repr(self.primary), kind=type(self.primary).__name__,
+                           error=exc)
         if self.on_error is not None:
             try:
                 self.on_error(exc)
