@@ -276,3 +276,11 @@ def test_a_manager_call_inside_a_factory_is_its_own_span(otel, tmp_path, data_di
     assert inner.attributes["kvstore.store"] == "file"
     assert outer.attributes["kvstore.store"] == "database"
     assert inner.parent is not None and inner.parent.span_id == outer.context.span_id
+
+
+def test_a_store_replaced_in_pm_stores_is_named_by_its_new_kind(otel, tmp_path, data_dir):
+    with PersistenceManager.from_config(_config(tmp_path)) as pm:
+        pm.save("config:a", 1)
+        pm.stores["file"] = MemoryStore()
+        pm.save("config:a", 1)
+    assert [a["kvstore.store.kind"] for _, a in otel.by_name()] == ["file", "memory"]

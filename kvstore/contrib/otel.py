@@ -42,6 +42,7 @@ import contextvars
 import functools
 import inspect
 import time
+import weakref
 from typing import Any, Callable, Iterable
 
 from opentelemetry import context, metrics, trace
@@ -146,18 +147,42 @@ def _manager_attributes(pm: Any, operation: str, args: tuple[Any, ...],
         keys = [args[0]] if args and isinstance(args[0], str) and ":" in args[0] else []
     else:
         keys = list(args[:1])
+    categories = frozenset(key.partition(":")[0] if ":" in key else "" for key in keys
+                           if isinstance(key, str))
+    attributes.update(_routed(pm, categories, store if isinstance(store, str) else None))
+    return attributes
+
+
+#: manager -> {(categories, store argument): (the store, its attributes)}: routing attributes
+#: are worked out once per category (checked against ``pm.stores``, which may be reassigned).
+_routes: "weakref.WeakKeyDictionary[Any, dict[Any, tuple[Any, dict[str, Any]]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _routed(pm: Any, categories: frozenset[str], store: str | None) -> dict[str, Any]:
+    cache = _routes.get(pm)
+    if cache is None:
+        cache = _routes.setdefault(pm, {})
+    found = cache.get((categories, store))
+    if found is not None:
+        name = found[1].get("kvstore.store")
+        if name is None or pm.stores.get(name) is found[0]:
+            return found[1]
     config = pm.config
-    categories = {key.partition(":")[0] if ":" in key else "" for key in keys
-                  if isinstance(key, str)}
+    attributes: dict[str, Any] = {}
     if len(categories) == 1 and categories <= config.categories.keys():
         attributes["kvstore.category"] = next(iter(categories))
-    if store is None and keys:
+    if store is None and categories:
         routed = {config.categories[c].store if c in config.categories
                   else config.default_store for c in categories}
         store = routed.pop() if len(routed) == 1 else None
-    if isinstance(store, str) and store in pm.stores:
+    target = pm.stores.get(store) if store is not None else None
+    if target is not None:
         attributes["kvstore.store"] = store
-        attributes["kvstore.store.kind"] = _kind(pm.stores[store])
+        attributes["kvstore.store.kind"] = _kind(target)
+    if len(cache) >= 1024:  # unconfigured categories are unbounded
+        cache.clear()
+    cache[(categories, store)] = (target, attributes)
     return attributes
 
 
