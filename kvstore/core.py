@@ -18,11 +18,13 @@ import dataclasses
 import hashlib
 import inspect
 import json
+import threading
 import time
 from typing import Any, Callable, Iterable, Mapping, NamedTuple
 
+from . import observe
 from .config import Config
-from .errors import ConfigError, InvalidArgumentError, InvalidKeyError
+from .errors import ConfigError, InvalidArgumentError, InvalidKeyError, StoreUnavailableError
 from .store import MISSING, PersistenceStore, parse_ttl
 from .storemap import StoreMap
 
@@ -76,11 +78,31 @@ class Event:
 
 @dataclasses.dataclass
 class StoreStats:
+    """What :meth:`PersistenceManager.stats` reports per store since the manager started:
+    ``hits``/``misses`` (reads that found a value or not), ``saves``, ``deletes``, ``errors``
+    (store errors of calls), ``log_appends`` (records appended to the store's logs through
+    ``pm.log(...)``) and ``log_reads`` (reads of those logs: ``read``, ``tail``, ``last``, each
+    page of an iteration)."""
+
     hits: int = 0
     misses: int = 0
     saves: int = 0
     deletes: int = 0
     errors: int = 0
+    log_appends: int = 0
+    log_reads: int = 0
+
+
+class _DownStats(StoreStats):
+    """The stats of a store that was found down (``store_down`` logged): the first success
+    counted on them (a hit, miss, save, delete, log read or append) logs ``store_up`` and turns
+    them back into plain :class:`StoreStats`. The class of the very object the routes hold is
+    switched, so the hot paths (``entry.stats.saves += 1``) pay nothing while the store is up."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name != "errors" and name in StoreStats.__dataclass_fields__:
+            self.__dict__["up"]()
 
 
 class Entry(NamedTuple):
@@ -112,6 +134,7 @@ class Core:
         #: The stores the front calls, by name (None: :attr:`stores` themselves; the asyncio
         #: manager sets its map of async faces here).
         self.fronts: Mapping[str, Any] | None = None
+        self._health = threading.Lock()
 
     def replace_stores(self, stores: Mapping[str, PersistenceStore]) -> None:
         """Use ``stores`` from now on (``pm.stores = {...}``)."""
@@ -295,9 +318,28 @@ class Core:
             self.emit(listeners, Event("error", key, store, None, 0.0, exc, op))
 
     def failed(self, op: str, entry: Entry, exc: BaseException, key: str | None = None) -> None:
-        """Count an error of a call on ``entry``'s store and tell the listeners."""
-        entry.stats.errors += 1
+        """Count an error of a call on ``entry``'s store and tell the listeners; a store found
+        unavailable is logged (``store_down``) until a call succeeds on it again."""
+        stats = entry.stats
+        stats.errors += 1
+        if isinstance(exc, StoreUnavailableError) and type(stats) is StoreStats:
+            with self._health:
+                down = type(stats) is StoreStats
+                if down:
+                    stats.__dict__["up"] = lambda: self._store_up(entry.name, stats)
+                    stats.__class__ = _DownStats
+            if down:
+                observe.signal("store_down", store=entry.name, operation=op, error=exc)
         self.emit_error(op, entry.name, exc, key)
+
+    def _store_up(self, name: str, stats: StoreStats) -> None:
+        with self._health:
+            up = type(stats) is _DownStats
+            if up:
+                stats.__class__ = StoreStats
+                del stats.__dict__["up"]
+        if up:
+            observe.signal("store_up", store=name)
 
     def saved(self, entry: Entry, keys: list[str], start: float = 0.0,
               size: int | None = None) -> None:
@@ -329,6 +371,14 @@ class Core:
         entry = self.named(name)
         self.saved(entry, [k for k, b, _ in ops if b is not MISSING])
         self.deleted(entry, [k for k, b, _ in ops if b is MISSING])
+
+    @staticmethod
+    def counted_log(entry: Entry, name: str) -> Any:
+        """The log ``name`` of ``entry``'s store, counting its appends and reads in the
+        store's stats."""
+        log = entry.front.log(name)
+        log.counts = entry.stats
+        return log
 
     def filler(self, entry: Entry, key: str, factory: Callable[[], Any]) -> "Fill":
         """``get_or_set``'s factory, wrapped to count a miss (it ran) or a hit afterwards."""

@@ -39,6 +39,7 @@ import msgpack
 from ._commit import Image
 from ._fs import fsync_dir, make_private_dirs
 from ._marks import KEEP, MISSING
+from . import observe
 from .errors import TransactionError
 from .store import Op, PersistenceStore, same_blob
 
@@ -148,7 +149,9 @@ class Journal:
             self._drop_left(earlier, lambda item: isinstance(item, Path) and item.name not in names)
             undone += self._recover_shared(stores, on_error, earlier)
             self._retry_at = time.monotonic() + 2.0 if self.left else 0.0
-            return undone
+        if undone:
+            observe.signal("journal_repaired", count=undone, journal=str(self.folder))
+        return undone
 
     def _drop_left(self, earlier: list[Any], gone: Callable[[Any], bool]) -> None:
         for item in [item for item in earlier if gone(item)]:

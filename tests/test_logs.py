@@ -132,3 +132,39 @@ def test_manager_routes_logs_by_category(data_dir):
         assert list(pm.keys(limit=3)) == ["audit:0", "audit:1", "audit:2"]
         assert list(pm.keys(start_after="audit:4", limit=2)) == ["transcript:0", "transcript:1"]
         assert dict(pm.items("transcript:")) == {f"transcript:{i}": i for i in range(5)}
+
+
+def test_stats_count_log_appends_and_reads_per_store(data_dir):
+    config = {"persistence": {"categories": {"transcript": {"store": "file"},
+                                             "audit": {"store": "database"}}}}
+    with PersistenceManager.from_config(config) as pm:
+        log = pm.log("transcript:t1")
+        for i in range(3):
+            log.append({"n": i})
+        pm.log("audit:a").append("x")
+        assert log.read() and log.tail(2) and log.last() == (3, {"n": 2})
+        assert log.read(limit=0) == []  # nothing asked of the store: not a read
+        assert len(list(log)) == 3  # one page
+        pm.stores["file"].log("transcript:t1").append("direct")  # the store's own: not counted
+        stats = pm.stats()
+        assert stats["file"]["log_appends"] == 3 and stats["file"]["log_reads"] == 4
+        assert stats["database"]["log_appends"] == 1 and stats["database"]["log_reads"] == 0
+        assert stats["file"]["saves"] == 0  # the other counters are the keys' alone
+
+
+def test_the_async_manager_counts_log_appends_and_reads(data_dir):
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager
+
+    async def main() -> dict:
+        config = {"persistence": {"categories": {"transcript": {"store": "file"}}}}
+        async with AsyncPersistenceManager.from_config(config) as pm:
+            log = pm.log("transcript:t1")
+            await log.append("a")
+            await log.append("b")
+            assert await log.tail(1) == [(2, "b")]
+            return await pm.stats()
+
+    stats = asyncio.run(main())
+    assert stats["file"]["log_appends"] == 2 and stats["file"]["log_reads"] == 1

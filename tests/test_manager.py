@@ -201,7 +201,8 @@ def test_events_and_stats(pm):
     assert seen[0].size and seen[0].size > 0
     assert all(e.duration >= 0 for e in seen)
     stats = pm.stats()["database"]
-    assert stats == {"hits": 1, "misses": 1, "saves": 1, "deletes": 1, "errors": 0}
+    assert stats == {"hits": 1, "misses": 1, "saves": 1, "deletes": 1, "errors": 0,
+                     "log_appends": 0, "log_reads": 0}
 
 
 def test_a_failing_listener_does_not_break_the_operation(pm):

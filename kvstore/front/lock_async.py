@@ -17,6 +17,7 @@ import asyncio  # async only
 import time
 from typing import Any
 
+from .. import observe
 from .._marks import MISSING
 from ..errors import InvalidArgumentError, LockNotOwnedError, LockTimeout
 from ..rules import UNSET, check_timeout, new_token, poll
@@ -82,6 +83,7 @@ class AsyncLockOps:
             raise LockNotOwnedError(f"lock {self.name!r} is not held by this {self._holder}")
         self._token = None
         if not await self.store.meta.raw_cas(self._key, token, MISSING, None):
+            observe.signal("lock_expired", lock=self.name, ttl=self.ttl, action="released")
             raise LockNotOwnedError(f"lock {self.name!r} expired (ttl {self.ttl:g}s) before it "
                                     "was released; another holder may have had it")
 
@@ -90,6 +92,8 @@ class AsyncLockOps:
         token = self._token
         seconds = self.ttl if ttl is None else self.store.resolve_ttl(ttl)
         if token is None or not await self.store.meta.raw_cas(self._key, token, token, seconds):
+            if token is not None:
+                observe.signal("lock_expired", lock=self.name, ttl=self.ttl, action="extended")
             raise LockNotOwnedError(f"lock {self.name!r} is not held (or expired); cannot extend")
 
     async def locked(self) -> bool:

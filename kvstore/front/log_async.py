@@ -25,11 +25,17 @@ class AsyncLogOps:
         store.check_key(name)
         self.store = store
         self.name = name
+        #: Where appends and reads are counted (``log_appends``, ``log_reads``): the manager's
+        #: stats of the store (set by ``pm.log``); None for a store's own ``store.log``.
+        self.counts: Any = None
 
     async def append(self, record: Any) -> int:
         """Add ``record`` at the end; returns its sequence number (1 for the first)."""
         store = self.store
-        return int(await store.raw_log_append(self.name, store.encode_record(self.name, record)))
+        seq = int(await store.raw_log_append(self.name, store.encode_record(self.name, record)))
+        if self.counts is not None:
+            self.counts.log_appends += 1
+        return seq
 
     async def read(self, after: int = 0, limit: int | None = None, reverse: bool = False
                    ) -> list[tuple[int, Any]]:
@@ -41,6 +47,8 @@ class AsyncLogOps:
         store = self.store
         read = store.raw_log_read_desc if reverse else store.raw_log_read
         rows = await read(self.name, after, limit)
+        if self.counts is not None:
+            self.counts.log_reads += 1
         return [(seq, store.decode_record(self.name, blob)) for seq, blob in rows]
 
     async def tail(self, n: int) -> list[tuple[int, Any]]:

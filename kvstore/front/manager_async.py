@@ -220,7 +220,7 @@ class AsyncManagerOps:
     def log(self, name: str, store: str | None = None) -> AsyncLog:
         """The append-only log ``name``, in the store its category routes to (see
         :class:`~kvstore.logs.Log`): ``pm.log("transcript:t1").append({...}) -> seq``."""
-        return self._core.entry(name, store).front.log(name)
+        return self._core.counted_log(self._core.entry(name, store), name)
 
     def logs(self, prefix: str = "", store: str | None = None) -> AsyncIterator[str]:
         """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store).
@@ -442,7 +442,8 @@ class AsyncManagerOps:
         self._core.off(event, callback)
 
     async def stats(self) -> dict[str, dict[str, int]]:
-        """Per store: hits, misses, saves, deletes, errors since the manager started."""
+        """Per store: hits, misses, saves, deletes, errors, log_appends, log_reads since the
+        manager started (see :class:`~kvstore.core.StoreStats`)."""
         return self._core.stats_report()
 
     # -- backups ------------------------------------------------------------------------------------

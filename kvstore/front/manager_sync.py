@@ -214,7 +214,7 @@ class ManagerOps:
     def log(self, name: str, store: str | None = None) -> Log:
         """The append-only log ``name``, in the store its category routes to (see
         :class:`~kvstore.logs.Log`): ``pm.log("transcript:t1").append({...}) -> seq``."""
-        return self._core.entry(name, store).front.log(name)
+        return self._core.counted_log(self._core.entry(name, store), name)
 
     def logs(self, prefix: str = "", store: str | None = None) -> Iterator[str]:
         """Names of the logs starting with ``prefix``, sorted (category prefixes ask one store).
@@ -434,7 +434,8 @@ class ManagerOps:
         self._core.off(event, callback)
 
     def stats(self) -> dict[str, dict[str, int]]:
-        """Per store: hits, misses, saves, deletes, errors since the manager started."""
+        """Per store: hits, misses, saves, deletes, errors, log_appends, log_reads since the
+        manager started (see :class:`~kvstore.core.StoreStats`)."""
         return self._core.stats_report()
 
     # -- backups ------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
-from ... import flows
+from ... import flows, observe
 from ..._commit import Before
 from ...errors import StoreUnavailableError
 from ...store import MISSING, Check, Op, PersistenceStore
@@ -79,6 +79,7 @@ class _Outage:
     def __init__(self) -> None:
         self.down_until = 0.0   # monotonic; the primary failed, serve the fallback until then
         self.next_check = 0.0   # monotonic; when to write back every outage record again
+        self.engaged = False    # an outage was logged and no call has reached the primary since
         self.lock = threading.Lock()
 
 
@@ -132,11 +133,23 @@ class FallbackStore(PersistenceStore):
         with outage.lock:
             outage.down_until = time.monotonic() + self.retry_after
             outage.next_check = 0.0  # write everything back at the first call that succeeds
+            started, outage.engaged = not outage.engaged, True
+        if started:
+            observe.signal("fallback", store=repr(self.primary), kind=type(self.primary).__name__,
+                           error=exc)
         if self.on_error is not None:
             try:
                 self.on_error(exc)
             except Exception:
                 pass
+
+    def _reached(self) -> None:
+        """A call reached the primary: the end of an outage, if one was logged."""
+        outage = self._outage
+        with outage.lock:
+            ended, outage.engaged = outage.engaged, False
+        if ended:
+            observe.signal("recovered", store=repr(self.primary))
 
     def _refused(self, key: str) -> StoreUnavailableError:
         return StoreUnavailableError(
@@ -176,9 +189,12 @@ class FallbackStore(PersistenceStore):
         """Best effort: a failure is seen by the call (and the next call tries again)."""
         assert self._records is not None
         try:
-            self._records.settle_all(self.primary, self.fallback)
+            count = self._records.settle_all(self.primary, self.fallback)
         except StoreUnavailableError:
             self._outage.next_check = 0.0
+            return
+        if count:
+            observe.signal("written_back", store=repr(self.primary), count=count)
 
     def _settle(self, keys: list[str]) -> None:
         """Write back the outage writes of ``keys`` (from _pending) before the primary writes
@@ -195,6 +211,8 @@ class FallbackStore(PersistenceStore):
                 result = yield call(to.primary, method, *args)
                 if method == "raw_keys":
                     result = list(result)  # errors surface here, not halfway through iteration
+                if self._outage.engaged:
+                    self._reached()
                 return result
             except StoreUnavailableError as exc:
                 self._down(exc)
@@ -215,7 +233,10 @@ class FallbackStore(PersistenceStore):
             try:
                 if pending_keys:
                     yield flows.Compute(functools.partial(to.blocking, self._settle, pending_keys))
-                return (yield call(to.primary, method, *args))
+                result = yield call(to.primary, method, *args)
+                if self._outage.engaged:
+                    self._reached()
+                return result
             except StoreUnavailableError as exc:
                 self._down(exc)
                 if writes is None or self._strict:
