@@ -22,7 +22,7 @@ from typing import Any
 
 import msgpack
 
-from _harness import Report, measure, parser
+from _harness import Report, measure, parser, server_setting
 
 RECORD = {"role": "user", "text": "hello, how are you today?", "n": 42}
 
@@ -169,8 +169,8 @@ def bench_postgres(dsn: str, n: int, report: Report) -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--url", default=os.environ.get("KVSTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN",
+    p.add_argument("--url", default=server_setting("KVSTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    p.add_argument("--dsn", default=server_setting("KVSTORE_TEST_POSTGRES_DSN",
                                                    "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
     n, reads = (200, 20_000) if args.quick else (1_000, 100_000)
