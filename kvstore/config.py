@@ -238,6 +238,9 @@ def _postgres_section(value: Any, setting: str) -> PostgresConfig:
 
 def _redis_section(value: Any, setting: str) -> RedisConfig:
     config: RedisConfig = checks.section(RedisConfig, value, setting, _REDIS)
+    from .stores.redis.connect import check_url  # the URL rules live with the client (no driver)
+
+    check_url(config.url, f"{setting}.url")
     if config.fallback == "cache":
         raise ConfigError(f"{setting}.fallback: the cache cannot fall back to itself")
     return config
@@ -412,8 +415,12 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{source}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {_one_line(exc)}") from None
-    if data is None:
-        data = {}
+    if not data or (isinstance(data, Mapping) and list(data) == ["persistence"]
+                    and not data["persistence"]):
+        # An empty file is a mistake (a wrong path, a truncated copy), never "the defaults":
+        # PersistenceManager() is how to ask for the embedded default.
+        raise ConfigError(f"{source}: no settings (an empty configuration file; write a "
+                          "'persistence:' section, e.g. persistence: {default_store: database})")
     return _anchor_paths(parse_config(data, source), Path(os.path.expanduser(source)).parent)
 
 
