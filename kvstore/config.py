@@ -19,7 +19,7 @@ from . import checks, registry
 from .checks import expand_env
 from .errors import ConfigError
 
-__all__ = ["default_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
+__all__ = ["default_data_dir", "config_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "JournalConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets", "configured_backends"]
 
@@ -421,7 +421,34 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         # PersistenceManager() is how to ask for the embedded default.
         raise ConfigError(f"{source}: no settings (an empty configuration file; write a "
                           "'persistence:' section, e.g. persistence: {default_store: database})")
-    return _anchor_paths(parse_config(data, source), Path(os.path.expanduser(source)).parent)
+    file = Path(os.path.expanduser(source))
+    return _own_paths(_anchor_paths(parse_config(data, source), file.parent), file)
+
+
+def config_data_dir(path: str | os.PathLike[str]) -> Path:
+    """The folder of its own where a configuration file keeps what it gives no path for:
+    ``<data folder>/configs/<file name>-<12 hex of its absolute path's SHA-256>`` (the data
+    folder: ``$KVSTORE_DATA_DIR`` or the user data folder). Two files never share it; the same
+    file always finds it again; nothing is written beside the file (it may be read-only, or in
+    a repository)."""
+    import hashlib
+
+    file = Path(os.path.expanduser(os.fspath(path))).resolve()
+    digest = hashlib.sha256(os.fsencode(file)).hexdigest()[:12]
+    return default_data_dir() / "configs" / f"{file.stem}-{digest}"
+
+
+def _own_paths(config: Config, file: Path) -> Config:
+    """A configuration file's missing paths, in a folder of its own (:func:`config_data_dir`),
+    so that two path-less configuration files never share data (the embedded default,
+    ``Config()``, keeps the data folder itself)."""
+    if config.sqlite.path and config.file.base_path and config.backup.path:
+        return config
+    own = config_data_dir(file)
+    return replace(config,
+                   sqlite=replace(config.sqlite, path=config.sqlite.path or own / "kvstore.db"),
+                   file=replace(config.file, base_path=config.file.base_path or own / "files"),
+                   backup=replace(config.backup, path=config.backup.path or own / "backups"))
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:

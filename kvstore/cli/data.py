@@ -90,8 +90,9 @@ def cmd_set(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
         except ValueError:
             where = ("VALUE" if args.file is None and args.value != "-"
                      else f"--file {args.file}" if args.file is not None else "stdin")
-            raise Usage(f"{where} for {args.key!r} is not JSON (quote text: '\"hello\"'; "
-                        "--bytes stores bytes as they are)") from None
+            hint = "" if where == "VALUE" else "; --bytes stores the bytes as they are"
+            raise Usage(f"{where} for {args.key!r} is not JSON (quote text: '\"hello\"'"
+                        f"{hint})") from None
     ttl = None if args.ttl is None else parse_ttl(args.ttl, "--ttl")
     store = check_store(pm, args.store)
     refuse_memory(pm, args.key, store, "value")
