@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import gc
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -19,6 +20,11 @@ from pathlib import Path
 from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def server_setting(variable: str, default: str | None = None) -> str | None:
+    """A ``KVSTORE_TEST_*`` server variable; empty or blank means unset, so ``default`` applies."""
+    return os.environ.get(variable, "").strip() or default
 
 
 @dataclass

@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from _harness import VALUE, Report, parser  # noqa: E402
+from _harness import VALUE, Report, parser, server_setting  # noqa: E402
 
 TASKS = 64
 
@@ -156,7 +156,7 @@ def bench_stall(folder: Path) -> tuple[float, float] | None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--url", default=os.environ.get("KVSTORE_TEST_REDIS_URL",
+    p.add_argument("--url", default=server_setting("KVSTORE_TEST_REDIS_URL",
                                                    "redis://127.0.0.1:6379/15"))
     args = p.parse_args()
     n = 6_400 if args.quick else 32_000

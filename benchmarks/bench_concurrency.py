@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from _harness import RESULTS, VALUE, measure, parser
+from _harness import RESULTS, VALUE, measure, parser, server_setting
 
 PROCESSES = 4
 LISTS = 20
@@ -198,9 +198,9 @@ def _reachable_postgres(dsn: str) -> bool:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--url", default=os.environ.get("KVSTORE_TEST_REDIS_URL",
+    p.add_argument("--url", default=server_setting("KVSTORE_TEST_REDIS_URL",
                                                    "redis://127.0.0.1:6379/15"))
-    p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN",
+    p.add_argument("--dsn", default=server_setting("KVSTORE_TEST_POSTGRES_DSN",
                                                    "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
     n = 100 if args.quick else 500

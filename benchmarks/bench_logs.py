@@ -28,7 +28,7 @@ from typing import Any
 
 import msgpack
 
-from _harness import Report, measure, parser
+from _harness import Report, measure, parser, server_setting
 
 RECORD = {"role": "user", "text": "hello, how are you today?", "n": 42}
 #: A chat message as LangChain's message_to_dict writes it (kvstore.contrib.langchain's record).
@@ -223,8 +223,8 @@ def main_chat(args: Any) -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--url", default=os.environ.get("KVSTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
-    p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN",
+    p.add_argument("--url", default=server_setting("KVSTORE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15"))
+    p.add_argument("--dsn", default=server_setting("KVSTORE_TEST_POSTGRES_DSN",
                                                    "postgresql://postgres@127.0.0.1:5432/test"))
     p.add_argument("--chat", action="store_true",
                    help="only the conversation: list append vs log append (SQLite, files)")

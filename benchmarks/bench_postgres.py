@@ -9,17 +9,16 @@ connection of its own, with json-encoded values. Target: within 1.2x.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import uuid
 
-from _harness import VALUE, Report, measure, parser
+from _harness import VALUE, Report, measure, parser, server_setting
 
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN",
+    p.add_argument("--dsn", default=server_setting("KVSTORE_TEST_POSTGRES_DSN",
                                                    "postgresql://postgres@127.0.0.1:5432/test"))
     args = p.parse_args()
     import psycopg

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable
 
-from _harness import VALUE, Report, measure, measure_pair, parser
+from _harness import Report, VALUE, measure, measure_pair, parser, server_setting
 
 
 def _managers(config: dict[str, Any]) -> tuple[Any, Any]:
@@ -75,7 +75,7 @@ def _query_check(pm: Any) -> Callable[[], Any]:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--dsn", default=os.environ.get("KVSTORE_TEST_POSTGRES_DSN"))
+    p.add_argument("--dsn", default=server_setting("KVSTORE_TEST_POSTGRES_DSN"))
     args = p.parse_args()
     n = 2_000 if args.quick else 20_000
     report = Report("recovery")

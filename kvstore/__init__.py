@@ -31,6 +31,7 @@ from .store import PersistenceStore, parse_ttl
 from .stores.memory import MemoryStore
 
 if TYPE_CHECKING:  # the lazily loaded names below, for type checkers and IDEs
+    from .health import Health
     from .manager import PersistenceManager
     from .stores.opening import open_url
     from .stores.file import FileStore
@@ -48,12 +49,14 @@ __all__ = [
     "TransactionError", "CorruptDataError", "InvalidKeyError", "InvalidTTLError",
     "NotAnIntegerError", "ConflictError", "LockTimeout", "LockNotOwnedError", "NotAListError",
     "InvalidArgumentError", "Lock", "open_url",
+    "Health",
 ]
 
 # Stores load on first use: `import kvstore` needs neither redis nor psycopg, and stays fast. The
 # store classes are the built-in backends' (kvstore.registry), by their class names.
 _LAZY = {"PersistenceManager": "kvstore.manager:PersistenceManager",
-         "open_url": "kvstore.stores.opening:open_url"}
+         "open_url": "kvstore.stores.opening:open_url",
+         "Health": "kvstore.health:Health"}
 _LAZY.update((b.store.rpartition(":")[2], b.store) for b in _registry.BUILTIN
              if b.store.rpartition(":")[2] in __all__)
 

@@ -19,7 +19,7 @@ from . import checks, registry
 from .checks import expand_env
 from .errors import ConfigError
 
-__all__ = ["default_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
+__all__ = ["default_data_dir", "config_data_dir", "locations", "journal_dir", "Locations", "embedded_cache_path", "embedded_cache_table", "Config", "MemoryConfig", "SQLiteConfig", "RedisConfig", "FileConfig", "PostgresConfig",
            "CategoryConfig", "BackupConfig", "JournalConfig", "STORE_NAMES", "load_config", "parse_config",
            "expand_env", "mask_secrets", "configured_backends"]
 
@@ -238,6 +238,9 @@ def _postgres_section(value: Any, setting: str) -> PostgresConfig:
 
 def _redis_section(value: Any, setting: str) -> RedisConfig:
     config: RedisConfig = checks.section(RedisConfig, value, setting, _REDIS)
+    from .stores.redis.connect import check_url  # the URL rules live with the client (no driver)
+
+    check_url(config.url, f"{setting}.url")
     if config.fallback == "cache":
         raise ConfigError(f"{setting}.fallback: the cache cannot fall back to itself")
     return config
@@ -412,9 +415,40 @@ def load_config(path: str | os.PathLike[str]) -> Config:
         raise ConfigError(f"{source}: config file not found") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: malformed YAML: {_one_line(exc)}") from None
-    if data is None:
-        data = {}
-    return _anchor_paths(parse_config(data, source), Path(os.path.expanduser(source)).parent)
+    if not data or (isinstance(data, Mapping) and list(data) == ["persistence"]
+                    and not data["persistence"]):
+        # An empty file is a mistake (a wrong path, a truncated copy), never "the defaults":
+        # PersistenceManager() is how to ask for the embedded default.
+        raise ConfigError(f"{source}: no settings (an empty configuration file; write a "
+                          "'persistence:' section, e.g. persistence: {default_store: database})")
+    file = Path(os.path.expanduser(source))
+    return _own_paths(_anchor_paths(parse_config(data, source), file.parent), file)
+
+
+def config_data_dir(path: str | os.PathLike[str]) -> Path:
+    """The folder of its own where a configuration file keeps what it gives no path for:
+    ``<data folder>/configs/<file name>-<12 hex of its absolute path's SHA-256>`` (the data
+    folder: ``$KVSTORE_DATA_DIR`` or the user data folder). Two files never share it; the same
+    file always finds it again; nothing is written beside the file (it may be read-only, or in
+    a repository)."""
+    import hashlib
+
+    file = Path(os.path.expanduser(os.fspath(path))).resolve()
+    digest = hashlib.sha256(os.fsencode(file)).hexdigest()[:12]
+    return default_data_dir() / "configs" / f"{file.stem}-{digest}"
+
+
+def _own_paths(config: Config, file: Path) -> Config:
+    """A configuration file's missing paths, in a folder of its own (:func:`config_data_dir`),
+    so that two path-less configuration files never share data (the embedded default,
+    ``Config()``, keeps the data folder itself)."""
+    if config.sqlite.path and config.file.base_path and config.backup.path:
+        return config
+    own = config_data_dir(file)
+    return replace(config,
+                   sqlite=replace(config.sqlite, path=config.sqlite.path or own / "kvstore.db"),
+                   file=replace(config.file, base_path=config.file.base_path or own / "files"),
+                   backup=replace(config.backup, path=config.backup.path or own / "backups"))
 
 
 def _anchor_paths(config: Config, base: Path) -> Config:

@@ -19,7 +19,8 @@ def run_demo(out: Callable[[str], Any] = print) -> int:
     """Route sample keys, expire a TTL, commit one transaction and roll one back."""
     config = {"persistence": {"default_store": "database", "categories": DEMO_CATEGORIES}}
     with PersistenceManager.from_config(config) as pm:
-        out("kvstore demo on the embedded default (no server):")
+        out("kvstore demo on the embedded default (no server), with the demo's own categories "
+            f"({', '.join(DEMO_CATEGORIES)}; the embedded default has none):")
         for name, store in pm.stores.items():
             out(f"  {name:9} {store!r}")
 

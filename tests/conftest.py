@@ -23,8 +23,16 @@ pytest.register_assert_rewrite("kvstore.testing")
 
 from kvstore.testing import FakeClock  # noqa: E402
 
-REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
-POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")
+
+
+def server_setting(variable: str) -> str | None:
+    """A ``KVSTORE_TEST_*`` server variable; empty or blank means unset (as with ``VAR= pytest``)."""
+    value = os.environ.get(variable, "").strip()
+    return value or None
+
+
+REDIS_URL = server_setting("KVSTORE_TEST_REDIS_URL")
+POSTGRES_DSN = server_setting("KVSTORE_TEST_POSTGRES_DSN")
 HAVE_REDIS_SERVER = shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
 
 

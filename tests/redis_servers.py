@@ -6,8 +6,10 @@ nothing else on the machine is touched.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -79,7 +81,10 @@ class RedisServer:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        """SIGTERM (after SIGCONT: a server a test stopped with SIGSTOP takes it only once
+        resumed), SIGKILL if it does not end within 10 s."""
         if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
             self.proc.terminate()
             try:
                 self.proc.wait(10)

@@ -552,8 +552,8 @@ def test_every_public_method_of_the_async_manager_is_called_by_a_test():
 
 
 def test_the_rarely_used_methods(data_dir, tmp_path):
-    """items, logs, log, off, save_snapshot, restore/backup with progress, route, from_yaml,
-    repr and a second close: each called, each result checked."""
+    """items, logs, log, off, save_snapshot, restore/backup with progress, route, health,
+    from_yaml, repr and a second close: each called, each result checked."""
     (tmp_path / "kv.yaml").write_text(
         f"persistence:\n  memory: {{snapshot: '{tmp_path / 'memory.snapshot'}'}}\n"
         "  categories:\n    session: {store: memory}\n"
@@ -564,6 +564,7 @@ def test_the_rarely_used_methods(data_dir, tmp_path):
         async with pm:
             assert "AsyncPersistenceManager(memory=MemoryStore" in repr(pm)
             assert (await pm.route("config:x")).store == "file"
+            assert [h.status for h in (await pm.health()).values()] == ["ok"] * 4
             await pm.save_many({"preferences:a": 1, "preferences:b": 2, "config:c": 3})
             assert [kv async for kv in pm.items("preferences:")] == [("preferences:a", 1),
                                                                    ("preferences:b", 2)]

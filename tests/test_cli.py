@@ -295,3 +295,106 @@ def test_log_tail_follow_sees_another_process_append_and_exits_0_on_ctrl_c(env, 
             proc.wait()
     assert proc.returncode == 0, err
     assert out == "" and err == ""
+
+
+# -- issue 25: the CLI's habits -------------------------------------------------------------------
+
+
+def test_a_key_that_keys_lists_get_finds_and_delete_removes(env, config):
+    assert kv(env, "set", "x", "1", "--store", "file", config=config).returncode == 0
+    assert "x" in kv(env, "keys", config=config).stdout.split()
+    r = kv(env, "get", "x", config=config)  # routes to database, lives in file
+    assert r.returncode == 0 and json.loads(r.stdout) == 1, r.stderr
+    assert "file store" in r.stderr and "routes to database" in r.stderr
+    assert kv(env, "get", "x", "--store", "database", config=config).returncode == 1
+    # held by two stores: get prefers the routed one; delete removes it from both
+    assert kv(env, "set", "x", "2", config=config).returncode == 0
+    assert json.loads(kv(env, "get", "x", config=config).stdout) == 2
+    r = kv(env, "delete", "x", config=config)
+    assert r.returncode == 0 and "database, file" in r.stderr
+    assert "x" not in kv(env, "keys", config=config).stdout.split()
+    assert kv(env, "get", "x", config=config).returncode == 1
+    assert kv(env, "delete", "x", config=config).returncode == 1
+
+
+def test_set_reads_the_value_from_stdin_or_a_file(env, config, tmp_path):
+    big = "v" * 5_000_000  # past what one argument may hold on many systems
+    r = kv(env, "set", "prefs:big", "-", config=config, input=json.dumps({"text": big}))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(kv(env, "get", "prefs:big", config=config).stdout) == {"text": big}
+    path = tmp_path / "value.json"
+    path.write_text('["from", "a file"]', encoding="utf-8")
+    assert kv(env, "set", "prefs:f", "--file", str(path), config=config).returncode == 0
+    assert json.loads(kv(env, "get", "prefs:f", config=config).stdout) == ["from", "a file"]
+    # the same VALUE rules for every source: not JSON is a usage error naming the source
+    path.write_bytes(b"\xff\xfe\x00not json")
+    r = kv(env, "set", "prefs:f", "--file", str(path), config=config)
+    assert r.returncode == 2 and f"--file {path}" in r.stderr and "not JSON" in r.stderr
+    r = kv(env, "set", "prefs:f", "-", config=config, input="hello")
+    assert r.returncode == 2 and "stdin" in r.stderr
+    r = kv(env, "set", "prefs:f", "1", "--file", str(path), config=config)
+    assert r.returncode == 2 and "not both" in r.stderr
+    assert kv(env, "set", "prefs:f", config=config).returncode == 2
+    r = kv(env, "set", "prefs:f", "--file", str(tmp_path / "missing"), config=config)
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    assert json.loads(kv(env, "get", "prefs:f", config=config).stdout) == ["from", "a file"]
+
+
+def test_set_bytes_and_get_raw_round_trip_any_file(env, config, tmp_path):
+    blob = bytes(range(256)) * 4000 + b"\x00\r\n"
+    path = tmp_path / "blob.bin"
+    path.write_bytes(blob)
+    r = kv(env, "set", "prefs:blob", "--file", str(path), "--bytes", config=config)
+    assert r.returncode == 0, r.stderr
+    cmd = [sys.executable, "-m", "kvstore", "--config", str(config), "get", "prefs:blob", "--raw"]
+    got = subprocess.run(cmd, env=env, capture_output=True, timeout=60)
+    assert got.returncode == 0 and got.stdout == blob
+    r = kv(env, "get", "prefs:blob", config=config)  # as JSON: the tagged bytes
+    assert r.returncode == 0 and r.stdout.startswith("{")
+
+
+def test_version(env):
+    import kvstore
+
+    r = kv(env, "--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"kvstore {kvstore.__version__}"
+    toml = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'version = "{kvstore.__version__}"' in toml
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "persistence:\n", "persistence: {}\n"])
+def test_an_empty_or_section_less_yaml_is_a_config_error_naming_the_file(env, tmp_path, text):
+    path = tmp_path / "kv.yaml"
+    path.write_text(text)
+    for args in (["keys"], ["config", "check"]):
+        r = kv(env, *args, config=path)
+        assert r.returncode == 2 and str(path) in r.stderr and "no settings" in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://localhost:6379/0", "persistence.redis.url: unknown scheme 'http'"),
+    ("localhost:6379", "persistence.redis.url: 'localhost:6379' is not a redis:// URL"),
+    ("redis+sentinel://h:26379", "persistence.redis.url: a Sentinel URL names the service"),
+    ("redis://h/0?max_connections=x", "persistence.redis.url: max_connections='x' is not a whole"),
+])
+def test_redis_url_errors_carry_the_settings_full_path(env, tmp_path, url, message):
+    path = tmp_path / "kv.yaml"
+    path.write_text(f"persistence:\n  redis:\n    url: '{url}'\n")
+    for args in (["keys"], ["config", "check"]):  # found while checking, before anything opens
+        r = kv(env, *args, config=path)
+        assert r.returncode == 2 and r.stderr.startswith(f"kvstore: {message}"), r.stderr
+
+
+def test_a_stores_own_setting_error_gets_the_full_path():
+    """An error a store raises while opening (past the YAML checks) names the YAML setting."""
+    from dataclasses import replace
+
+    from kvstore import ConfigError
+    from kvstore.config import parse_config
+    from kvstore.stores.opening import open_stores
+
+    config = parse_config({"redis": {"url": "redis://127.0.0.1:1/0"}})
+    bad = replace(config, redis=replace(config.redis, key_prefix=5))
+    with pytest.raises(ConfigError, match=r"^persistence\.redis\.key_prefix: expected a string"):
+        open_stores(bad)

@@ -274,3 +274,46 @@ def test_with_postgresql_the_embedded_cache_is_a_table_beside_the_database(data_
         cache.drop_table()
         pm.stores["database"].drop_table()
     assert not (data_dir / "cache.db").exists()
+
+
+def test_two_path_less_configuration_files_never_share_data(data_dir, tmp_path):
+    """Issue 25: a YAML file that gives no paths keeps its data in a folder of its own (named
+    for the file), which `kvstore config check` shows; the embedded default keeps its place."""
+    import json
+    import subprocess
+    import sys
+
+    from kvstore.config import config_data_dir
+
+    body = "persistence:\n  default_store: database\n  backup: {retention: 2}\n"
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    first, second = tmp_path / "one" / "kv.yaml", tmp_path / "two" / "kv.yaml"
+    first.write_text(body)
+    second.write_text(body)
+    with PersistenceManager.from_yaml(first) as a, PersistenceManager.from_yaml(second) as b, \
+            PersistenceManager() as default:
+        a.save("prefs:x", "from one")
+        a.save("config:y", "file of one", store="file")
+        assert b.load("prefs:x") is None and b.load("config:y", store="file") is None
+        assert default.load("prefs:x") is None
+        backup = a.backup()
+    own = config_data_dir(first)
+    assert own.parent == data_dir / "configs" and own.name.startswith("kv-")
+    assert own != config_data_dir(second) and own == config_data_dir(str(first))
+    assert (own / "kvstore.db").exists() and (own / "kvstore.cache.db").exists()
+    assert backup.parent == own / "backups"
+    assert sorted(first.parent.iterdir()) == [first]  # nothing written beside the file
+    assert (data_dir / "kvstore.db").exists()  # the embedded default: where it always was
+    # a path the file gives is kept; only the missing ones move to its own folder
+    first.write_text(f"persistence:\n  sqlite: {{path: {tmp_path / 'mine.db'}}}\n")
+    config = load_config(first)
+    assert config.sqlite.path == tmp_path / "mine.db" and config.file.base_path == own / "files"
+    env = dict(os.environ, KVSTORE_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT))
+    run = subprocess.run([sys.executable, "-m", "kvstore", "--config", str(second), "config",
+                          "check"], env=env, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    where = json.loads(run.stdout.split("\n", 1)[1])["locations"]
+    assert where["database"] == str(config_data_dir(second) / "kvstore.db")
+    assert where["file"] == str(config_data_dir(second) / "files")
+    assert where["backups"] == str(config_data_dir(second) / "backups")

@@ -394,3 +394,34 @@ def test_toml_blocks_parse() -> None:
     assert blocks
     for block in blocks:
         tomllib.loads(block.text)  # a pyproject.toml fragment a user copies
+
+
+# -- numbers and defaults the prose states (issue 25: the README disagreed with what runs) ---------
+
+def test_the_load_save_loss_quoted_is_the_measured_one() -> None:
+    """The Concurrency section's loss range is the one in benchmarks/results/concurrency.json."""
+    import json
+
+    results = json.loads((ROOT / "benchmarks" / "results" / "concurrency.json").read_text())
+    shares = [100 * r["naive"]["lost"] / r["naive"]["appends"]
+              for r in results["results"].values() if "naive" in r]
+    text = README.read_text(encoding="utf-8")
+    m = re.search(r"lost (\d+)–(\d+)% of them in the run below", text)
+    assert m, "the Concurrency section quotes the measured loss as 'lost A–B% of them in the run below'"
+    assert (int(m.group(1)), int(m.group(2))) == (int(min(shares)), round(max(shares)))
+
+
+def test_the_outage_timeouts_named_are_the_defaults_that_apply() -> None:
+    from kvstore.config import RedisConfig
+
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    defaults = RedisConfig()
+    assert (f"socket timeout (`socket_timeout`, {defaults.socket_timeout:g} s by default"
+            in text)
+    assert f"`connect_timeout` ({defaults.connect_timeout:g} s) bounds only setting up" in text
+    assert "within the connect/socket timeout" not in text
+
+
+def test_the_test_line_says_private_redis_servers_start_when_installed() -> None:
+    top = README.read_text(encoding="utf-8").split("\n## ", 1)[0]
+    assert "When `redis-server` is installed" in top and "private `redis-server`" in top

@@ -3,6 +3,7 @@ Sentinel. Private servers are started on free loopback ports and stopped by thei
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 
@@ -40,6 +41,28 @@ def test_real_server_is_reachable_when_configured():
     store = RedisStore(url=REDIS_URL, key_prefix=f"kvtest:{uuid.uuid4().hex}:")
     assert store.save("ping", 1) and store.load("ping") == 1
     store.clear()
+
+
+def test_empty_server_variables_mean_unset(tmp_path):
+    """``KVSTORE_TEST_REDIS_URL=`` (empty) runs the Redis tests on fakeredis, as when it is unset;
+    an empty ``KVSTORE_TEST_POSTGRES_DSN`` skips PostgreSQL the same way."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    env = dict(os.environ, KVSTORE_TEST_REDIS_URL="", KVSTORE_TEST_POSTGRES_DSN=" ",
+               KVSTORE_DATA_DIR=str(tmp_path / "data"))
+    run = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"{tests / 'test_redis_store.py'}::test_key_prefix_isolates_applications",
+         f"{tests / 'test_redis_store.py'}::test_real_server_is_reachable_when_configured",
+         f"{tests / 'test_postgres_store.py'}"],
+        cwd=tests.parent, env=env, capture_output=True, text=True, timeout=120)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out
+    assert re.search(r"\b1 passed, \d+ skipped", out) and not re.search(r"\d+ (error|failed)", out), out
 
 
 def test_key_prefix_isolates_applications(make):

@@ -53,6 +53,7 @@ NAMES = {
     "AsyncTransaction": "Transaction",  # the transaction's concrete class (kvstore/front)
     "AsyncStoreOps": "StoreOps",
     "AsyncManagerOps": "ManagerOps",
+    "AsyncOperateOps": "OperateOps",
     "AsyncTransactionOps": "TransactionOps",
     "AsyncLockOps": "LockOps",
     "AsyncLogOps": "LogOps",

@@ -17,7 +17,6 @@ import functools
 import os
 import time
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import (TYPE_CHECKING, Any, AsyncIterator, Callable, Iterable, Mapping, TypeVar,
                     overload)
 # sync: import heapq
@@ -32,6 +31,7 @@ from ..errors import ConflictError, KVStoreError, LockTimeout
 from ..lifecycle import Lifecycle
 from ..store import TTL, check_paging
 from ..transaction import attempts
+from .operate_async import AsyncOperateOps
 from .transaction_async import AsyncTransaction
 from .. import paging  # async only
 
@@ -51,7 +51,7 @@ M = TypeVar("M", bound="AsyncManagerOps")
 _NOT_STORE_ERRORS = (ConflictError, LockTimeout)
 
 
-class AsyncManagerOps:
+class AsyncManagerOps(AsyncOperateOps):
     """The operations of the manager (see :class:`~kvstore.PersistenceManager` for each one's
     semantics: the same on both fronts, on the same data)."""
 
@@ -95,13 +95,6 @@ class AsyncManagerOps:
         except KVStoreError as exc:
             self._fail(op, entry, exc, key)
             raise
-
-    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)``, a blocking call on the synchronous stores (backups, snapshots, a
-        commit): inline on the synchronous front, in a worker thread on asyncio."""
-        # sync: return fn(*args)
-        return await asyncio.get_running_loop().run_in_executor(  # async only
-            self._executor, functools.partial(fn, *args))  # type: ignore[attr-defined]  # async only
 
     # -- the key-value interface --------------------------------------------------------------------
 
@@ -428,55 +421,7 @@ class AsyncManagerOps:
                 await asyncio.sleep(flows.backoff(attempt))
         raise AssertionError("unreachable")
 
-    # -- events and stats ------------------------------------------------------------------------------
-
-    async def on(self, event: str, callback: Callable[[Event], Any]) -> Callable[[Event], Any]:
-        """Call ``callback(Event)`` after each ``save``/``load``/``delete``, or on an ``error``.
-
-        A callback that raises does not break the operation. Returns ``callback``.
-        """
-        return self._core.on(event, callback)
-
-    async def off(self, event: str, callback: Callable[[Event], Any]) -> None:
-        """Stop calling ``callback`` for ``event``."""
-        self._core.off(event, callback)
-
-    async def stats(self) -> dict[str, dict[str, int]]:
-        """Per store: hits, misses, saves, deletes, errors, log_appends, log_reads since the
-        manager started (see :class:`~kvstore.core.StoreStats`)."""
-        return self._core.stats_report()
-
-    # -- backups ------------------------------------------------------------------------------------
-
-    async def backup(self, dest: str | os.PathLike[str] | None = None, *,
-                     progress: Callable[[int], Any] | None = None,
-                     skip_unavailable: bool = False) -> Path:
-        """Write a new backup of every durable store inside folder ``dest`` and return its path.
-
-        Without ``dest`` the configured ``backup.path`` (default: the user data folder's
-        ``backups``) is used, and older backups there beyond ``backup.retention`` are deleted.
-        ``progress(keys so far)`` is called as it goes (on asyncio, from the worker thread the
-        backup runs in). An unavailable store (Redis down) fails the backup, naming it, unless
-        ``skip_unavailable`` leaves it out.
-        """
-        return await self._blocking(self._life.backup, dest, progress, skip_unavailable)
-
-    async def restore(self, path: str | os.PathLike[str], *,
-                      progress: Callable[[int], Any] | None = None) -> dict[str, int]:
-        """Replace the durable stores' contents with backup ``path`` (verified first: a damaged
-        or partial backup raises ``CorruptDataError`` and nothing changes). Returns keys per
-        store. ``progress`` as for :meth:`backup`."""
-        from ..restore import restore_backup
-
-        return await self._blocking(functools.partial(restore_backup, progress=progress),
-                                    self._core, path)
-
-    # -- memory snapshots and closing ---------------------------------------------------------------
-
-    async def save_snapshot(self) -> int:
-        """Write the memory store's live keys (with remaining TTLs) to ``memory.snapshot``
-        atomically. Returns how many keys were written. Done every ``autosave`` and on close."""
-        return await self._blocking(self._life.save_snapshot)
+    # -- closing ---------------------------------------------------------------------------------------
 
     async def close(self) -> None:
         """Stop background work, save the memory snapshot, close every store. Safe twice."""

@@ -25,7 +25,10 @@ from ..alocks import AsyncLock, AsyncLog  # async only
 # sync: from ..locking import Lock
 # sync: from ..logs import Log
 
-__all__ = ["AsyncStoreOps"]
+__all__ = ["AsyncStoreOps", "PING_KEY"]
+
+#: The key :meth:`AsyncStoreOps.ping` reads (read only: never written by kvstore).
+PING_KEY = "kvstore-health-ping"
 
 
 class AsyncStoreOps:
@@ -66,6 +69,12 @@ class AsyncStoreOps:
     raw_set_many: Any
     raw_delete_many: Any
     raw_log_names: Any
+
+    async def ping(self) -> None:
+        """One round trip to where the data lives (a read of a key nobody writes); raises
+        :class:`~kvstore.StoreUnavailableError` when the store cannot be reached. What
+        ``pm.health()`` times."""
+        await self.raw_get(PING_KEY)
 
     async def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` under ``key`` (replacing any value) for ``ttl``. Returns True.

@@ -23,7 +23,10 @@ from ..rules import (TTL, backoff, blob_size, check_batch, check_paging, check_t
 from ..locking import Lock
 from ..logs import Log
 
-__all__ = ["StoreOps"]
+__all__ = ["StoreOps", "PING_KEY"]
+
+#: The key :meth:`StoreOps.ping` reads (read only: never written by kvstore).
+PING_KEY = "kvstore-health-ping"
 
 
 class StoreOps:
@@ -64,6 +67,12 @@ class StoreOps:
     raw_set_many: Any
     raw_delete_many: Any
     raw_log_names: Any
+
+    def ping(self) -> None:
+        """One round trip to where the data lives (a read of a key nobody writes); raises
+        :class:`~kvstore.StoreUnavailableError` when the store cannot be reached. What
+        ``pm.health()`` times."""
+        self.raw_get(PING_KEY)
 
     def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
         """Store ``value`` under ``key`` (replacing any value) for ``ttl``. Returns True.

@@ -7,9 +7,11 @@ Shared by the synchronous and the asyncio managers, so both open the same data.
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from .. import registry
 from ..config import (Config, configured_backends, default_data_dir, embedded_cache_path,
@@ -59,49 +61,71 @@ def open_stores(c: Config, on_fallback_error: Callable[[BaseException], Any] | N
 
     ``on_fallback_error(exc)`` is told when a ``redis.fallback`` store takes over the cache tier.
     """
-    from .file import FileStore
-    from .sqlite import SQLiteStore
-
-    secret = c.pickle_secret
-    data_dir = default_data_dir()
     opened: dict[str, PersistenceStore] = {}
     context = Opening(c, opened, on_fallback_error)
     try:
         chosen = configured_backends(c)
-        opened["memory"] = MemoryStore(max_entries=c.memory.max_entries,
-                                       ttl_default=c.memory.ttl_default,
-                                       serializer=c.memory.serializer, secret=secret)
+        with _setting("memory"):
+            opened["memory"] = MemoryStore(max_entries=c.memory.max_entries,
+                                           ttl_default=c.memory.ttl_default,
+                                           serializer=c.memory.serializer,
+                                           secret=c.pickle_secret)
         for tier in ("database", "file", "cache"):
-            if tier in chosen:
-                opened[tier] = _open_backend(*chosen[tier], context)
-            elif tier == "database":
-                opened[tier] = SQLiteStore(path=c.sqlite.path or data_dir / "kvstore.db",
-                                           ttl_default=c.sqlite.ttl_default,
-                                           serializer=c.sqlite.serializer, secret=secret,
-                                           synchronous=c.sqlite.synchronous,
-                                           max_entries=c.sqlite.max_entries)
-            elif tier == "file":
-                opened[tier] = FileStore(base_path=c.file.base_path or data_dir / "files",
-                                         format=c.file.format, ttl_default=c.file.ttl_default,
-                                         serializer=c.file.serializer, secret=secret)
-            elif c.postgres is not None:
-                # The embedded stand-in for Redis, beside the configuration's database: a table
-                # there, shared by every application server like a Redis would be.
-                from .postgres import PostgresStore
-
-                opened[tier] = PostgresStore(dsn=c.postgres.dsn,
-                                             table=embedded_cache_table(c.postgres.table),
-                                             ttl_default=3600, serializer="msgpack", secret=secret)
-            else:
-                # The embedded stand-in for Redis: a SQLite file with Redis's default TTL beside
-                # the configuration's database file, shared by its processes like a local Redis.
-                opened[tier] = SQLiteStore(path=embedded_cache_path(c), ttl_default=3600,
-                                           serializer="msgpack", secret=secret)
+            section = (chosen[tier][0].section if tier in chosen
+                       else "file" if tier == "file"
+                       else "postgres" if c.postgres is not None and tier == "cache" else "sqlite")
+            with _setting(section or tier):
+                opened[tier] = _open_tier(tier, c, chosen, context)
     except BaseException:
         for store in opened.values():
             store.close()
         raise
     return {name: opened[name] for name in STORE_NAMES}
+
+
+@contextmanager
+def _setting(section: str) -> Iterator[None]:
+    """A store's own ConfigError (``url: unknown scheme 'http'``) gets the setting's full path in
+    the YAML (``persistence.redis.url: ...``), like every error found while parsing it."""
+    try:
+        yield
+    except ConfigError as exc:
+        message = str(exc)
+        if message.startswith("persistence."):
+            raise
+        joint = "." if re.match(r"[a-z_][a-z0-9_.]*:", message) else ": "
+        raise ConfigError(f"persistence.{section}{joint}{message}") from exc
+
+
+def _open_tier(tier: str, c: Config, chosen: Mapping[str, tuple[registry.Backend, Any]],
+               context: Opening
+               ) -> PersistenceStore:
+    from .file import FileStore
+    from .sqlite import SQLiteStore
+
+    secret, data_dir = c.pickle_secret, default_data_dir()
+    if tier in chosen:
+        return _open_backend(*chosen[tier], context)
+    if tier == "database":
+        return SQLiteStore(path=c.sqlite.path or data_dir / "kvstore.db",
+                           ttl_default=c.sqlite.ttl_default, serializer=c.sqlite.serializer,
+                           secret=secret, synchronous=c.sqlite.synchronous,
+                           max_entries=c.sqlite.max_entries)
+    if tier == "file":
+        return FileStore(base_path=c.file.base_path or data_dir / "files", format=c.file.format,
+                         ttl_default=c.file.ttl_default, serializer=c.file.serializer,
+                         secret=secret)
+    if c.postgres is not None:
+        # The embedded stand-in for Redis, beside the configuration's database: a table there,
+        # shared by every application server like a Redis would be.
+        from .postgres import PostgresStore
+
+        return PostgresStore(dsn=c.postgres.dsn, table=embedded_cache_table(c.postgres.table),
+                             ttl_default=3600, serializer="msgpack", secret=secret)
+    # The embedded stand-in for Redis: a SQLite file with Redis's default TTL beside the
+    # configuration's database file, shared by its processes like a local Redis.
+    return SQLiteStore(path=embedded_cache_path(c), ttl_default=3600, serializer="msgpack",
+                       secret=secret)
 
 
 def open_redis(settings: Any, context: Opening) -> PersistenceStore:

@@ -26,8 +26,9 @@ from kvstore.contrib.django import KVStoreCache
 
 BACKEND = "kvstore.contrib.django.KVStoreCache"
 ASYNC_BACKEND = "cache.tests_kvstore.AsyncDrivenCache"
-REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
-POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")
+# An empty variable means unset, as in tests/conftest.py.
+REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL", "").strip() or None
+POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN", "").strip() or None
 _LOOP = asyncio.new_event_loop()
 threading.Thread(target=_LOOP.run_forever, daemon=True, name="asgi-loop").start()
 

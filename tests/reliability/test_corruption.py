@@ -14,7 +14,7 @@ import pytest
 from kvstore import (CorruptDataError, FileStore, RedisStore, SerializationError, Serializer,
                      SQLiteStore)
 
-REDIS_URL = os.environ.get("KVSTORE_TEST_REDIS_URL")
+from conftest import REDIS_URL  # noqa: E402  (empty means unset)
 
 
 def _redis() -> RedisStore:

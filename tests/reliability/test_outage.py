@@ -20,7 +20,7 @@ from redis_servers import HAVE_REDIS_SERVER, RedisServer  # noqa: E402
 
 from kvstore import PersistenceManager, StoreUnavailableError  # noqa: E402
 
-POSTGRES_DSN = os.environ.get("KVSTORE_TEST_POSTGRES_DSN")
+from conftest import POSTGRES_DSN  # noqa: E402  (empty means unset)
 
 
 def _until_ok(call, timeout=15.0):

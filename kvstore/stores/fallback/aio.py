@@ -38,6 +38,9 @@ class AsyncFallbackStore(AsyncStore):
     async def _route(self, method: str, *args: Any) -> Any:
         return await arun(self, self.sync.route(self._to, method, args))
 
+    async def ping(self) -> None:
+        await self.primary.ping()  # the primary itself, as FallbackStore.ping
+
     async def raw_get(self, key: str) -> Any:
         return await self._route("raw_get", key)
 

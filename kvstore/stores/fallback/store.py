@@ -265,6 +265,10 @@ class FallbackStore(PersistenceStore):
             return self.primary.decode_many(found)  # its batch decoder
         return {key: self.decode(key, blob) for key, blob in found.items()}
 
+    def ping(self) -> None:
+        """A round trip to the primary itself (the fallback serving reads is no answer from it)."""
+        self.primary.ping()
+
     def raw_get(self, key: str) -> Any:
         return self._route("raw_get", key)
 

@@ -30,7 +30,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ...errors import ConfigError
 
-__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_POOL_TIMEOUT", "build_client", "pool_options",
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "DEFAULT_POOL_TIMEOUT", "build_client", "check_url", "pool_options",
            "POOL_EXHAUSTED"]
 
 DEFAULT_MAX_CONNECTIONS = 50
@@ -87,6 +87,27 @@ def pool_options(url: str) -> tuple[str, dict[str, Any]]:
     return parts._replace(query="&".join(rest)).geturl(), found
 
 
+def check_url(url: Any, setting: str = "url") -> None:
+    """ConfigError naming ``setting`` unless ``url`` is a URL a Redis client can be built from:
+    a known scheme, a Sentinel URL naming its service, well-formed pool options. Opens nothing,
+    imports no driver: the YAML's ``persistence.redis.url`` is checked with it before any store
+    opens."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(f"{setting}: {mask_url(str(url))!r} is not a redis:// URL")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.split("+", 1)[0] not in ("redis", "rediss", "unix"):
+        raise ConfigError(f"{setting}: unknown scheme {scheme!r} (redis, rediss, unix, "
+                          "redis+cluster, redis+sentinel)")
+    if scheme in ("redis+sentinel", "rediss+sentinel") and not any(
+            p for p in urlsplit(url).path.split("/")):
+        raise ConfigError(f"{setting}: a Sentinel URL names the service: "
+                          "redis+sentinel://host:26379/<service>/<db>")
+    try:
+        pool_options(url)
+    except ConfigError as exc:  # "url '...': max_connections='x' is not ...": name the setting
+        raise ConfigError(f"{setting}: {str(exc).split(': ', 1)[-1]}") from None
+
+
 @lru_cache(maxsize=2)
 def _blocking_sentinel_pool(asyncio: bool) -> type:
     """redis-py's Sentinel pool (follows the primary) with the blocking pool's bounded wait."""
@@ -107,8 +128,7 @@ def build_client(url: str, cluster: bool | None, socket_timeout: float, connect_
     """A redis-py client for ``url`` (``asyncio=True``: its ``redis.asyncio`` twin) and whether
     it is a cluster client. ValueError for a URL redis-py refuses."""
     redis: Any = importlib.import_module("redis.asyncio" if asyncio else "redis")
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"url: {mask_url(str(url))!r} is not a redis:// URL")
+    check_url(url)
     scheme = url.split("://", 1)[0].lower()
     # Never re-send a command: a write whose reply was lost may have run (an RPUSH or an
     # INCRBY sent twice is a duplicate). A failure raises StoreUnavailableError instead.
@@ -127,9 +147,6 @@ def build_client(url: str, cluster: bool | None, socket_timeout: float, connect_
     is_cluster = bool(cluster) or scheme.endswith("+cluster")
     if scheme.endswith("+cluster"):
         url = scheme.split("+", 1)[0] + "://" + url.split("://", 1)[1]
-    if scheme.split("+", 1)[0] not in ("redis", "rediss", "unix"):
-        raise ConfigError(f"url: unknown scheme {scheme!r} (redis, rediss, unix, "
-                          "redis+cluster, redis+sentinel)")
     if not parts.password and password:
         base["password"] = password
         if username and not parts.username:
@@ -158,9 +175,6 @@ def _sentinel(parts: Any, scheme: str, username: str | None, password: str | Non
         host, _, port = item.rpartition(":")
         hosts.append((host or item, int(port or 26379) if host else 26379))
     path = [p for p in parts.path.split("/") if p]
-    if not path:
-        raise ConfigError("url: a Sentinel URL names the service: "
-                          "redis+sentinel://host:26379/<service>/<db>")
     service, db = path[0], int(path[1]) if len(path) > 1 else 0
     conn_kwargs = dict(base, db=db, password=password, username=username,
                        ssl=scheme.startswith("rediss"))

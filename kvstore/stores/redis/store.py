@@ -101,6 +101,8 @@ class RedisStore(MarkedCommits, PersistenceStore):
         try:
             return build_client(url, cluster, socket_timeout, connect_timeout, max_connections,
                                 pool_timeout, options, asyncio)
+        except ConfigError:
+            raise  # already names the setting (url: unknown scheme 'http' ...)
         except ValueError as exc:
             raise ConfigError(f"url: {mask_url(url)!r}: {exc}") from exc
         except self.unavailable_errors + (self._redis.exceptions.RedisClusterException,) as exc:
