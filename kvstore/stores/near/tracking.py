@@ -77,10 +77,16 @@ class Tracker:
 
     def start(self, wait: float = 0.0) -> "Tracker":
         """Start listening; wait up to ``wait`` seconds for the channel to come up."""
+        seen = None
+        if self.store.cluster:
+            try:
+                seen = self._slot_map()  # before the listeners: a change from now on is seen
+            except Exception:
+                pass
         self._begin_round()
         if self.store.cluster:
-            thread = threading.Thread(target=self._watch_slots, name="kvstore-near-slots",
-                                      daemon=True)
+            thread = threading.Thread(target=self._watch_slots, args=(seen,),
+                                      name="kvstore-near-slots", daemon=True)
             thread.start()
             self._threads.append(thread)
         self.wait_up(wait)
@@ -231,8 +237,7 @@ class Tracker:
         return sorted(repr(item) for item in (reply.items() if isinstance(reply, dict)
                                               else reply))
 
-    def _watch_slots(self) -> None:
-        seen = None
+    def _watch_slots(self, seen: Any) -> None:
         while not self._closed.wait(self.heartbeat):
             try:
                 current = self._slot_map()
