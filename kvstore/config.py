@@ -145,6 +145,8 @@ class RedisConfig(_MaskedRepr):
     pool_timeout: float = 5.0
     #: Store that serves the cache tier while Redis is unavailable (None: raise).
     fallback: str | None = None
+    #: A near cache for every key (kvstore.stores.near.settings).
+    near: Any = None
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,8 @@ class PostgresConfig(_MaskedRepr):
 class CategoryConfig:
     store: str
     ttl: float | None = None
+    #: A near cache for this category's keys (kvstore.stores.near.settings).
+    near: Any = None
 
 
 @dataclass(frozen=True)
@@ -270,12 +274,19 @@ _REDIS = {"url": checks.text, "ttl_default": _ttl, "serializer": _serializer,
           "key_prefix": checks.text, "cluster": checks.boolean, "socket_timeout": checks.seconds,
           "connect_timeout": checks.seconds, "max_connections": _at_least_1,
           "pool_timeout": checks.seconds,
-          "fallback": lambda v, s: None if v is None else _store_name(v, s)}
+          "fallback": lambda v, s: None if v is None else _store_name(v, s),
+          "near": lambda v, s: _near().near_settings(v, s)}
 _FILE = {"base_path": checks.path, "ttl_default": _ttl, "serializer": _serializer,
          "format": lambda v, s: checks.choice(v, s, ("json", "msgpack", "pickle"))}
 _POSTGRES = {"dsn": checks.text, "table": checks.text, "ttl_default": _ttl,
              "serializer": _serializer, "max_entries": _at_least_1}
-_CATEGORY = {"store": _store_name, "ttl": _ttl}
+_CATEGORY = {"store": _store_name, "ttl": _ttl, "near": lambda v, s: _near().near_settings(v, s)}
+
+
+def _near() -> Any:
+    from .stores.near import settings
+
+    return settings
 _BACKUP = {"enabled": checks.boolean, "interval": _interval, "path": checks.path,
            "retention": lambda v, s: checks.whole(v, s, 1)}
 _JOURNAL = {"recover_interval": _ttl}
@@ -387,6 +398,7 @@ def configured_backends(config: Config) -> dict[str, tuple[registry.Backend, Any
 def _check_consistency(config: Config) -> None:
     p = "persistence"
     configured_backends(config)  # two sections for one store: refused
+    _near().check_near(config)
     if config.memory.autosave is not None and config.memory.snapshot is None:
         raise ConfigError(f"{p}.memory.autosave: needs memory.snapshot (the file to save to)")
     serializers = [("memory", config.memory.serializer), ("sqlite", config.sqlite.serializer),

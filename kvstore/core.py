@@ -385,7 +385,21 @@ class Core:
         return Fill(self, entry, key, factory)
 
     def stats_report(self) -> dict[str, dict[str, int]]:
-        return {name: dataclasses.asdict(s) for name, s in self.stats.items()}
+        report = {name: dataclasses.asdict(s) for name, s in self.stats.items()}
+        for name, store in self.stores.items():  # a near cache's own hits and misses
+            report.get(name, {}).update(near_stats(store))
+        return report
+
+
+def near_stats(store: Any) -> dict[str, int]:
+    """``near_hits`` / ``near_misses`` of the near cache in ``store``'s layers (none: {})."""
+    from . import registry
+
+    for layer in registry.unwrapped(store):
+        report = getattr(layer, "near_stats", None)
+        if report is not None:
+            return dict(report())
+    return {}
 
 
 class Fill:

@@ -82,7 +82,7 @@ class Backend:
     #: Its data lives in this process (``items_with_ttl()``, ``raw_apply(ops)``): the memory
     #: tier's ``memory.snapshot`` file saves and reloads it.
     snapshots: bool = False
-    #: A wrapper of another store (FallbackStore): the attribute holding the store it wraps.
+    #: A wrapper of another store (FallbackStore, NearStore): the attribute holding the store it wraps.
     wraps: str | None = None
 
     def store_class(self) -> type:
@@ -124,6 +124,8 @@ BUILTIN = (
             async_driver="kvstore.stores.postgres.aio:AsyncPostgresStore", loop_tasks=True),
     Backend("fallback", "kvstore.stores.fallback:FallbackStore", wraps="primary",
             async_driver="kvstore.stores.fallback.aio:AsyncFallbackStore"),
+    Backend("near", "kvstore.stores.near:NearStore", wraps="inner",
+            async_driver="kvstore.stores.near.aio:AsyncNearStore"),
 )
 
 _lock = threading.RLock()

@@ -163,10 +163,11 @@ def _postgres_case(tmp_path: Path) -> StoreCase:
 
 
 SYNC_KINDS = ["memory", "memory-msgpack", "sqlite-json", "sqlite-msgpack", "file-json",
-              "file-msgpack", "redis", "redis-cluster", "postgres", "redis-fallback"]
+              "file-msgpack", "redis", "redis-cluster", "postgres", "redis-fallback",
+              "redis-near", "redis-cluster-near"]
 #: The async stores (kvstore.aio) run the same test bodies through kvstore.testing.facade.
 AIO_KINDS = ["aio-memory", "aio-sqlite-json", "aio-file-msgpack", "aio-redis", "aio-redis-cluster",
-             "aio-postgres"]
+             "aio-postgres", "aio-redis-near", "aio-redis-cluster-near"]
 STORE_KINDS = SYNC_KINDS + AIO_KINDS
 
 
@@ -181,9 +182,34 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     cluster.stop()
 
 
+@pytest.fixture(scope="session")
+def private_redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A private redis-server for the near cache (its channel runs CLIENT TRACKING; its tests
+    CLIENT KILL it): never the shared server."""
+    if not HAVE_REDIS_SERVER:
+        pytest.skip("redis-server / redis-cli not on PATH: the near cache tests need them")
+    from redis_servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("near-redis")).start()
+    yield server.url
+    server.stop()
+
+
+def _near_case(request: pytest.FixtureRequest, cluster: bool) -> StoreCase:
+    """NearStore (kvstore.stores.near) over Redis or a Redis Cluster, both private servers."""
+    url = request.getfixturevalue("redis_cluster_url" if cluster else "private_redis_url")
+    spec = {"kind": "redis", "url": url, "key_prefix": f"kvtest:{uuid.uuid4().hex[:8]}:",
+            "near": True, **({"cluster": True} if cluster else {})}
+    return StoreCase(kind="redis-cluster-near" if cluster else "redis-near",
+                     build=lambda **kw: open_spec(dict(spec, **kw)), advance=time.sleep,
+                     durable=True, spec=spec)
+
+
 def _make_case(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> StoreCase:
     if kind.startswith("aio-"):
         return _aio_case(_make_case(kind[4:], request, tmp_path))
+    if kind.endswith("-near"):
+        return _near_case(request, kind == "redis-cluster-near")
     if kind == "memory":
         return _memory_case(tmp_path, None)
     if kind == "memory-msgpack":
@@ -252,12 +278,17 @@ def open_spec(spec: dict[str, Any]) -> Any:
     """Open, in another process, the store a :class:`StoreCase` describes by its ``spec``."""
     import kvstore
 
-    options = {k: v for k, v in spec.items() if k not in ("kind", "aio")}
+    options = {k: v for k, v in spec.items() if k not in ("kind", "aio", "near")}
     if spec["kind"] == "redis":
         options.setdefault("ttl_default", None)
     cls = {"sqlite": "SQLiteStore", "file": "FileStore", "redis": "RedisStore",
            "postgres": "PostgresStore"}[spec["kind"]]
     store = getattr(kvstore, cls)(**options)
+    if spec.get("near"):
+        from kvstore.stores.near import NearSettings, NearStore
+
+        store = NearStore(store, NearSettings(), wait=10)
+        assert store.tracking, "the near cache's invalidation channel did not come up"
     if spec.get("aio"):
         from kvstore.testing.facade import Blocking
 

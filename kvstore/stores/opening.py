@@ -129,7 +129,8 @@ def _open_tier(tier: str, c: Config, chosen: Mapping[str, tuple[registry.Backend
 
 
 def open_redis(settings: Any, context: Opening) -> PersistenceStore:
-    """The ``redis:`` section's store (behind a FallbackStore with ``redis.fallback``)."""
+    """The ``redis:`` section's store (behind a NearStore with ``near:`` settings, and that
+    behind a FallbackStore with ``redis.fallback``)."""
     from .redis import RedisStore
 
     r = settings
@@ -137,6 +138,9 @@ def open_redis(settings: Any, context: Opening) -> PersistenceStore:
                        key_prefix=r.key_prefix, cluster=r.cluster or None, secret=context.secret,
                        socket_timeout=r.socket_timeout, connect_timeout=r.connect_timeout,
                        max_connections=r.max_connections, pool_timeout=r.pool_timeout)
+    from .near.settings import wrap_near
+
+    redis = wrap_near(redis, context.config)  # a NearStore with a `near:` setting
     if not r.fallback:
         return redis
     from .fallback import FallbackStore

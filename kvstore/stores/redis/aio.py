@@ -18,7 +18,7 @@ from ..._marks import MISSING
 from ...astore import AsyncStore
 from ...errors import NotAnIntegerError
 from .scripts import (COMMIT, LOG_TAIL, RESERVED, SCAN_COUNT, TOUCH, commit_args, glob_escape,
-                      log_tail_args, log_tail_rows, ms, name_str)
+                      log_tail_args, log_tail_rows, ms, name_str, snapshot_rows)
 from .store import RedisStore
 
 __all__ = ["AsyncRedisStore"]
@@ -243,6 +243,15 @@ class AsyncRedisStore(AsyncStore):
         if ttl is not None:
             return bool(await self._do(self._client.pexpire(self._k(key), ms(ttl))))
         return bool(await self._do(self._touch_script(keys=[self._k(key)], args=[""])))
+
+    async def raw_snapshot(self, keys: list[str]) -> list[tuple[str, Any, float | None]]:
+        """As RedisStore's: GET and PTTL of each key in one pipeline (one round trip)."""
+        await self._ready()  # see raw_set_many
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(self._k(key))
+            pipe.pttl(self._k(key))
+        return snapshot_rows(keys, await self._do(pipe.execute()))
 
     # Logs: the same Redis lists as RedisStore's (see there), awaited.
     async def raw_log_append(self, name: str, blob: Any) -> int:

@@ -15,7 +15,7 @@ from ..._marks import KEEP, MISSING, Check, Op
 
 __all__ = ["RESERVED", "META", "LOG", "TX", "SCAN_COUNT", "MARKER_MS", "COMMIT", "COMMIT_MARKED",
            "SETTLE", "FORGET", "REPLACE", "TOUCH", "glob_escape", "ms", "commit_args", "images",
-           "name_str", "LOG_TAIL", "log_tail_args", "log_tail_rows"]
+           "name_str", "LOG_TAIL", "log_tail_args", "log_tail_rows", "snapshot_rows"]
 
 RESERVED = "\x00kvstore-"         # kvstore's own names start with this; keys never do
 META = RESERVED + "meta\x00"      # locks
@@ -190,6 +190,18 @@ def images(keys: list[str], found: list[Any]) -> list[tuple[str, Any, float | No
             out.append((key, MISSING, None))
         else:
             out.append((key, blob, None if pttl < 0 else pttl / 1000.0))
+    return out
+
+
+def snapshot_rows(keys: list[str], results: list[Any]) -> list[tuple[str, Any, float | None]]:
+    """``raw_snapshot``'s rows from a pipeline's replies: GET, PTTL for each key in turn."""
+    out: list[tuple[str, Any, float | None]] = []
+    for i, key in enumerate(keys):
+        blob, pttl = results[2 * i], results[2 * i + 1]
+        if blob is None or pttl == -2:  # missing, or expired between GET and PTTL
+            out.append((key, MISSING, None))
+        else:
+            out.append((key, blob, None if pttl is None or pttl < 0 else pttl / 1000.0))
     return out
 
 

@@ -14,7 +14,8 @@ from .commit import MarkedCommits
 from .connect import (DEFAULT_MAX_CONNECTIONS, DEFAULT_POOL_TIMEOUT, POOL_EXHAUSTED,
                       build_client, check_pool, mask_url, pool_options)
 from .scripts import (COMMIT, LOG, LOG_TAIL, META, REPLACE, RESERVED, SCAN_COUNT, TOUCH,
-                      commit_args, glob_escape, log_tail_args, log_tail_rows, ms, name_str)
+                      commit_args, glob_escape, log_tail_args, log_tail_rows, ms, name_str,
+                      snapshot_rows)
 
 __all__ = ["RedisStore"]
 
@@ -107,6 +108,12 @@ class RedisStore(MarkedCommits, PersistenceStore):
             raise ConfigError(f"url: {mask_url(url)!r}: {exc}") from exc
         except self.unavailable_errors + (self._redis.exceptions.RedisClusterException,) as exc:
             raise StoreUnavailableError(f"Redis at {mask_url(url)} is unavailable: {exc}") from exc
+
+    @property
+    def client(self) -> Any:
+        """The redis-py client (a layer over this store, such as the near cache's invalidation
+        channel, opens dedicated connections with its pools' settings)."""
+        return self._client
 
     def describe(self) -> str:
         extra = ", cluster=True" if self.cluster else ""
@@ -427,14 +434,7 @@ class RedisStore(MarkedCommits, PersistenceStore):
                 pipe.get(self._k(key))
                 pipe.pttl(self._k(key))
             results = pipe.execute()
-        out: list[tuple[str, Any, float | None]] = []
-        for i, key in enumerate(keys):
-            blob, pttl = results[2 * i], results[2 * i + 1]
-            if blob is None or pttl == -2:  # missing, or expired between GET and PTTL
-                out.append((key, MISSING, None))
-            else:
-                out.append((key, blob, None if pttl is None or pttl < 0 else pttl / 1000.0))
-        return out
+        return snapshot_rows(keys, results)
 
     # -- restores: everything replaced by one script ---------------------------------------------------
 
