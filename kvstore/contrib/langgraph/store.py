@@ -116,15 +116,15 @@ class KVStoreMemoryStore(BaseStore):
 
     def _batch(self, ops: list[Op]) -> Flow:
         results: list[Result] = [None] * len(ops)
-        gets: list[tuple[int, GetOp]] = []
+        gets: list[tuple[int, GetOp, str]] = []
         puts: dict[str, PutOp] = {}
         for i, op in enumerate(ops):  # every op checked before anything is read or written
             if not isinstance(op, (GetOp, PutOp, SearchOp, ListNamespacesOp)):
                 raise InvalidArgumentError(f"unknown operation type: {type(op).__name__}")
             validate_op_namespace(op)
             if isinstance(op, GetOp):
-                gets.append((i, op))
-                self._sync.check_key(self._key(op.namespace, op.key))
+                gets.append((i, op, self._key(op.namespace, op.key)))
+                self._sync.check_key(gets[-1][2])
             elif isinstance(op, PutOp):
                 key = self._key(op.namespace, op.key)
                 self._sync.check_key(key)
@@ -145,20 +145,20 @@ class KVStoreMemoryStore(BaseStore):
     def _key(self, namespace: tuple[str, ...], key: str) -> str:
         return item_key(self.base, tuple(namespace), key)
 
-    def _get(self, gets: list[tuple[int, GetOp]], results: list[Result]) -> Flow:
-        keys = {i: self._key(op.namespace, op.key) for i, op in gets}
-        found = yield _call("raw_get_many", list(dict.fromkeys(keys.values())))
+    def _get(self, gets: list[tuple[int, GetOp, str]], results: list[Result]) -> Flow:
+        found = yield _call("raw_get_many", list(dict.fromkeys(key for _, _, key in gets)))
         touched = set()
-        for i, op in gets:
-            blob = found.get(keys[i], MISSING)
+        for i, op, key in gets:
+            blob = found.get(key, MISSING)
             if blob is MISSING:
                 continue
-            record = self._record(keys[i], blob)
-            results[i] = self._item(keys[i], record, Item)
+            record = self._record(key, blob)
+            results[i] = Item(namespace=op.namespace, key=op.key, value=record["value"],
+                              created_at=record["created_at"], updated_at=record["updated_at"])
             ttl = record.get("ttl")
-            if op.refresh_ttl and ttl and keys[i] not in touched:
-                touched.add(keys[i])
-                yield _call("raw_touch", keys[i], _seconds(ttl))
+            if op.refresh_ttl and ttl and key not in touched:
+                touched.add(key)
+                yield _call("raw_touch", key, _seconds(ttl))
 
     def _search(self, op: SearchOp) -> Flow:
         prefix = namespace_prefix(self.base, tuple(op.namespace_prefix))
@@ -186,7 +186,7 @@ class KVStoreMemoryStore(BaseStore):
             for key, record in page:
                 if record.get("ttl"):
                     yield _call("raw_touch", key, _seconds(record["ttl"]))
-        return [self._item(key, record, SearchItem) for key, record in page]
+        return [self._item(key, record) for key, record in page]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Flow:
         conditions = [(c.match_type, tuple(c.path)) for c in op.match_conditions or ()]
@@ -228,11 +228,11 @@ class KVStoreMemoryStore(BaseStore):
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _item(self, key: str, record: dict[str, Any], cls: type) -> Any:
-        """The Item (or SearchItem) of a stored record."""
+    def _item(self, key: str, record: dict[str, Any]) -> SearchItem:
+        """The SearchItem of a stored record."""
         namespace, name = split_key(self.base, key)
-        return cls(namespace=namespace, key=name, value=record["value"],
-                   created_at=record["created_at"], updated_at=record["updated_at"])
+        return SearchItem(namespace=namespace, key=name, value=record["value"],
+                          created_at=record["created_at"], updated_at=record["updated_at"])
 
     def _record(self, key: str, blob: Any) -> dict[str, Any]:
         record = self._sync.decode(key, blob)
