@@ -205,19 +205,16 @@ class KVStoreMemoryStore(BaseStore):
     def _put(self, puts: dict[str, PutOp]) -> Flow:
         deletes = [key for key, op in puts.items() if op.value is None]
         writes = {key: op for key, op in puts.items() if op.value is not None}
+        current = (yield _call("raw_get_many", list(writes))) if writes else {}
+        now = _now()
+        # Every record is encoded (and every stored one read) before the batch writes anything.
+        staged = {key: (current.get(key, MISSING), self._encoded(key, op, current.get(
+            key, MISSING), now)) for key, op in writes.items()}
         if deletes:
             yield _call("raw_delete_many", deletes)
-        if not writes:
-            return
-        current = yield _call("raw_get_many", list(writes))
-        now = _now()
-        for key, op in writes.items():
-            blob = current.get(key, MISSING)
-            seconds = _seconds(op.ttl)
+        for key, (blob, new) in staged.items():
+            seconds = _seconds(writes[key].ttl)
             while True:  # compare-and-swap: the first put's created_at survives every writer
-                record = {"value": dict(op.value or {}), "created_at": self._created(key, blob, now),
-                          "updated_at": now, "ttl": op.ttl}
-                new = self._sync.encode(key, record)
                 if blob is MISSING:
                     done = yield _call("raw_add", key, new, seconds)
                 else:
@@ -225,6 +222,13 @@ class KVStoreMemoryStore(BaseStore):
                 if done:
                     break
                 blob = yield _call("raw_get", key)
+                new = self._encoded(key, writes[key], blob, now)
+
+    def _encoded(self, key: str, op: PutOp, blob: Any, now: str) -> Any:
+        """The blob of ``op``'s item, keeping the created_at of the item ``blob`` holds."""
+        created = now if blob is MISSING else str(self._record(key, blob)["created_at"])
+        return self._sync.encode(key, {"value": dict(op.value or {}), "created_at": created,
+                                       "updated_at": now, "ttl": op.ttl})
 
     # -- records ------------------------------------------------------------------------------------
 
@@ -243,8 +247,6 @@ class KVStoreMemoryStore(BaseStore):
                                    "data; give KVStoreMemoryStore a category of its own")
         return record
 
-    def _created(self, key: str, blob: Any, now: str) -> str:
-        return now if blob is MISSING else str(self._record(key, blob)["created_at"])
 
     def __repr__(self) -> str:
         return f"KVStoreMemoryStore({self._astore or self._sync!r}, category={self.base[:-1]!r})"
