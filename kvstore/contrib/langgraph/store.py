@@ -34,7 +34,15 @@ calls: directly on a synchronous store, awaited on an async one (``abatch`` over
 store runs ``batch`` in a worker thread; ``batch`` over an async store runs on its synchronous
 twin). As ``InMemoryStore`` does, every read of a batch sees the data as it was before the
 batch, and its puts are applied after (the last put of a key wins). A put keeps ``created_at``
-with a compare-and-swap, so concurrent writers never lose one.
+with a compare-and-swap, so concurrent writers never lose one. A batch with a bad op (a
+namespace, a TTL, a key the store cannot hold, a value it cannot encode) writes nothing; a batch
+is not one transaction, though: a store failing midway may leave its first puts applied.
+
+Costs: ``get`` is one ``raw_get_many`` for the whole batch; ``search`` lists the keys under its
+namespace prefix once, then loads only what it needs (without a filter, only the page; with one,
+200 items a round trip until the page is full); ``list_namespaces`` lists the keys under the
+longest literal ``prefix`` it is given. Those listings are range scans on SQLite and
+PostgreSQL, a folder walk on files, a ``SCAN`` on Redis, and every key on a ``MemoryStore``.
 """
 
 from __future__ import annotations
