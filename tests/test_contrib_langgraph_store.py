@@ -541,3 +541,19 @@ def test_other_data_under_the_category_is_reported_not_misread(tmp_path: Path) -
                 call()
         assert db.load("memory:users/ann/prefs") == ["not", "an", "item"]
         assert KVStoreMemoryStore(db, category="agent").search(()) == []
+
+
+def test_a_value_the_store_cannot_encode_writes_nothing_of_its_batch(backend: Backend) -> None:
+    if backend.kind == "memory":
+        pytest.skip("a MemoryStore without serializer keeps any object")
+    from kvstore import SerializationError
+
+    async def body(do: Any) -> None:
+        ours = backend.memory()
+        await do(ours, "put", ("x",), "old", {"v": 1})
+        with pytest.raises(SerializationError, match="memory:x/bad"):
+            await do(ours, "batch", [PutOp(("x",), "new", {"v": 2}), PutOp(("x",), "old", None),
+                                     PutOp(("x",), "bad", {"v": object()})])
+        assert [i.key for i in await do(ours, "search", ("x",))] == ["old"]
+
+    backend.run(body)

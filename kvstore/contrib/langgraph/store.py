@@ -34,7 +34,15 @@ calls: directly on a synchronous store, awaited on an async one (``abatch`` over
 store runs ``batch`` in a worker thread; ``batch`` over an async store runs on its synchronous
 twin). As ``InMemoryStore`` does, every read of a batch sees the data as it was before the
 batch, and its puts are applied after (the last put of a key wins). A put keeps ``created_at``
-with a compare-and-swap, so concurrent writers never lose one.
+with a compare-and-swap, so concurrent writers never lose one. A batch with a bad op (a
+namespace, a TTL, a key the store cannot hold, a value it cannot encode) writes nothing; a batch
+is not one transaction, though: a store failing midway may leave its first puts applied.
+
+Costs: ``get`` is one ``raw_get_many`` for the whole batch; ``search`` lists the keys under its
+namespace prefix once, then loads only what it needs (without a filter, only the page; with one,
+200 items a round trip until the page is full); ``list_namespaces`` lists the keys under the
+longest literal ``prefix`` it is given. Those listings are range scans on SQLite and
+PostgreSQL, a folder walk on files, a ``SCAN`` on Redis, and every key on a ``MemoryStore``.
 """
 
 from __future__ import annotations
@@ -116,15 +124,15 @@ class KVStoreMemoryStore(BaseStore):
 
     def _batch(self, ops: list[Op]) -> Flow:
         results: list[Result] = [None] * len(ops)
-        gets: list[tuple[int, GetOp]] = []
+        gets: list[tuple[int, GetOp, str]] = []
         puts: dict[str, PutOp] = {}
         for i, op in enumerate(ops):  # every op checked before anything is read or written
             if not isinstance(op, (GetOp, PutOp, SearchOp, ListNamespacesOp)):
                 raise InvalidArgumentError(f"unknown operation type: {type(op).__name__}")
             validate_op_namespace(op)
             if isinstance(op, GetOp):
-                gets.append((i, op))
-                self._sync.check_key(self._key(op.namespace, op.key))
+                gets.append((i, op, self._key(op.namespace, op.key)))
+                self._sync.check_key(gets[-1][2])
             elif isinstance(op, PutOp):
                 key = self._key(op.namespace, op.key)
                 self._sync.check_key(key)
@@ -145,20 +153,20 @@ class KVStoreMemoryStore(BaseStore):
     def _key(self, namespace: tuple[str, ...], key: str) -> str:
         return item_key(self.base, tuple(namespace), key)
 
-    def _get(self, gets: list[tuple[int, GetOp]], results: list[Result]) -> Flow:
-        keys = {i: self._key(op.namespace, op.key) for i, op in gets}
-        found = yield _call("raw_get_many", list(dict.fromkeys(keys.values())))
+    def _get(self, gets: list[tuple[int, GetOp, str]], results: list[Result]) -> Flow:
+        found = yield _call("raw_get_many", list(dict.fromkeys(key for _, _, key in gets)))
         touched = set()
-        for i, op in gets:
-            blob = found.get(keys[i], MISSING)
+        for i, op, key in gets:
+            blob = found.get(key, MISSING)
             if blob is MISSING:
                 continue
-            record = self._record(keys[i], blob)
-            results[i] = self._item(keys[i], record, Item)
+            record = self._record(key, blob)
+            results[i] = Item(namespace=op.namespace, key=op.key, value=record["value"],
+                              created_at=record["created_at"], updated_at=record["updated_at"])
             ttl = record.get("ttl")
-            if op.refresh_ttl and ttl and keys[i] not in touched:
-                touched.add(keys[i])
-                yield _call("raw_touch", keys[i], _seconds(ttl))
+            if op.refresh_ttl and ttl and key not in touched:
+                touched.add(key)
+                yield _call("raw_touch", key, _seconds(ttl))
 
     def _search(self, op: SearchOp) -> Flow:
         prefix = namespace_prefix(self.base, tuple(op.namespace_prefix))
@@ -186,7 +194,7 @@ class KVStoreMemoryStore(BaseStore):
             for key, record in page:
                 if record.get("ttl"):
                     yield _call("raw_touch", key, _seconds(record["ttl"]))
-        return [self._item(key, record, SearchItem) for key, record in page]
+        return [self._item(key, record) for key, record in page]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> Flow:
         conditions = [(c.match_type, tuple(c.path)) for c in op.match_conditions or ()]
@@ -205,19 +213,16 @@ class KVStoreMemoryStore(BaseStore):
     def _put(self, puts: dict[str, PutOp]) -> Flow:
         deletes = [key for key, op in puts.items() if op.value is None]
         writes = {key: op for key, op in puts.items() if op.value is not None}
+        current = (yield _call("raw_get_many", list(writes))) if writes else {}
+        now = _now()
+        # Every record is encoded (and every stored one read) before the batch writes anything.
+        staged = {key: (current.get(key, MISSING), self._encoded(key, op, current.get(
+            key, MISSING), now)) for key, op in writes.items()}
         if deletes:
             yield _call("raw_delete_many", deletes)
-        if not writes:
-            return
-        current = yield _call("raw_get_many", list(writes))
-        now = _now()
-        for key, op in writes.items():
-            blob = current.get(key, MISSING)
-            seconds = _seconds(op.ttl)
+        for key, (blob, new) in staged.items():
+            seconds = _seconds(writes[key].ttl)
             while True:  # compare-and-swap: the first put's created_at survives every writer
-                record = {"value": dict(op.value or {}), "created_at": self._created(key, blob, now),
-                          "updated_at": now, "ttl": op.ttl}
-                new = self._sync.encode(key, record)
                 if blob is MISSING:
                     done = yield _call("raw_add", key, new, seconds)
                 else:
@@ -225,14 +230,21 @@ class KVStoreMemoryStore(BaseStore):
                 if done:
                     break
                 blob = yield _call("raw_get", key)
+                new = self._encoded(key, writes[key], blob, now)
+
+    def _encoded(self, key: str, op: PutOp, blob: Any, now: str) -> Any:
+        """The blob of ``op``'s item, keeping the created_at of the item ``blob`` holds."""
+        created = now if blob is MISSING else str(self._record(key, blob)["created_at"])
+        return self._sync.encode(key, {"value": dict(op.value or {}), "created_at": created,
+                                       "updated_at": now, "ttl": op.ttl})
 
     # -- records ------------------------------------------------------------------------------------
 
-    def _item(self, key: str, record: dict[str, Any], cls: type) -> Any:
-        """The Item (or SearchItem) of a stored record."""
+    def _item(self, key: str, record: dict[str, Any]) -> SearchItem:
+        """The SearchItem of a stored record."""
         namespace, name = split_key(self.base, key)
-        return cls(namespace=namespace, key=name, value=record["value"],
-                   created_at=record["created_at"], updated_at=record["updated_at"])
+        return SearchItem(namespace=namespace, key=name, value=record["value"],
+                          created_at=record["created_at"], updated_at=record["updated_at"])
 
     def _record(self, key: str, blob: Any) -> dict[str, Any]:
         record = self._sync.decode(key, blob)
@@ -243,8 +255,6 @@ class KVStoreMemoryStore(BaseStore):
                                    "data; give KVStoreMemoryStore a category of its own")
         return record
 
-    def _created(self, key: str, blob: Any, now: str) -> str:
-        return now if blob is MISSING else str(self._record(key, blob)["created_at"])
 
     def __repr__(self) -> str:
         return f"KVStoreMemoryStore({self._astore or self._sync!r}, category={self.base[:-1]!r})"
