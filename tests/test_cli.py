@@ -209,6 +209,19 @@ def redis_down(env, tmp_path):
                  f"  sqlite: {{path: {tmp_path}/app.db}}\n")
 
 
+def test_get_and_delete_with_redis_down_read_the_stores_that_answer(env, redis_down):
+    assert kv(env, "set", "prefs:a", "1", config=redis_down).returncode == 0
+    r = kv(env, "get", "prefs:a", config=redis_down)  # routed to database: Redis is not asked
+    assert r.returncode == 0 and json.loads(r.stdout) == 1 and r.stderr == ""
+    r = kv(env, "get", "prefs:nobody", config=redis_down)  # perhaps in the cache: unknown
+    assert r.returncode == 3 and "the cache store could not be read" in r.stderr
+    assert "not found" not in r.stderr
+    r = kv(env, "delete", "prefs:a", config=redis_down)
+    assert r.returncode == 3 and "the cache store could not be read" in r.stderr
+    r = kv(env, "get", "prefs:a", "--store", "database", config=redis_down)
+    assert r.returncode == 1  # deleted where it could be
+
+
 def test_stats_reports_the_other_stores_when_redis_is_down(env, redis_down):
     assert kv(env, "set", "a", "1", config=redis_down).returncode == 0
     r = kv(env, "stats", config=redis_down)

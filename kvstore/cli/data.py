@@ -13,37 +13,51 @@ import os
 import sys
 from typing import IO, Any
 
-from ..errors import KVStoreError
+from ..errors import KVStoreError, StoreUnavailableError
 from .common import (EXIT_NOT_FOUND, EXIT_OK, EXIT_STORE, Usage, check_store, count_keys,
                      json_out, refuse_memory)
 
 __all__ = ["cmd_get", "cmd_set", "cmd_delete", "cmd_keys", "cmd_route", "cmd_stats",
-           "cmd_health", "cmd_config_check", "holders"]
+           "cmd_health", "cmd_config_check", "search_order"]
 
 
-def holders(pm: Any, key: str) -> list[str]:
-    """The stores that hold ``key``: where it routes first, then the others in ``pm.stores``
+def search_order(pm: Any, key: str, store: str | None) -> list[str]:
+    """``[store]``; without one, where ``key`` routes first, then the others in ``pm.stores``
     order."""
+    if store is not None:
+        return [store]
     routed = pm.route(key).store
-    order = [routed] + [name for name in pm.stores if name != routed]
-    return [name for name in order if pm.exists(key, store=name)]
+    return [routed] + [name for name in pm.stores if name != routed]
+
+
+def _unreachable(err: IO[str], key: str, failed: list[tuple[str, Exception]]) -> int:
+    for name, exc in failed:
+        err.write(f"kvstore: {key!r}: the {name} store could not be read: {exc}\n")
+    return EXIT_STORE
 
 
 def cmd_get(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     from ..store import MISSING
 
     store = check_store(pm, args.store)
-    if store is None:
-        found = holders(pm, args.key)
-        if not found:
-            err.write(f"kvstore: key {args.key!r} not found\n")
-            return EXIT_NOT_FOUND
-        store = found[0]
-        if store != pm.route(args.key).store:
-            err.write(f"kvstore: {args.key!r} is in the {store} store "
-                      f"(it routes to {pm.route(args.key).store})\n")
-    value = pm.load(args.key, MISSING, store=store)
+    failed: list[tuple[str, Exception]] = []
+    value: Any = MISSING
+    for name in search_order(pm, args.key, store):
+        try:
+            value = pm.load(args.key, MISSING, store=name)
+        except StoreUnavailableError as exc:
+            if store is not None:
+                raise
+            failed.append((name, exc))  # another store may still hold it
+            continue
+        if value is not MISSING:
+            if store is None and name != pm.route(args.key).store:
+                err.write(f"kvstore: {args.key!r} is in the {name} store "
+                          f"(it routes to {pm.route(args.key).store})\n")
+            break
     if value is MISSING:
+        if failed:  # not found where it could be read: that is no "not found"
+            return _unreachable(err, args.key, failed)
         err.write(f"kvstore: key {args.key!r} not found\n")
         return EXIT_NOT_FOUND
     if args.raw and isinstance(value, (bytes, str)):
@@ -102,13 +116,23 @@ def cmd_set(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> in
 
 def cmd_delete(pm: Any, args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     store = check_store(pm, args.store)
-    names = [store] if store is not None else holders(pm, args.key)
-    deleted = [name for name in names if pm.delete(args.key, store=name)]
+    deleted: list[str] = []
+    failed: list[tuple[str, Exception]] = []
+    for name in search_order(pm, args.key, store):
+        try:
+            if pm.delete(args.key, store=name):
+                deleted.append(name)
+        except StoreUnavailableError as exc:
+            if store is not None:
+                raise
+            failed.append((name, exc))
+    if store is None and deleted and deleted != [pm.route(args.key).store]:
+        err.write(f"kvstore: {args.key!r} deleted from {', '.join(deleted)}\n")
+    if failed:  # it may still be in a store that could not be reached
+        return _unreachable(err, args.key, failed)
     if not deleted:
         err.write(f"kvstore: key {args.key!r} not found\n")
         return EXIT_NOT_FOUND
-    if store is None and deleted != [pm.route(args.key).store]:
-        err.write(f"kvstore: {args.key!r} deleted from {', '.join(deleted)}\n")
     return EXIT_OK
 
 
