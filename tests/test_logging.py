@@ -81,6 +81,8 @@ def test_a_redis_outage_its_end_and_the_write_back_are_logged(tmp_path, data_dir
             pm.save("q:b", VALUE)
             pm.load("q:b")
             assert pm.stores["cache"].using_fallback
+            with pytest.raises(StoreUnavailableError):
+                pm.incr("q:n")  # refused during the outage: not a second record
         [outage] = _records(caplog, "kvstore.fallback")  # logged once per outage
         assert outage.levelno == logging.WARNING
         assert "unavailable" in outage.getMessage() and "fallback" in outage.getMessage()
@@ -94,6 +96,7 @@ def test_a_redis_outage_its_end_and_the_write_back_are_logged(tmp_path, data_dir
         assert any("answers again" in m for m in messages), messages
         pm.save("q:c", 1)
         assert len(_records(caplog, "kvstore.fallback")) == 3  # nothing more once recovered
+        assert not _records(caplog, "kvstore.store")  # the fallback's records tell the outage
 
 
 @needs_redis_server
