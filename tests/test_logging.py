@@ -187,3 +187,26 @@ def test_subscribers_get_each_signal_and_a_failing_one_breaks_nothing(caplog):
     assert seen[0][1] == {"store": "cache", "hit": True} and seen[1][1]["hit"] is False
     assert SECRET not in seen[2][1]["error"] and "StoreUnavailableError" in seen[2][1]["error"]
     assert not [r for r in caplog.records if SECRET in r.getMessage()]
+
+
+@needs_redis_server
+def test_the_async_manager_logs_a_store_down_and_up_the_same(tmp_path, data_dir, server, caplog):
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager
+
+    caplog.set_level(logging.INFO, logger="kvstore")
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(_config(tmp_path, server, None)) as pm:
+            await pm.save("q:a", VALUE)
+            with _stalled(server):
+                for _ in range(2):
+                    with pytest.raises(StoreUnavailableError):
+                        await pm.load("q:a")
+            assert await pm.load("q:a") == VALUE
+
+    asyncio.run(main())
+    records = _records(caplog, "kvstore.store")
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]
+    assert "load failed" in records[0].getMessage()
