@@ -2,9 +2,10 @@
 
     python benchmarks/bench_otel.py [--quick] [--json PATH]
 
-Four runs of the same calls: not instrumented; ``instrument()`` with the API's no-op providers
-(no SDK configured); with the SDK (every span kept and exported to an exporter that drops it,
-metrics aggregated in memory); and after ``uninstrument()`` (must cost nothing again). The ratio
+Three runs of the same calls, alternating in three rounds (best kept): not instrumented (after
+``uninstrument()`` from the second round on); ``instrument()`` with the API's no-op providers (no
+SDK configured); with the SDK (every span kept and exported to an exporter that drops it,
+metrics aggregated in memory). The ratio
 column is the not-instrumented rate over each run's rate: what instrumenting costs. No target:
 tracing every call is the user's choice; this says what it costs.
 """
@@ -62,16 +63,24 @@ def main() -> None:
                   "categories": {"m": {"store": "memory"}, "s": {"store": "database"}}}
         with PersistenceManager.from_config(config) as pm:
             stores = {"memory": _calls(pm, "m", n), "sqlite": _calls(pm, "s", n)}
+            sdk = _sdk()
             runs: list[tuple[str, Callable[[], None], bool]] = [
-                ("not instrumented", lambda: None, True),
+                ("not instrumented", uninstrument, True),
                 ("no-op API", instrument, False),
-                ("SDK, spans + metrics", lambda: instrument(*_sdk()), False),
-                ("after uninstrument", uninstrument, False)]
-            for label, switch, ours in runs:
-                switch()
-                for group, calls in stores.items():
-                    for op, fn in calls.items():
-                        report.add(group, f"pm.{op}", label, measure(fn, n), ours)
+                ("SDK, spans + metrics", lambda: instrument(*sdk), False)]
+            best: dict[tuple[str, str, str], float] = {}
+            for _ in range(3):  # rounds alternate, so a slow spell falls on every run
+                for label, switch, _ours in runs:
+                    switch()
+                    for group, calls in stores.items():
+                        for op, fn in calls.items():
+                            ops = measure(fn, n, repeats=1)
+                            best[(group, op, label)] = max(best.get((group, op, label), 0), ops)
+            uninstrument()
+            for group, calls in stores.items():
+                for op in calls:
+                    for label, _switch, ours in runs:
+                        report.add(group, f"pm.{op}", label, best[(group, op, label)], ours)
     report.print()
     report.save(args.json)
 

@@ -9,6 +9,7 @@ Nothing is opened here. Every mistake is a :class:`~kvstore.ConfigError` that na
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from dataclasses import dataclass, field, fields, replace
@@ -190,6 +191,13 @@ class JournalConfig:
     recover_interval: float | None = 2.0
 
 
+@dataclass(frozen=True)
+class TelemetryConfig:
+    #: Instrument kvstore with OpenTelemetry when a manager opens (kvstore.contrib.otel, with
+    #: the global providers; needs ``pip install kvstore[otel]``).
+    otel: bool = False
+
+
 @dataclass(frozen=True, repr=False)
 class Config(_MaskedRepr):
     """The whole ``persistence:`` section. ``Config()`` is the embedded default (no server)."""
@@ -204,6 +212,7 @@ class Config(_MaskedRepr):
     categories: Mapping[str, CategoryConfig] = field(default_factory=dict)
     backup: BackupConfig = BackupConfig()
     journal: JournalConfig = JournalConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     #: The sections of registered third-party backends (kvstore.registry), checked by them.
     backends: Mapping[str, Any] = field(default_factory=dict)
 
@@ -290,9 +299,10 @@ def _near() -> Any:
 _BACKUP = {"enabled": checks.boolean, "interval": _interval, "path": checks.path,
            "retention": lambda v, s: checks.whole(v, s, 1)}
 _JOURNAL = {"recover_interval": _ttl}
+_TELEMETRY = {"otel": checks.boolean}
 
 _TOP_LEVEL = ("default_store", "pickle_secret", "memory", "sqlite", "redis", "file", "postgres",
-              "categories", "backup", "journal")
+              "categories", "backup", "journal", "telemetry")
 
 
 def _third_party(body: Mapping[str, Any], p: str) -> dict[str, Any]:
@@ -373,6 +383,8 @@ def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> Conf
         categories=categories,
         backup=checks.section(BackupConfig, body.get("backup"), f"{p}.backup", _BACKUP),
         journal=checks.section(JournalConfig, body.get("journal"), f"{p}.journal", _JOURNAL),
+        telemetry=checks.section(TelemetryConfig, body.get("telemetry"), f"{p}.telemetry",
+                                 _TELEMETRY),
         backends=third_party,
     )
     _check_consistency(config)
@@ -399,6 +411,8 @@ def _check_consistency(config: Config) -> None:
     p = "persistence"
     configured_backends(config)  # two sections for one store: refused
     _near().check_near(config)
+    if config.telemetry.otel and importlib.util.find_spec("opentelemetry") is None:
+        raise ConfigError(f"{p}.telemetry.otel: needs OpenTelemetry: pip install kvstore[otel]")
     if config.memory.autosave is not None and config.memory.snapshot is None:
         raise ConfigError(f"{p}.memory.autosave: needs memory.snapshot (the file to save to)")
     serializers = [("memory", config.memory.serializer), ("sqlite", config.sqlite.serializer),

@@ -322,7 +322,9 @@ class Core:
         unavailable is logged (``store_down``) until a call succeeds on it again."""
         stats = entry.stats
         stats.errors += 1
-        if isinstance(exc, StoreUnavailableError) and type(stats) is StoreStats:
+        # (A store serving from its fallback logs its outage itself: kvstore.fallback.)
+        if (isinstance(exc, StoreUnavailableError) and type(stats) is StoreStats
+                and not getattr(entry.store, "using_fallback", False)):
             with self._health:
                 down = type(stats) is StoreStats
                 if down:

@@ -43,6 +43,11 @@ class Lifecycle:
         """Undo commits a crashed process left half-done, load the memory snapshot, then start
         background recovery, autosave and scheduled backups as configured."""
         config = self.core.config
+        if config.telemetry.otel:  # before anything runs, so the journal repair is traced too
+            from .contrib.otel import instrument, is_instrumented
+
+            if not is_instrumented():  # providers an application gave instrument() are kept
+                instrument()
         journal = Journal(journal_dir(config))
         journal.recover(self.core.stores,
                         lambda exc: self.core.emit_error("journal", "transaction", exc))

@@ -1,20 +1,19 @@
 """Operational signals: ``logging`` records to the ``kvstore`` logger, and a hook for telemetry.
 
-kvstore writes a record (never a key's value, and URLs masked by
-:func:`~kvstore.config.mask_secrets`) when something happens that an operator wants to know:
+kvstore writes a record (never a key's value; URLs masked, as ``kvstore.config.mask_secrets``
+does) when something happens that an operator wants to know. Each signal, its logger and level:
 
-========================  ===================  =========  ========================================
-signal                    logger               level      when
-========================  ===================  =========  ========================================
-``fallback``              ``kvstore.fallback``  WARNING    Redis failed: the fallback store serves
-``recovered``             ``kvstore.fallback``  INFO       Redis answers again after an outage
-``written_back``          ``kvstore.fallback``  INFO       outage writes written back to Redis
-``store_down``            ``kvstore.store``     WARNING    a manager's call found a store down
-``store_up``              ``kvstore.store``     INFO       that store served a call again
-``journal_repaired``      ``kvstore.journal``   INFO       interrupted transactions undone
-``lock_expired``          ``kvstore.lock``      WARNING    a lock expired before its release
-``near``                  (no record)                      a near-cache hit or miss (:func:`near`)
-========================  ===================  =========  ========================================
+- ``fallback`` (``kvstore.fallback``, WARNING): Redis failed, the fallback store serves (once per
+  outage);
+- ``recovered`` (``kvstore.fallback``, INFO): Redis answers again after an outage;
+- ``written_back`` (``kvstore.fallback``, INFO): outage writes written back to Redis;
+- ``store_down`` (``kvstore.store``, WARNING): a manager's call found a store unavailable (once,
+  until it serves again; not for a store serving from its fallback);
+- ``store_up`` (``kvstore.store``, INFO): that store served a call again;
+- ``journal_repaired`` (``kvstore.journal``, INFO): interrupted transactions undone;
+- ``lock_expired`` (``kvstore.lock``, WARNING): a lock expired before its holder released or
+  extended it;
+- ``near`` (no record): a near-cache hit or miss, reported by :func:`near`.
 
 Each signal is also handed to the functions given to :func:`subscribe` (that is how
 :mod:`kvstore.contrib.otel` counts fallbacks and near-cache hits), as ``fn(signal, attributes)``

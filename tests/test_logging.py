@@ -81,6 +81,8 @@ def test_a_redis_outage_its_end_and_the_write_back_are_logged(tmp_path, data_dir
             pm.save("q:b", VALUE)
             pm.load("q:b")
             assert pm.stores["cache"].using_fallback
+            with pytest.raises(StoreUnavailableError):
+                pm.incr("q:n")  # refused during the outage: not a second record
         [outage] = _records(caplog, "kvstore.fallback")  # logged once per outage
         assert outage.levelno == logging.WARNING
         assert "unavailable" in outage.getMessage() and "fallback" in outage.getMessage()
@@ -94,6 +96,7 @@ def test_a_redis_outage_its_end_and_the_write_back_are_logged(tmp_path, data_dir
         assert any("answers again" in m for m in messages), messages
         pm.save("q:c", 1)
         assert len(_records(caplog, "kvstore.fallback")) == 3  # nothing more once recovered
+        assert not _records(caplog, "kvstore.store")  # the fallback's records tell the outage
 
 
 @needs_redis_server
@@ -184,3 +187,26 @@ def test_subscribers_get_each_signal_and_a_failing_one_breaks_nothing(caplog):
     assert seen[0][1] == {"store": "cache", "hit": True} and seen[1][1]["hit"] is False
     assert SECRET not in seen[2][1]["error"] and "StoreUnavailableError" in seen[2][1]["error"]
     assert not [r for r in caplog.records if SECRET in r.getMessage()]
+
+
+@needs_redis_server
+def test_the_async_manager_logs_a_store_down_and_up_the_same(tmp_path, data_dir, server, caplog):
+    import asyncio
+
+    from kvstore.aio import AsyncPersistenceManager
+
+    caplog.set_level(logging.INFO, logger="kvstore")
+
+    async def main() -> None:
+        async with AsyncPersistenceManager.from_config(_config(tmp_path, server, None)) as pm:
+            await pm.save("q:a", VALUE)
+            with _stalled(server):
+                for _ in range(2):
+                    with pytest.raises(StoreUnavailableError):
+                        await pm.load("q:a")
+            assert await pm.load("q:a") == VALUE
+
+    asyncio.run(main())
+    records = _records(caplog, "kvstore.store")
+    assert [r.levelno for r in records] == [logging.WARNING, logging.INFO]
+    assert "load failed" in records[0].getMessage()

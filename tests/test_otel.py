@@ -258,7 +258,7 @@ def test_a_real_redis_outage_counts_one_fallback_and_masks_the_url(otel, tmp_pat
     finally:
         server.stop()
     metrics = otel.metrics()
-    assert sum(n for _, n in metrics["kvstore.fallbacks"]) == 1
+    assert metrics["kvstore.fallbacks"] == [({"kvstore.store.kind": "redis"}, 1)]
     saves = [a for n, a in otel.by_name() if n == "kvstore.save"]
     assert [a["kvstore.store.kind"] for a in saves] == ["fallback"] * 3
     assert all(a["kvstore.outcome"] == "ok" for a in saves)
@@ -284,3 +284,45 @@ def test_a_store_replaced_in_pm_stores_is_named_by_its_new_kind(otel, tmp_path, 
         pm.stores["file"] = MemoryStore()
         pm.save("config:a", 1)
     assert [a["kvstore.store.kind"] for _, a in otel.by_name()] == ["file", "memory"]
+
+
+def test_the_yaml_switch_instruments_when_a_manager_opens(tmp_path, data_dir):
+    from kvstore import ConfigError
+    from kvstore.config import parse_config
+
+    config = _config(tmp_path)
+    config["persistence"]["telemetry"] = {"otel": True}
+    assert not is_instrumented()
+    try:
+        with PersistenceManager.from_config(config) as pm:
+            assert is_instrumented()  # with OpenTelemetry's global providers
+            pm.save("config:a", 1)
+    finally:
+        uninstrument()
+    telemetry = Telemetry()  # an application's own providers ...
+    try:
+        with PersistenceManager.from_config(config) as pm:
+            pm.save("config:a", 1)
+        assert [n for n, _ in telemetry.by_name()] == ["kvstore.save"]  # ... are kept
+    finally:
+        uninstrument()
+    assert parse_config({"telemetry": {"otel": "off"}}).telemetry.otel is False
+    with pytest.raises(ConfigError, match=r"persistence\.telemetry\.otle: unknown setting"):
+        parse_config({"telemetry": {"otle": True}})
+    with pytest.raises(ConfigError, match=r"persistence\.telemetry\.otel: expected true or false"):
+        parse_config({"telemetry": {"otel": "maybe"}})
+
+
+def test_the_yaml_switch_without_opentelemetry_names_the_extra(monkeypatch):
+    import importlib.util
+
+    from kvstore import ConfigError
+    from kvstore.config import parse_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "opentelemetry" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"telemetry\.otel: needs OpenTelemetry: pip install "
+                                          r"kvstore\[otel\]"):
+        parse_config({"telemetry": {"otel": True}})
+    assert parse_config({"telemetry": {"otel": False}}).telemetry.otel is False

@@ -13,7 +13,9 @@ From then on every operation of a :class:`~kvstore.PersistenceManager`, of a
 :class:`~kvstore.aio.AsyncPersistenceManager`, of a plain store (synchronous or async) and of a
 log, and every transaction commit, is one ``CLIENT`` span named ``kvstore.<operation>``
 (``kvstore.save``, ``kvstore.load_many``, ``kvstore.commit``, ``kvstore.log_append``...). A
-manager's call is one span: the store calls it makes inside are not spans of their own.
+manager's call is one span: the store calls it makes inside are not spans of their own. Not
+traced: the listings read lazily (``keys()``, ``items()``, ``logs()``: the ``load_many`` calls of
+``items()`` are), locks, backups and restores.
 
 Span and metric attributes (never a key, a value, a log record or a URL):
 

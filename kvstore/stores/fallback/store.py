@@ -33,7 +33,7 @@ import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, NamedTuple
 
-from ... import flows, observe
+from ... import flows, observe, registry
 from ..._commit import Before
 from ...errors import StoreUnavailableError
 from ...store import MISSING, Check, Op, PersistenceStore
@@ -135,8 +135,9 @@ class FallbackStore(PersistenceStore):
             outage.next_check = 0.0  # write everything back at the first call that succeeds
             started, outage.engaged = not outage.engaged, True
         if started:
-            observe.signal("fallback", store=repr(self.primary), kind=type(self.primary).__name__,
-                           error=exc)
+            backend = registry.for_store(self.primary)
+            observe.signal("fallback", store=repr(self.primary), error=exc,
+                           kind=backend.name if backend else type(self.primary).__name__)
         if self.on_error is not None:
             try:
                 self.on_error(exc)
