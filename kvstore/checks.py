@@ -17,7 +17,7 @@ from typing import Any, Mapping
 from .errors import ConfigError, InvalidTTLError
 from .store import parse_ttl
 
-__all__ = ["expand_env", "text", "opt_text", "boolean", "whole", "opt_whole", "seconds",
+__all__ = ["expand_env", "mask_secrets", "text", "opt_text", "boolean", "whole", "opt_whole", "seconds",
            "duration", "path", "choice", "mapping", "section", "serializer", "SERIALIZERS"]
 
 SERIALIZERS = ("json", "msgpack", "pickle", "json+gzip", "msgpack+gzip", "pickle+gzip")
@@ -143,3 +143,13 @@ def section(cls: type, value: Any, setting: str, checkers: Mapping[str, Any]) ->
         if key not in known:
             raise ConfigError(f"{setting}.{key}: unknown setting (known: {', '.join(sorted(known))})")
     return cls(**{key: checkers[key](raw, f"{setting}.{key}") for key, raw in data.items()})
+
+
+_SECRET_IN_URL = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:@/]*):(?P<pw>[^@/]+)@",
+                            re.IGNORECASE)
+
+
+def mask_secrets(text: str) -> str:
+    """``redis://user:***@host`` for ``redis://user:secret@host`` (also DSN ``password=...``)."""
+    text = _SECRET_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
+    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", text, flags=re.IGNORECASE)

@@ -33,7 +33,7 @@ def test_the_api_reference_builds_without_a_warning(tmp_path):
     # The manager's page links its operations to where they are written and documented.
     assert 'href="kvstore/front/manager_sync.html#ManagerOps.save"' in (
         out / "kvstore.html").read_text()
-    assert "Write a new backup" in (out / "kvstore/front/manager_sync.html").read_text()
+    assert "Write a new backup" in (out / "kvstore/front/operate_sync.html").read_text()
     assert "log_appends" in (out / "kvstore/manager.html").read_text()  # StoreStats
     # No reST left raw in a rendered docstring (a role pdoc did not read, a table, a directive).
     raw = re.compile(r":\w+:`|^={4,}|\.\. \w+::", re.M)
