@@ -327,31 +327,43 @@ def test_no_expiry_on_redis_unless_configured(tmp_path):
         store.close()
 
 
-def test_the_latest_checkpoint_is_one_short_listing(tmp_path):
-    """get_tuple of the latest asks the store for one key of a descending listing, however
-    long the thread (kvstore's latest-first reads), and list(before=, limit=) pages from it."""
+def test_the_latest_checkpoint_is_two_reads_however_long_the_thread(tmp_path):
+    """get_tuple of the latest reads the namespace's latest id, then the checkpoint and its
+    writes (one load_many): no listing. Without that id it lists one key backwards (kvstore's
+    latest-first reads); list(before=, limit=) pages from a key."""
     store = SQLiteStore(path=tmp_path / "cp.db")
     saver = KVStoreSaver(store)
     config = {"configurable": {"thread_id": "long", "checkpoint_ns": ""}}
     ids = []
     for i in range(60):
-        checkpoint = {"v": 4, "id": f"{i:08d}", "ts": "",
-                      "channel_values": {"n": i}, "channel_versions": {}, "versions_seen": {}}
-        config = saver.put(config, checkpoint, {"step": i}, {})
+        checkpoint = {"v": 4, "id": f"{i:08d}", "ts": "", "channel_values": {"n": i},
+                      "channel_versions": {}, "versions_seen": {}}
+        config = saver.put(config, checkpoint, {"step": i, "run_id": f"run-{i % 2}"}, {})
         ids.append(checkpoint["id"])
-    calls: list[tuple[Any, ...]] = []
-    real = store.raw_keys_desc
-
-    def counted(*args: Any) -> Any:
-        calls.append(args)
-        return real(*args)
-
-    store.raw_keys_desc = counted  # type: ignore[method-assign]
-    latest = saver.get_tuple({"configurable": {"thread_id": "long"}})
-    assert latest.checkpoint["id"] == ids[-1] and latest.checkpoint["channel_values"] == {"n": 59}
-    assert latest.parent_config["configurable"]["checkpoint_id"] == ids[-2]
-    assert [c[2] for c in calls] == [1]  # one listing, limit 1
-    page = list(saver.list({"configurable": {"thread_id": "long"}},
-                           before={"configurable": {"checkpoint_id": ids[30]}}, limit=3))
+    calls: list[str] = []
+    for name in ("raw_get", "raw_get_many", "raw_keys", "raw_keys_desc", "raw_keys_after"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    latest = {"configurable": {"thread_id": "long"}}
+    found = saver.get_tuple(latest)
+    assert found.checkpoint["id"] == ids[-1] and found.checkpoint["channel_values"] == {"n": 59}
+    assert found.parent_config["configurable"]["checkpoint_id"] == ids[-2]
+    assert calls == ["raw_get", "raw_get_many"]
+    calls.clear()
+    store.delete(saver.layout.latest("long", ""))  # e.g. data written by another tool
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-1]
+    assert calls[0] == "raw_get" and calls[1] == "raw_keys_desc" and calls[-1] == "raw_get_many"
+    page = list(saver.list(latest, before={"configurable": {"checkpoint_id": ids[30]}}, limit=3))
     assert [t.checkpoint["id"] for t in page] == ids[27:30][::-1]
+    # Deleting the latest points the thread at the greatest id left, in the same atomic step.
+    saver.delete_for_runs(["run-1"])  # the odd steps, the latest among them
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-2]
+    assert store.load(saver.layout.latest("long", "")) == ids[-2]
+    saver.prune(["long"], strategy="keep_latest")
+    assert [t.checkpoint["id"] for t in saver.list(latest)] == [ids[-2]]
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-2]
+    saver.copy_thread("long", "copy")
+    assert saver.get_tuple({"configurable": {"thread_id": "copy"}}).checkpoint["id"] == ids[-2]
+    saver.prune(["long", "copy"], strategy="delete")
+    assert saver.get_tuple(latest) is None and list(store.keys()) == []
     store.close()

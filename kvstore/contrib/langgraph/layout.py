@@ -7,10 +7,18 @@ Keys, under the saver's ``prefix`` (``checkpoint:`` by default)::
     <prefix>c/<thread>/<ns>/<checkpoint id>    one checkpoint: its serialized checkpoint and
                                                metadata, its parent id and run id
     <prefix>w/<thread>/<ns>/<checkpoint id>    the checkpoint's pending writes (a list)
+    <prefix>l/<thread>/<ns>                    the id of the namespace's latest checkpoint
 
 A checkpoint by id is then one ``load_many`` of two keys on every store (no listing: on Redis
 a listing is a SCAN), and ``put_writes`` one atomic ``update`` of the writes' key (the
 checkpoint's own, possibly large, record is never rewritten).
+
+The latest checkpoint is the one ``put`` last in its (thread, namespace) (LangGraph's ids grow
+with time, so it is also the greatest id); thread operations that delete it point ``l/`` at
+the greatest id left. ``get_tuple`` of the latest is then two reads on every store, however
+many checkpoints the thread or the store holds (a key listing costs the whole prefix on Redis,
+memory and files). A thread without that key (or naming a deleted checkpoint) is read by
+listing its checkpoints backwards.
 
 ``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text
 percent-encoded, so no value can reach into another's prefix (a thread ``a/b`` is not under
@@ -53,6 +61,7 @@ class Layout:
         self.prefix = prefix
         self.checkpoints = prefix + "c/"
         self.writes = prefix + "w/"
+        self.latests = prefix + "l/"
 
     def thread(self, thread_id: str) -> str:
         """The checkpoints of a thread, every namespace (a prefix)."""
@@ -67,6 +76,17 @@ class Layout:
 
     def checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
         return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+
+    def thread_latests(self, thread_id: str) -> str:
+        return f"{self.latests}{part(thread_id)}/"
+
+    def latest(self, thread_id: str, ns: str) -> str:
+        """The key holding the id of the namespace's latest checkpoint."""
+        return f"{self.latests}{part(thread_id)}/{part(ns)}"
+
+    def latest_of(self, checkpoint_key: str) -> str:
+        """The latest-id key of a checkpoint key's (thread, namespace)."""
+        return self.latests + checkpoint_key[len(self.checkpoints):].rsplit("/", 1)[0]
 
     def writes_of(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
         """The key of one checkpoint's pending writes."""

@@ -54,17 +54,20 @@ class SaverOps:
         conf = config["configurable"]
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
-        if checkpoint_id:
-            key = self.layout.checkpoint(thread_id, ns, checkpoint_id)
-        else:  # the latest: the first key of a descending listing
+        if not checkpoint_id:  # the latest: its id is kept beside the thread
+            checkpoint_id = st.load(self.layout.latest(thread_id, ns))
+        key = self.layout.checkpoint(thread_id, ns, checkpoint_id) if checkpoint_id else ""
+        wkey = self.layout.writes_key(key)
+        found = st.load_many([key, wkey]) if key else {}
+        if key not in found and not get_checkpoint_id(config):
+            # No latest id (or it names a deleted checkpoint): the first key listed backwards.
             latest = [k for k in st.keys(self.layout.namespace(thread_id, ns), limit=1,
                                                reverse=True)]
             if not latest:
                 return None
-            key = latest[0]
+            key, wkey = latest[0], self.layout.writes_key(latest[0])
             checkpoint_id = self.layout.ids(key)[2]
-        wkey = self.layout.writes_key(key)
-        found = st.load_many([key, wkey])
+            found = st.load_many([key, wkey])
         if key not in found:
             return None
         return to_tuple(self.serde, (thread_id, ns, checkpoint_id), found[key],
@@ -114,15 +117,18 @@ class SaverOps:
     def put(self, config: RunnableConfig, checkpoint: Checkpoint,
              metadata: CheckpointMetadata, new_versions: ChannelVersions
              ) -> RunnableConfig:
-        """Store a checkpoint (one write); returns the config that names it."""
+        """Store a checkpoint, and make it its namespace's latest (one atomic write of two
+        keys); returns the config that names it."""
         st = self.sync_target()
         conf = config["configurable"]
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
         key = self.layout.checkpoint(thread_id, ns, checkpoint["id"])
+        latest = self.layout.latest(thread_id, ns)
         st.check_key(key)
         record = checkpoint_record(self.serde, config, checkpoint,
                                    get_checkpoint_metadata(config, metadata))
-        st.raw_set(key, st.encode(key, record), self.ttl)
+        st.raw_set_many([(key, st.encode(key, record)),
+                               (latest, st.encode(latest, checkpoint["id"]))], self.ttl)
         return config_for(thread_id, ns, checkpoint["id"])
 
     def put_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
@@ -144,6 +150,7 @@ class SaverOps:
         st = self.sync_target()
         doomed = [k for k in st.keys(self.layout.thread(thread_id))]
         doomed += [k for k in st.keys(self.layout.thread_writes(thread_id))]
+        doomed += [k for k in st.keys(self.layout.thread_latests(thread_id))]
         self._apply(st, [(k, MISSING, None) for k in doomed])
 
     def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
@@ -152,7 +159,8 @@ class SaverOps:
         st = self.sync_target()
         ops: list[tuple[str, Any, float | None]] = []
         for prefix in (self.layout.thread(source_thread_id),
-                       self.layout.thread_writes(source_thread_id)):
+                       self.layout.thread_writes(source_thread_id),
+                       self.layout.thread_latests(source_thread_id)):
             for key, value in st.items(prefix):
                 new = self.layout.moved(key, source_thread_id, target_thread_id)
                 st.check_key(new)
@@ -167,10 +175,20 @@ class SaverOps:
             return
         st = self.sync_target()
         ops: list[tuple[str, Any, float | None]] = []
+        left: dict[str, str | None] = {}  # latest-id key -> the greatest id left (None: none)
         for key, record in st.items(self.layout.checkpoints):
+            latest = self.layout.latest_of(key)
             if record.get("r") in runs:
                 ops.append((key, MISSING, None))
                 ops.append((self.layout.writes_key(key), MISSING, None))
+                left.setdefault(latest, None)
+            else:  # listed in key order: the last one kept is the greatest
+                left[latest] = self.layout.ids(key)[2]
+        for latest, checkpoint_id in left.items():
+            if checkpoint_id is None:
+                ops.append((latest, MISSING, None))
+            else:
+                ops.append((latest, st.encode(latest, checkpoint_id), self.ttl))
         self._apply(st, ops)
 
     def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -192,6 +210,13 @@ class SaverOps:
             for key in st.keys(self.layout.thread_writes(thread_id)):
                 if self.layout.ids(key)[1:] not in kept:
                     ops.append((key, MISSING, None))
+            if strategy == "delete":
+                ops += [(k, MISSING, None)
+                        for k in st.keys(self.layout.thread_latests(thread_id))]
+            else:  # the latest of each namespace is the one kept
+                ops += [(self.layout.latest(thread_id, ns), st.encode(
+                    self.layout.latest(thread_id, ns), checkpoint_id), self.ttl)
+                    for ns, checkpoint_id in kept]
         self._apply(st, ops)
 
     def _apply(self, st: Any, ops: list[tuple[str, Any, float | None]]) -> None:
