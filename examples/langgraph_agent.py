@@ -5,7 +5,7 @@ A second process, started later, finds the thread waiting in kvstore, answers, a
 runs to its end. Checkpoints live in the ``checkpoint`` category of a PersistenceManager
 (SQLite under DATA_DIR): no expiry, and any number of processes may share the file.
 
-    python examples/langgraph_agent.py [DATA_DIR]      # needs: pip install 'kvstore[langgraph]'
+    python examples/langgraph_agent.py [DATA_DIR]      # needs: pip install 'kvstore[langgraph]' langgraph
 """
 
 from __future__ import annotations

@@ -367,3 +367,26 @@ def test_the_latest_checkpoint_is_two_reads_however_long_the_thread(tmp_path):
     saver.prune(["long", "copy"], strategy="delete")
     assert saver.get_tuple(latest) is None and list(store.keys()) == []
     store.close()
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """README's LangGraph block (tests/test_readme.py runs it too, where LangGraph is
+    installed) leaves its thread in agent.db, where another process finds it."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## LangGraph\n", 1)[1].split("```python\n", 1)[1].split("```\n", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, Any] = {}
+    exec(compile(block, "README.md#langgraph", "exec", dont_inherit=True), names)
+    assert names["graph"].get_state(names["thread"]).values == {"messages": ["hi", "hello ann"]}
+    again = textwrap.dedent("""
+        import sys
+        from kvstore import SQLiteStore
+        from kvstore.contrib.langgraph import KVStoreSaver
+        saver = KVStoreSaver(SQLiteStore(path="agent.db"))
+        print(saver.get_tuple({"configurable": {"thread_id": "t1"}}).checkpoint["channel_values"])
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "'messages': ['hi', 'hello ann']" in done.stdout

@@ -17,6 +17,8 @@ its fence, ``<!-- readme-test: WORD ...; WORD ... -->``):
 - ``needs redis`` / ``needs postgres``: skipped with the reason unless ``KVSTORE_TEST_REDIS_URL``
   / ``KVSTORE_TEST_POSTGRES_DSN`` is set; when set, the block's ``redis://...`` /
   ``postgresql://...`` URLs are replaced by it.
+- ``needs MODULE`` (any other word, e.g. ``needs langgraph.graph``): skipped with the reason
+  unless that Python module is installed (an optional extra the dev install lacks).
 - ``skip (reason)``: not run; the reason is shown. Blocks that are neither Python nor ``kvstore``
   commands (``pip install``, ``docker compose``) are marked so as well: every ```python,
   ```console and ```bash block is either run or marked skip, and the skips are counted.
@@ -39,6 +41,7 @@ its fence, ``<!-- readme-test: WORD ...; WORD ... -->``):
 from __future__ import annotations
 
 import ast
+import importlib.util
 import marshal
 import os
 import re
@@ -215,7 +218,10 @@ def _program(texts: list[tuple[Block, str]]) -> bytes:
         lines.extend(text.splitlines())
     source = "\n".join(lines) + "\n"
     tree = ast.fix_missing_locations(_Checks(_comments(source)).visit(ast.parse(source)))
-    code = compile(tree, str(README), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    # dont_inherit: the block runs as a user's file would, without this module's
+    # ``from __future__ import annotations`` (string annotations break TypedDict schemas).
+    code = compile(tree, str(README), "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
+                   dont_inherit=True)
     return marshal.dumps(code)
 
 
@@ -243,6 +249,9 @@ def _section_files(section: str, tmp: Path) -> None:
 
 
 def _servers(block: Block, text: str) -> str:
+    for name in block.markers.get("needs", "").split():
+        if name not in SERVERS and importlib.util.find_spec(name) is None:
+            pytest.skip(f"{block.where} needs {name}, which is not installed")
     for name, (variable, url) in SERVERS.items():
         if name in block.markers.get("needs", "").split():
             value = os.environ.get(variable)
