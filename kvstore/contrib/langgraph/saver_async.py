@@ -21,7 +21,7 @@ Writes are stored with the saver's ``ttl`` as given (None: no expiry), never the
 from __future__ import annotations
 
 import asyncio  # async only
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (ChannelVersions, Checkpoint, CheckpointMetadata,
@@ -36,6 +36,9 @@ from .layout import (Layout, checkpoint_record, config_for, load_metadata, match
 __all__ = ["AsyncSaverOps"]
 
 STRATEGIES = ("keep_latest", "delete")
+#: What a thread operation applies in one atomic step: ``(key, blob or MISSING, ttl)``. (A
+#: module-level name: in the class, ``list`` is the twin's ``list`` method.)
+Ops = list[tuple[str, Any, Optional[float]]]
 
 
 class AsyncSaverOps:
@@ -161,7 +164,7 @@ class AsyncSaverOps:
         """Copy every checkpoint and write of a thread to another thread, all or nothing (the
         target's own checkpoints with other ids stay)."""
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for prefix in (self.layout.thread(source_thread_id),
                        self.layout.thread_writes(source_thread_id),
                        self.layout.thread_latests(source_thread_id)):
@@ -178,7 +181,7 @@ class AsyncSaverOps:
         if not runs:
             return
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         left: dict[str, str | None] = {}  # latest-id key -> the greatest id left (None: none)
         async for key, record in st.items(self.layout.checkpoints):
             latest = self.layout.latest_of(key)
@@ -202,7 +205,7 @@ class AsyncSaverOps:
             raise InvalidArgumentError(f"prune: strategy must be one of {STRATEGIES}, "
                                        f"got {strategy!r}")
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for thread_id in thread_ids:
             kept: set[tuple[str, str]] = set()
             async for key in st.keys(self.layout.thread(thread_id), reverse=True):
@@ -223,7 +226,7 @@ class AsyncSaverOps:
                     for ns, checkpoint_id in kept]
         await self._aapply(st, ops)
 
-    async def _aapply(self, st: Any, ops: list[tuple[str, Any, float | None]]) -> None:
+    async def _aapply(self, st: Any, ops: Ops) -> None:
         """Apply writes and deletes as one atomic step of the store (a blocking commit: in a
         worker thread on asyncio)."""
         if not ops:

@@ -17,7 +17,7 @@ Writes are stored with the saver's ``ttl`` as given (None: no expiry), never the
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (ChannelVersions, Checkpoint, CheckpointMetadata,
@@ -32,6 +32,9 @@ from .layout import (Layout, checkpoint_record, config_for, load_metadata, match
 __all__ = ["SaverOps"]
 
 STRATEGIES = ("keep_latest", "delete")
+#: What a thread operation applies in one atomic step: ``(key, blob or MISSING, ttl)``. (A
+#: module-level name: in the class, ``list`` is the twin's ``list`` method.)
+Ops = list[tuple[str, Any, Optional[float]]]
 
 
 class SaverOps:
@@ -157,7 +160,7 @@ class SaverOps:
         """Copy every checkpoint and write of a thread to another thread, all or nothing (the
         target's own checkpoints with other ids stay)."""
         st = self.sync_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for prefix in (self.layout.thread(source_thread_id),
                        self.layout.thread_writes(source_thread_id),
                        self.layout.thread_latests(source_thread_id)):
@@ -174,7 +177,7 @@ class SaverOps:
         if not runs:
             return
         st = self.sync_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         left: dict[str, str | None] = {}  # latest-id key -> the greatest id left (None: none)
         for key, record in st.items(self.layout.checkpoints):
             latest = self.layout.latest_of(key)
@@ -198,7 +201,7 @@ class SaverOps:
             raise InvalidArgumentError(f"prune: strategy must be one of {STRATEGIES}, "
                                        f"got {strategy!r}")
         st = self.sync_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for thread_id in thread_ids:
             kept: set[tuple[str, str]] = set()
             for key in st.keys(self.layout.thread(thread_id), reverse=True):
@@ -219,7 +222,7 @@ class SaverOps:
                     for ns, checkpoint_id in kept]
         self._apply(st, ops)
 
-    def _apply(self, st: Any, ops: list[tuple[str, Any, float | None]]) -> None:
+    def _apply(self, st: Any, ops: Ops) -> None:
         """Apply writes and deletes as one atomic step of the store (a blocking commit: in a
         worker thread on asyncio)."""
         if not ops:
