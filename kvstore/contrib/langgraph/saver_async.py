@@ -16,7 +16,7 @@ Writes are stored with the saver's ``ttl`` as given (None: no expiry), never the
 # sync-names: aput=put aput_writes=put_writes aget_tuple=get_tuple alist=list
 # sync-names: adelete_thread=delete_thread adelete_for_runs=delete_for_runs
 # sync-names: acopy_thread=copy_thread aprune=prune async_target=sync_target _aapply=_apply
-# sync-names: AsyncSaverOps=SaverOps
+# sync-names: AsyncSaverOps=SaverOps _apage=_page _akey_pages=_key_pages
 
 from __future__ import annotations
 
@@ -39,6 +39,8 @@ STRATEGIES = ("keep_latest", "delete")
 #: What a thread operation applies in one atomic step: ``(key, blob or MISSING, ttl)``. (A
 #: module-level name: in the class, ``list`` is the twin's ``list`` method.)
 Ops = list[tuple[str, Any, Optional[float]]]
+#: Checkpoints read per ``load_many`` by ``list``.
+PAGE = 100
 
 
 class AsyncSaverOps:
@@ -104,22 +106,33 @@ class AsyncSaverOps:
                 if before_id:  # one namespace: start below ``before`` in the listing itself
                     start_after = self.layout.checkpoint(conf["thread_id"], ns, before_id)
         native = filter is None and not wanted_id and (before_id is None or start_after)
+        listed = st.keys(prefix, start_after=start_after, limit=limit if native else None,
+                         reverse=True)
         left = limit
-        listed = st.items(prefix, start_after=start_after, limit=limit if native else None,
-                          reverse=True)
-        async for key, record in listed:
-            ids = self.layout.ids(key)
-            if wanted_id and ids[2] != wanted_id or before_id and ids[2] >= before_id:
+        async for keys in _akey_pages(listed, wanted_id, before_id, limit, self.layout):
+            for found in await self._apage(st, keys, filter):
+                yield found
+                if left is not None:
+                    left -= 1
+                    if left <= 0:
+                        return
+
+    async def _apage(self, st: Any, keys: Sequence[str], filter: dict[str, Any] | None
+                     ) -> Sequence[CheckpointTuple]:
+        """The tuples of ``keys`` (checkpoints and their writes: one ``load_many``) whose
+        metadata matches ``filter``, in the order of ``keys``."""
+        layout, serde = self.layout, self.serde
+        found = await st.load_many([*keys, *(layout.writes_key(k) for k in keys)])
+        out = []
+        for key in keys:
+            record = found.get(key)
+            if record is None:  # deleted since it was listed
                 continue
-            metadata = load_metadata(self.serde, record)
-            if not matches(metadata, filter):
-                continue
-            writes = await st.load(self.layout.writes_key(key), ())
-            yield to_tuple(self.serde, ids, record, writes, metadata)
-            if left is not None:
-                left -= 1
-                if left <= 0:
-                    return
+            metadata = load_metadata(serde, record)
+            if matches(metadata, filter):
+                out.append(to_tuple(serde, layout.ids(key), record,
+                                    found.get(layout.writes_key(key), ()), metadata))
+        return out
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions
@@ -234,3 +247,21 @@ class AsyncSaverOps:
         # sync: st.raw_apply(ops)
         await asyncio.get_running_loop().run_in_executor(  # async only
             None, st.sync.raw_apply, ops)  # async only
+
+
+async def _akey_pages(listed: AsyncIterator[str], wanted_id: str | None, before_id: str | None,
+                      limit: int | None, layout: Layout) -> AsyncIterator[list[str]]:
+    """The listed checkpoint keys ``list`` wants (that id, below ``before``), in pages of at
+    most PAGE (at most ``limit``, the first time)."""
+    size = PAGE if limit is None else min(PAGE, limit)
+    page: list[str] = []
+    async for key in listed:
+        checkpoint_id = layout.ids(key)[2]
+        if wanted_id and checkpoint_id != wanted_id or before_id and checkpoint_id >= before_id:
+            continue
+        page.append(key)
+        if len(page) >= size:
+            yield page
+            page, size = [], PAGE
+    if page:
+        yield page
