@@ -390,3 +390,25 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
                           cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "'messages': ['hi', 'hello ann']" in done.stdout
+
+
+@pytest.mark.cluster
+def test_on_a_redis_cluster_every_key_of_a_thread_is_in_one_slot(redis_cluster_url, expected):
+    """The thread's segment is a hash tag: a thread's checkpoints, writes and latest id share
+    one slot, so its operations are one atomic step on a cluster too."""
+    store = RedisStore(url=redis_cluster_url, cluster=True, key_prefix=f"lg{uuid.uuid4().hex[:6]}:")
+    try:
+        saver = KVStoreSaver(store)
+        assert run_sync(saver, "t1", run_id="r1") == expected
+        keys = list(_thread_keys(saver, store, "t1")) + [saver.layout.latest("t1", "")]
+        from redis.cluster import key_slot
+
+        assert len({key_slot((store.key_prefix + k).encode()) for k in keys}) == 1
+        saver.copy_thread("t1", "t2")
+        saver.prune(["t2"])
+        assert len(list(saver.list({"configurable": {"thread_id": "t2"}}))) == 1
+        saver.delete_for_runs(["r1"])
+        assert saver.get_tuple({"configurable": {"thread_id": "t1"}}) is None
+    finally:
+        store.clear()
+        store.close()

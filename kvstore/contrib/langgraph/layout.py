@@ -20,13 +20,13 @@ many checkpoints the thread or the store holds (a key listing costs the whole pr
 memory and files). A thread without that key (or naming a deleted checkpoint) is read by
 listing its checkpoints backwards.
 
-``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text
-percent-encoded, so no value can reach into another's prefix (a thread ``a/b`` is not under
-thread ``a``), an empty namespace is still a path segment, and ids that contain only letters,
-digits and ``-`` (LangGraph's uuid6 ids, ordered by time) keep their order. The checkpoints of
-one (thread, namespace) are then the keys under one prefix, sorted by id: the latest is the
-first key of a descending listing, ``list(before=...)`` starts after a key, and neither reads
-the rest of the thread.
+``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text percent-
+encoded (the thread's also in braces: one Redis Cluster slot per thread), so no value can reach
+into another's prefix (a thread ``a/b`` is not under thread ``a``), an empty namespace is still
+a path segment, and ids that contain only letters, digits and ``-`` (LangGraph's uuid6 ids,
+ordered by time) keep their order. The checkpoints of one (thread, namespace) are then the keys
+under one prefix, sorted by id: the latest is the first key of a descending listing,
+``list(before=...)`` starts after a key, and neither reads the rest of the thread.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (WRITES_IDX_MAP, Checkpoint, CheckpointTuple,
                                        SerializerProtocol, writes_sort_key)
 
-__all__ = ["Layout", "part", "unpart", "checkpoint_record", "write_records", "merged",
+__all__ = ["Layout", "part", "unpart", "thread_part", "checkpoint_record", "write_records", "merged",
            "to_tuple", "load_metadata", "matches", "config_for"]
 
 
@@ -54,6 +54,12 @@ def unpart(segment: str) -> str:
     return unquote(segment[1:])
 
 
+def thread_part(thread_id: str) -> str:
+    """The thread's segment: :func:`part` in braces, a Redis Cluster hash tag, so that every
+    key of one thread is in one slot (its operations stay atomic on a cluster)."""
+    return "{" + part(thread_id) + "}"
+
+
 class Layout:
     """The keys of one saver (all under ``prefix``)."""
 
@@ -65,24 +71,24 @@ class Layout:
 
     def thread(self, thread_id: str) -> str:
         """The checkpoints of a thread, every namespace (a prefix)."""
-        return f"{self.checkpoints}{part(thread_id)}/"
+        return f"{self.checkpoints}{thread_part(thread_id)}/"
 
     def thread_writes(self, thread_id: str) -> str:
-        return f"{self.writes}{part(thread_id)}/"
+        return f"{self.writes}{thread_part(thread_id)}/"
 
     def namespace(self, thread_id: str, ns: str) -> str:
         """The checkpoints of one (thread, namespace), sorted by id (a prefix)."""
-        return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/"
+        return f"{self.checkpoints}{thread_part(thread_id)}/{part(ns)}/"
 
     def checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
-        return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+        return f"{self.checkpoints}{thread_part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
 
     def thread_latests(self, thread_id: str) -> str:
-        return f"{self.latests}{part(thread_id)}/"
+        return f"{self.latests}{thread_part(thread_id)}/"
 
     def latest(self, thread_id: str, ns: str) -> str:
         """The key holding the id of the namespace's latest checkpoint."""
-        return f"{self.latests}{part(thread_id)}/{part(ns)}"
+        return f"{self.latests}{thread_part(thread_id)}/{part(ns)}"
 
     def latest_of(self, checkpoint_key: str) -> str:
         """The latest-id key of a checkpoint key's (thread, namespace)."""
@@ -90,7 +96,7 @@ class Layout:
 
     def writes_of(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
         """The key of one checkpoint's pending writes."""
-        return f"{self.writes}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+        return f"{self.writes}{thread_part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
 
     def writes_key(self, checkpoint_key: str) -> str:
         """The writes' key of a checkpoint key."""
@@ -99,13 +105,13 @@ class Layout:
     def ids(self, key: str) -> tuple[str, str, str]:
         """``(thread_id, checkpoint_ns, checkpoint_id)`` of a checkpoint key or a writes key."""
         thread, ns, checkpoint_id = key[len(self.checkpoints):].split("/")  # "c/", "w/": 2
-        return unpart(thread), unpart(ns), unpart(checkpoint_id)
+        return unpart(thread[1:-1]), unpart(ns), unpart(checkpoint_id)
 
     def moved(self, key: str, source: str, target: str) -> str:
         """``key`` of thread ``source`` as the same key of thread ``target``."""
         head = key[:len(self.checkpoints)]
-        rest = key[len(self.checkpoints) + len(part(source)):]
-        return head + part(target) + rest
+        rest = key[len(self.checkpoints) + len(thread_part(source)):]
+        return head + thread_part(target) + rest
 
 
 def checkpoint_record(serde: SerializerProtocol, config: RunnableConfig,
