@@ -327,31 +327,88 @@ def test_no_expiry_on_redis_unless_configured(tmp_path):
         store.close()
 
 
-def test_the_latest_checkpoint_is_one_short_listing(tmp_path):
-    """get_tuple of the latest asks the store for one key of a descending listing, however
-    long the thread (kvstore's latest-first reads), and list(before=, limit=) pages from it."""
+def test_the_latest_checkpoint_is_two_reads_however_long_the_thread(tmp_path):
+    """get_tuple of the latest reads the namespace's latest id, then the checkpoint and its
+    writes (one load_many): no listing. Without that id it lists one key backwards (kvstore's
+    latest-first reads); list(before=, limit=) pages from a key."""
     store = SQLiteStore(path=tmp_path / "cp.db")
     saver = KVStoreSaver(store)
     config = {"configurable": {"thread_id": "long", "checkpoint_ns": ""}}
     ids = []
     for i in range(60):
-        checkpoint = {"v": 4, "id": f"{i:08d}", "ts": "",
-                      "channel_values": {"n": i}, "channel_versions": {}, "versions_seen": {}}
-        config = saver.put(config, checkpoint, {"step": i}, {})
+        checkpoint = {"v": 4, "id": f"{i:08d}", "ts": "", "channel_values": {"n": i},
+                      "channel_versions": {}, "versions_seen": {}}
+        config = saver.put(config, checkpoint, {"step": i, "run_id": f"run-{i % 2}"}, {})
         ids.append(checkpoint["id"])
-    calls: list[tuple[Any, ...]] = []
-    real = store.raw_keys_desc
-
-    def counted(*args: Any) -> Any:
-        calls.append(args)
-        return real(*args)
-
-    store.raw_keys_desc = counted  # type: ignore[method-assign]
-    latest = saver.get_tuple({"configurable": {"thread_id": "long"}})
-    assert latest.checkpoint["id"] == ids[-1] and latest.checkpoint["channel_values"] == {"n": 59}
-    assert latest.parent_config["configurable"]["checkpoint_id"] == ids[-2]
-    assert [c[2] for c in calls] == [1]  # one listing, limit 1
-    page = list(saver.list({"configurable": {"thread_id": "long"}},
-                           before={"configurable": {"checkpoint_id": ids[30]}}, limit=3))
+    calls: list[str] = []
+    for name in ("raw_get", "raw_get_many", "raw_keys", "raw_keys_desc", "raw_keys_after"):
+        real = getattr(store, name)
+        setattr(store, name, lambda *a, _real=real, _name=name: calls.append(_name) or _real(*a))
+    latest = {"configurable": {"thread_id": "long"}}
+    found = saver.get_tuple(latest)
+    assert found.checkpoint["id"] == ids[-1] and found.checkpoint["channel_values"] == {"n": 59}
+    assert found.parent_config["configurable"]["checkpoint_id"] == ids[-2]
+    assert calls == ["raw_get", "raw_get_many"]
+    calls.clear()
+    store.delete(saver.layout.latest("long", ""))  # e.g. data written by another tool
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-1]
+    assert calls[0] == "raw_get" and calls[1] == "raw_keys_desc" and calls[-1] == "raw_get_many"
+    page = list(saver.list(latest, before={"configurable": {"checkpoint_id": ids[30]}}, limit=3))
     assert [t.checkpoint["id"] for t in page] == ids[27:30][::-1]
+    # Deleting the latest points the thread at the greatest id left, in the same atomic step.
+    saver.delete_for_runs(["run-1"])  # the odd steps, the latest among them
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-2]
+    assert store.load(saver.layout.latest("long", "")) == ids[-2]
+    saver.prune(["long"], strategy="keep_latest")
+    assert [t.checkpoint["id"] for t in saver.list(latest)] == [ids[-2]]
+    assert saver.get_tuple(latest).checkpoint["id"] == ids[-2]
+    saver.copy_thread("long", "copy")
+    assert saver.get_tuple({"configurable": {"thread_id": "copy"}}).checkpoint["id"] == ids[-2]
+    saver.prune(["long", "copy"], strategy="delete")
+    assert saver.get_tuple(latest) is None and list(store.keys()) == []
     store.close()
+
+
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """README's LangGraph block (tests/test_readme.py runs it too, where LangGraph is
+    installed) leaves its thread in agent.db, where another process finds it."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## LangGraph\n", 1)[1].split("```python\n", 1)[1].split("```\n", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    names: dict[str, Any] = {}
+    exec(compile(block, "README.md#langgraph", "exec", dont_inherit=True), names)
+    assert names["graph"].get_state(names["thread"]).values == {"messages": ["hi", "hello ann"]}
+    again = textwrap.dedent("""
+        import sys
+        from kvstore import SQLiteStore
+        from kvstore.contrib.langgraph import KVStoreSaver
+        saver = KVStoreSaver(SQLiteStore(path="agent.db"))
+        print(saver.get_tuple({"configurable": {"thread_id": "t1"}}).checkpoint["channel_values"])
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    done = subprocess.run([sys.executable, "-c", again], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "'messages': ['hi', 'hello ann']" in done.stdout
+
+
+@pytest.mark.cluster
+def test_on_a_redis_cluster_every_key_of_a_thread_is_in_one_slot(redis_cluster_url, expected):
+    """The thread's segment is a hash tag: a thread's checkpoints, writes and latest id share
+    one slot, so its operations are one atomic step on a cluster too."""
+    store = RedisStore(url=redis_cluster_url, cluster=True, key_prefix=f"lg{uuid.uuid4().hex[:6]}:")
+    try:
+        saver = KVStoreSaver(store)
+        assert run_sync(saver, "t1", run_id="r1") == expected
+        keys = list(_thread_keys(saver, store, "t1")) + [saver.layout.latest("t1", "")]
+        from redis.cluster import key_slot
+
+        assert len({key_slot((store.key_prefix + k).encode()) for k in keys}) == 1
+        saver.copy_thread("t1", "t2")
+        saver.prune(["t2"])
+        assert len(list(saver.list({"configurable": {"thread_id": "t2"}}))) == 1
+        saver.delete_for_runs(["r1"])
+        assert saver.get_tuple({"configurable": {"thread_id": "t1"}}) is None
+    finally:
+        store.clear()
+        store.close()

@@ -99,6 +99,16 @@ def test_agent_lab_resumes_after_sigkill(tmp_path):
     assert "after clean: [] False" in out
 
 
+def test_langgraph_agent_resumed_by_a_second_process(tmp_path):
+    pytest.importorskip("langgraph.graph")
+    out = _run_example("langgraph_agent.py", tmp_path)
+    first, second = (line.split("]")[0] for line in out.splitlines()[:2])
+    assert "waiting for a human: {'question': 'may I send this email?'" in out
+    assert first != second and "found thread waiting at ('approve',)" in out
+    assert "done: [\"drafted a reply to 'refund order 1017'\", \"human said 'yes'\", 'email sent']" in out
+    assert "checkpoints: 5, latest step 3" in out
+
+
 def test_sage_layers(tmp_path):
     out = _run_example("sage_layers.py", tmp_path)
     assert "session:u1           -> memory         900s" in out

@@ -6,7 +6,8 @@ memory, SQLite, files, Redis and PostgreSQL, every capability including the opti
 Two fronts per store: ``async``, the saver over the store's :mod:`kvstore.aio` face (Redis and
 PostgreSQL on their asyncio drivers), called through its async methods as the suite does; and
 ``sync``, the saver over the synchronous store, the suite's async calls driven through the
-synchronous methods (``put``, ``list``...) in a worker thread (:class:`SyncDriven`).
+synchronous methods (``put``, ``list``...) in a worker thread (:class:`SyncDriven`). And the
+saver on a manager's category: ``PersistenceManager`` (sync) and ``AsyncPersistenceManager``.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from langgraph.checkpoint.conformance.capabilities import Capability  # noqa: E4
 
 from conftest import POSTGRES_DSN, REDIS_URL  # noqa: E402
 
-from kvstore import FileStore, MemoryStore, SQLiteStore  # noqa: E402
-from kvstore.aio import async_store  # noqa: E402
+from kvstore import FileStore, MemoryStore, PersistenceManager, SQLiteStore  # noqa: E402
+from kvstore.aio import AsyncPersistenceManager, async_store  # noqa: E402
 from kvstore.contrib.langgraph import KVStoreSaver  # noqa: E402
 
 #: Every PostgreSQL table this module creates starts with this (a shared server: keep apart).
@@ -129,6 +130,34 @@ def _registered(kind: str, front: str) -> Any:
 
 
 CAPABILITIES = [c.value for c in Capability]
+
+
+def _registered_manager(front: str) -> Any:
+    """The saver on a manager's category (SQLite ``database``): PersistenceManager through the
+    synchronous methods, AsyncPersistenceManager through the async ones."""
+    @checkpointer_test(name=f"KVStoreSaver[manager, {front}]")
+    async def factory() -> AsyncIterator[KVStoreSaver]:
+        config = {"persistence": {
+            "sqlite": {"path": os.path.join(_TMP, uuid.uuid4().hex + ".db")},
+            "file": {"base_path": os.path.join(_TMP, uuid.uuid4().hex)},
+            "categories": {"checkpoint": {"store": "database"}}}}
+        if front == "sync":
+            with PersistenceManager.from_config(config) as pm:
+                yield SyncDriven(pm, category="checkpoint")
+        else:
+            async with AsyncPersistenceManager.from_config(config) as apm:
+                yield KVStoreSaver(apm, category="checkpoint")
+
+    return factory
+
+
+@pytest.mark.parametrize("capability", CAPABILITIES)
+@pytest.mark.parametrize("front", ["async", "sync"])
+def test_conformance_on_a_manager_category(front: str, capability: str) -> None:
+    report = asyncio.run(validate(_registered_manager(front), capabilities={capability}))
+    result = report.results[capability]
+    assert result.detected and result.tests_failed == 0 and result.passed, \
+        "\n".join(result.failures)
 
 
 @pytest.mark.parametrize("capability", CAPABILITIES)

@@ -7,18 +7,26 @@ Keys, under the saver's ``prefix`` (``checkpoint:`` by default)::
     <prefix>c/<thread>/<ns>/<checkpoint id>    one checkpoint: its serialized checkpoint and
                                                metadata, its parent id and run id
     <prefix>w/<thread>/<ns>/<checkpoint id>    the checkpoint's pending writes (a list)
+    <prefix>l/<thread>/<ns>                    the id of the namespace's latest checkpoint
 
 A checkpoint by id is then one ``load_many`` of two keys on every store (no listing: on Redis
 a listing is a SCAN), and ``put_writes`` one atomic ``update`` of the writes' key (the
 checkpoint's own, possibly large, record is never rewritten).
 
-``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text
-percent-encoded, so no value can reach into another's prefix (a thread ``a/b`` is not under
-thread ``a``), an empty namespace is still a path segment, and ids that contain only letters,
-digits and ``-`` (LangGraph's uuid6 ids, ordered by time) keep their order. The checkpoints of
-one (thread, namespace) are then the keys under one prefix, sorted by id: the latest is the
-first key of a descending listing, ``list(before=...)`` starts after a key, and neither reads
-the rest of the thread.
+The latest checkpoint is the one ``put`` last in its (thread, namespace) (LangGraph's ids grow
+with time, so it is also the greatest id); thread operations that delete it point ``l/`` at
+the greatest id left. ``get_tuple`` of the latest is then two reads on every store, however
+many checkpoints the thread or the store holds (a key listing costs the whole prefix on Redis,
+memory and files). A thread without that key (or naming a deleted checkpoint) is read by
+listing its checkpoints backwards.
+
+``<thread>``, ``<ns>`` and the id are escaped (:func:`part`): ``_`` then the text percent-
+encoded (the thread's also in braces: one Redis Cluster slot per thread), so no value can reach
+into another's prefix (a thread ``a/b`` is not under thread ``a``), an empty namespace is still
+a path segment, and ids that contain only letters, digits and ``-`` (LangGraph's uuid6 ids,
+ordered by time) keep their order. The checkpoints of one (thread, namespace) are then the keys
+under one prefix, sorted by id: the latest is the first key of a descending listing,
+``list(before=...)`` starts after a key, and neither reads the rest of the thread.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (WRITES_IDX_MAP, Checkpoint, CheckpointTuple,
                                        SerializerProtocol, writes_sort_key)
 
-__all__ = ["Layout", "part", "unpart", "checkpoint_record", "write_records", "merged",
+__all__ = ["Layout", "part", "unpart", "thread_part", "checkpoint_record", "write_records", "merged",
            "to_tuple", "load_metadata", "matches", "config_for"]
 
 
@@ -46,6 +54,12 @@ def unpart(segment: str) -> str:
     return unquote(segment[1:])
 
 
+def thread_part(thread_id: str) -> str:
+    """The thread's segment: :func:`part` in braces, a Redis Cluster hash tag, so that every
+    key of one thread is in one slot (its operations stay atomic on a cluster)."""
+    return "{" + part(thread_id) + "}"
+
+
 class Layout:
     """The keys of one saver (all under ``prefix``)."""
 
@@ -53,24 +67,36 @@ class Layout:
         self.prefix = prefix
         self.checkpoints = prefix + "c/"
         self.writes = prefix + "w/"
+        self.latests = prefix + "l/"
 
     def thread(self, thread_id: str) -> str:
         """The checkpoints of a thread, every namespace (a prefix)."""
-        return f"{self.checkpoints}{part(thread_id)}/"
+        return f"{self.checkpoints}{thread_part(thread_id)}/"
 
     def thread_writes(self, thread_id: str) -> str:
-        return f"{self.writes}{part(thread_id)}/"
+        return f"{self.writes}{thread_part(thread_id)}/"
 
     def namespace(self, thread_id: str, ns: str) -> str:
         """The checkpoints of one (thread, namespace), sorted by id (a prefix)."""
-        return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/"
+        return f"{self.checkpoints}{thread_part(thread_id)}/{part(ns)}/"
 
     def checkpoint(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
-        return f"{self.checkpoints}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+        return f"{self.checkpoints}{thread_part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+
+    def thread_latests(self, thread_id: str) -> str:
+        return f"{self.latests}{thread_part(thread_id)}/"
+
+    def latest(self, thread_id: str, ns: str) -> str:
+        """The key holding the id of the namespace's latest checkpoint."""
+        return f"{self.latests}{thread_part(thread_id)}/{part(ns)}"
+
+    def latest_of(self, checkpoint_key: str) -> str:
+        """The latest-id key of a checkpoint key's (thread, namespace)."""
+        return self.latests + checkpoint_key[len(self.checkpoints):].rsplit("/", 1)[0]
 
     def writes_of(self, thread_id: str, ns: str, checkpoint_id: str) -> str:
         """The key of one checkpoint's pending writes."""
-        return f"{self.writes}{part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
+        return f"{self.writes}{thread_part(thread_id)}/{part(ns)}/{part(checkpoint_id)}"
 
     def writes_key(self, checkpoint_key: str) -> str:
         """The writes' key of a checkpoint key."""
@@ -79,13 +105,13 @@ class Layout:
     def ids(self, key: str) -> tuple[str, str, str]:
         """``(thread_id, checkpoint_ns, checkpoint_id)`` of a checkpoint key or a writes key."""
         thread, ns, checkpoint_id = key[len(self.checkpoints):].split("/")  # "c/", "w/": 2
-        return unpart(thread), unpart(ns), unpart(checkpoint_id)
+        return unpart(thread[1:-1]), unpart(ns), unpart(checkpoint_id)
 
     def moved(self, key: str, source: str, target: str) -> str:
         """``key`` of thread ``source`` as the same key of thread ``target``."""
         head = key[:len(self.checkpoints)]
-        rest = key[len(self.checkpoints) + len(part(source)):]
-        return head + part(target) + rest
+        rest = key[len(self.checkpoints) + len(thread_part(source)):]
+        return head + thread_part(target) + rest
 
 
 def checkpoint_record(serde: SerializerProtocol, config: RunnableConfig,

@@ -16,12 +16,12 @@ Writes are stored with the saver's ``ttl`` as given (None: no expiry), never the
 # sync-names: aput=put aput_writes=put_writes aget_tuple=get_tuple alist=list
 # sync-names: adelete_thread=delete_thread adelete_for_runs=delete_for_runs
 # sync-names: acopy_thread=copy_thread aprune=prune async_target=sync_target _aapply=_apply
-# sync-names: AsyncSaverOps=SaverOps
+# sync-names: AsyncSaverOps=SaverOps _apage=_page _akey_pages=_key_pages
 
 from __future__ import annotations
 
 import asyncio  # async only
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Optional, Sequence
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (ChannelVersions, Checkpoint, CheckpointMetadata,
@@ -36,6 +36,11 @@ from .layout import (Layout, checkpoint_record, config_for, load_metadata, match
 __all__ = ["AsyncSaverOps"]
 
 STRATEGIES = ("keep_latest", "delete")
+#: What a thread operation applies in one atomic step: ``(key, blob or MISSING, ttl)``. (A
+#: module-level name: in the class, ``list`` is the twin's ``list`` method.)
+Ops = list[tuple[str, Any, Optional[float]]]
+#: Checkpoints read per ``load_many`` by ``list``.
+PAGE = 100
 
 
 class AsyncSaverOps:
@@ -58,17 +63,20 @@ class AsyncSaverOps:
         conf = config["configurable"]
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
         checkpoint_id = get_checkpoint_id(config)
-        if checkpoint_id:
-            key = self.layout.checkpoint(thread_id, ns, checkpoint_id)
-        else:  # the latest: the first key of a descending listing
+        if not checkpoint_id:  # the latest: its id is kept beside the thread
+            checkpoint_id = await st.load(self.layout.latest(thread_id, ns))
+        key = self.layout.checkpoint(thread_id, ns, checkpoint_id) if checkpoint_id else ""
+        wkey = self.layout.writes_key(key)
+        found = await st.load_many([key, wkey]) if key else {}
+        if key not in found and not get_checkpoint_id(config):
+            # No latest id (or it names a deleted checkpoint): the first key listed backwards.
             latest = [k async for k in st.keys(self.layout.namespace(thread_id, ns), limit=1,
                                                reverse=True)]
             if not latest:
                 return None
-            key = latest[0]
+            key, wkey = latest[0], self.layout.writes_key(latest[0])
             checkpoint_id = self.layout.ids(key)[2]
-        wkey = self.layout.writes_key(key)
-        found = await st.load_many([key, wkey])
+            found = await st.load_many([key, wkey])
         if key not in found:
             return None
         return to_tuple(self.serde, (thread_id, ns, checkpoint_id), found[key],
@@ -98,35 +106,49 @@ class AsyncSaverOps:
                 if before_id:  # one namespace: start below ``before`` in the listing itself
                     start_after = self.layout.checkpoint(conf["thread_id"], ns, before_id)
         native = filter is None and not wanted_id and (before_id is None or start_after)
+        listed = st.keys(prefix, start_after=start_after, limit=limit if native else None,
+                         reverse=True)
         left = limit
-        listed = st.items(prefix, start_after=start_after, limit=limit if native else None,
-                          reverse=True)
-        async for key, record in listed:
-            ids = self.layout.ids(key)
-            if wanted_id and ids[2] != wanted_id or before_id and ids[2] >= before_id:
+        async for keys in _akey_pages(listed, wanted_id, before_id, limit, self.layout):
+            for found in await self._apage(st, keys, filter):
+                yield found
+                if left is not None:
+                    left -= 1
+                    if left <= 0:
+                        return
+
+    async def _apage(self, st: Any, keys: Sequence[str], filter: dict[str, Any] | None
+                     ) -> Sequence[CheckpointTuple]:
+        """The tuples of ``keys`` (checkpoints and their writes: one ``load_many``) whose
+        metadata matches ``filter``, in the order of ``keys``."""
+        layout, serde = self.layout, self.serde
+        found = await st.load_many([*keys, *(layout.writes_key(k) for k in keys)])
+        out = []
+        for key in keys:
+            record = found.get(key)
+            if record is None:  # deleted since it was listed
                 continue
-            metadata = load_metadata(self.serde, record)
-            if not matches(metadata, filter):
-                continue
-            writes = await st.load(self.layout.writes_key(key), ())
-            yield to_tuple(self.serde, ids, record, writes, metadata)
-            if left is not None:
-                left -= 1
-                if left <= 0:
-                    return
+            metadata = load_metadata(serde, record)
+            if matches(metadata, filter):
+                out.append(to_tuple(serde, layout.ids(key), record,
+                                    found.get(layout.writes_key(key), ()), metadata))
+        return out
 
     async def aput(self, config: RunnableConfig, checkpoint: Checkpoint,
                    metadata: CheckpointMetadata, new_versions: ChannelVersions
                    ) -> RunnableConfig:
-        """Store a checkpoint (one write); returns the config that names it."""
+        """Store a checkpoint, and make it its namespace's latest (one atomic write of two
+        keys); returns the config that names it."""
         st = self.async_target()
         conf = config["configurable"]
         thread_id, ns = conf["thread_id"], conf.get("checkpoint_ns", "")
         key = self.layout.checkpoint(thread_id, ns, checkpoint["id"])
+        latest = self.layout.latest(thread_id, ns)
         st.check_key(key)
         record = checkpoint_record(self.serde, config, checkpoint,
                                    get_checkpoint_metadata(config, metadata))
-        await st.raw_set(key, st.encode(key, record), self.ttl)
+        await st.raw_set_many([(key, st.encode(key, record)),
+                               (latest, st.encode(latest, checkpoint["id"]))], self.ttl)
         return config_for(thread_id, ns, checkpoint["id"])
 
     async def aput_writes(self, config: RunnableConfig, writes: Sequence[tuple[str, Any]],
@@ -148,15 +170,17 @@ class AsyncSaverOps:
         st = self.async_target()
         doomed = [k async for k in st.keys(self.layout.thread(thread_id))]
         doomed += [k async for k in st.keys(self.layout.thread_writes(thread_id))]
+        doomed += [k async for k in st.keys(self.layout.thread_latests(thread_id))]
         await self._aapply(st, [(k, MISSING, None) for k in doomed])
 
     async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
         """Copy every checkpoint and write of a thread to another thread, all or nothing (the
         target's own checkpoints with other ids stay)."""
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for prefix in (self.layout.thread(source_thread_id),
-                       self.layout.thread_writes(source_thread_id)):
+                       self.layout.thread_writes(source_thread_id),
+                       self.layout.thread_latests(source_thread_id)):
             async for key, value in st.items(prefix):
                 new = self.layout.moved(key, source_thread_id, target_thread_id)
                 st.check_key(new)
@@ -170,11 +194,21 @@ class AsyncSaverOps:
         if not runs:
             return
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
+        left: dict[str, str | None] = {}  # latest-id key -> the greatest id left (None: none)
         async for key, record in st.items(self.layout.checkpoints):
+            latest = self.layout.latest_of(key)
             if record.get("r") in runs:
                 ops.append((key, MISSING, None))
                 ops.append((self.layout.writes_key(key), MISSING, None))
+                left.setdefault(latest, None)
+            else:  # listed in key order: the last one kept is the greatest
+                left[latest] = self.layout.ids(key)[2]
+        for latest, checkpoint_id in left.items():
+            if checkpoint_id is None:
+                ops.append((latest, MISSING, None))
+            else:
+                ops.append((latest, st.encode(latest, checkpoint_id), self.ttl))
         await self._aapply(st, ops)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
@@ -184,7 +218,7 @@ class AsyncSaverOps:
             raise InvalidArgumentError(f"prune: strategy must be one of {STRATEGIES}, "
                                        f"got {strategy!r}")
         st = self.async_target()
-        ops: list[tuple[str, Any, float | None]] = []
+        ops: Ops = []
         for thread_id in thread_ids:
             kept: set[tuple[str, str]] = set()
             async for key in st.keys(self.layout.thread(thread_id), reverse=True):
@@ -196,9 +230,16 @@ class AsyncSaverOps:
             async for key in st.keys(self.layout.thread_writes(thread_id)):
                 if self.layout.ids(key)[1:] not in kept:
                     ops.append((key, MISSING, None))
+            if strategy == "delete":
+                ops += [(k, MISSING, None)
+                        async for k in st.keys(self.layout.thread_latests(thread_id))]
+            else:  # the latest of each namespace is the one kept
+                ops += [(self.layout.latest(thread_id, ns), st.encode(
+                    self.layout.latest(thread_id, ns), checkpoint_id), self.ttl)
+                    for ns, checkpoint_id in kept]
         await self._aapply(st, ops)
 
-    async def _aapply(self, st: Any, ops: list[tuple[str, Any, float | None]]) -> None:
+    async def _aapply(self, st: Any, ops: Ops) -> None:
         """Apply writes and deletes as one atomic step of the store (a blocking commit: in a
         worker thread on asyncio)."""
         if not ops:
@@ -206,3 +247,21 @@ class AsyncSaverOps:
         # sync: st.raw_apply(ops)
         await asyncio.get_running_loop().run_in_executor(  # async only
             None, st.sync.raw_apply, ops)  # async only
+
+
+async def _akey_pages(listed: AsyncIterator[str], wanted_id: str | None, before_id: str | None,
+                      limit: int | None, layout: Layout) -> AsyncIterator[list[str]]:
+    """The listed checkpoint keys ``list`` wants (that id, below ``before``), in pages of at
+    most PAGE (at most ``limit``, the first time)."""
+    size = PAGE if limit is None else min(PAGE, limit)
+    page: list[str] = []
+    async for key in listed:
+        checkpoint_id = layout.ids(key)[2]
+        if wanted_id and checkpoint_id != wanted_id or before_id and checkpoint_id >= before_id:
+            continue
+        page.append(key)
+        if len(page) >= size:
+            yield page
+            page, size = [], PAGE
+    if page:
+        yield page
