@@ -67,6 +67,7 @@ _STACK_TOO_DEEP = (f"value nests too deep for the caller's call stack (Python's 
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
+_STR = frozenset((str,))
 _SCALARS = _LEAVES | {float}  # values that nest nothing: no nesting check
 _FLAT = _SCALARS | {bytes}
 
@@ -81,7 +82,7 @@ def _to_json(obj: Any) -> Any:
             return {TAG: "float", "v": repr(obj)}
         return obj
     if t is dict:
-        if all(type(k) is str for k in obj) and TAG not in obj:
+        if {*map(type, obj)} <= _STR and TAG not in obj:  # every key a str (no generator)
             return {k: v if type(v) in _LEAVES else _to_json(v) for k, v in obj.items()}
         return {TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
     if t is list:
@@ -141,13 +142,24 @@ def json_hook(d: dict[str, Any]) -> Any:
     return decoder(d["v"])
 
 
+# json.dumps(..., ensure_ascii=False, allow_nan=False, separators=(",", ":")) builds this encoder
+# on every call; it keeps no state between calls, so one serves every value and thread.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# What json.loads(str) runs (object_hook=json_hook: when a tag may be in the text).
+_PLAIN_DECODE = json.JSONDecoder().decode
+_TAGGED_DECODE = json.JSONDecoder(object_hook=json_hook).decode
+# First bytes from which json.loads(bytes) may read something other than UTF-8 (BOMs, UTF-16/32).
+_NOT_UTF8_START = frozenset((b"\x00", b"\xef", b"\xfe", b"\xff"))
+
+
 def encode_json_text(data: Any, *, indent: int | None = None) -> str:
     """Encode ``data`` as strict JSON text (no NaN), tagging the extended types.
 
     Raises TypeError (an unsupported type) or ValueError (nested past the limit, NaN...)."""
     try:
-        text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
-                          separators=None if indent else (",", ":"))
+        text = _COMPACT(_to_json(data)) if indent is None else json.dumps(
+            _to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
+            separators=None if indent else (",", ":"))
     except RecursionError:
         raise ValueError(depth_message() if too_deep(data) else _STACK_TOO_DEEP) from None
     if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
@@ -166,7 +178,13 @@ def decode_json_text(text: str | bytes) -> Any:
 
 def _json_body(body: bytes) -> Any:
     """A plain JSON blob's value (nesting checked). Raises ValueError."""
-    value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
+    # json.loads(bytes) guesses UTF-16/32 from a BOM or NULs in the first two bytes, else reads
+    # UTF-8 (what kvstore writes): that common case decodes directly, the rest goes through it.
+    if body[:1] in _NOT_UTF8_START or body[1:2] == b"\x00":
+        value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
+    else:
+        text = body.decode("utf-8", "surrogatepass")  # as json.loads; UnicodeDecodeError is a ValueError, as json.loads raises
+        value = _TAGGED_DECODE(text) if _TAG_BYTES in body else _PLAIN_DECODE(text)
     if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
         raise ValueError(depth_message())
     return value
