@@ -83,9 +83,13 @@ def _to_json(obj: Any) -> Any:
         return obj
     if t is dict:
         if {*map(type, obj)} <= _STR and TAG not in obj:  # every key a str (no generator)
+            if {*map(type, obj.values())} <= _LEAVES:
+                return obj  # json.dumps only reads it
             return {k: v if type(v) in _LEAVES else _to_json(v) for k, v in obj.items()}
         return {TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
     if t is list:
+        if {*map(type, obj)} <= _LEAVES:
+            return obj
         return [v if type(v) in _LEAVES else _to_json(v) for v in obj]
     if t is tuple:
         return {TAG: "tuple", "v": [_to_json(v) for v in obj]}
@@ -150,6 +154,9 @@ _PLAIN_DECODE = json.JSONDecoder().decode
 _TAGGED_DECODE = json.JSONDecoder(object_hook=json_hook).decode
 # First bytes from which json.loads(bytes) may read something other than UTF-8 (BOMs, UTF-16/32).
 _NOT_UTF8_START = frozenset((b"\x00", b"\xef", b"\xfe", b"\xff"))
+# JSONDecoder.decode's own scan, for text with no whitespace around the value (what kvstore
+# writes); anything else (whitespace, extra data, an error) goes through decode itself.
+_PLAIN_SCAN = json.JSONDecoder().scan_once
 
 
 def encode_json_text(data: Any, *, indent: int | None = None) -> str:
@@ -184,7 +191,15 @@ def _json_body(body: bytes) -> Any:
         value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
     else:
         text = body.decode("utf-8", "surrogatepass")  # as json.loads; UnicodeDecodeError is a ValueError, as json.loads raises
-        value = _TAGGED_DECODE(text) if _TAG_BYTES in body else _PLAIN_DECODE(text)
+        if _TAG_BYTES in body:
+            value = _TAGGED_DECODE(text)
+        else:
+            try:
+                value, end = _PLAIN_SCAN(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                value = _PLAIN_DECODE(text)
     if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
         raise ValueError(depth_message())
     return value
@@ -245,7 +260,7 @@ class Serializer:
         ConfigError: unknown format or compression, or pickle without a secret.
     """
 
-    __slots__ = ("format", "compression", "_secret", "_header", "encode", "_decode_body")
+    __slots__ = ("format", "compression", "_secret", "_header", "encode", "_decode_body", "plain")
 
     def __init__(self, format: str = "json", compression: str | None = None,
                  secret: bytes | str | None = None) -> None:
@@ -266,6 +281,8 @@ class Serializer:
         self.compression = compression
         self._secret: bytes | None = secret or None
         self._header = HEADER_BYTE + _FORMAT_CODES[format] + _COMPRESSION_CODES[compression]
+        #: :meth:`body_decoder`, kept: what a store's ``decode`` tries first for one blob.
+        self.plain = self.body_decoder()
 
     def __repr__(self) -> str:
         extra = f", compression={self.compression!r}" if self.compression else ""
