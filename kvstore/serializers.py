@@ -149,6 +149,12 @@ def json_hook(d: dict[str, Any]) -> Any:
 # json.dumps(..., ensure_ascii=False, allow_nan=False, separators=(",", ":")) builds this encoder
 # on every call; it keeps no state between calls, so one serves every value and thread.
 _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# And what that encoder's encode() runs, called directly (CPython's C encoder). No circular
+# check: _to_json rebuilds every container that holds another, so a cycle is a RecursionError
+# there first (a flat container, passed as it is, holds only leaves).
+_C_ENCODE = None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
+    False, False, False)
 # What json.loads(str) runs (object_hook=json_hook: when a tag may be in the text).
 _PLAIN_DECODE = json.JSONDecoder().decode
 _TAGGED_DECODE = json.JSONDecoder(object_hook=json_hook).decode
@@ -164,9 +170,13 @@ def encode_json_text(data: Any, *, indent: int | None = None) -> str:
 
     Raises TypeError (an unsupported type) or ValueError (nested past the limit, NaN...)."""
     try:
-        text = _COMPACT(_to_json(data)) if indent is None else json.dumps(
-            _to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
-            separators=None if indent else (",", ":"))
+        if indent is not None:
+            text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
+                              separators=None if indent else (",", ":"))
+        elif _C_ENCODE is not None:
+            text = "".join(_C_ENCODE(_to_json(data), 0))
+        else:
+            text = _COMPACT(_to_json(data))
     except RecursionError:
         raise ValueError(depth_message() if too_deep(data) else _STACK_TOO_DEEP) from None
     if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
