@@ -15,12 +15,12 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .. import paging
 from ..astore import AsyncLock, AsyncLog, AsyncStore, arun
-from ..store import PersistenceStore
+from ..store import MISSING, PersistenceStore
 
 __all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "AsyncLog", "arun"]
 
 
-_BYTE_LEVEL = ("raw_get", "raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
+_BYTE_LEVEL = ("raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
                "raw_touch", "raw_get_many", "raw_set_many", "raw_delete_many", "raw_log_append", "raw_log_read", "raw_log_read_desc",
                "raw_log_len", "raw_log_delete", "raw_log_names")
 
@@ -39,7 +39,9 @@ class ThreadStore(AsyncStore):
     costs more than a SQLite read; 64 tasks reading then cost a few hops, not 64. At most
     ``concurrency`` workers serve one store at a time. A worker that finds the queue empty looks
     again a few times over :data:`LINGER` seconds before it gives its thread back, so a steady
-    stream of calls is not served by a new executor job every few calls.
+    stream of calls is not served by a new executor job every few calls. Reads queued
+    together are made together: one ``raw_get_many`` (one query) answers the batch's
+    ``raw_get`` calls; they were all waiting at once, so any one instant serves them all.
     """
 
     def __init__(self, sync: PersistenceStore, executor: Executor | None = None,
@@ -50,6 +52,13 @@ class ThreadStore(AsyncStore):
         self._queue: collections.deque[tuple[Callable[..., Any], tuple[Any, ...],
                                              asyncio.Future[Any]]] = collections.deque()
         self._workers = 0  # changed on the loop's thread only
+        self._read = self._read_one  # one bound method, so that _work knows a read by identity
+
+    def _read_one(self, key: str) -> Any:
+        return self.sync.raw_get(key)
+
+    def raw_get(self, key: str) -> Awaitable[Any]:  # type: ignore[override]  # awaited by the caller
+        return self._run(self._read, key)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
         """The future of ``fn(*args)``, run by a worker (a future, not a coroutine: one
@@ -84,6 +93,9 @@ class ThreadStore(AsyncStore):
                 continue
             idle = 0.0
             done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            read = self._read
+            if sum(fn is read for fn, _, _ in batch) > 1:
+                batch = self._read_together(batch, done)
             for fn, args, future in batch:
                 try:
                     done.append((future, fn(*args), None))
@@ -91,6 +103,19 @@ class ThreadStore(AsyncStore):
                     done.append((future, None, exc))
             loop.call_soon_threadsafe(_settle, done)
         loop.call_soon_threadsafe(self._stopped, loop)
+
+    def _read_together(self, batch: list[Any], done: list[Any]) -> list[Any]:
+        """Answer the batch's reads with one ``raw_get_many`` (into ``done``); the rest of the
+        batch is returned. A failure leaves the reads in the batch: each is then made alone and
+        gets its own result or error."""
+        read = self._read
+        reads = [(args[0], future) for fn, args, future in batch if fn is read]
+        try:
+            found = self.sync.raw_get_many(list(dict.fromkeys(key for key, _ in reads)))
+        except Exception:
+            return batch
+        done.extend((future, found.get(key, MISSING), None) for key, future in reads)
+        return [item for item in batch if item[0] is not read]
 
     def _stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         self._workers -= 1
