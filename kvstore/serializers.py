@@ -152,7 +152,8 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(","
 # And what that encoder's encode() runs, called directly (CPython's C encoder). No circular
 # check: _to_json rebuilds every container that holds another, so a cycle is a RecursionError
 # there first (a flat container, passed as it is, holds only leaves).
-_C_ENCODE = None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = None if _C_MAKE_ENCODER is None else _C_MAKE_ENCODER(
     None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
     False, False, False)
 # What json.loads(str) runs (object_hook=json_hook: when a tag may be in the text).
@@ -162,7 +163,7 @@ _TAGGED_DECODE = json.JSONDecoder(object_hook=json_hook).decode
 _NOT_UTF8_START = frozenset((b"\x00", b"\xef", b"\xfe", b"\xff"))
 # JSONDecoder.decode's own scan, for text with no whitespace around the value (what kvstore
 # writes); anything else (whitespace, extra data, an error) goes through decode itself.
-_PLAIN_SCAN = json.JSONDecoder().scan_once
+_PLAIN_SCAN: Callable[[str, int], tuple[Any, int]] = getattr(json.JSONDecoder(), "scan_once")
 
 
 def encode_json_text(data: Any, *, indent: int | None = None) -> str:
@@ -200,7 +201,8 @@ def _json_body(body: bytes) -> Any:
     if body[:1] in _NOT_UTF8_START or body[1:2] == b"\x00":
         value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
     else:
-        text = body.decode("utf-8", "surrogatepass")  # as json.loads; UnicodeDecodeError is a ValueError, as json.loads raises
+        # surrogatepass, as json.loads; a UnicodeDecodeError is a ValueError, as it raises
+        text = body.decode("utf-8", "surrogatepass")
         if _TAG_BYTES in body:
             value = _TAGGED_DECODE(text)
         else:

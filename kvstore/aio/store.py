@@ -57,7 +57,7 @@ class ThreadStore(AsyncStore):
     def _read_one(self, key: str) -> Any:
         return self.sync.raw_get(key)
 
-    def raw_get(self, key: str) -> Awaitable[Any]:  # type: ignore[override]  # awaited by the caller
+    def raw_get(self, key: str) -> Awaitable[Any]:  # type: ignore[override]  # awaited
         return self._run(self._read, key)
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
@@ -170,5 +170,5 @@ class InlineStore(ThreadStore):
     """A :class:`~kvstore.MemoryStore`: its operations never wait on I/O, so they run on the
     event loop itself (a thread hop would cost more than the operation)."""
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[override]
+    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
