@@ -215,7 +215,12 @@ def main() -> None:
             bench_sqlite(report, n, Path(tmp))
         if "file" in only:
             bench_file(report, n // 10, Path(tmp))
-    report.target("sqlite", "set ttl", "raw sqlite3", 0.8)                      # issue 15
+    report.target("memory", "get", "dict + lock", 0.9)                          # issue 24
+    report.target("memory", "set", "dict + lock", 0.7)                          # issue 24
+    report.target("sqlite", "get", "raw sqlite3", 0.9)                          # issue 24
+    report.target("sqlite", "get", "diskcache.Cache", 1.0)                      # issue 24
+    report.target("sqlite", "set ttl", "raw sqlite3", 0.8)                      # issues 15, 24
+    report.target("file", "get", "raw tmp+fsync+replace+dir fsync", 0.8)       # issue 24
     report.target("file", "set", "raw tmp+fsync+replace+dir fsync", 0.9)       # issue 15
     report.print()
     report.save(args.json)

@@ -36,6 +36,8 @@ def parse_ttl(ttl: int | float | str, setting: str = "ttl") -> float:
     A bare number string (``"90"``) is seconds. Raises :class:`InvalidTTLError` (a ``ValueError``)
     for zero, negative, non-finite or unparsable values, naming ``setting``.
     """
+    if (type(ttl) is int or type(ttl) is float) and 0 < ttl < math.inf:
+        return float(ttl)  # the common case first: a positive, finite number of seconds
     if isinstance(ttl, bool):
         raise InvalidTTLError(f"{setting}: {ttl!r} is not a duration")
     if isinstance(ttl, (int, float)):

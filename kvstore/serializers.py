@@ -67,6 +67,7 @@ _STACK_TOO_DEEP = (f"value nests too deep for the caller's call stack (Python's 
 
 
 _LEAVES = frozenset((str, int, bool, type(None)))  # written by json.dumps exactly as they are
+_STR = frozenset((str,))
 _SCALARS = _LEAVES | {float}  # values that nest nothing: no nesting check
 _FLAT = _SCALARS | {bytes}
 
@@ -81,10 +82,14 @@ def _to_json(obj: Any) -> Any:
             return {TAG: "float", "v": repr(obj)}
         return obj
     if t is dict:
-        if all(type(k) is str for k in obj) and TAG not in obj:
+        if {*map(type, obj)} <= _STR and TAG not in obj:  # every key a str (no generator)
+            if {*map(type, obj.values())} <= _LEAVES:
+                return obj  # json.dumps only reads it
             return {k: v if type(v) in _LEAVES else _to_json(v) for k, v in obj.items()}
         return {TAG: "dict", "v": [[_to_json(k), _to_json(v)] for k, v in obj.items()]}
     if t is list:
+        if {*map(type, obj)} <= _LEAVES:
+            return obj
         return [v if type(v) in _LEAVES else _to_json(v) for v in obj]
     if t is tuple:
         return {TAG: "tuple", "v": [_to_json(v) for v in obj]}
@@ -141,13 +146,38 @@ def json_hook(d: dict[str, Any]) -> Any:
     return decoder(d["v"])
 
 
+# json.dumps(..., ensure_ascii=False, allow_nan=False, separators=(",", ":")) builds this encoder
+# on every call; it keeps no state between calls, so one serves every value and thread.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# And what that encoder's encode() runs, called directly (CPython's C encoder). No circular
+# check: _to_json rebuilds every container that holds another, so a cycle is a RecursionError
+# there first (a flat container, passed as it is, holds only leaves).
+_C_MAKE_ENCODER = getattr(json.encoder, "c_make_encoder", None)
+_C_ENCODE = None if _C_MAKE_ENCODER is None else _C_MAKE_ENCODER(
+    None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",",
+    False, False, False)
+# What json.loads(str) runs (object_hook=json_hook: when a tag may be in the text).
+_PLAIN_DECODE = json.JSONDecoder().decode
+_TAGGED_DECODE = json.JSONDecoder(object_hook=json_hook).decode
+# First bytes from which json.loads(bytes) may read something other than UTF-8 (BOMs, UTF-16/32).
+_NOT_UTF8_START = frozenset((b"\x00", b"\xef", b"\xfe", b"\xff"))
+# JSONDecoder.decode's own scan, for text with no whitespace around the value (what kvstore
+# writes); anything else (whitespace, extra data, an error) goes through decode itself.
+_PLAIN_SCAN: Callable[[str, int], tuple[Any, int]] = getattr(json.JSONDecoder(), "scan_once")
+
+
 def encode_json_text(data: Any, *, indent: int | None = None) -> str:
     """Encode ``data`` as strict JSON text (no NaN), tagging the extended types.
 
     Raises TypeError (an unsupported type) or ValueError (nested past the limit, NaN...)."""
     try:
-        text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
-                          separators=None if indent else (",", ":"))
+        if indent is not None:
+            text = json.dumps(_to_json(data), ensure_ascii=False, allow_nan=False, indent=indent,
+                              separators=None if indent else (",", ":"))
+        elif _C_ENCODE is not None:
+            text = "".join(_C_ENCODE(_to_json(data), 0))
+        else:
+            text = _COMPACT(_to_json(data))
     except RecursionError:
         raise ValueError(depth_message() if too_deep(data) else _STACK_TOO_DEEP) from None
     if type(data) not in _SCALARS and json_may_nest(text) and too_deep(data):
@@ -166,7 +196,22 @@ def decode_json_text(text: str | bytes) -> Any:
 
 def _json_body(body: bytes) -> Any:
     """A plain JSON blob's value (nesting checked). Raises ValueError."""
-    value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
+    # json.loads(bytes) guesses UTF-16/32 from a BOM or NULs in the first two bytes, else reads
+    # UTF-8 (what kvstore writes): that common case decodes directly, the rest goes through it.
+    if body[:1] in _NOT_UTF8_START or body[1:2] == b"\x00":
+        value = json.loads(body, object_hook=json_hook) if _TAG_BYTES in body else json.loads(body)
+    else:
+        # surrogatepass, as json.loads; a UnicodeDecodeError is a ValueError, as it raises
+        text = body.decode("utf-8", "surrogatepass")
+        if _TAG_BYTES in body:
+            value = _TAGGED_DECODE(text)
+        else:
+            try:
+                value, end = _PLAIN_SCAN(text, 0)
+            except StopIteration:
+                end = -1
+            if end != len(text):
+                value = _PLAIN_DECODE(text)
     if type(value) not in _SCALARS and json_may_nest(body) and too_deep(value):
         raise ValueError(depth_message())
     return value
@@ -227,7 +272,7 @@ class Serializer:
         ConfigError: unknown format or compression, or pickle without a secret.
     """
 
-    __slots__ = ("format", "compression", "_secret", "_header", "encode", "_decode_body")
+    __slots__ = ("format", "compression", "_secret", "_header", "encode", "_decode_body", "plain")
 
     def __init__(self, format: str = "json", compression: str | None = None,
                  secret: bytes | str | None = None) -> None:
@@ -248,6 +293,8 @@ class Serializer:
         self.compression = compression
         self._secret: bytes | None = secret or None
         self._header = HEADER_BYTE + _FORMAT_CODES[format] + _COMPRESSION_CODES[compression]
+        #: :meth:`body_decoder`, kept: what a store's ``decode`` tries first for one blob.
+        self.plain = self.body_decoder()
 
     def __repr__(self) -> str:
         extra = f", compression={self.compression!r}" if self.compression else ""

@@ -328,3 +328,21 @@ def test_nesting_check_keeps_no_state_between_values_or_threads():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("body, value", [
+    ('{"a":[1,"é"]}'.encode("utf-16"), {"a": [1, "é"]}),  # a BOM: read as json.loads reads it
+    ('{"a":1}'.encode("utf-16-le"), {"a": 1}),  # NULs in the first bytes: UTF-16
+    ('{"a":1}'.encode("utf-8-sig"), {"a": 1}),
+    ('"\ud800"'.encode("utf-8", "surrogatepass"), "\ud800"),
+    ('{"__kv__":"tuple","v":[1,2]}'.encode(), (1, 2)),
+    (b" [1] ", [1]),
+])
+def test_json_blobs_read_as_json_loads_reads_their_bytes(body, value):
+    assert Serializer("json").deserialize(b"\xc1j-" + body) == value
+
+
+@pytest.mark.parametrize("body", [b"[1] x", b"\xff\xfe[", b"\xc3(", b""])
+def test_damaged_json_blobs_are_refused(body):
+    with pytest.raises(CorruptDataError):
+        Serializer("json").deserialize(b"\xc1j-" + body)

@@ -9,19 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from concurrent.futures import Executor
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable
 
 from .. import paging
 from ..astore import AsyncLock, AsyncLog, AsyncStore, arun
-from ..store import PersistenceStore
+from ..store import MISSING, PersistenceStore
 
 __all__ = ["AsyncStore", "ThreadStore", "InlineStore", "AsyncLock", "AsyncLog", "arun"]
 
 
-_BYTE_LEVEL = ("raw_get", "raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
+_BYTE_LEVEL = ("raw_set", "raw_delete", "raw_exists", "raw_ttl", "raw_incr", "raw_clear", "raw_add", "raw_cas",
                "raw_touch", "raw_get_many", "raw_set_many", "raw_delete_many", "raw_log_append", "raw_log_read", "raw_log_read_desc",
                "raw_log_len", "raw_log_delete", "raw_log_names")
+
+
+#: Seconds an idle :class:`ThreadStore` worker keeps looking for more calls before it stops.
+LINGER = 0.002
+_NAP = 0.0002
 
 
 class ThreadStore(AsyncStore):
@@ -31,7 +37,11 @@ class ThreadStore(AsyncStore):
     Calls are batched: operations requested while a worker is busy queue up and the next
     worker runs them together, handing all results back to the loop at once. A thread hop
     costs more than a SQLite read; 64 tasks reading then cost a few hops, not 64. At most
-    ``concurrency`` workers serve one store at a time.
+    ``concurrency`` workers serve one store at a time. A worker that finds the queue empty looks
+    again a few times over :data:`LINGER` seconds before it gives its thread back, so a steady
+    stream of calls is not served by a new executor job every few calls. Reads queued
+    together are made together: one ``raw_get_many`` (one query) answers the batch's
+    ``raw_get`` calls; they were all waiting at once, so any one instant serves them all.
     """
 
     def __init__(self, sync: PersistenceStore, executor: Executor | None = None,
@@ -42,14 +52,23 @@ class ThreadStore(AsyncStore):
         self._queue: collections.deque[tuple[Callable[..., Any], tuple[Any, ...],
                                              asyncio.Future[Any]]] = collections.deque()
         self._workers = 0  # changed on the loop's thread only
+        self._read = self._read_one  # one bound method, so that _work knows a read by identity
 
-    async def _run(self, fn: Callable[..., Any], *args: Any) -> Any:
+    def _read_one(self, key: str) -> Any:
+        return self.sync.raw_get(key)
+
+    def raw_get(self, key: str) -> Awaitable[Any]:  # type: ignore[override]  # awaited
+        return self._run(self._read, key)
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        """The future of ``fn(*args)``, run by a worker (a future, not a coroutine: one
+        coroutine less to step through on every call)."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queue.append((fn, args, future))
         if self._workers < self._concurrency:
             self._start(loop)
-        return await future
+        return future
 
     def _start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._workers += 1
@@ -58,6 +77,7 @@ class ThreadStore(AsyncStore):
     def _work(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a worker thread: run what is queued, in batches, until the queue is empty."""
         queue = self._queue
+        idle = 0.0
         while True:
             batch: list[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = []
             while queue and len(batch) < 256:
@@ -66,8 +86,16 @@ class ThreadStore(AsyncStore):
                 except IndexError:  # another worker took it
                     break
             if not batch:
-                break
+                if idle >= LINGER:
+                    break
+                time.sleep(_NAP)  # the GIL is free meanwhile: the loop queues more
+                idle += _NAP
+                continue
+            idle = 0.0
             done: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+            read = self._read
+            if sum(fn is read for fn, _, _ in batch) > 1:
+                batch = self._read_together(batch, done)
             for fn, args, future in batch:
                 try:
                     done.append((future, fn(*args), None))
@@ -75,6 +103,19 @@ class ThreadStore(AsyncStore):
                     done.append((future, None, exc))
             loop.call_soon_threadsafe(_settle, done)
         loop.call_soon_threadsafe(self._stopped, loop)
+
+    def _read_together(self, batch: list[Any], done: list[Any]) -> list[Any]:
+        """Answer the batch's reads with one ``raw_get_many`` (into ``done``); the rest of the
+        batch is returned. A failure leaves the reads in the batch: each is then made alone and
+        gets its own result or error."""
+        read = self._read
+        reads = [(args[0], future) for fn, args, future in batch if fn is read]
+        try:
+            found = self.sync.raw_get_many(list(dict.fromkeys(key for key, _ in reads)))
+        except Exception:
+            return batch
+        done.extend((future, found.get(key, MISSING), None) for key, future in reads)
+        return [item for item in batch if item[0] is not read]
 
     def _stopped(self, loop: asyncio.AbstractEventLoop) -> None:
         self._workers -= 1
@@ -114,8 +155,8 @@ def _settle(done: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -
 
 
 def _threaded(name: str) -> Any:
-    async def call(self: ThreadStore, *args: Any) -> Any:
-        return await self._run(getattr(self.sync, name), *args)
+    def call(self: ThreadStore, *args: Any) -> Awaitable[Any]:  # awaited by the caller
+        return self._run(getattr(self.sync, name), *args)
 
     call.__name__ = name
     return call

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterator
 
 from ..keyrules import SHORT_KEY
 from .._commit import Before
+from ..rules import parse_ttl
 from ..serializers import SerializerSpec
 from ..store import (KEEP, MISSING, TTL, Check, Op, PersistenceStore, check_max_entries, conflict,
                      same_blob)
@@ -50,17 +51,32 @@ class MemoryStore(PersistenceStore):
         # key -> (value, expires_at or None). OrderedDict keeps recency for LRU eviction.
         self._data: OrderedDict[str, tuple[Any, float | None]] = OrderedDict()
         self._lock = threading.RLock()
+        # Odd while a write of several keys (a commit, save_many, clear...) is under way; see load.
+        self._seq = 0
         self._logs: dict[str, list[Any]] = {}
 
     def describe(self) -> str:
         return f"max_entries={self.max_entries!r}, entries={len(self._data)}"
 
-    # Fast path: the memory store is the hot tier, so `load` avoids the generic indirections.
+    # Fast paths: the memory store is the hot tier, so `load` and `save` avoid the generic
+    # indirections (the same rules, inline).
     def load(self, key: str, default: Any = None) -> Any:
         # The key rule (kvstore.keyrules) inline for the common short ASCII key; the rest calls it.
         if (type(key) is not str or not key.isascii() or "\x00" in key
                 or not 0 < len(key) <= SHORT_KEY):
             self.check_key(key)
+        # Without the lock when no LRU order is kept: an entry is a tuple that writers replace
+        # whole, and one dict lookup is atomic, so a single-key write is seen entirely or not at
+        # all. A write of several keys bumps _seq around its changes (odd while it runs), so a
+        # read that overlaps one takes the lock and sees all of it or none of it, as before.
+        seq = self._seq
+        entry = self._data.get(key)
+        if not seq & 1 and seq == self._seq and self.max_entries is None:
+            if entry is None:
+                return default
+            value, expires = entry
+            if expires is None or expires > self._clock():
+                return value if self.serializer is None else self.decode(key, value)
         with self._lock:
             entry = self._data.get(key)
             if entry is None:
@@ -74,6 +90,22 @@ class MemoryStore(PersistenceStore):
         if self.serializer is None:
             return value
         return self.decode(key, value)
+
+    def save(self, key: str, value: Any, ttl: TTL = None) -> bool:
+        """See :meth:`~kvstore.PersistenceStore.save`."""
+        if (type(key) is not str or not key.isascii() or "\x00" in key
+                or not 0 < len(key) <= SHORT_KEY):
+            self.check_key(key)
+        seconds = self.ttl_default if ttl is None else parse_ttl(ttl)
+        blob = value if self.serializer is None else self.encode(key, value)
+        with self._lock:
+            if self.max_entries is None:
+                self._data[key] = (blob, None if seconds is None else self._clock() + seconds)
+            else:
+                self._put(key, blob, None if seconds is None else self._clock() + seconds)
+        return True
+
+    plain_save = save  # it only encodes and writes: save_sized may measure the blob itself
 
     def _live(self, key: str, now: float) -> tuple[Any, float | None] | None:
         """The entry for key if live; drops it when expired. Caller holds the lock."""
@@ -120,8 +152,12 @@ class MemoryStore(PersistenceStore):
     def raw_set_many(self, items: list[tuple[str, Any]], ttl: float | None) -> None:
         with self._lock:
             expires = None if ttl is None else self._clock() + ttl
-            for key, blob in items:
-                self._put(key, blob, expires)
+            self._seq += 1  # several keys: see load
+            try:
+                for key, blob in items:
+                    self._put(key, blob, expires)
+            finally:
+                self._seq += 1
 
     def raw_delete(self, key: str) -> bool:
         with self._lock:
@@ -133,7 +169,11 @@ class MemoryStore(PersistenceStore):
 
     def raw_delete_many(self, keys: list[str]) -> int:
         with self._lock:
-            return sum(1 for key in keys if self.raw_delete(key))
+            self._seq += 1  # several keys: see load
+            try:
+                return sum(1 for key in keys if self.raw_delete(key))
+            finally:
+                self._seq += 1
 
     def raw_exists(self, key: str) -> bool:
         with self._lock:
@@ -237,9 +277,13 @@ class MemoryStore(PersistenceStore):
             now = self._clock()
             doomed = [k for k in self._data if k.startswith(prefix)]
             removed = 0
-            for k in doomed:
-                exp = self._data.pop(k)[1]
-                removed += exp is None or exp > now
+            self._seq += 1  # several keys: see load
+            try:
+                for k in doomed:
+                    exp = self._data.pop(k)[1]
+                    removed += exp is None or exp > now
+            finally:
+                self._seq += 1
             return removed
 
     @contextmanager
@@ -257,8 +301,12 @@ class MemoryStore(PersistenceStore):
                 before.images = self.raw_snapshot(list(dict.fromkeys(k for k, _, _ in ops)))
             yield
             now = self._clock()
-            for key, blob, ttl in ops:
-                self._write(key, blob, ttl, self._live(key, now), now)
+            self._seq += 1  # several keys: see load
+            try:
+                for key, blob, ttl in ops:
+                    self._write(key, blob, ttl, self._live(key, now), now)
+            finally:
+                self._seq += 1
 
     def open_meta(self) -> "MemoryStore":
         return MemoryStore(clock=self._clock)
