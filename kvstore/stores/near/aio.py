@@ -35,6 +35,14 @@ class AsyncNearStore(AsyncStore):
 
     # -- reads -------------------------------------------------------------------------------------
 
+    async def load(self, key: str, default: Any = None) -> Any:
+        value = self.sync.local_value(key, default)  # never awaits: a hit costs no loop turn
+        if value is not NOVALUE:
+            return value
+        self.check_key(key)
+        blob = await arun(self, self.sync.filling(self.inner, key))
+        return default if blob is MISSING else self.decode(key, blob)
+
     async def raw_get(self, key: str) -> Any:
         blob = self.near.get(key)
         if blob is not NOVALUE:

@@ -172,23 +172,31 @@ class NearStore(PersistenceStore):
 
     # -- reads -------------------------------------------------------------------------------------
 
-    def load(self, key: str, default: Any = None) -> Any:
-        # A local hit skips the key check: only checked keys were ever filled.
+    def local_value(self, key: Any, default: Any) -> Any:
+        """``load``'s answer from the local copy (``default`` for a key known absent), or
+        :data:`NOVALUE` when there is none (both fronts). A hit skips the key check: only
+        checked keys were ever filled."""
         entry = self.near.entry(key) if type(key) is str else None
-        if entry is not None:
-            value = entry[2]
-            if value is not NOVALUE:
-                return value
-            blob = entry[0]
-        else:
-            self.check_key(key)
-            blob = flows.run(self, self.filling(self.inner, key))
+        if entry is None:
+            return NOVALUE
+        value = entry[2]
+        if value is not NOVALUE:
+            return value
+        blob = entry[0]
         if blob is MISSING:
             return default
         value = self._decode(key, blob)
-        if entry is not None and type(value) in _IMMUTABLE:
-            entry[2] = value  # shared safely: nobody can change it
+        if entry[3] or type(value) in _IMMUTABLE:
+            entry[2] = value  # decoded once, handed out as it is from now on
         return value
+
+    def load(self, key: str, default: Any = None) -> Any:
+        value = self.local_value(key, default)
+        if value is not NOVALUE:
+            return value
+        self.check_key(key)
+        blob = flows.run(self, self.filling(self.inner, key))
+        return default if blob is MISSING else self._decode(key, blob)
 
     def _decode(self, key: str, blob: Any) -> Any:
         fast = self._body
