@@ -112,15 +112,22 @@ class NearCache:
         now = self.clock()
         if now >= self._yield_at:
             self._let_the_listener_in(now)
-        with self.lock:
-            entry = part.data.get(key)
-            if entry is not None:
-                if entry[1] > now:
-                    part.data.move_to_end(key)
-                    self.hits += 1
-                    return entry
-                del part.data[key]
-            self.misses += 1
+        # No lock: each OrderedDict call is atomic under the GIL, and a copy dropped by an
+        # invalidation between two of them was live when this read began.
+        data = part.data
+        entry = data.get(key)
+        if entry is not None:
+            if entry[1] > now:
+                try:
+                    data.move_to_end(key)
+                except KeyError:
+                    pass
+                self.hits += 1  # a statistic: a lost increment between threads is tolerated
+                return entry
+            with self.lock:
+                if data.get(key) is entry:
+                    del data[key]
+        self.misses += 1
         return None
 
     def _let_the_listener_in(self, now: float) -> None:
@@ -202,8 +209,10 @@ class NearCache:
         with self.lock:
             self.epoch += 1
             for part in self._parts:
-                for key in [k for k in part.data if k.startswith(prefix)]:
-                    del part.data[key]
+                # list() copies in one C call: readers move keys without the lock (see entry)
+                for key in list(part.data):
+                    if key.startswith(prefix):
+                        part.data.pop(key, None)
 
     def flush(self, up: bool) -> None:
         """Drop every copy and make every read in flight unfillable; ``up``: whether copies
