@@ -357,3 +357,39 @@ def test_a_cluster_slot_move_flushes_and_tracks_again(tmp_path: Path) -> None:
         store.close()
     finally:
         cluster.stop()
+
+
+def test_local_hits_on_an_event_loop_do_not_hold_up_invalidations(near: NearStore,
+                                                                   server: Any) -> None:
+    """A coroutine whose every load is a local hit never suspends: the channel must still
+    be read (its listener is a thread, handed the GIL every few milliseconds)."""
+    import asyncio
+    import threading
+
+    from kvstore.aio import async_store
+
+    face = async_store(near)
+    near.save("loop", "old")
+    _settle()
+    assert near.load("loop") == "old"
+    written: list[float] = []
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        writer = RedisStore(url=server.url, key_prefix=near.inner.key_prefix)
+        writer.save("loop", "new")
+        written.append(time.monotonic())
+        writer.close()
+
+    async def spin() -> float:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if await face.load("loop") == "new":
+                return time.monotonic()
+        raise AssertionError("the invalidation never reached a spinning event loop")
+
+    thread = threading.Thread(target=write_later)
+    thread.start()
+    seen = asyncio.run(spin())
+    thread.join()
+    assert seen - written[0] < 0.5

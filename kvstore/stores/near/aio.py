@@ -27,7 +27,7 @@ class AsyncNearStore(AsyncStore):
 
     def __init__(self, sync: NearStore, face: Callable[[PersistenceStore], AsyncStore]) -> None:
         super().__init__(sync)
-        self.inner = face(sync.inner)
+        self.inner: Any = face(sync.inner)  # the Redis driver (its raw_snapshot too)
         self.near = sync.near
 
     async def _route(self, method: str, *args: Any) -> Any:

@@ -75,7 +75,7 @@ class NearStore(PersistenceStore):
         self.optimistic = inner.optimistic
         self.crash_atomic = inner.crash_atomic
         self.shares_data = inner.shares_data
-        self.check_key = inner.check_key  # type: ignore[method-assign]
+        self.check_key = inner.check_key
         self._inner_meta = inner.meta  # now: open_meta runs under the lock that opening takes
         self.clock = clock
         # The serializer's shortcut for its own plain blobs (see PersistenceStore.decode_many).
