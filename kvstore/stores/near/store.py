@@ -18,6 +18,7 @@ definition for both fronts, as the Redis fallback does.
 from __future__ import annotations
 
 import functools
+import marshal
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -38,6 +39,28 @@ def call(target: Any, method: str, *args: Any) -> flows.Compute:
 
 #: Values a local copy may hand out as they are, decoded once.
 _IMMUTABLE = frozenset({int, str, float, bool, bytes, type(None)})
+#: A local entry's value slot: decode the blob on every hit (not marshal-able: datetimes...).
+_DECODE: Any = object()
+
+
+class _Fresh:
+    """A decoded value of built-in types only, as ``marshal`` bytes: ``marshal.loads`` makes
+    each reader its own copy (equal, same types) faster than decoding the blob again."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _kept(value: Any, shared: bool) -> Any:
+    """What a local entry keeps of its decoded ``value`` for the next hits."""
+    if shared or type(value) in _IMMUTABLE:
+        return value  # handed out as it is
+    try:
+        return _Fresh(marshal.dumps(value))
+    except ValueError:  # a type marshal does not know (datetime, UUID, a dataclass's dict...)
+        return _DECODE
 
 #: The writes: ``method: args -> the keys it writes``.
 _WRITES: dict[str, Callable[..., list[str]]] = {
@@ -181,13 +204,16 @@ class NearStore(PersistenceStore):
             return NOVALUE
         value = entry[2]
         if value is not NOVALUE:
-            return value
+            if type(value) is _Fresh:  # a new copy for each reader, faster than decoding
+                return marshal.loads(value.data)
+            if value is not _DECODE:
+                return value
         blob = entry[0]
         if blob is MISSING:
             return default
         value = self._decode(key, blob)
-        if entry[3] or type(value) in _IMMUTABLE:
-            entry[2] = value  # decoded once, handed out as it is from now on
+        if entry[2] is NOVALUE:
+            entry[2] = _kept(value, entry[3])
         return value
 
     def load(self, key: str, default: Any = None) -> Any:
