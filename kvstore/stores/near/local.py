@@ -28,7 +28,7 @@ __all__ = ["NearSettings", "NearCache", "NOVALUE", "Token"]
 NOVALUE: Any = object()
 
 #: Seconds of local hits between two hand-overs of the GIL (see NearCache.entry).
-YIELD_EVERY = 0.002
+YIELD_EVERY = 0.001
 
 #: ``(epoch, generation)`` of a read, taken before it is sent.
 Token = tuple[int, int]
