@@ -44,8 +44,8 @@ class NearSettings:
     ttl: float = 60.0
     #: True: ``load`` hands every reader of this process the same decoded object (fastest;
     #: treat it as read-only, as with ``functools.lru_cache``: a change to it would be seen by
-    #: the next reads here, not by Redis). False: a list, dict or set is decoded again on
-    #: every hit, so each reader gets its own (immutable values are shared either way).
+    #: the next reads here, not by Redis). False: each reader of a list, dict or set gets
+    #: its own copy (immutable values are shared either way).
     shared: bool = False
 
 
