@@ -393,3 +393,30 @@ def test_local_hits_on_an_event_loop_do_not_hold_up_invalidations(near: NearStor
     seen = asyncio.run(spin())
     thread.join()
     assert seen - written[0] < 0.5
+
+
+def test_on_the_async_front_a_reply_that_raced_an_invalidation_is_not_kept(
+        near: NearStore, server: Any) -> None:
+    import asyncio
+
+    from kvstore.aio import async_store
+
+    face = async_store(near)
+    near.save("arace", "old")
+    _settle()
+    admin = _admin(server.url)
+    real = face.inner.raw_snapshot
+
+    async def racing(keys: list[str]) -> Any:
+        rows = await real(keys)
+        admin.set(near.inner.key_prefix + "arace", near.inner.encode("arace", "new"))
+        await asyncio.sleep(0.05)  # the invalidation arrives meanwhile
+        return rows
+
+    async def main() -> list[Any]:
+        face.inner.raw_snapshot = racing
+        first = await face.load("arace")
+        face.inner.raw_snapshot = real
+        return [first, await face.load("arace"), await face.load("arace")]
+
+    assert asyncio.run(main()) == ["old", "new", "new"]
