@@ -314,3 +314,109 @@ def test_a_restarted_redis_is_tracked_again(tmp_path: Path) -> None:
         store.close()
     finally:
         srv.stop()
+
+
+def test_a_reader_changing_a_loaded_value_changes_no_copy(server: Any) -> None:
+    inner = RedisStore(url=server.url, key_prefix=f"near:{uuid.uuid4().hex[:8]}:")
+    with NearStore(inner, NearSettings(), wait=10) as store:
+        store.save("d", {"a": [1]})
+        _settle()
+        first = store.load("d")
+        first["a"].append(2)
+        assert store.load("d") == {"a": [1]} and store.near_stats()["near_hits"] == 1
+    inner = RedisStore(url=server.url, key_prefix=inner.key_prefix)
+    with NearStore(inner, NearSettings(shared=True), wait=10) as store:
+        store.load("d")
+        assert store.load("d") is store.load("d")  # shared: one object, read-only by contract
+
+
+def test_a_cluster_slot_move_flushes_and_tracks_again(tmp_path: Path) -> None:
+    from redis_servers import start_cluster
+
+    cluster = start_cluster(tmp_path / "cluster")
+    try:
+        store = open_near(cluster.url, "near:slots:", cluster=True)
+        store.save("s", 1)
+        _settle()
+        assert store.load("s") == 1 and store.load("s") == 1 and len(store.near) == 1
+        established, flushes = store.tracker.established, store.near.flushes
+        ports = [node.port for node in cluster.nodes]
+        ids = [subprocess.run(["redis-cli", "-p", str(port), "cluster", "myid"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
+               for port in ports]
+        subprocess.run(["redis-cli", "--cluster", "reshard", f"127.0.0.1:{ports[0]}",
+                        "--cluster-from", ids[0], "--cluster-to", ids[1],
+                        "--cluster-slots", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+        assert _eventually(lambda: store.tracker.established > established, timeout=10)
+        assert store.near.flushes > flushes and store.tracking
+        _settle()
+        assert store.load("s") == 1 and store.load("s") == 1
+        _write_elsewhere(cluster.url, "near:slots:", "s", 2)
+        assert _eventually(lambda: store.load("s") == 2)
+        store.close()
+    finally:
+        cluster.stop()
+
+
+def test_local_hits_on_an_event_loop_do_not_hold_up_invalidations(near: NearStore,
+                                                                   server: Any) -> None:
+    """A coroutine whose every load is a local hit never suspends: the channel must still
+    be read (its listener is a thread, handed the GIL every few milliseconds)."""
+    import asyncio
+    import threading
+
+    from kvstore.aio import async_store
+
+    face = async_store(near)
+    near.save("loop", "old")
+    _settle()
+    assert near.load("loop") == "old"
+    written: list[float] = []
+
+    def write_later() -> None:
+        time.sleep(0.2)
+        writer = RedisStore(url=server.url, key_prefix=near.inner.key_prefix)
+        writer.save("loop", "new")
+        written.append(time.monotonic())
+        writer.close()
+
+    async def spin() -> float:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if await face.load("loop") == "new":
+                return time.monotonic()
+        raise AssertionError("the invalidation never reached a spinning event loop")
+
+    thread = threading.Thread(target=write_later)
+    thread.start()
+    seen = asyncio.run(spin())
+    thread.join()
+    assert seen - written[0] < 0.5
+
+
+def test_on_the_async_front_a_reply_that_raced_an_invalidation_is_not_kept(
+        near: NearStore, server: Any) -> None:
+    import asyncio
+
+    from kvstore.aio import async_store
+
+    face = async_store(near)
+    near.save("arace", "old")
+    _settle()
+    admin = _admin(server.url)
+    real = face.inner.raw_snapshot
+
+    async def racing(keys: list[str]) -> Any:
+        rows = await real(keys)
+        admin.set(near.inner.key_prefix + "arace", near.inner.encode("arace", "new"))
+        await asyncio.sleep(0.05)  # the invalidation arrives meanwhile
+        return rows
+
+    async def main() -> list[Any]:
+        face.inner.raw_snapshot = racing
+        first = await face.load("arace")
+        face.inner.raw_snapshot = real
+        return [first, await face.load("arace"), await face.load("arace")]
+
+    assert asyncio.run(main()) == ["old", "new", "new"]

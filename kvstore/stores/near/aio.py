@@ -27,13 +27,21 @@ class AsyncNearStore(AsyncStore):
 
     def __init__(self, sync: NearStore, face: Callable[[PersistenceStore], AsyncStore]) -> None:
         super().__init__(sync)
-        self.inner = face(sync.inner)
+        self.inner: Any = face(sync.inner)  # the Redis driver (its raw_snapshot too)
         self.near = sync.near
 
     async def _route(self, method: str, *args: Any) -> Any:
         return await arun(self, self.sync.route(self.inner, method, args))
 
     # -- reads -------------------------------------------------------------------------------------
+
+    async def load(self, key: str, default: Any = None) -> Any:
+        value = self.sync.local_value(key, default)  # never awaits: a hit costs no loop turn
+        if value is not NOVALUE:
+            return value
+        self.check_key(key)
+        blob = await arun(self, self.sync.filling(self.inner, key))
+        return default if blob is MISSING else self.decode(key, blob)
 
     async def raw_get(self, key: str) -> Any:
         blob = self.near.get(key)

@@ -8,8 +8,9 @@ the configuration (before any store opens), and the wrapper they put around the 
       categories:
         settings: {store: cache, near: {max_entries: 10000, ttl: 1m}}  # this category's keys
 
-Settings: ``max_entries`` (copies kept at most, default 10000) and ``ttl`` (how long a copy is
-kept at most, default ``1m``; never past the key's own TTL). Unknown keys, a wrong type, a
+Settings: ``max_entries`` (copies kept at most, default 10000), ``ttl`` (how long a copy is
+kept at most, default ``1m``; never past the key's own TTL) and ``shared`` (default false:
+true hands every reader the same decoded object, see :class:`~.local.NearSettings`). Unknown keys, a wrong type, a
 ``near:`` on a category that is not stored in Redis (``store: cache`` with a ``redis:``
 section) raise :class:`~kvstore.ConfigError` naming the setting.
 """
@@ -33,7 +34,8 @@ def _ttl(value: Any, setting: str) -> float:
     return seconds
 
 
-_NEAR = {"max_entries": lambda v, s: checks.whole(v, s, 1), "ttl": _ttl}
+_NEAR = {"max_entries": lambda v, s: checks.whole(v, s, 1), "ttl": _ttl,
+         "shared": checks.boolean}
 
 
 def near_settings(value: Any, setting: str) -> NearSettings | None:

@@ -18,6 +18,7 @@ definition for both fronts, as the Redis fallback does.
 from __future__ import annotations
 
 import functools
+import marshal
 import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
@@ -38,6 +39,28 @@ def call(target: Any, method: str, *args: Any) -> flows.Compute:
 
 #: Values a local copy may hand out as they are, decoded once.
 _IMMUTABLE = frozenset({int, str, float, bool, bytes, type(None)})
+#: A local entry's value slot: decode the blob on every hit (not marshal-able: datetimes...).
+_DECODE: Any = object()
+
+
+class _Fresh:
+    """A decoded value of built-in types only, as ``marshal`` bytes: ``marshal.loads`` makes
+    each reader its own copy (equal, same types) faster than decoding the blob again."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _kept(value: Any, shared: bool) -> Any:
+    """What a local entry keeps of its decoded ``value`` for the next hits."""
+    if shared or type(value) in _IMMUTABLE:
+        return value  # handed out as it is
+    try:
+        return _Fresh(marshal.dumps(value))
+    except ValueError:  # a type marshal does not know (datetime, UUID, a dataclass's dict...)
+        return _DECODE
 
 #: The writes: ``method: args -> the keys it writes``.
 _WRITES: dict[str, Callable[..., list[str]]] = {
@@ -75,7 +98,7 @@ class NearStore(PersistenceStore):
         self.optimistic = inner.optimistic
         self.crash_atomic = inner.crash_atomic
         self.shares_data = inner.shares_data
-        self.check_key = inner.check_key  # type: ignore[method-assign]
+        self.check_key = inner.check_key
         self._inner_meta = inner.meta  # now: open_meta runs under the lock that opening takes
         self.clock = clock
         # The serializer's shortcut for its own plain blobs (see PersistenceStore.decode_many).
@@ -172,23 +195,34 @@ class NearStore(PersistenceStore):
 
     # -- reads -------------------------------------------------------------------------------------
 
-    def load(self, key: str, default: Any = None) -> Any:
-        # A local hit skips the key check: only checked keys were ever filled.
+    def local_value(self, key: Any, default: Any) -> Any:
+        """``load``'s answer from the local copy (``default`` for a key known absent), or
+        :data:`NOVALUE` when there is none (both fronts). A hit skips the key check: only
+        checked keys were ever filled."""
         entry = self.near.entry(key) if type(key) is str else None
-        if entry is not None:
-            value = entry[2]
-            if value is not NOVALUE:
+        if entry is None:
+            return NOVALUE
+        value = entry[2]
+        if value is not NOVALUE:
+            if type(value) is _Fresh:  # a new copy for each reader, faster than decoding
+                return marshal.loads(value.data)
+            if value is not _DECODE:
                 return value
-            blob = entry[0]
-        else:
-            self.check_key(key)
-            blob = flows.run(self, self.filling(self.inner, key))
+        blob = entry[0]
         if blob is MISSING:
             return default
         value = self._decode(key, blob)
-        if entry is not None and type(value) in _IMMUTABLE:
-            entry[2] = value  # shared safely: nobody can change it
+        if entry[2] is NOVALUE:
+            entry[2] = _kept(value, entry[3])
         return value
+
+    def load(self, key: str, default: Any = None) -> Any:
+        value = self.local_value(key, default)
+        if value is not NOVALUE:
+            return value
+        self.check_key(key)
+        blob = flows.run(self, self.filling(self.inner, key))
+        return default if blob is MISSING else self._decode(key, blob)
 
     def _decode(self, key: str, blob: Any) -> Any:
         fast = self._body

@@ -243,7 +243,8 @@ class Tracker:
                 current = self._slot_map()
             except Exception:
                 continue  # the listeners see an outage themselves
-            if seen is not None and current != seen:
+            if (seen is not None and current != seen) or not self._targets:
+                # (no targets: the primaries could not be listed at the last round)
                 log.info("near cache: the Cluster's slot map changed; re-tracking")
                 try:
                     self.store.client.nodes_manager.initialize()
