@@ -420,3 +420,33 @@ def test_on_the_async_front_a_reply_that_raced_an_invalidation_is_not_kept(
         return [first, await face.load("arace"), await face.load("arace")]
 
     assert asyncio.run(main()) == ["old", "new", "new"]
+
+
+def test_a_forked_child_gets_its_own_channel(near: NearStore, server: Any) -> None:
+    """A pre-forking server forks after opening the store: the child's copies (inherited)
+    must not be served without a listener of its own."""
+    import multiprocessing
+
+    near.save("fk", 1)
+    _settle()
+    assert near.load("fk") == 1 and len(near.near) == 1
+    ctx = multiprocessing.get_context("fork")
+    here, there = ctx.Pipe()
+    before = near.tracker.established
+
+    def child() -> None:
+        ok = near.wait_tracking(10) and near.tracker.established > before
+        there.send(ok)
+        there.recv()  # the parent wrote 2
+        there.send(_eventually(lambda: near.load("fk") == 2, timeout=5))
+
+    proc = ctx.Process(target=child)
+    proc.start()
+    try:
+        assert here.poll(30) and here.recv() is True
+        _write_elsewhere(server.url, near.inner.key_prefix, "fk", 2)
+        here.send("written")
+        assert here.poll(30) and here.recv() is True
+    finally:
+        proc.join(30)
+    assert near.tracking and _eventually(lambda: near.load("fk") == 2)

@@ -30,8 +30,10 @@ A ``FLUSHDB``/``FLUSHALL`` (an invalidation without keys) flushes every local co
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from typing import Any
 
 from .local import NearCache
@@ -84,13 +86,30 @@ class Tracker:
             except Exception:
                 pass
         self._begin_round()
+        self._start_watch(seen)
+        if hasattr(os, "register_at_fork"):
+            me = weakref.ref(self)
+            os.register_at_fork(after_in_child=lambda: _forked(me))
+        self.wait_up(wait)
+        return self
+
+    def _start_watch(self, seen: Any) -> None:
         if self.store.cluster:
             thread = threading.Thread(target=self._watch_slots, args=(seen,),
                                       name="kvstore-near-slots", daemon=True)
             thread.start()
             self._threads.append(thread)
-        self.wait_up(wait)
-        return self
+
+    def after_fork(self) -> None:
+        """In a forked child (a pre-forking server's worker): the listener threads did not
+        come along, so nothing is served locally until this process has its own channel."""
+        self._lock = threading.Lock()  # held by a thread of the parent at the fork, maybe
+        self.near.lock = threading.Lock()
+        self.near.flush(up=False)
+        self._live, self._threads = {}, []  # the parent's sockets: never used, never closed here
+        if not self._closed.is_set():
+            self._begin_round()
+            self._start_watch(None)
 
     def wait_up(self, timeout: float) -> bool:
         """Whether the channel is up, waiting up to ``timeout`` seconds for it."""
@@ -225,6 +244,8 @@ class Tracker:
 
     @staticmethod
     def _drop(conn: Any) -> None:
+        # redis-py shuts a socket down only in the process that opened it (a forked child's
+        # copy is just closed), so dropping never breaks the parent's channel.
         try:
             conn.disconnect()
         except Exception:
@@ -252,3 +273,9 @@ class Tracker:
                     pass
                 self._begin_round()
             seen = current
+
+
+def _forked(tracker: "weakref.ref[Tracker]") -> None:
+    found = tracker()
+    if found is not None:
+        found.after_fork()
