@@ -289,7 +289,7 @@ class KVStoreChatMessageHistory(BaseChatMessageHistory):
     last_messages, alast_messages = _both(_last_messages)
 
     @property
-    def messages(self) -> list[BaseMessage]:  # type: ignore[override]  # declared an attribute
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override,unused-ignore]  # an attribute in langchain-core
         """Every message of the session, oldest first (one read of the log)."""
         return self.get_messages()
 
