@@ -253,7 +253,10 @@ def test_cluster_clients_wait_for_connections_too(redis_cluster_url):
 
     from kvstore.stores.redis.aio import AsyncRedisStore
 
-    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3)
+    # 1,000 tasks through 3 slots wait their turn; a generous pool_timeout keeps a loaded CI
+    # machine's slow round trips from turning the wait into a timeout (tested below, at 0.3 s).
+    store = RedisStore(url=redis_cluster_url, key_prefix="{pool}:", max_connections=3,
+                       pool_timeout=60)
     _many_increments(store, threads=100, tasks=1000)
     for node in store._client.get_nodes():
         pool = node.redis_connection.connection_pool
